@@ -1,0 +1,42 @@
+# registry-adapter — see README.md.
+SHELL := /bin/bash
+GO ?= go
+export GOTOOLCHAIN ?= local
+CACHE_DIR ?= $(or $(REGISTRY_ADAPTER_CACHE),$(HOME)/.cache/registry-adapter)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+
+.PHONY: all build test unit vet fmt-check consul integration e2e demo bench clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/registry-adapter ./cmd/registry-adapter
+
+# The test suite: static checks, unit tests (race detector on), tests against
+# a real Consul agent, and the conformance tests with istiod's own client.
+test: vet fmt-check consul unit integration
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+# Builds (once, then cached) the consul binary the Consul source tests run.
+consul:
+	@bash integration/consul/consul.sh install >/dev/null
+
+unit:
+	PATH="$$(dirname "$$(bash integration/consul/consul.sh install)"):$$PATH" \
+	REGISTRY_ADAPTER_REQUIRE_CONSUL=1 \
+	$(GO) test -race -count=1 ./...
+
+# The integration module (integration/go.mod) keeps Istio's ~400 modules out
+# of the main go.mod.
+integration:
+	cd integration && $(GO) test -race -count=1 ./...
+
+clean:
+	rm -rf bin .run

@@ -1,0 +1,262 @@
+package adapter
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/server"
+	"github.com/registry-adapter/registry-adapter/sources/static"
+)
+
+// Config is the adapter's whole configuration file.
+type Config struct {
+	Server   ServerConfig    `yaml:"server"`
+	Output   convert.Options `yaml:"output"`
+	Debounce DebounceConfig  `yaml:"debounce"`
+	Log      LogConfig       `yaml:"log"`
+	Sources  []SourceConfig  `yaml:"sources"`
+}
+
+// ServerConfig is the xDS listener plus the HTTP listener for metrics,
+// health and debug endpoints.
+type ServerConfig struct {
+	server.Config `yaml:",inline"`
+	// DebugListen serves /metrics, /healthz, /readyz, /debug/* and pprof.
+	// Keep it on loopback or behind a NetworkPolicy: pprof and the resource
+	// dump are not for the world.
+	DebugListen string `yaml:"debugListen"`
+}
+
+// LogConfig selects the log format and level.
+type LogConfig struct {
+	// Format is "json" (default when not on a terminal) or "console".
+	Format string `yaml:"format"`
+	// Level is debug, info (default), warn or error.
+	Level string `yaml:"level"`
+}
+
+// SourceConfig is one entry of `sources`: a name and exactly one registry.
+type SourceConfig struct {
+	// Name identifies the source in metrics, logs and annotations. Its
+	// position in the list decides conflicts: earlier sources win.
+	Name   string         `yaml:"name"`
+	Static *static.Config `yaml:"static"`
+}
+
+var sourceNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// LoadConfig reads, defaults and validates a configuration file.
+func LoadConfig(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	cfg, err := ParseConfig(f)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// ParseConfig decodes YAML strictly: an unknown key is an error that names
+// its path, because a misspelt option silently ignored is an outage later.
+func ParseConfig(r io.Reader) (*Config, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	cfg := &Config{}
+	if len(root.Content) > 0 {
+		if err := checkKeys(root.Content[0], reflect.TypeOf(cfg).Elem(), ""); err != nil {
+			return nil, err
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("parse: %w", err)
+		}
+	}
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// SetDefaults fills every unset field, sources included.
+func (c *Config) SetDefaults() {
+	c.Server.SetDefaults()
+	if c.Server.DebugListen == "" {
+		c.Server.DebugListen = "127.0.0.1:15014"
+	}
+	c.Output.SetDefaults()
+	c.Debounce.SetDefaults()
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	for i := range c.Sources {
+		if k, err := c.Sources[i].kind(); err == nil {
+			k.setDefaults(&c.Sources[i])
+		}
+	}
+}
+
+// Validate reports every invalid field it finds, each with its path.
+func (c *Config) Validate() error {
+	var errs []error
+	if err := c.Server.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Server.DebugListen != "" && !strings.Contains(c.Server.DebugListen, ":") {
+		errs = append(errs, fmt.Errorf("server.debugListen %q: want host:port", c.Server.DebugListen))
+	}
+	if err := c.Output.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Debounce.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	switch c.Log.Format {
+	case "", "json", "console":
+	default:
+		errs = append(errs, fmt.Errorf("log.format %q: must be json or console", c.Log.Format))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level %q: must be debug, info, warn or error", c.Log.Level))
+	}
+	seen := map[string]bool{}
+	for i := range c.Sources {
+		s := &c.Sources[i]
+		path := fmt.Sprintf("sources[%d]", i)
+		if !sourceNameRE.MatchString(s.Name) || len(s.Name) > 63 {
+			errs = append(errs, fmt.Errorf("%s.name %q: must be a lowercase DNS label (a-z, 0-9, -)", path, s.Name))
+		} else if seen[s.Name] {
+			errs = append(errs, fmt.Errorf("%s.name %q: used by another source", path, s.Name))
+		}
+		seen[s.Name] = true
+		k, err := s.kind()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s (%s): %w", path, s.Name, err))
+			continue
+		}
+		if err := k.validate(s); err != nil {
+			errs = append(errs, fmt.Errorf("%s.%s: %w", path, k.key, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkKeys walks the YAML tree alongside the Go type and reports keys the
+// type does not have, with their full path (e.g. sources[0].consul.tokn).
+func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if t == reflect.TypeOf(time.Duration(0)) || t == reflect.TypeOf(time.Time{}) {
+		return nil
+	}
+	var errs []error
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return nil // the decoder reports type mismatches with a line number
+		}
+		fields := yamlFields(t)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i].Value
+			ft, ok := fields[key]
+			if !ok {
+				known := make([]string, 0, len(fields))
+				for k := range fields {
+					known = append(known, k)
+				}
+				slices.Sort(known)
+				errs = append(errs, fmt.Errorf("%s: unknown key (line %d; known keys: %s)",
+					join(path, key), n.Content[i].Line, strings.Join(known, ", ")))
+				continue
+			}
+			if err := checkKeys(n.Content[i+1], ft, join(path, key)); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return nil
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if err := checkKeys(n.Content[i+1], t.Elem(), fmt.Sprintf("%s[%s]", path, n.Content[i].Value)); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return nil
+		}
+		for i, item := range n.Content {
+			if err := checkKeys(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// yamlFields maps the YAML keys of a struct (inline fields flattened) to
+// their types.
+func yamlFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		tag := f.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "-" {
+			continue
+		}
+		if opts == "inline" {
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			for k, v := range yamlFields(ft) {
+				out[k] = v
+			}
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		out[name] = f.Type
+	}
+	return out
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}

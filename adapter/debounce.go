@@ -1,0 +1,61 @@
+package adapter
+
+import (
+	"fmt"
+	"time"
+)
+
+// DebounceConfig shapes the trailing debounce between source updates and
+// publication: changes are published once the sources have been quiet for
+// Quiet, and never later than Max after the first unpublished change. Each
+// publication costs every istiod a decode of a whole type, so a burst of
+// registry changes should cost one.
+type DebounceConfig struct {
+	Quiet time.Duration `yaml:"quiet"`
+	Max   time.Duration `yaml:"max"`
+}
+
+// SetDefaults fills unset fields.
+func (c *DebounceConfig) SetDefaults() {
+	if c.Quiet == 0 {
+		c.Quiet = 100 * time.Millisecond
+	}
+	if c.Max == 0 {
+		c.Max = time.Second
+	}
+}
+
+// Validate reports an inconsistent configuration.
+func (c *DebounceConfig) Validate() error {
+	if c.Quiet < 0 || c.Max < 0 {
+		return fmt.Errorf("debounce: durations must not be negative (quiet %s, max %s)", c.Quiet, c.Max)
+	}
+	if c.Max < c.Quiet {
+		return fmt.Errorf("debounce.max %s is shorter than debounce.quiet %s", c.Max, c.Quiet)
+	}
+	return nil
+}
+
+// debouncer tracks one debounce window.
+type debouncer struct {
+	cfg   DebounceConfig
+	first time.Time // first change of the open window; zero when none is open
+}
+
+// change records a change at now and returns when the window should close.
+func (d *debouncer) change(now time.Time) time.Time {
+	if d.first.IsZero() {
+		d.first = now
+	}
+	due := now.Add(d.cfg.Quiet)
+	if limit := d.first.Add(d.cfg.Max); due.After(limit) {
+		due = limit
+	}
+	return due
+}
+
+// open reports whether changes are waiting.
+func (d *debouncer) open() bool { return !d.first.IsZero() }
+
+// close ends the window.
+func (d *debouncer) close() { d.first = time.Time{} }

@@ -1,0 +1,161 @@
+package adapter
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/model"
+)
+
+// Store holds what every source last reported, per source and scope, and
+// remembers which hosts changed since they were last converted. Only those
+// hosts are converted again: with 50k services, one change must not cost a
+// conversion of all of them.
+//
+// A Store is not safe for concurrent use; the adapter loop owns it.
+type Store struct {
+	order  map[string]int // source name -> position in the configuration
+	scopes map[string]map[string][]model.Service
+	// hosts indexes which (source, scope) pairs contribute to a host.
+	hosts map[string]map[scopeKey]struct{}
+	dirty map[string]struct{}
+}
+
+type scopeKey struct{ source, scope string }
+
+// NewStore returns a store for the named sources, in configuration order:
+// the order decides which source wins when two disagree about a service.
+func NewStore(sources []string) *Store {
+	s := &Store{
+		order:  make(map[string]int, len(sources)),
+		scopes: make(map[string]map[string][]model.Service, len(sources)),
+		hosts:  make(map[string]map[scopeKey]struct{}),
+		dirty:  make(map[string]struct{}),
+	}
+	for i, name := range sources {
+		s.order[name] = i
+		s.scopes[name] = make(map[string][]model.Service)
+	}
+	return s
+}
+
+// Update replaces the scopes named in groups with their new content (an empty
+// group removes its scope) and marks every host they touched, before or
+// after, as dirty.
+func (s *Store) Update(source string, groups []model.Group) {
+	scopes, ok := s.scopes[source]
+	if !ok {
+		return
+	}
+	for _, g := range groups {
+		key := scopeKey{source, g.Scope}
+		for _, svc := range scopes[g.Scope] {
+			s.unindex(svc.Host, key)
+		}
+		if len(g.Services) == 0 {
+			delete(scopes, g.Scope)
+			continue
+		}
+		scopes[g.Scope] = g.Services
+		for _, svc := range g.Services {
+			s.index(svc.Host, key)
+		}
+	}
+}
+
+// Replace sets the source's whole state: scopes that groups do not name are
+// removed. Sources send their complete state as the first batch of every run.
+func (s *Store) Replace(source string, groups []model.Group) {
+	scopes, ok := s.scopes[source]
+	if !ok {
+		return
+	}
+	named := make(map[string]struct{}, len(groups))
+	for _, g := range groups {
+		named[g.Scope] = struct{}{}
+	}
+	var gone []model.Group
+	for scope := range scopes {
+		if _, ok := named[scope]; !ok {
+			gone = append(gone, model.Group{Scope: scope})
+		}
+	}
+	s.Update(source, append(gone, groups...))
+}
+
+func (s *Store) index(host string, key scopeKey) {
+	set := s.hosts[host]
+	if set == nil {
+		set = make(map[scopeKey]struct{})
+		s.hosts[host] = set
+	}
+	set[key] = struct{}{}
+	s.dirty[host] = struct{}{}
+}
+
+func (s *Store) unindex(host string, key scopeKey) {
+	if set := s.hosts[host]; set != nil {
+		delete(set, key)
+		if len(set) == 0 {
+			delete(s.hosts, host)
+		}
+	}
+	s.dirty[host] = struct{}{}
+}
+
+// TakeDirty returns the hosts changed since the last call, sorted, and
+// forgets them.
+func (s *Store) TakeDirty() []string {
+	out := make([]string, 0, len(s.dirty))
+	for h := range s.dirty {
+		out = append(out, h)
+	}
+	clear(s.dirty)
+	slices.Sort(out)
+	return out
+}
+
+// Hosts returns every host currently known, sorted.
+func (s *Store) Hosts() []string {
+	out := make([]string, 0, len(s.hosts))
+	for h := range s.hosts {
+		out = append(out, h)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Contributions returns every source's view of host, in configuration order
+// (then by scope), so that conversion is deterministic whatever order the
+// updates arrived in.
+func (s *Store) Contributions(host string) []convert.Contribution {
+	set := s.hosts[host]
+	keys := make([]scopeKey, 0, len(set))
+	for k := range set {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b scopeKey) int {
+		return cmp.Or(cmp.Compare(s.order[a.source], s.order[b.source]), cmp.Compare(a.scope, b.scope))
+	})
+	var out []convert.Contribution
+	for _, k := range keys {
+		for _, svc := range s.scopes[k.source][k.scope] {
+			if svc.Host == host {
+				out = append(out, convert.Contribution{Source: k.source, Service: svc})
+			}
+		}
+	}
+	return out
+}
+
+// Counts returns the services and instances a source currently holds.
+func (s *Store) Counts(source string) (services, instances int) {
+	for _, svcs := range s.scopes[source] {
+		services += len(svcs)
+		for _, svc := range svcs {
+			instances += len(svc.Instances)
+		}
+	}
+	return services, instances
+}

@@ -1,0 +1,217 @@
+// Command registry-adapter serves services from Consul and cloud registries
+// to istiod as ServiceEntries and WorkloadEntries over MCP-over-xDS.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/registry-adapter/registry-adapter/adapter"
+	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/server"
+	"github.com/registry-adapter/registry-adapter/sources"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `registry-adapter serves registry services to istiod over MCP-over-xDS.
+
+Usage:
+  registry-adapter run      --config FILE   watch the sources and serve istiod
+  registry-adapter render   --config FILE   sync every source once and print the resources as YAML
+  registry-adapter validate --config FILE   check the configuration and exit
+  registry-adapter version                  print the version
+`
+
+func main() {
+	os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// Main runs the command line and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "run":
+		err = runCmd(rest, stderr)
+	case "render":
+		err = renderCmd(rest, stdout, stderr)
+	case "validate":
+		err = validateCmd(rest, stdout, stderr)
+	case "version":
+		fmt.Fprintf(stdout, "registry-adapter %s (%s)\n", version, runtime.Version())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "registry-adapter %s: %v\n", cmd, err)
+		return 1
+	}
+	return 0
+}
+
+func configFlag(name string, stderr io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration file (YAML)")
+	return fs, path
+}
+
+func loadConfig(fs *flag.FlagSet, path *string, args []string) (*adapter.Config, error) {
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if *path == "" {
+		return nil, errors.New("--config is required")
+	}
+	return adapter.LoadConfig(*path)
+}
+
+func validateCmd(args []string, stdout, stderr io.Writer) error {
+	fs, path := configFlag("validate", stderr)
+	cfg, err := loadConfig(fs, path, args)
+	if err != nil {
+		return err
+	}
+	if _, err := adapter.BuildSources(cfg, nil, zap.NewNop()); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: valid (%d sources, output %s in namespace %s)\n", *path, len(cfg.Sources), cfg.Output.Mode, cfg.Output.Namespace)
+	return nil
+}
+
+func renderCmd(args []string, stdout, stderr io.Writer) error {
+	fs, path := configFlag("render", stderr)
+	timeout := fs.Duration("timeout", time.Minute, "how long to wait for every source's first sync")
+	cfg, err := loadConfig(fs, path, args)
+	if err != nil {
+		return err
+	}
+	// Logs go to stderr so that stdout is exactly what kubectl apply reads.
+	log, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return err
+	}
+	srcs, err := adapter.BuildSources(cfg, nil, log)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	ctx, cancelTimeout := context.WithTimeout(ctx, *timeout)
+	defer cancelTimeout()
+	resources, rejected, err := adapter.Render(ctx, srcs, cfg.Output, log)
+	if err != nil {
+		return err
+	}
+	for _, r := range rejected {
+		log.Warn("left out", zap.String("item", r.String()))
+	}
+	out, err := convert.YAML(resources, convert.RenderOptions{})
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(out)
+	return err
+}
+
+func runCmd(args []string, stderr io.Writer) error {
+	fs, path := configFlag("run", stderr)
+	cfg, err := loadConfig(fs, path, args)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	log.Info("starting", zap.String("version", version), zap.String("config", *path), zap.Int("sources", len(cfg.Sources)))
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srcs, err := adapter.BuildSources(cfg, sources.NewMetrics(reg), log)
+	if err != nil {
+		return err
+	}
+	serverMetrics := server.NewMetrics(reg)
+	cache := server.NewCache(serverMetrics)
+	srv, err := server.New(cfg.Server.Config, cache, serverMetrics, log.Named("server"))
+	if err != nil {
+		return err
+	}
+	a := adapter.New(srcs, cfg.Output, cfg.Debounce, cache, adapter.NewMetrics(reg), log.Named("adapter"))
+	dbg := &adapter.Debug{Adapter: a, Cache: cache, Server: srv, Sources: srcs, Gatherer: reg, Log: log.Named("debug")}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(ctx) })
+	g.Go(func() error { return a.Run(ctx) })
+	g.Go(func() error { return dbg.Run(ctx, cfg.Server.DebugListen) })
+	err = g.Wait()
+	log.Info("stopped", zap.Error(err))
+	return err
+}
+
+// newLogger logs JSON unless told otherwise or writing to a terminal.
+func newLogger(cfg adapter.LogConfig, w io.Writer) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(cfg.Level)
+	if err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	format := cfg.Format
+	if format == "" {
+		format = "json"
+		if f, ok := w.(*os.File); ok {
+			if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+				format = "console"
+			}
+		}
+	}
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if format == "console" {
+		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	} else {
+		enc = zapcore.NewJSONEncoder(encCfg)
+	}
+	core := zapcore.NewCore(enc, zapcore.AddSync(w), level)
+	return zap.New(core), nil
+}
+
+func init() {
+	if info, ok := debug.ReadBuildInfo(); ok && version == "dev" && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		version = info.Main.Version
+	}
+}

@@ -1,0 +1,156 @@
+package convert
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+)
+
+const (
+	maxNameLen       = 253 // DNS-1123 subdomain, Kubernetes object names
+	maxLabelValueLen = 63
+	maxLabelNameLen  = 63
+	hashSuffixLen    = 10 // hex digits of the disambiguating hash
+)
+
+// ResourceName turns a registry string into a DNS-1123 subdomain usable as a
+// Kubernetes object name. A string that is already valid is kept as it is, so
+// names stay readable. Any string that had to change (case, characters,
+// length) gets a suffix hashed from the original, so two different originals
+// that sanitize alike ("Web_1" and "web-1") still get distinct names, and the
+// same original always gets the same name.
+func ResourceName(raw string) string {
+	clean := sanitizeSubdomain(raw)
+	if clean == raw && len(raw) <= maxNameLen && raw != "" {
+		return raw
+	}
+	return withHash(clean, raw, maxNameLen, '-')
+}
+
+// LabelValue turns s into a valid Kubernetes label value (at most 63
+// characters of [A-Za-z0-9_.-], beginning and ending alphanumeric), with the
+// same keep-if-valid, hash-if-changed rule as ResourceName.
+func LabelValue(s string) string {
+	if s == "" || isLabelName(s) {
+		return s
+	}
+	clean := sanitizeLabelName(s)
+	return withHash(clean, s, maxLabelValueLen, '_')
+}
+
+// LabelKey turns k into a valid Kubernetes label key: an optional DNS
+// subdomain prefix and a slash, then a name as for values. It reports false
+// when nothing usable is left (e.g. a key of only punctuation).
+func LabelKey(k string) (string, bool) {
+	if IsLabelKey(k) {
+		return k, true
+	}
+	prefix, name := "", k
+	if i := strings.LastIndexByte(k, '/'); i >= 0 {
+		prefix, name = k[:i], k[i+1:]
+	}
+	name = sanitizeLabelName(name)
+	if name == "" {
+		return "", false
+	}
+	if prefix != "" {
+		prefix = sanitizeSubdomain(prefix)
+		if prefix == "" || len(prefix) > maxNameLen {
+			prefix = ""
+		}
+	}
+	// A changed key is hashed so two keys that clean up alike stay distinct.
+	name = withHash(name, k, maxLabelNameLen, '_')
+	if prefix != "" {
+		return prefix + "/" + name, true
+	}
+	return name, true
+}
+
+// IsLabelKey reports whether k is a valid Kubernetes label key.
+func IsLabelKey(k string) bool {
+	prefix, name := "", k
+	if i := strings.LastIndexByte(k, '/'); i >= 0 {
+		prefix, name = k[:i], k[i+1:]
+		if !isSubdomain(prefix) {
+			return false
+		}
+	}
+	return name != "" && isLabelName(name)
+}
+
+// IsLabelValue reports whether v is a valid Kubernetes label value.
+func IsLabelValue(v string) bool { return v == "" || isLabelName(v) }
+
+// isLabelName: at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends.
+func isLabelName(s string) bool {
+	if len(s) == 0 || len(s) > maxLabelNameLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isAlnum(c) && c != '-' && c != '_' && c != '.' {
+			return false
+		}
+	}
+	return isAlnum(s[0]) && isAlnum(s[len(s)-1])
+}
+
+func isSubdomain(s string) bool {
+	return s != "" && len(s) <= maxNameLen && sanitizeSubdomain(s) == s
+}
+
+// IsResourceName reports whether s is a valid DNS-1123 subdomain.
+func IsResourceName(s string) bool { return isSubdomain(s) }
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+func isLowerAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+
+// sanitizeSubdomain lowercases s, turns every other character into '-', and
+// repairs dots so that every dot-separated label starts and ends alphanumeric.
+func sanitizeSubdomain(s string) string {
+	labels := strings.Split(strings.ToLower(s), ".")
+	out := labels[:0]
+	for _, l := range labels {
+		b := []byte(l)
+		for i, c := range b {
+			if !isLowerAlnum(c) && c != '-' {
+				b[i] = '-'
+			}
+		}
+		l = strings.Trim(string(b), "-")
+		if l != "" {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, ".")
+}
+
+func sanitizeLabelName(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !isAlnum(c) && c != '-' && c != '_' && c != '.' {
+			b[i] = '_'
+		}
+	}
+	return strings.TrimFunc(string(b), func(r rune) bool { return r == '-' || r == '_' || r == '.' })
+}
+
+// withHash shortens clean to fit max with a hash of raw appended.
+func withHash(clean, raw string, max int, sep byte) string {
+	sum := sha256.Sum256([]byte(raw))
+	h := hex.EncodeToString(sum[:])[:hashSuffixLen]
+	keep := max - hashSuffixLen - 1
+	if len(clean) > keep {
+		clean = clean[:keep]
+	}
+	// Cutting may leave a separator at the end, which no name may end with.
+	clean = strings.TrimRight(clean, "-_.")
+	if clean == "" {
+		return h
+	}
+	return clean + string(sep) + h
+}

@@ -1,0 +1,154 @@
+// Package sources defines what a registry source is and gives every source the
+// same status reporting and metrics. Each registry lives in its own
+// sub-package (consul, static, ec2, ...).
+package sources
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/registry-adapter/registry-adapter/model"
+)
+
+// Source watches one registry.
+//
+// Run sends the complete initial state as its first batch, then batches of
+// changed groups only (a group replaces its scope; an empty group removes it).
+// It returns when ctx is done, and never closes out. When the registry fails,
+// a source sends nothing and keeps its last good state: for istiod, stale is
+// far better than partial, because whatever a reply leaves out is deleted.
+type Source interface {
+	Run(ctx context.Context, out chan<- []model.Group) error
+}
+
+// Options are what every source constructor receives besides its own config.
+type Options struct {
+	// Name is the source's name from the configuration, used in metrics,
+	// logs and annotations.
+	Name     string
+	Logger   *zap.Logger
+	Reporter *Reporter
+}
+
+// Status is a source's health as shown on /readyz and /debug/sources.
+type Status struct {
+	Name string `json:"name"`
+	// Synced is true once the source delivered its first full state.
+	Synced bool `json:"synced"`
+	// Stale is true while the last attempt failed and the last good state is
+	// being served instead.
+	Stale     bool      `json:"stale"`
+	LastSync  time.Time `json:"lastSync,omitzero"`
+	LastError string    `json:"lastError,omitempty"`
+	ErrorTime time.Time `json:"lastErrorTime,omitzero"`
+	Services  int       `json:"services"`
+	Instances int       `json:"instances"`
+}
+
+// Metrics are the per-source metrics, shared by all sources and labelled by
+// source name.
+type Metrics struct {
+	syncDuration *prometheus.HistogramVec
+	lastSuccess  *prometheus.GaugeVec
+	errors       *prometheus.CounterVec
+	services     *prometheus.GaugeVec
+	instances    *prometheus.GaugeVec
+	stale        *prometheus.GaugeVec
+}
+
+// NewMetrics registers the source metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		syncDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "registry_adapter_source_sync_duration_seconds",
+			Help:    "Time a source took to fetch a full or partial state from its registry.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
+		}, []string{"source"}),
+		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "registry_adapter_source_last_success_timestamp_seconds",
+			Help: "Unix time of the last successful sync of a source.",
+		}, []string{"source"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "registry_adapter_source_errors_total",
+			Help: "Errors talking to a registry, by kind (e.g. unreachable, throttled, acl, decode).",
+		}, []string{"source", "kind"}),
+		services: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "registry_adapter_source_services",
+			Help: "Services a source currently reports.",
+		}, []string{"source"}),
+		instances: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "registry_adapter_source_instances",
+			Help: "Instances a source currently reports.",
+		}, []string{"source"}),
+		stale: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "registry_adapter_source_stale",
+			Help: "1 while a source's last attempt failed and its last good state is served.",
+		}, []string{"source"}),
+	}
+	reg.MustRegister(m.syncDuration, m.lastSuccess, m.errors, m.services, m.instances, m.stale)
+	return m
+}
+
+// Reporter records one source's status and metrics. Its methods are safe for
+// concurrent use.
+type Reporter struct {
+	metrics *Metrics
+	now     func() time.Time
+
+	mu     sync.Mutex
+	status Status
+}
+
+// NewReporter returns the reporter for the source called name. metrics may be
+// nil (tests, render).
+func NewReporter(name string, metrics *Metrics) *Reporter {
+	return &Reporter{metrics: metrics, now: time.Now, status: Status{Name: name}}
+}
+
+// Synced records a successful sync and the totals the source now holds.
+func (r *Reporter) Synced(took time.Duration, services, instances int) {
+	now := r.now()
+	r.mu.Lock()
+	r.status.Synced = true
+	r.status.Stale = false
+	r.status.LastSync = now
+	r.status.Services = services
+	r.status.Instances = instances
+	name := r.status.Name
+	r.mu.Unlock()
+	if r.metrics == nil {
+		return
+	}
+	r.metrics.syncDuration.WithLabelValues(name).Observe(took.Seconds())
+	r.metrics.lastSuccess.WithLabelValues(name).Set(float64(now.UnixNano()) / 1e9)
+	r.metrics.services.WithLabelValues(name).Set(float64(services))
+	r.metrics.instances.WithLabelValues(name).Set(float64(instances))
+	r.metrics.stale.WithLabelValues(name).Set(0)
+}
+
+// Failed records an error of the given kind. The source keeps serving its last
+// good state, which is what Stale says.
+func (r *Reporter) Failed(kind string, err error) {
+	r.mu.Lock()
+	r.status.Stale = true
+	r.status.LastError = err.Error()
+	r.status.ErrorTime = r.now()
+	name := r.status.Name
+	r.mu.Unlock()
+	if r.metrics == nil {
+		return
+	}
+	r.metrics.errors.WithLabelValues(name, kind).Inc()
+	r.metrics.stale.WithLabelValues(name).Set(1)
+}
+
+// Status returns a copy of the current status.
+func (r *Reporter) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status
+}
