@@ -9,9 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	"github.com/cespare/xxhash/v2"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/registry-adapter/registry-adapter/convert"

@@ -197,7 +197,7 @@ func (t *clients) response(id int64, typeURL, version, nonce, protocol string, b
 	}
 }
 
-func (t *clients) OnFetchRequest(context.Context, *discovery.DiscoveryRequest) error  { return nil }
+func (t *clients) OnFetchRequest(context.Context, *discovery.DiscoveryRequest) error         { return nil }
 func (t *clients) OnFetchResponse(*discovery.DiscoveryRequest, *discovery.DiscoveryResponse) {}
 
 // snapshot returns a deep copy of every connected client, by stream id.

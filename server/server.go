@@ -73,6 +73,7 @@ type Server struct {
 	cache   *Cache
 	clients *clients
 	tls     *tls.Config
+	certs   *certReloader
 
 	mu   sync.Mutex
 	addr net.Addr
@@ -88,6 +89,7 @@ func New(cfg Config, cache *Cache, m *Metrics, log *zap.Logger) (*Server, error)
 		if err != nil {
 			return nil, err
 		}
+		s.certs = r
 		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.GetCertificate}
 	}
 	return s, nil
@@ -179,6 +181,8 @@ func (s *Server) Clients() []ClientInfo { return s.clients.snapshot() }
 type certReloader struct {
 	certFile, keyFile string
 	log               *zap.Logger
+	// minInterval rate-limits the stat calls made during handshakes.
+	minInterval time.Duration
 
 	mu      sync.Mutex
 	cert    *tls.Certificate
@@ -187,7 +191,7 @@ type certReloader struct {
 }
 
 func newCertReloader(certFile, keyFile string, log *zap.Logger) (*certReloader, error) {
-	r := &certReloader{certFile: certFile, keyFile: keyFile, log: log}
+	r := &certReloader{certFile: certFile, keyFile: keyFile, log: log, minInterval: time.Second}
 	if _, err := r.load(); err != nil {
 		return nil, err
 	}
@@ -225,12 +229,12 @@ func (r *certReloader) load() (*tls.Certificate, error) {
 	return r.cert, nil
 }
 
-// GetCertificate checks the files at most once a second; a broken rotation
+// GetCertificate checks the files at most once per minInterval; a broken rotation
 // (say, a key written before its certificate) keeps the previous pair.
 func (r *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if time.Since(r.checked) < time.Second && r.cert != nil {
+	if time.Since(r.checked) < r.minInterval && r.cert != nil {
 		return r.cert, nil
 	}
 	r.checked = time.Now()

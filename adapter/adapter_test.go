@@ -1,0 +1,362 @@
+package adapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/server"
+	"github.com/registry-adapter/registry-adapter/sources"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func svc(name string, addrs ...string) model.Service {
+	s := model.Service{Name: name, Host: name + ".example.com", Ports: []model.Port{{Number: 80, Protocol: model.ProtocolHTTP}}}
+	for _, a := range addrs {
+		s.Instances = append(s.Instances, model.Instance{ID: a, Address: a})
+	}
+	return s
+}
+
+func group(services ...model.Service) model.Group {
+	return model.Group{Scope: services[0].Name, Services: services}
+}
+
+func opts() convert.Options {
+	o := convert.Options{}
+	o.SetDefaults()
+	return o
+}
+
+func TestStoreDirtyHostsAndOrder(t *testing.T) {
+	st := NewStore([]string{"dc1", "dc2"})
+	st.Update("dc2", []model.Group{group(svc("web", "10.0.0.2"))})
+	st.Update("dc1", []model.Group{group(svc("web", "10.0.0.1")), group(svc("db", "10.0.1.1"))})
+	if got := st.TakeDirty(); !slices.Equal(got, []string{"db.example.com", "web.example.com"}) {
+		t.Errorf("dirty %v", got)
+	}
+	if got := st.TakeDirty(); len(got) != 0 {
+		t.Errorf("dirty after take: %v", got)
+	}
+	// Configuration order, not arrival order, decides.
+	c := st.Contributions("web.example.com")
+	if len(c) != 2 || c[0].Source != "dc1" || c[1].Source != "dc2" {
+		t.Errorf("contributions %+v", c)
+	}
+	// A scope that moves its service to another host dirties both hosts.
+	moved := svc("db", "10.0.1.1")
+	moved.Host = "db2.example.com"
+	st.Update("dc1", []model.Group{{Scope: "db", Services: []model.Service{moved}}})
+	if got := st.TakeDirty(); !slices.Equal(got, []string{"db.example.com", "db2.example.com"}) {
+		t.Errorf("dirty after move %v", got)
+	}
+	// An empty group removes the scope.
+	st.Update("dc1", []model.Group{{Scope: "db"}})
+	if got := st.Contributions("db2.example.com"); len(got) != 0 {
+		t.Errorf("removed scope still contributes: %+v", got)
+	}
+	// Replace removes scopes the full set does not name.
+	st.Replace("dc1", []model.Group{group(svc("api", "10.0.2.1"))})
+	st.TakeDirty()
+	if got := st.Hosts(); !slices.Equal(got, []string{"api.example.com", "web.example.com"}) {
+		t.Errorf("hosts after replace %v", got)
+	}
+	if got := st.Contributions("web.example.com"); len(got) != 1 || got[0].Source != "dc2" {
+		t.Errorf("web after dc1 replace: %+v", got)
+	}
+	// Updates from an unknown source are ignored rather than panicking.
+	st.Update("nope", []model.Group{group(svc("x", "1.1.1.1"))})
+}
+
+func TestDiff(t *testing.T) {
+	p := NewPublished()
+	conv := func(addrs ...string) []*convert.Resource {
+		r, _ := convert.Service("web.example.com", []convert.Contribution{{Source: "dc1", Service: svc("web", addrs...)}}, opts())
+		return r
+	}
+	count := func(m map[convert.Kind]Change) (ups, dels int) {
+		for _, c := range m {
+			ups += len(c.Upserts)
+			dels += len(c.Deletes)
+		}
+		return
+	}
+	first := conv("10.0.0.1", "10.0.0.2")
+	d := p.Diff("web.example.com", first)
+	if u, del := count(d); u != 3 || del != 0 {
+		t.Errorf("first diff: %d upserts %d deletes", u, del)
+	}
+	p.Commit("web.example.com", first)
+	if d := p.Diff("web.example.com", conv("10.0.0.1", "10.0.0.2")); len(d) != 0 {
+		t.Errorf("unchanged input produced a change: %+v", d)
+	}
+	d = p.Diff("web.example.com", conv("10.0.0.1", "10.0.0.3"))
+	if _, ok := d[convert.KindServiceEntry]; ok {
+		t.Error("an endpoint change touched the ServiceEntry")
+	}
+	we := d[convert.KindWorkloadEntry]
+	if len(we.Upserts) != 1 || len(we.Deletes) != 1 || !strings.Contains(we.Deletes[0], "10.0.0.2") {
+		t.Errorf("endpoint swap: %d upserts, deletes %v", len(we.Upserts), we.Deletes)
+	}
+	d = p.Diff("web.example.com", nil)
+	if u, del := count(d); u != 0 || del != 3 {
+		t.Errorf("host gone: %d upserts %d deletes", u, del)
+	}
+}
+
+func TestDebouncer(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	d := debouncer{cfg: DebounceConfig{Quiet: 100 * time.Millisecond, Max: time.Second}}
+	if d.open() {
+		t.Fatal("open before any change")
+	}
+	steps := []struct {
+		at, due time.Duration
+	}{
+		{0, 100 * time.Millisecond},                     // quiet period from the first change
+		{50 * time.Millisecond, 150 * time.Millisecond}, // each change pushes it back
+		{950 * time.Millisecond, time.Second},           // but never past first+max
+		{2 * time.Second, time.Second},                  // already overdue: close now
+	}
+	for _, s := range steps {
+		if got := d.change(t0.Add(s.at)); !got.Equal(t0.Add(s.due)) {
+			t.Errorf("change at +%s: due +%s, want +%s", s.at, got.Sub(t0), s.due)
+		}
+	}
+	d.close()
+	if got := d.change(t0.Add(5 * time.Second)); !got.Equal(t0.Add(5*time.Second + 100*time.Millisecond)) {
+		t.Errorf("a new window starts from its own first change, got +%s", got.Sub(t0))
+	}
+	for _, bad := range []DebounceConfig{{Quiet: time.Second, Max: time.Millisecond}, {Quiet: -1, Max: 1}} {
+		if bad.Validate() == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}
+
+// chanSource is a test source driven by the test through a channel.
+type chanSource struct {
+	batches chan []model.Group
+	fail    chan error
+}
+
+func newChanSource() *chanSource {
+	return &chanSource{batches: make(chan []model.Group), fail: make(chan error)}
+}
+
+func (s *chanSource) Run(ctx context.Context, out chan<- []model.Group) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-s.fail:
+			return err
+		case b := <-s.batches:
+			select {
+			case out <- b:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+}
+
+// recordingPublisher is a server.Cache that also records every Apply.
+type recordingPublisher struct {
+	*server.Cache
+	mu      sync.Mutex
+	applies []string
+	signal  chan struct{}
+}
+
+func newRecorder() *recordingPublisher {
+	return &recordingPublisher{Cache: server.NewCache(nil), signal: make(chan struct{}, 100)}
+}
+
+func (p *recordingPublisher) Apply(kind convert.Kind, ups []server.Entry, dels []string) bool {
+	changed := p.Cache.Apply(kind, ups, dels)
+	p.mu.Lock()
+	p.applies = append(p.applies, fmt.Sprintf("%s +%d -%d", kind, len(ups), len(dels)))
+	p.mu.Unlock()
+	p.signal <- struct{}{}
+	return changed
+}
+
+func (p *recordingPublisher) waitApply(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.signal:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no publication within 10s")
+	}
+}
+
+func (p *recordingPublisher) names(kind convert.Kind) []string {
+	var out []string
+	for _, e := range p.Entries(kind) {
+		out = append(out, e.Name)
+	}
+	return out
+}
+
+func startAdapter(t *testing.T, deb DebounceConfig, srcs ...*chanSource) (*Adapter, *recordingPublisher, *prometheus.Registry) {
+	t.Helper()
+	var named []NamedSource
+	for i, s := range srcs {
+		name := fmt.Sprintf("src%d", i)
+		named = append(named, NamedSource{Name: name, Source: s, Reporter: sources.NewReporter(name, nil)})
+	}
+	pub := newRecorder()
+	reg := prometheus.NewRegistry()
+	a := New(named, opts(), deb, pub, NewMetrics(reg), zaptest.NewLogger(t))
+	a.restartBackoff = time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return a, pub, reg
+}
+
+func TestAdapterReadyOnlyAfterEverySource(t *testing.T) {
+	s1, s2 := newChanSource(), newChanSource()
+	a, pub, _ := startAdapter(t, DebounceConfig{Quiet: time.Millisecond, Max: time.Millisecond}, s1, s2)
+	s1.batches <- []model.Group{group(svc("web", "10.0.0.1"))}
+	if a.Ready() || pub.Ready() {
+		t.Fatal("ready with one of two sources synced")
+	}
+	s2.batches <- []model.Group{group(svc("db", "10.0.1.1"))}
+	pub.waitApply(t)
+	pub.waitApply(t)
+	waitUntil(t, "ready", a.Ready)
+	if !pub.Ready() {
+		t.Error("cache not marked ready")
+	}
+	if got := pub.names(convert.KindServiceEntry); !slices.Equal(got, []string{"istio-system/db.example.com", "istio-system/web.example.com"}) {
+		t.Errorf("served %v", got)
+	}
+}
+
+func TestAdapterDebouncesBursts(t *testing.T) {
+	src := newChanSource()
+	// A long quiet period: the burst below lands inside one window however
+	// slow the machine is, and Max closes it.
+	a, pub, _ := startAdapter(t, DebounceConfig{Quiet: time.Hour, Max: 300 * time.Millisecond}, src)
+	src.batches <- []model.Group{group(svc("web", "10.0.0.1"))}
+	pub.waitApply(t)
+	pub.waitApply(t)
+	waitUntil(t, "ready", a.Ready)
+	pub.mu.Lock()
+	pub.applies = nil
+	pub.mu.Unlock()
+
+	for i := 2; i <= 101; i++ {
+		addrs := []string{"10.0.0.1"}
+		for j := 2; j <= i; j++ {
+			addrs = append(addrs, fmt.Sprintf("10.0.%d.%d", j/200, j%200))
+		}
+		src.batches <- []model.Group{group(svc("web", addrs...))}
+	}
+	pub.waitApply(t)
+	pub.mu.Lock()
+	applies := slices.Clone(pub.applies)
+	pub.mu.Unlock()
+	// 100 changes, one publication: WorkloadEntries only (the ServiceEntry
+	// did not change), the 100 new instances in one Apply.
+	if !slices.Equal(applies, []string{"WorkloadEntry +100 -0"}) {
+		t.Errorf("applies %v, want one WorkloadEntry publication of 100", applies)
+	}
+	if got := testutil.ToFloat64(a.metrics.windows); got != 2 {
+		t.Errorf("debounce windows %v, want 2 (initial sync + burst)", got)
+	}
+	if got := len(pub.names(convert.KindWorkloadEntry)); got != 101 {
+		t.Errorf("%d WorkloadEntries served, want 101", got)
+	}
+}
+
+func TestAdapterNoOpRefreshPublishesNothing(t *testing.T) {
+	src := newChanSource()
+	a, pub, _ := startAdapter(t, DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond}, src)
+	batch := []model.Group{group(svc("web", "10.0.0.1", "10.0.0.2"))}
+	src.batches <- batch
+	pub.waitApply(t)
+	pub.waitApply(t)
+	waitUntil(t, "ready", a.Ready)
+	seVersion := pub.Version(convert.KindServiceEntry)
+
+	// The same state again: the window closes with nothing to publish.
+	src.batches <- batch
+	waitUntil(t, "second window", func() bool { return testutil.ToFloat64(a.metrics.windows) == 2 })
+	// Then a real change is the next (and only) publication.
+	src.batches <- []model.Group{group(svc("web", "10.0.0.1"))}
+	pub.waitApply(t)
+	pub.mu.Lock()
+	defer pub.mu.Unlock()
+	// Initial sync (ServiceEntry, WorkloadEntries), then only the deletion.
+	want := []string{"ServiceEntry +1 -0", "WorkloadEntry +2 -0", "WorkloadEntry +0 -1"}
+	if !slices.Equal(pub.applies, want) {
+		t.Errorf("applies %v, want %v: the no-op refresh must publish nothing", pub.applies, want)
+	}
+	if pub.Version(convert.KindServiceEntry) != seVersion {
+		t.Error("ServiceEntry version changed on an endpoint-only change")
+	}
+}
+
+func TestAdapterKeepsStateWhenSourceCrashes(t *testing.T) {
+	src := newChanSource()
+	a, pub, _ := startAdapter(t, DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond}, src)
+	src.batches <- []model.Group{group(svc("web", "10.0.0.1")), group(svc("db", "10.0.1.1"))}
+	pub.waitApply(t)
+	pub.waitApply(t)
+	waitUntil(t, "ready", a.Ready)
+
+	src.fail <- errors.New("watch exploded")
+	waitUntil(t, "failure reported", func() bool { return a.sources[0].Reporter.Status().Stale })
+	if got := len(pub.names(convert.KindServiceEntry)); got != 2 {
+		t.Fatalf("%d ServiceEntries after the crash, want the last state (2)", got)
+	}
+	// The restarted source's first batch is its complete state: db is gone.
+	src.batches <- []model.Group{group(svc("web", "10.0.0.1"))}
+	pub.waitApply(t)
+	waitUntil(t, "db deleted", func() bool { return len(pub.names(convert.KindServiceEntry)) == 1 })
+}
+
+func TestAdapterCountsRejections(t *testing.T) {
+	src := newChanSource()
+	a, pub, _ := startAdapter(t, DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond}, src)
+	bad := svc("web", "10.0.0.1", "10.0.0.1") // duplicate instance id
+	src.batches <- []model.Group{group(bad), group(svc("db", "10.0.1.1"))}
+	pub.waitApply(t)
+	if got := testutil.ToFloat64(a.metrics.rejected.WithLabelValues("src0", convert.CodeDuplicate)); got != 1 {
+		t.Errorf("rejected counter %v, want 1", got)
+	}
+	waitUntil(t, "both services served", func() bool { return len(pub.names(convert.KindServiceEntry)) == 2 })
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}

@@ -1,0 +1,102 @@
+package adapter
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/registry-adapter/registry-adapter/convert"
+)
+
+func TestParseConfig(t *testing.T) {
+	cases := []struct {
+		name    string
+		yaml    string
+		wantErr []string // substrings; empty means valid
+	}{
+		{"minimal", "sources: []\n", nil},
+		{"empty file", "", nil},
+		{"static", `
+server: {listen: "127.0.0.1:15010", debugListen: "127.0.0.1:15014"}
+output: {namespace: istio-system, mode: inline}
+sources:
+- name: vms
+  static:
+    services:
+    - name: web
+      ports: [{number: 80, protocol: http}]
+      instances: [{address: 10.0.0.1}]
+`, nil},
+		{"unknown top-level key", "srever: {}\n", []string{"srever: unknown key", "line 1"}},
+		{"unknown nested key with path", `
+sources:
+- name: vms
+  static:
+    services:
+    - name: web
+      prots: []
+`, []string{"sources[0].static.services[0].prots: unknown key"}},
+		{"two registries in one source", `
+sources:
+- name: x
+  static: {services: []}
+  static: {services: []}
+`, []string{"mapping key \"static\" already defined"}},
+		{"no registry", "sources: [{name: x}]\n", []string{"sources[0] (x): no registry configured"}},
+		{"bad source name", "sources: [{name: Bad_Name, static: {}}]\n", []string{"sources[0].name \"Bad_Name\""}},
+		{"duplicate source name", "sources: [{name: a, static: {}}, {name: a, static: {}}]\n", []string{"sources[1].name \"a\": used by another source"}},
+		{"bad mode", "output: {mode: both}\n", []string{"output.mode \"both\""}},
+		{"bad namespace", "output: {namespace: Istio.System}\n", []string{"output.namespace"}},
+		{"bad debounce", "debounce: {quiet: 2s, max: 1s}\n", []string{"debounce.max"}},
+		{"bad duration", "debounce: {quiet: soon}\n", []string{"parse"}},
+		{"bad static port", `
+sources:
+- name: vms
+  static:
+    services:
+    - name: web
+      ports: [{number: 0, protocol: htp}]
+`, []string{"sources[0].static: services[0].ports[0].number 0", "services[0].ports[0].protocol \"htp\""}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := ParseConfig(strings.NewReader(c.yaml))
+			if len(c.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted; want errors %q (config %+v)", c.wantErr, cfg)
+			}
+			for _, want := range c.wantErr {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not mention %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	cfg, err := ParseConfig(strings.NewReader("sources: [{name: vms, static: {services: [{name: web, ports: [{number: 80}]}]}}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.Listen != "127.0.0.1:15010" || cfg.Server.DebugListen != "127.0.0.1:15014" {
+		t.Errorf("listen defaults %q %q", cfg.Server.Listen, cfg.Server.DebugListen)
+	}
+	if cfg.Server.KeepaliveMinTime != 10*time.Second {
+		t.Errorf("keepalive default %s", cfg.Server.KeepaliveMinTime)
+	}
+	if cfg.Output.Mode != convert.ModeWorkloadEntry || cfg.Output.Namespace != "istio-system" {
+		t.Errorf("output defaults %+v", cfg.Output)
+	}
+	if cfg.Debounce.Quiet != 100*time.Millisecond || cfg.Debounce.Max != time.Second {
+		t.Errorf("debounce defaults %+v", cfg.Debounce)
+	}
+	if got := cfg.Sources[0].Static.Services[0].Host; got != "web.static" {
+		t.Errorf("static host default %q", got)
+	}
+}

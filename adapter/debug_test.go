@@ -1,0 +1,123 @@
+package adapter
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/server"
+	"github.com/registry-adapter/registry-adapter/sources"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+func TestDebugEndpoints(t *testing.T) {
+	log := zaptest.NewLogger(t)
+	reg := prometheus.NewRegistry()
+	srcMetrics := sources.NewMetrics(reg)
+	src := newChanSource()
+	rep := sources.NewReporter("vms", srcMetrics)
+	named := []NamedSource{{Name: "vms", Source: src, Reporter: rep}}
+	sm := server.NewMetrics(reg)
+	cache := server.NewCache(sm)
+	srv, err := server.New(server.Config{Listen: "127.0.0.1:0", KeepaliveMinTime: 10 * time.Second}, cache, sm, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := New(named, opts(), DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond}, cache, NewMetrics(reg), log)
+	dbg := &Debug{Adapter: a, Cache: cache, Server: srv, Sources: named, Gatherer: reg, Log: log}
+	web := httptest.NewServer(dbg.Handler())
+	defer web.Close()
+
+	if code, _ := get(t, web.URL+"/healthz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz before the listener is up: %d", code)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- srv.Serve(ctx, lis) }()
+	go func() { errs <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	waitUntil(t, "listener up", srv.Serving)
+	if code, _ := get(t, web.URL+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz while serving: %d", code)
+	}
+	code, body := get(t, web.URL+"/readyz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, `"synced": false`) {
+		t.Errorf("/readyz before the first sync: %d %s", code, body)
+	}
+
+	// The static-like source reports through its reporter, as real ones do.
+	web1 := svc("web", "10.0.0.1")
+	src.batches <- []model.Group{group(web1), group(svc("db", "10.0.1.1"))}
+	rep.Synced(time.Millisecond, 2, 2)
+	waitUntil(t, "ready", a.Ready)
+	code, body = get(t, web.URL+"/readyz")
+	var r readiness
+	if err := json.Unmarshal([]byte(body), &r); err != nil {
+		t.Fatalf("/readyz body %q: %v", body, err)
+	}
+	if code != http.StatusOK || !r.Ready || len(r.Sources) != 1 || !r.Sources[0].Synced || r.Sources[0].Services != 2 {
+		t.Errorf("/readyz after sync: %d %+v", code, r)
+	}
+
+	code, body = get(t, web.URL+"/debug/resources?kind=ServiceEntry&name=web")
+	if code != http.StatusOK || !strings.Contains(body, "name: web.example.com") || strings.Contains(body, "db.example.com") ||
+		strings.Contains(body, "kind: WorkloadEntry") || !strings.Contains(body, "resourceVersion:") {
+		t.Errorf("/debug/resources filtered:\n%s", body)
+	}
+	if _, body := get(t, web.URL+"/debug/resources"); strings.Count(body, "kind: WorkloadEntry") != 2 {
+		t.Errorf("/debug/resources unfiltered:\n%s", body)
+	}
+	if code, body := get(t, web.URL+"/debug/sources"); code != http.StatusOK || !strings.Contains(body, `"name": "vms"`) {
+		t.Errorf("/debug/sources: %d %s", code, body)
+	}
+	if code, body := get(t, web.URL+"/debug/clients"); code != http.StatusOK || strings.TrimSpace(body) != "[]" {
+		t.Errorf("/debug/clients with none connected: %d %s", code, body)
+	}
+	_, metrics := get(t, web.URL+"/metrics")
+	for _, want := range []string{
+		`registry_adapter_server_resources{kind="ServiceEntry"} 2`,
+		`registry_adapter_server_resources{kind="WorkloadEntry"} 2`,
+		`registry_adapter_source_services{source="vms"} 2`,
+		`registry_adapter_changes_applied_total{kind="WorkloadEntry",op="upsert"} 2`,
+		`registry_adapter_debounce_windows_total 1`,
+		`registry_adapter_server_connected_clients 0`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if code, _ := get(t, web.URL+"/debug/pprof/"); code != http.StatusOK {
+		t.Errorf("pprof index: %d", code)
+	}
+}

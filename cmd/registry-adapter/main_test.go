@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+func TestRenderExample(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := Main([]string{"render", "--config", "../../examples/static.yaml"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	// Every document is a Kubernetes object kubectl apply accepts.
+	dec := yaml.NewDecoder(&out)
+	kinds := map[string]int{}
+	for {
+		var doc struct {
+			APIVersion string `yaml:"apiVersion"`
+			Kind       string `yaml:"kind"`
+			Metadata   struct {
+				Name, Namespace string
+			} `yaml:"metadata"`
+			Spec map[string]any `yaml:"spec"`
+		}
+		if err := dec.Decode(&doc); err != nil {
+			break
+		}
+		if doc.APIVersion != "networking.istio.io/v1" || doc.Metadata.Name == "" || doc.Metadata.Namespace != "istio-system" || len(doc.Spec) == 0 {
+			t.Errorf("bad document %+v", doc)
+		}
+		kinds[doc.Kind]++
+	}
+	if kinds["ServiceEntry"] != 2 || kinds["WorkloadEntry"] != 3 {
+		t.Errorf("rendered %v, want 2 ServiceEntries and 3 WorkloadEntries", kinds)
+	}
+}
+
+func TestValidateAndErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("sources:\n- name: vms\n  static: {servcies: []}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		args     []string
+		code     int
+		contains string
+	}{
+		{[]string{"validate", "--config", "../../examples/static.yaml"}, 0, "valid (1 sources"},
+		{[]string{"validate", "--config", bad}, 1, "sources[0].static.servcies: unknown key"},
+		{[]string{"validate"}, 1, "--config is required"},
+		{[]string{"render", "--config", filepath.Join(dir, "missing.yaml")}, 1, "no such file"},
+		{[]string{"version"}, 0, "registry-adapter "},
+		{[]string{"frobnicate"}, 2, "unknown command"},
+		{nil, 2, "Usage"},
+	}
+	for _, c := range cases {
+		var out, errOut bytes.Buffer
+		code := Main(c.args, &out, &errOut)
+		all := out.String() + errOut.String()
+		if code != c.code || !strings.Contains(all, c.contains) {
+			t.Errorf("%v: exit %d, output %q; want exit %d containing %q", c.args, code, all, c.code, c.contains)
+		}
+	}
+}

@@ -1,0 +1,94 @@
+package convert
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestResourceName(t *testing.T) {
+	cases := []struct {
+		in       string
+		want     string // exact, when the input is already valid
+		wantHash bool
+	}{
+		{in: "web.service.consul", want: "web.service.consul"},
+		{in: "web-1", want: "web-1"},
+		{in: "Web", wantHash: true},
+		{in: "web_1", wantHash: true},
+		{in: "node1/web", wantHash: true},
+		{in: "-lead", wantHash: true},
+		{in: "a..b", wantHash: true},
+		{in: "ünïcode", wantHash: true},
+		{in: strings.Repeat("a", 300), wantHash: true},
+		{in: "", wantHash: true},
+		{in: "...", wantHash: true},
+	}
+	for _, c := range cases {
+		got := ResourceName(c.in)
+		if !IsResourceName(got) || len(got) > maxNameLen {
+			t.Errorf("ResourceName(%q) = %q: not a DNS-1123 subdomain", c.in, got)
+		}
+		if c.want != "" && got != c.want {
+			t.Errorf("ResourceName(%q) = %q, want it unchanged", c.in, got)
+		}
+		if c.wantHash && got == c.in {
+			t.Errorf("ResourceName(%q) kept an invalid name", c.in)
+		}
+		if ResourceName(c.in) != got {
+			t.Errorf("ResourceName(%q) is not stable", c.in)
+		}
+	}
+	// Inputs that clean up alike must still get distinct names.
+	alike := []string{"Web_1", "web-1", "web_1", "WEB-1", "web 1"}
+	seen := map[string]string{}
+	for _, in := range alike {
+		out := ResourceName(in)
+		if prev, ok := seen[out]; ok {
+			t.Errorf("%q and %q both became %q", prev, in, out)
+		}
+		seen[out] = in
+	}
+}
+
+func TestLabels(t *testing.T) {
+	keys := []struct {
+		in   string
+		ok   bool
+		same bool
+	}{
+		{"version", true, true},
+		{"app.kubernetes.io/name", true, true},
+		{"Env", true, true},
+		{"env!", true, false},
+		{"", false, false},
+		{"!!!", false, false},
+		{"a/b/c", true, false},
+		{strings.Repeat("k", 70), true, false},
+		{"Bad_Prefix/name", true, false},
+	}
+	for _, k := range keys {
+		got, ok := LabelKey(k.in)
+		if ok != k.ok {
+			t.Errorf("LabelKey(%q) ok=%v, want %v", k.in, ok, k.ok)
+			continue
+		}
+		if ok && !IsLabelKey(got) {
+			t.Errorf("LabelKey(%q) = %q: invalid label key", k.in, got)
+		}
+		if ok && (got == k.in) != k.same {
+			t.Errorf("LabelKey(%q) = %q, unchanged=%v want %v", k.in, got, got == k.in, k.same)
+		}
+	}
+	for _, v := range []string{"", "v1", "prod!", strings.Repeat("v", 64), "-x-", "a b"} {
+		got := LabelValue(v)
+		if !IsLabelValue(got) {
+			t.Errorf("LabelValue(%q) = %q: invalid", v, got)
+		}
+		if IsLabelValue(v) && got != v {
+			t.Errorf("LabelValue(%q) changed a valid value to %q", v, got)
+		}
+	}
+	if LabelValue("a b") == LabelValue("a_b") {
+		t.Error("values that clean up alike collide")
+	}
+}
