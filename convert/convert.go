@@ -157,8 +157,10 @@ func Service(host string, contribs []Contribution, opts Options) ([]*Resource, [
 		}
 		weLabels[LabelManagedBy] = ManagedByValue
 		weLabels[LabelService] = selector
-		we.Labels = weLabels
-		if err := ValidateWorkloadEntry(name, opts.Namespace, we); err != nil {
+		// Labels go on the metadata only: istiod merges metadata labels into
+		// the spec's (ConvertWorkloadEntry), so a copy in the spec would only
+		// add bytes to every push.
+		if err := ValidateWorkloadEntryMeta(ValidationMeta{Name: name, Namespace: opts.Namespace, Labels: weLabels, Annotations: weAnn}, we); err != nil {
 			rejected = append(rejected, Rejection{Kind: KindWorkloadEntry, Name: name, Source: s.source, Code: CodeInvalid, Reason: err.Error()})
 			continue
 		}
@@ -170,7 +172,7 @@ func Service(host string, contribs []Contribution, opts Options) ([]*Resource, [
 		se.WorkloadSelector = &networking.WorkloadSelector{Labels: map[string]string{LabelService: selector}}
 	}
 
-	if err := ValidateServiceEntry(seName, opts.Namespace, se); err != nil {
+	if err := ValidateServiceEntryMeta(ValidationMeta{Name: seName, Namespace: opts.Namespace, Labels: seLabels, Annotations: seAnn}, se); err != nil {
 		// Without its ServiceEntry a WorkloadEntry serves no host; leave them
 		// out too rather than feed istiod orphans.
 		rejected = append(rejected, Rejection{Kind: KindServiceEntry, Name: seName, Source: base.Source, Code: CodeInvalid, Reason: err.Error()})
