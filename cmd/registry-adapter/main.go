@@ -8,10 +8,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/adapter"
 	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/fidelity"
 	"github.com/registry-adapter/registry-adapter/server"
 	"github.com/registry-adapter/registry-adapter/sources"
 )
@@ -36,6 +39,8 @@ Usage:
   registry-adapter run      --config FILE   watch the sources and serve istiod
   registry-adapter render   --config FILE   sync every source once and print the resources as YAML
   registry-adapter validate --config FILE   check the configuration and exit
+  registry-adapter check    --config FILE --istiod URL
+                                            compare the registries with istiod's view (its debug HTTP address)
   registry-adapter version                  print the version
 `
 
@@ -58,6 +63,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = renderCmd(rest, stdout, stderr)
 	case "validate":
 		err = validateCmd(rest, stdout, stderr)
+	case "check":
+		err = checkCmd(rest, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "registry-adapter %s (%s)\n", version, runtime.Version())
 		return 0
@@ -141,6 +148,46 @@ func renderCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	_, err = stdout.Write(out)
 	return err
+}
+
+// checkCmd prints every difference between what the registries hold now
+// and what istiod holds, and fails when there is any.
+func checkCmd(args []string, stdout, stderr io.Writer) error {
+	fs, path := configFlag("check", stderr)
+	istiod := fs.String("istiod", "http://127.0.0.1:8080", "istiod's debug HTTP address (--httpAddr)")
+	timeout := fs.Duration("timeout", time.Minute, "how long to wait for every source's first sync")
+	cfg, err := loadConfig(fs, path, args)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return err
+	}
+	srcs, err := adapter.BuildSources(cfg, nil, log)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	resources, _, err := adapter.Render(ctx, srcs, cfg.Output, log)
+	if err != nil {
+		return err
+	}
+	want := fidelity.Expected(resources)
+	got, err := fidelity.Istiod(ctx, http.DefaultClient, strings.TrimSuffix(*istiod, "/"))
+	if err != nil {
+		return err
+	}
+	diff := fidelity.Diff(want, got)
+	for _, line := range diff {
+		fmt.Fprintln(stdout, line)
+	}
+	if len(diff) > 0 {
+		return fmt.Errorf("%d differences (registries: %s; istiod: %s)", len(diff), want.Summary(), got.Summary())
+	}
+	fmt.Fprintf(stdout, "istiod is faithful: %s\n", got.Summary())
+	return nil
 }
 
 func runCmd(args []string, stderr io.Writer) error {
