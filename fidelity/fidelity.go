@@ -264,4 +264,3 @@ func (v View) Summary() string {
 func (v View) Hosts() []string {
 	return slices.Sorted(maps.Keys(v))
 }
-
