@@ -16,6 +16,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/server"
+	"github.com/registry-adapter/registry-adapter/sources/consul"
 	"github.com/registry-adapter/registry-adapter/sources/static"
 )
 
@@ -52,6 +53,7 @@ type SourceConfig struct {
 	// position in the list decides conflicts: earlier sources win.
 	Name   string         `yaml:"name"`
 	Static *static.Config `yaml:"static"`
+	Consul *consul.Config `yaml:"consul"`
 }
 
 var sourceNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)

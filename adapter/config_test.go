@@ -40,8 +40,13 @@ sources:
 sources:
 - name: x
   static: {services: []}
-  static: {services: []}
-`, []string{"mapping key \"static\" already defined"}},
+  consul: {address: "127.0.0.1:8500"}
+`, []string{"sources[0] (x): more than one registry configured (static and consul)"}},
+		{"consul typo", `
+sources:
+- name: dc1
+  consul: {adress: "127.0.0.1:8500"}
+`, []string{"sources[0].consul.adress: unknown key"}},
 		{"no registry", "sources: [{name: x}]\n", []string{"sources[0] (x): no registry configured"}},
 		{"bad source name", "sources: [{name: Bad_Name, static: {}}]\n", []string{"sources[0].name \"Bad_Name\""}},
 		{"duplicate source name", "sources: [{name: a, static: {}}, {name: a, static: {}}]\n", []string{"sources[1].name \"a\": used by another source"}},

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/consul"
 	"github.com/registry-adapter/registry-adapter/sources/static"
 )
 
@@ -46,6 +48,7 @@ func kindOf[C any, PC interface {
 
 var sourceKinds = []sourceKind{
 	kindOf("static", func(s *SourceConfig) *static.Config { return s.Static }, static.New),
+	kindOf("consul", func(s *SourceConfig) *consul.Config { return s.Consul }, consul.New),
 }
 
 func (s *SourceConfig) kind() (sourceKind, error) {
@@ -70,8 +73,13 @@ func (s *SourceConfig) kind() (sourceKind, error) {
 	}
 }
 
-// BuildSources constructs every configured source, in configuration order.
-func BuildSources(cfg *Config, metrics *sources.Metrics, log *zap.Logger) ([]NamedSource, error) {
+// BuildSources constructs every configured source, in configuration order,
+// and registers their metrics with reg (nil for one-shot commands).
+func BuildSources(cfg *Config, reg prometheus.Registerer, log *zap.Logger) ([]NamedSource, error) {
+	var metrics *sources.Metrics
+	if reg != nil {
+		metrics = sources.NewMetrics(reg)
+	}
 	var out []NamedSource
 	var errs []error
 	for i := range cfg.Sources {
@@ -88,6 +96,14 @@ func BuildSources(cfg *Config, metrics *sources.Metrics, log *zap.Logger) ([]Nam
 		if err != nil {
 			errs = append(errs, fmt.Errorf("sources[%d] (%s): %w", i, sc.Name, err))
 			continue
+		}
+		// Sources with metrics of their own beyond the common ones expose them
+		// as a collector.
+		if c, ok := src.(interface{ Collector() prometheus.Collector }); ok && reg != nil {
+			if err := reg.Register(c.Collector()); err != nil {
+				errs = append(errs, fmt.Errorf("sources[%d] (%s): metrics: %w", i, sc.Name, err))
+				continue
+			}
 		}
 		out = append(out, NamedSource{Name: sc.Name, Source: src, Reporter: rep})
 	}

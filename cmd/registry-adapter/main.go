@@ -27,7 +27,6 @@ import (
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/fidelity"
 	"github.com/registry-adapter/registry-adapter/server"
-	"github.com/registry-adapter/registry-adapter/sources"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -205,7 +204,7 @@ func runCmd(args []string, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srcs, err := adapter.BuildSources(cfg, sources.NewMetrics(reg), log)
+	srcs, err := adapter.BuildSources(cfg, reg, log)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,489 @@
+// Package e2e runs the adapter against a real, unpatched istiod
+// (pilot-discovery, with a local kube-apiserver and etcd) and a real Consul
+// agent, all built and started by the project's scripts on 127.0.0.1, and
+// asserts through istiod's own debug API, metrics and log.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/registry-adapter/registry-adapter/adapter"
+	"github.com/registry-adapter/registry-adapter/fidelity"
+)
+
+var (
+	repoRoot   string
+	adapterBin string
+	kubeconfig string
+	scriptsEnv []string // binaries resolved by build.sh
+	consulBin  string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	repoRoot = root
+	work, err := os.MkdirTemp("", "registry-adapter-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(work)
+
+	steps := []struct {
+		what string
+		do   func() error
+	}{
+		{"build the adapter", func() error {
+			adapterBin = filepath.Join(work, "registry-adapter")
+			// -race: the e2e suite is where real concurrency meets real clients.
+			return command(repoRoot, nil, nil, "go", "build", "-race", "-o", adapterBin, "./cmd/registry-adapter")
+		}},
+		{"build or locate istiod, kube-apiserver and etcd", func() error {
+			var out bytes.Buffer
+			if err := command(repoRoot, nil, &out, "bash", "integration/istiod/build.sh"); err != nil {
+				return err
+			}
+			scriptsEnv = parseExports(out.String())
+			return nil
+		}},
+		{"build or locate consul", func() error {
+			var out bytes.Buffer
+			if err := command(repoRoot, nil, &out, "bash", "integration/consul/consul.sh", "install"); err != nil {
+				return err
+			}
+			consulBin = strings.TrimSpace(out.String())
+			return nil
+		}},
+		{"start etcd and kube-apiserver", func() error {
+			var out bytes.Buffer
+			env := append(scriptsEnv, "ISTIOD_RUN_DIR="+filepath.Join(work, "kube"))
+			if err := command(repoRoot, env, &out, "bash", "integration/istiod/start-kube.sh"); err != nil {
+				return err
+			}
+			for _, kv := range parseExports(out.String()) {
+				if v, ok := strings.CutPrefix(kv, "KUBECONFIG="); ok {
+					kubeconfig = v
+				}
+			}
+			if kubeconfig == "" {
+				return fmt.Errorf("start-kube.sh printed no KUBECONFIG: %s", out.String())
+			}
+			return nil
+		}},
+	}
+	defer func() {
+		env := append(scriptsEnv, "ISTIOD_RUN_DIR="+filepath.Join(work, "kube"))
+		_ = command(repoRoot, env, nil, "bash", "integration/istiod/stop.sh")
+	}()
+	for _, s := range steps {
+		start := time.Now()
+		if err := s.do(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e setup: %s: %v\n", s.what, err)
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "e2e setup: %s: %s\n", s.what, time.Since(start).Round(time.Millisecond))
+	}
+	return m.Run()
+}
+
+func command(dir string, env []string, stdout io.Writer, name string, args ...string) error {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout = stdout
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, stderr.String())
+	}
+	return nil
+}
+
+// parseExports turns the scripts' "export A=1 B=2" lines into env entries.
+func parseExports(s string) []string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		rest, ok := strings.CutPrefix(line, "export ")
+		if !ok {
+			continue
+		}
+		out = append(out, strings.Fields(rest)...)
+	}
+	return out
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// eventually retries check until it returns nil or the timeout expires.
+func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = check(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true after %s: %v", what, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func httpGet(url string) (int, []byte, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// process is a child process whose output is kept for assertions.
+type process struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	log  bytes.Buffer
+	done chan struct{}
+}
+
+func (p *process) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.Write(b)
+}
+
+func (p *process) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+func (p *process) stop() {
+	if p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// adapterProc is the registry-adapter binary running a config.
+type adapterProc struct {
+	*process
+	configPath string
+	xdsAddr    string
+	debugAddr  string
+}
+
+// startAdapter runs the adapter with config (YAML with {{XDS}} and {{DEBUG}}
+// placeholders for its listeners) and waits until it serves.
+func startAdapter(t *testing.T, config string, xdsPort int) *adapterProc {
+	t.Helper()
+	if xdsPort == 0 {
+		xdsPort = freePort(t)
+	}
+	a := &adapterProc{
+		configPath: filepath.Join(t.TempDir(), "config.yaml"),
+		xdsAddr:    fmt.Sprintf("127.0.0.1:%d", xdsPort),
+		debugAddr:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+	}
+	config = strings.NewReplacer("{{XDS}}", a.xdsAddr, "{{DEBUG}}", a.debugAddr).Replace(config)
+	if err := os.WriteFile(a.configPath, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.process = launch(t, adapterBin, "run", "--config", a.configPath)
+	eventually(t, 30*time.Second, "adapter serving", func() error {
+		select {
+		case <-a.done:
+			return fmt.Errorf("adapter exited:\n%s", a.output())
+		default:
+		}
+		code, _, err := httpGet("http://" + a.debugAddr + "/healthz")
+		if err != nil || code != http.StatusOK {
+			return fmt.Errorf("healthz %d %v", code, err)
+		}
+		return nil
+	})
+	return a
+}
+
+func launch(t *testing.T, bin string, args ...string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", filepath.Base(bin), tail(p.output(), 60))
+		}
+	})
+	return p
+}
+
+func tail(s string, lines int) string {
+	parts := strings.Split(s, "\n")
+	if len(parts) > lines {
+		parts = parts[len(parts)-lines:]
+	}
+	return strings.Join(parts, "\n")
+}
+
+// restart stops the adapter and starts it again on the same listeners.
+func (a *adapterProc) restart(t *testing.T) {
+	t.Helper()
+	a.stop()
+	a.process = launch(t, adapterBin, "run", "--config", a.configPath)
+	eventually(t, 30*time.Second, "adapter serving again", func() error {
+		code, _, err := httpGet("http://" + a.debugAddr + "/healthz")
+		if err != nil || code != http.StatusOK {
+			return fmt.Errorf("healthz %d %v", code, err)
+		}
+		return nil
+	})
+}
+
+// metric returns the sum of a metric's samples whose labels contain every
+// given "k=v" pair, from a Prometheus text endpoint.
+func metric(t *testing.T, url, name string, labels ...string) float64 {
+	t.Helper()
+	_, body, err := httpGet(url)
+	if err != nil {
+		t.Fatalf("scrape %s: %v", url, err)
+	}
+	total := 0.0
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) || strings.HasPrefix(line, "#") {
+			continue
+		}
+		rest := line[len(name):]
+		if rest != "" && rest[0] != '{' && rest[0] != ' ' {
+			continue // a longer metric name
+		}
+		ok := true
+		for _, l := range labels {
+			k, v, _ := strings.Cut(l, "=")
+			if !strings.Contains(rest, fmt.Sprintf(`%s="%s"`, k, v)) {
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		var v float64
+		fields := strings.Fields(rest)
+		if _, err := fmt.Sscan(fields[len(fields)-1], &v); err == nil {
+			total += v
+		}
+	}
+	return total
+}
+
+// istiodProc is one pilot-discovery started by start-istiod.sh.
+type istiodProc struct {
+	runDir     string
+	httpAddr   string
+	monitoring string
+	logPath    string
+}
+
+// startIstiod starts istiod with meshConfig and does not wait for it to be
+// ready: the tests decide what readiness must look like.
+func startIstiod(t *testing.T, meshConfig string) *istiodProc {
+	t.Helper()
+	p, err := startIstiodErr(t, meshConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startIstiodErr is startIstiod for tests that expect istiod to fail.
+func startIstiodErr(t *testing.T, meshConfig string) (*istiodProc, error) {
+	t.Helper()
+	runDir := t.TempDir()
+	mesh := filepath.Join(runDir, "mesh.yaml")
+	if err := os.WriteFile(mesh, []byte(meshConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := append(scriptsEnv, "ISTIOD_RUN_DIR="+runDir, "ISTIOD_KUBECONFIG="+kubeconfig, "ISTIOD_WAIT=listen",
+		"ISTIOD_LOG_LEVEL=default:info,adsc:debug")
+	var out bytes.Buffer
+	startErr := command(repoRoot, env, &out, "bash", "integration/istiod/start-istiod.sh", mesh)
+	p := &istiodProc{runDir: runDir, logPath: filepath.Join(runDir, "istiod.log")}
+	for _, kv := range parseExports(out.String()) {
+		if v, ok := strings.CutPrefix(kv, "ISTIOD_HTTP_ADDR="); ok {
+			p.httpAddr = v
+		}
+		if v, ok := strings.CutPrefix(kv, "ISTIOD_MONITORING_ADDR="); ok {
+			p.monitoring = v
+		}
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("istiod log tail:\n%s", tail(p.log(), 40))
+		}
+		_ = command(repoRoot, append(scriptsEnv, "ISTIOD_RUN_DIR="+runDir), nil, "bash", "integration/istiod/stop.sh", "istiod")
+	})
+	return p, startErr
+}
+
+func meshFor(xdsAddr string) string {
+	return fmt.Sprintf("rootNamespace: istio-system\ntrustDomain: cluster.local\nconfigSources:\n- address: xds://%s\n", xdsAddr)
+}
+
+func (p *istiodProc) log() string {
+	b, _ := os.ReadFile(p.logPath)
+	return string(b)
+}
+
+func (p *istiodProc) ready() bool {
+	code, _, err := httpGet("http://" + p.httpAddr + "/ready")
+	return err == nil && code == http.StatusOK
+}
+
+func (p *istiodProc) waitReady(t *testing.T) {
+	t.Helper()
+	eventually(t, 60*time.Second, "istiod ready", func() error {
+		if !p.ready() {
+			return fmt.Errorf("/ready is not 200")
+		}
+		return nil
+	})
+}
+
+func (p *istiodProc) metric(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	return metric(t, "http://"+p.monitoring+"/metrics", name, labels...)
+}
+
+// configs returns "Kind/namespace/name@resourceVersion" for the ServiceEntries
+// and WorkloadEntries istiod holds.
+func (p *istiodProc) configs(t *testing.T) []string {
+	t.Helper()
+	_, body, err := httpGet("http://" + p.httpAddr + "/debug/configz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfgs []struct {
+		Kind     string
+		Metadata struct{ Name, Namespace, ResourceVersion string }
+	}
+	if err := json.Unmarshal(body, &cfgs); err != nil {
+		t.Fatalf("configz: %v: %.200s", err, body)
+	}
+	var out []string
+	for _, c := range cfgs {
+		if c.Kind == "ServiceEntry" || c.Kind == "WorkloadEntry" {
+			out = append(out, fmt.Sprintf("%s/%s/%s@%s", c.Kind, c.Metadata.Namespace, c.Metadata.Name, c.Metadata.ResourceVersion))
+		}
+	}
+	return sortStrings(out)
+}
+
+// served returns the same listing from the adapter's /debug/resources.
+func (a *adapterProc) served(t *testing.T) []string {
+	t.Helper()
+	_, body, err := httpGet("http://" + a.debugAddr + "/debug/resources")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	var kind, name, ns, version string
+	flush := func() {
+		if kind != "" {
+			out = append(out, fmt.Sprintf("%s/%s/%s@%s", kind, ns, name, version))
+		}
+		kind, name, ns, version = "", "", "", ""
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		switch {
+		case line == "---":
+			flush()
+		case strings.HasPrefix(line, "kind: "):
+			kind = strings.TrimPrefix(line, "kind: ")
+		case strings.HasPrefix(line, "  name: "):
+			name = strings.TrimPrefix(line, "  name: ")
+		case strings.HasPrefix(line, "  namespace: "):
+			ns = strings.TrimPrefix(line, "  namespace: ")
+		case strings.HasPrefix(line, "  resourceVersion: "):
+			version = strings.TrimPrefix(line, "  resourceVersion: ")
+		}
+	}
+	flush()
+	return sortStrings(out)
+}
+
+// faithful checks istiod against what the adapter's config yields now, with
+// the fidelity checker the check subcommand uses.
+func faithful(t *testing.T, a *adapterProc, p *istiodProc) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg, err := adapter.LoadConfig(a.configPath)
+	if err != nil {
+		return err
+	}
+	log := nopLogger()
+	srcs, err := adapter.BuildSources(cfg, nil, log)
+	if err != nil {
+		return err
+	}
+	res, _, err := adapter.Render(ctx, srcs, cfg.Output, log)
+	if err != nil {
+		return err
+	}
+	got, err := fidelity.Istiod(ctx, http.DefaultClient, "http://"+p.httpAddr)
+	if err != nil {
+		return err
+	}
+	if d := fidelity.Diff(fidelity.Expected(res), got); len(d) > 0 {
+		return fmt.Errorf("istiod differs from the registries:\n%s", strings.Join(d, "\n"))
+	}
+	return nil
+}

@@ -1,0 +1,248 @@
+package e2e
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+func sortStrings(s []string) []string { slices.Sort(s); return s }
+
+func nopLogger() *zap.Logger { return zap.NewNop() }
+
+const staticConfig = `
+server: {listen: "{{XDS}}", debugListen: "{{DEBUG}}"}
+debounce: {quiet: 50ms, max: 200ms}
+sources:
+- name: vms
+  static:
+    services:
+    - name: billing
+      host: billing.vms.example.com
+      ports: [{number: 8080, protocol: http}, {number: 9090, protocol: grpc}, {number: 5432, protocol: tcp}]
+      instances:
+      - {id: billing-1, address: 10.0.1.10, labels: {version: v1}, locality: us-east-1/us-east-1a}
+      - {id: billing-2, address: 10.0.1.11, ports: {8080: 18080}, labels: {version: v2}, weight: 50}
+    - name: cache
+      host: cache.vms.example.com
+      ports: [{number: 6379, protocol: redis}]
+      instances:
+      - {address: 10.0.2.20}
+`
+
+// TestIstiodHoldsExactlyWhatIsServed: istiod becomes ready through the
+// adapter, and holds the resources the adapter serves, at the same versions,
+// with ports, protocols, target ports, labels, localities and weights intact.
+func TestIstiodHoldsExactlyWhatIsServed(t *testing.T) {
+	t.Parallel()
+	a := startAdapter(t, staticConfig, 0)
+	p := startIstiod(t, meshFor(a.xdsAddr))
+	p.waitReady(t)
+	eventually(t, 30*time.Second, "istiod holds the served set", func() error {
+		if got, want := p.configs(t), a.served(t); !slices.Equal(got, want) {
+			return fmt.Errorf("istiod %v\nadapter %v", got, want)
+		}
+		return nil
+	})
+	eventually(t, 30*time.Second, "istiod faithful", func() error { return faithful(t, a, p) })
+
+	// Every type istiod asked for was answered, ServiceEntry at the v1 URL.
+	_, body, err := httpGet("http://" + a.debugAddr + "/debug/clients")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clients []struct {
+		NodeID string
+		Types  map[string]struct{ AckedVersion string }
+	}
+	if err := json.Unmarshal(body, &clients); err != nil || len(clients) != 1 {
+		t.Fatalf("clients %s (%v)", body, err)
+	}
+	if n := len(clients[0].Types); n != 16 {
+		t.Errorf("istiod subscribed to %d types, want 16: %v", n, clients[0].Types)
+	}
+	if clients[0].Types["networking.istio.io/v1/ServiceEntry"].AckedVersion == "" || !strings.HasPrefix(clients[0].NodeID, "sidecar~") {
+		t.Errorf("istiod client %+v", clients[0])
+	}
+}
+
+// TestTwoIstiodsConverge: two istiod replicas on one adapter both converge.
+func TestTwoIstiodsConverge(t *testing.T) {
+	t.Parallel()
+	a := startAdapter(t, staticConfig, 0)
+	p1 := startIstiod(t, meshFor(a.xdsAddr))
+	p2 := startIstiod(t, meshFor(a.xdsAddr))
+	for _, p := range []*istiodProc{p1, p2} {
+		p.waitReady(t)
+		eventually(t, 30*time.Second, "istiod faithful", func() error { return faithful(t, a, p) })
+	}
+	if got := metric(t, "http://"+a.debugAddr+"/metrics", "registry_adapter_server_connected_clients"); got != 2 {
+		t.Errorf("adapter sees %v clients, want 2", got)
+	}
+}
+
+// TestAdapterRestart: while the adapter is gone istiod keeps its config;
+// when it is back (with a changed registry) istiod converges on the new state.
+func TestAdapterRestart(t *testing.T) {
+	t.Parallel()
+	a := startAdapter(t, staticConfig, 0)
+	p := startIstiod(t, meshFor(a.xdsAddr))
+	p.waitReady(t)
+	eventually(t, 30*time.Second, "istiod faithful", func() error { return faithful(t, a, p) })
+	before := p.configs(t)
+
+	disconnects := strings.Count(p.log(), "connection closed")
+	a.stop()
+	eventually(t, 30*time.Second, "istiod notices the adapter is gone", func() error {
+		if strings.Count(p.log(), "connection closed") <= disconnects {
+			return fmt.Errorf("no reconnect attempt logged yet")
+		}
+		return nil
+	})
+	if got := p.configs(t); !slices.Equal(got, before) {
+		t.Fatalf("istiod dropped config while the adapter was away:\nbefore %v\nafter  %v", before, got)
+	}
+
+	// The registry changed while the adapter was down: one instance more.
+	cfg, err := os.ReadFile(a.configPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := strings.Replace(string(cfg), "      - {address: 10.0.2.20}", "      - {address: 10.0.2.20}\n      - {address: 10.0.2.21}", 1)
+	if err := os.WriteFile(a.configPath, []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.restart(t)
+	eventually(t, 90*time.Second, "istiod converges after the restart", func() error {
+		if got, want := p.configs(t), a.served(t); !slices.Equal(got, want) {
+			return fmt.Errorf("istiod %v\nadapter %v", got, want)
+		}
+		return faithful(t, a, p)
+	})
+}
+
+// writeKeyPair issues a CA and a server certificate for dnsName into dir and
+// returns the CA certificate PEM.
+func writeKeyPair(t *testing.T, dir, dnsName string) string {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: dnsName}, DNSNames: []string{dnsName},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(dir, "tls.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	must(os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600))
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
+}
+
+func tlsMesh(xdsAddr, caPEM, san string) string {
+	indented := "      " + strings.ReplaceAll(strings.TrimSpace(caPEM), "\n", "\n      ")
+	return fmt.Sprintf(`rootNamespace: istio-system
+trustDomain: cluster.local
+configSources:
+- address: xds://%s
+  tlsSettings:
+    mode: SIMPLE
+    sni: %s
+    subjectAltNames: [%s]
+    caCertificates: |
+%s
+`, xdsAddr, san, san, indented)
+}
+
+// TestTLS: istiod with tlsSettings SIMPLE connects to the adapter's TLS
+// listener when the SAN matches, and is refused when it does not.
+func TestTLS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	const san = "registry-adapter.istio-system.svc"
+	caPEM := writeKeyPair(t, dir, san)
+	cfg := strings.Replace(staticConfig, `server: {listen: "{{XDS}}", debugListen: "{{DEBUG}}"}`,
+		fmt.Sprintf(`server: {listen: "{{XDS}}", debugListen: "{{DEBUG}}", tls: {certFile: %s, keyFile: %s}}`,
+			filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")), 1)
+	a := startAdapter(t, cfg, 0)
+
+	good := startIstiod(t, tlsMesh(a.xdsAddr, caPEM, san))
+	good.waitReady(t)
+	eventually(t, 30*time.Second, "istiod faithful over TLS", func() error { return faithful(t, a, good) })
+
+	// With a name the certificate does not carry, istiod refuses the
+	// adapter; at start that makes it exit.
+	_, err := startIstiodErr(t, tlsMesh(a.xdsAddr, caPEM, "someone-else.example.com"))
+	if err == nil || !strings.Contains(err.Error(), "x509") {
+		t.Errorf("istiod with a wrong SAN: %v; want it refused with a certificate error", err)
+	}
+	if got := metric(t, "http://"+a.debugAddr+"/metrics", "registry_adapter_server_connected_clients"); got != 1 {
+		t.Errorf("adapter sees %v clients, want only the verified istiod", got)
+	}
+}
+
+// TestKeepaliveHoldsStream: istiod pings every 30 s; grpc-go's default
+// policy would answer GOAWAY too_many_pings after about two minutes. The
+// stream must stay up, without reconnecting, for more than three minutes.
+func TestKeepaliveHoldsStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes over 3 minutes")
+	}
+	t.Parallel()
+	a := startAdapter(t, staticConfig, 0)
+	p := startIstiod(t, meshFor(a.xdsAddr))
+	p.waitReady(t)
+	streamID := func() string {
+		_, body, err := httpGet("http://" + a.debugAddr + "/debug/clients")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var clients []struct {
+			StreamID       int64
+			ConnectedSince string
+		}
+		if err := json.Unmarshal(body, &clients); err != nil || len(clients) != 1 {
+			t.Fatalf("clients: %s %v", body, err)
+		}
+		return fmt.Sprintf("%d@%s", clients[0].StreamID, clients[0].ConnectedSince)
+	}
+	first := streamID()
+	deadline := time.Now().Add(3*time.Minute + 20*time.Second)
+	for time.Now().Before(deadline) {
+		if got := streamID(); got != first {
+			t.Fatalf("istiod reconnected: stream %s became %s", first, got)
+		}
+		time.Sleep(5 * time.Second)
+	}
+	if log := p.log(); strings.Contains(log, "too_many_pings") || strings.Contains(log, "ENHANCE_YOUR_CALM") {
+		t.Error("istiod logged a keepalive GOAWAY")
+	}
+}

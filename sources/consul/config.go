@@ -1,0 +1,256 @@
+package consul
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/registry-adapter/registry-adapter/model"
+)
+
+// Config is the configuration of one Consul source. Every field is optional;
+// SetDefaults fills in the defaults documented in README.md.
+type Config struct {
+	// Address of the Consul agent: "host:port", "http://host:port",
+	// "https://host:port" or "unix:///path". Empty: CONSUL_HTTP_ADDR, else
+	// 127.0.0.1:8500.
+	Address string `yaml:"address"`
+	// Datacenter to read; empty: the agent's own.
+	Datacenter string `yaml:"datacenter"`
+	// Namespace and Partition (Consul Enterprise only); empty: not sent.
+	Namespace string `yaml:"namespace"`
+	Partition string `yaml:"partition"`
+	// Peers are cluster peerings whose imported services are also read.
+	Peers []string `yaml:"peers"`
+
+	// Token is the ACL token. TokenFile is a file holding it, re-read when it
+	// changes. At most one of them; when neither is set, CONSUL_HTTP_TOKEN_FILE
+	// and then CONSUL_HTTP_TOKEN are used.
+	Token     string `yaml:"token"`
+	TokenFile string `yaml:"tokenFile"`
+	// TokenFileCheckInterval is how often TokenFile is checked for changes.
+	TokenFileCheckInterval time.Duration `yaml:"tokenFileCheckInterval"`
+	// TLS to Consul; unset fields fall back to the CONSUL_CACERT-style
+	// environment variables. Use an https:// address (or CONSUL_HTTP_SSL=true).
+	TLS TLSConfig `yaml:"tls"`
+
+	// Wait is the blocking-query wait (Consul caps it at 10m).
+	Wait time.Duration `yaml:"wait"`
+	// WaitJitter shortens each wait by a random fraction up to this value, so
+	// that watches started together do not expire together.
+	WaitJitter float64 `yaml:"waitJitter"`
+	// Stale allows any Consul server to answer (?stale).
+	Stale bool `yaml:"stale"`
+	// Cached uses the agent's cache (?cached), which is backed by the
+	// streaming backend when the agent has use_streaming_backend on.
+	Cached bool `yaml:"cached"`
+	// MaxConcurrentQueries caps the requests in flight to Consul (each
+	// blocking query holds one connection; Consul allows 200 per client IP).
+	MaxConcurrentQueries int `yaml:"maxConcurrentQueries"`
+	// MinQueryInterval is the least time between two queries of one watch.
+	MinQueryInterval time.Duration `yaml:"minQueryInterval"`
+	// RequestTimeout bounds a non-blocking request, and is added to the wait
+	// of a blocking one.
+	RequestTimeout time.Duration `yaml:"requestTimeout"`
+	// BackoffMin and BackoffMax bound the exponential backoff after errors.
+	BackoffMin time.Duration `yaml:"backoffMin"`
+	BackoffMax time.Duration `yaml:"backoffMax"`
+	// PeerRefreshInterval is how often the list of services imported from
+	// each peer is read (Consul cannot block on it).
+	PeerRefreshInterval time.Duration `yaml:"peerRefreshInterval"`
+
+	// Services are glob patterns (path.Match) of the service names to read;
+	// empty: all. ExcludeServices are patterns of names to leave out.
+	Services        []string `yaml:"services"`
+	ExcludeServices []string `yaml:"excludeServices"`
+	// RequiredTags: only instances with all these tags are read.
+	RequiredTags []string `yaml:"requiredTags"`
+	// IncludeWarning also serves instances whose worst check is warning.
+	IncludeWarning bool `yaml:"includeWarning"`
+	// IncludeKubernetesSynced also reads services that consul-k8s synced from
+	// Kubernetes (meta external-source=kubernetes); istiod already knows them.
+	IncludeKubernetesSynced bool `yaml:"includeKubernetesSynced"`
+
+	// HostTemplate makes a service's host (text/template over .Service,
+	// .Datacenter, .Namespace, .Partition, .Peer).
+	HostTemplate string `yaml:"hostTemplate"`
+	// PeerHostTemplate is the host template for services imported from peers.
+	PeerHostTemplate string `yaml:"peerHostTemplate"`
+	// TaggedAddresses are tagged address keys (lan, wan, lan_ipv4, wan_ipv6,
+	// ...) preferred, in order, over the service and node address.
+	TaggedAddresses []string `yaml:"taggedAddresses"`
+	// ProtocolMetaKey is the meta key (and tag key) naming the protocol.
+	ProtocolMetaKey string `yaml:"protocolMetaKey"`
+	// DefaultProtocol is the protocol of ports that declare none.
+	DefaultProtocol string `yaml:"defaultProtocol"`
+	// RegionMetaKey and ZoneMetaKey are node meta keys for the locality.
+	RegionMetaKey string `yaml:"regionMetaKey"`
+	ZoneMetaKey   string `yaml:"zoneMetaKey"`
+	// Network is the Istio network of every instance; NetworkMetaKey, a node
+	// meta key that overrides it per node.
+	Network        string `yaml:"network"`
+	NetworkMetaKey string `yaml:"networkMetaKey"`
+}
+
+// TLSConfig is TLS toward Consul.
+type TLSConfig struct {
+	CAFile             string `yaml:"caFile"`
+	CAPath             string `yaml:"caPath"`
+	CertFile           string `yaml:"certFile"`
+	KeyFile            string `yaml:"keyFile"`
+	ServerName         string `yaml:"serverName"`
+	InsecureSkipVerify bool   `yaml:"insecureSkipVerify"`
+}
+
+// Defaults.
+const (
+	DefaultHostTemplate     = "{{.Service}}.service.consul"
+	DefaultPeerHostTemplate = "{{.Service}}.service.{{.Peer}}.peer.consul"
+	DefaultWait             = 5 * time.Minute
+	maxWait                 = 10 * time.Minute
+)
+
+// SetDefaults fills in every unset field that has a default.
+func (c *Config) SetDefaults() {
+	setDur := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	setDur(&c.Wait, DefaultWait)
+	setDur(&c.MinQueryInterval, time.Second)
+	setDur(&c.RequestTimeout, 30*time.Second)
+	setDur(&c.BackoffMin, time.Second)
+	setDur(&c.BackoffMax, time.Minute)
+	setDur(&c.PeerRefreshInterval, 30*time.Second)
+	setDur(&c.TokenFileCheckInterval, 5*time.Second)
+	if c.WaitJitter == 0 {
+		c.WaitJitter = 0.1
+	}
+	if c.MaxConcurrentQueries == 0 {
+		c.MaxConcurrentQueries = 100
+	}
+	if c.HostTemplate == "" {
+		c.HostTemplate = DefaultHostTemplate
+	}
+	if c.PeerHostTemplate == "" {
+		c.PeerHostTemplate = DefaultPeerHostTemplate
+	}
+	if c.ProtocolMetaKey == "" {
+		c.ProtocolMetaKey = "protocol"
+	}
+	if c.DefaultProtocol == "" {
+		c.DefaultProtocol = "tcp"
+	}
+}
+
+// Validate checks a configuration after SetDefaults. Errors name the field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if c.Address != "" {
+		if scheme, _, ok := strings.Cut(c.Address, "://"); ok && scheme != "http" && scheme != "https" && scheme != "unix" {
+			bad("address", "unknown scheme %q (want http, https or unix)", scheme)
+		}
+		if strings.HasPrefix(c.Address, "http://") && (c.TLS != TLSConfig{}) {
+			bad("tls", "set, but address %q is plain http (use https://)", c.Address)
+		}
+	}
+	if c.Token != "" && c.TokenFile != "" {
+		bad("token", "set together with tokenFile; use one")
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls.certFile", "certFile and keyFile go together")
+	}
+	seen := map[string]bool{}
+	for _, p := range c.Peers {
+		if p == "" || seen[p] {
+			bad("peers", "empty or duplicate peer %q", p)
+		}
+		seen[p] = true
+	}
+	positive := func(field string, d time.Duration) {
+		if d <= 0 {
+			bad(field, "must be positive, got %s", d)
+		}
+	}
+	if c.Wait < time.Second || c.Wait > maxWait {
+		bad("wait", "must be between 1s and %s, got %s", maxWait, c.Wait)
+	}
+	if c.WaitJitter < 0 || c.WaitJitter > 0.5 {
+		bad("waitJitter", "must be between 0 and 0.5, got %g", c.WaitJitter)
+	}
+	if c.MaxConcurrentQueries < 1 {
+		bad("maxConcurrentQueries", "must be at least 1, got %d", c.MaxConcurrentQueries)
+	}
+	if c.MinQueryInterval < 0 {
+		bad("minQueryInterval", "must not be negative, got %s", c.MinQueryInterval)
+	}
+	positive("requestTimeout", c.RequestTimeout)
+	positive("backoffMin", c.BackoffMin)
+	positive("backoffMax", c.BackoffMax)
+	positive("peerRefreshInterval", c.PeerRefreshInterval)
+	positive("tokenFileCheckInterval", c.TokenFileCheckInterval)
+	if c.BackoffMax < c.BackoffMin {
+		bad("backoffMax", "%s is less than backoffMin %s", c.BackoffMax, c.BackoffMin)
+	}
+	for _, f := range []struct {
+		field string
+		pats  []string
+	}{{"services", c.Services}, {"excludeServices", c.ExcludeServices}} {
+		for _, p := range f.pats {
+			if _, err := path.Match(p, ""); err != nil || p == "" {
+				bad(f.field, "invalid pattern %q", p)
+			}
+		}
+	}
+	for _, t := range c.RequiredTags {
+		if t == "" {
+			bad("requiredTags", "empty tag")
+		}
+	}
+	for _, t := range c.TaggedAddresses {
+		if t == "" {
+			bad("taggedAddresses", "empty key")
+		}
+	}
+	if _, err := parseHostTemplate("hostTemplate", c.HostTemplate); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := parseHostTemplate("peerHostTemplate", c.PeerHostTemplate); err != nil {
+		errs = append(errs, err)
+	}
+	if _, ok := model.ParseProtocol(c.DefaultProtocol); !ok {
+		bad("defaultProtocol", "unknown protocol %q", c.DefaultProtocol)
+	}
+	if c.ProtocolMetaKey == "" {
+		bad("protocolMetaKey", "must not be empty")
+	}
+	return errors.Join(errs...)
+}
+
+// selected reports whether the service name passes the include and exclude
+// patterns (Consul's own "consul" service never does).
+func (c *Config) selected(name string) bool {
+	if name == "consul" {
+		return false
+	}
+	for _, p := range c.ExcludeServices {
+		if ok, _ := path.Match(p, name); ok {
+			return false
+		}
+	}
+	if len(c.Services) == 0 {
+		return true
+	}
+	for _, p := range c.Services {
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,363 @@
+package consul
+
+import (
+	"context"
+	"maps"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/registry-adapter/registry-adapter/model"
+)
+
+// watchKey identifies a watched service: a local one (peer "") or one
+// imported from a cluster peer.
+type watchKey struct{ peer, name string }
+
+// scope is the model scope of the service: its name, or
+// "peer/<peer>/<name>" for an imported one.
+func (k watchKey) scope() string {
+	if k.peer == "" {
+		return k.name
+	}
+	return "peer/" + k.peer + "/" + k.name
+}
+
+// watch is one running health watch.
+type watch struct {
+	key      watchKey
+	scope    string
+	cancel   context.CancelFunc
+	answered bool
+}
+
+// loop owns the source's state; only its goroutine touches it. Watchers send
+// it events; it decides what to publish and sends batches on out.
+type loop struct {
+	s      *Source
+	ctx    context.Context
+	wg     *sync.WaitGroup
+	out    chan<- []model.Group
+	events chan any
+	start  time.Time
+
+	lists  map[string]map[string]bool // origin ("" or peer) -> selected names
+	listed map[string]bool            // origins that answered once
+
+	watches    map[watchKey]*watch
+	unanswered int
+
+	desired   map[string]*model.Service  // scope -> mapped service (nil: nothing)
+	published map[string]model.Group     // scope -> what downstream has (or will have)
+	pending   map[string]model.Group     // scope -> not yet sent
+	claims    map[string]map[string]bool // host -> scopes whose service has it
+
+	initialSent  bool
+	pendingSince time.Time
+	failing      map[string]bool   // query ids whose last attempt failed
+	filtered     map[string]bool   // query ids whose last answer was filtered by ACLs
+	warned       map[string]string // scope -> host it lost a collision for (logged once)
+}
+
+func (l *loop) run() {
+	for {
+		var out chan<- []model.Group
+		var batch []model.Group
+		if l.ready() {
+			out, batch = l.out, l.batch()
+		}
+		select {
+		case <-l.ctx.Done():
+			return
+		case ev := <-l.events:
+			l.handle(ev)
+		case out <- batch:
+			l.sent(batch)
+		}
+	}
+}
+
+// ready reports whether there is a batch to send: the complete initial state
+// once every origin and every watched service answered, then changes.
+func (l *loop) ready() bool {
+	if l.initialSent {
+		return len(l.pending) > 0
+	}
+	if !l.listed[""] || l.unanswered > 0 {
+		return false
+	}
+	for _, p := range l.s.cfg.Peers {
+		if !l.listed[p] {
+			return false
+		}
+	}
+	return true
+}
+
+func (l *loop) batch() []model.Group {
+	batch := make([]model.Group, 0, len(l.pending))
+	for _, scope := range slices.Sorted(maps.Keys(l.pending)) {
+		g := l.pending[scope]
+		if !l.initialSent && len(g.Services) == 0 {
+			continue // the initial state lists what exists
+		}
+		batch = append(batch, g)
+	}
+	return batch
+}
+
+func (l *loop) sent(batch []model.Group) {
+	took := time.Since(l.pendingSince)
+	if !l.initialSent {
+		took = time.Since(l.start)
+		l.s.log.Info("Consul source synced", zap.Int("services", len(l.published)), zap.Duration("took", took))
+	}
+	l.initialSent = true
+	clear(l.pending)
+	l.synced(took)
+}
+
+// synced reports the totals to the Reporter, unless a query is failing (the
+// source is then stale until it recovers).
+func (l *loop) synced(took time.Duration) {
+	if len(l.failing) > 0 || !l.initialSent {
+		return
+	}
+	services, instances := 0, 0
+	for _, g := range l.published {
+		for _, svc := range g.Services {
+			services++
+			instances += len(svc.Instances)
+		}
+	}
+	l.s.reporter.Synced(took, services, instances)
+}
+
+func (l *loop) handle(ev any) {
+	switch ev := ev.(type) {
+	case listEvent:
+		l.handleList(ev)
+	case healthEvent:
+		l.handleHealth(ev)
+	case errEvent:
+		l.handleErr(ev)
+	case okEvent:
+		l.recovered(ev.id)
+	}
+}
+
+func listID(origin string) string {
+	if origin == "" {
+		return "catalog"
+	}
+	return "peer/" + origin
+}
+
+func (l *loop) handleList(ev listEvent) {
+	id := listID(ev.origin)
+	l.recovered(id)
+	log := l.s.log.With(zap.String("query", id))
+	if ev.filtered {
+		l.s.metrics.aclFiltered.WithLabelValues("catalog").Inc()
+		if !l.filtered[id] {
+			log.Warn("Consul filtered the service list by ACLs: the token lacks service:read or node:read on some services "+
+				"(the minimal policy is service_prefix \"\" and node_prefix \"\" with policy read)",
+				zap.Int("visible", len(ev.names)))
+		}
+		l.filtered[id] = true
+	} else if l.filtered[id] {
+		log.Info("Consul no longer filters the service list by ACLs")
+		delete(l.filtered, id)
+	}
+	if ev.filtered && len(ev.names) == 0 && len(l.lists[ev.origin]) > 0 {
+		// A token without node:read sees an empty catalog: that is not every
+		// service being deregistered.
+		log.Warn("ignoring an empty service list filtered by ACLs; keeping the current services",
+			zap.Int("services", len(l.lists[ev.origin])))
+		return
+	}
+	l.listed[ev.origin] = true
+	old := l.lists[ev.origin]
+	l.lists[ev.origin] = ev.names
+	for _, name := range slices.Sorted(maps.Keys(ev.names)) {
+		if !old[name] {
+			l.startWatch(watchKey{peer: ev.origin, name: name})
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(old)) {
+		if !ev.names[name] {
+			l.stopWatch(watchKey{peer: ev.origin, name: name})
+		}
+	}
+}
+
+func (l *loop) startWatch(key watchKey) {
+	ctx, cancel := context.WithCancel(l.ctx)
+	w := &watch{key: key, scope: key.scope(), cancel: cancel}
+	l.watches[key] = w
+	l.unanswered++
+	l.s.watched.Add(1)
+	l.s.metrics.watches.Inc()
+	l.wg.Go(func() { l.s.watchHealth(ctx, w, l.events) })
+}
+
+func (l *loop) stopWatch(key watchKey) {
+	w := l.watches[key]
+	if w == nil {
+		return
+	}
+	w.cancel()
+	delete(l.watches, key)
+	if !w.answered {
+		l.unanswered--
+	}
+	l.s.watched.Add(-1)
+	l.s.metrics.watches.Dec()
+	id := "health/" + w.scope
+	delete(l.filtered, id)
+	delete(l.warned, w.scope)
+	l.recovered(id)
+	l.s.log.Debug("service deregistered", zap.String("service", w.scope))
+	l.setDesired(w.scope, nil)
+}
+
+func (l *loop) handleHealth(ev healthEvent) {
+	w := ev.w
+	if l.watches[w.key] != w {
+		return // from a watch stopped meanwhile
+	}
+	id := "health/" + w.scope
+	l.recovered(id)
+	if !w.answered {
+		w.answered = true
+		l.unanswered--
+	}
+	log := l.s.log.With(zap.String("service", w.scope))
+	if ev.filtered {
+		l.s.metrics.aclFiltered.WithLabelValues("health").Inc()
+		if !l.filtered[id] {
+			log.Warn("Consul filtered the service's instances by ACLs: the token lacks node:read or service:read")
+		}
+		l.filtered[id] = true
+		if ev.empty {
+			if l.desired[w.scope] != nil {
+				log.Warn("ignoring an empty instance list filtered by ACLs; keeping the current instances")
+			}
+			return
+		}
+	} else {
+		delete(l.filtered, id)
+	}
+	for _, is := range ev.res.issues {
+		l.s.metrics.invalid.WithLabelValues(is.reason).Inc()
+		log.Warn("invalid Consul data: "+is.message, zap.String("reason", is.reason))
+	}
+	svc := ev.res.svc
+	if ev.res.invalid {
+		log.Warn("service skipped: it cannot be mapped")
+	} else if svc == nil {
+		if prev := l.desired[w.scope]; prev != nil {
+			// No eligible instance left: keep the service, without endpoints.
+			cp := *prev
+			cp.Instances = nil
+			svc = &cp
+		}
+	}
+	l.setDesired(w.scope, svc)
+}
+
+func (l *loop) handleErr(ev errEvent) {
+	log := l.s.log.With(zap.String("query", ev.id), zap.String("kind", ev.kind), zap.Error(ev.err))
+	switch {
+	case l.failing[ev.id]:
+		log.Debug("Consul query failed again")
+	case ev.kind == "unsupported":
+		log.Error("Consul rejected the query (configuration); keeping the last state and retrying with backoff")
+	default:
+		log.Warn("Consul query failed; keeping the last state and retrying with backoff")
+	}
+	l.failing[ev.id] = true
+	l.s.reporter.Failed(ev.kind, ev.err)
+}
+
+func (l *loop) recovered(id string) {
+	if !l.failing[id] {
+		return
+	}
+	delete(l.failing, id)
+	l.s.log.Info("Consul query works again", zap.String("query", id))
+	if len(l.failing) == 0 {
+		l.synced(0)
+	}
+}
+
+// setDesired records the mapped service of a scope and reconciles every
+// scope whose publication may change: the scope itself and the scopes that
+// share its old or new host (within one source, one host has one owner: the
+// smallest scope).
+func (l *loop) setDesired(scope string, svc *model.Service) {
+	affected := map[string]bool{scope: true}
+	if old := l.desired[scope]; old != nil {
+		delete(l.claims[old.Host], scope)
+		for s := range l.claims[old.Host] {
+			affected[s] = true
+		}
+		if len(l.claims[old.Host]) == 0 {
+			delete(l.claims, old.Host)
+		}
+	}
+	if svc == nil {
+		delete(l.desired, scope)
+	} else {
+		l.desired[scope] = svc
+		if l.claims[svc.Host] == nil {
+			l.claims[svc.Host] = map[string]bool{}
+		}
+		l.claims[svc.Host][scope] = true
+		for s := range l.claims[svc.Host] {
+			affected[s] = true
+		}
+	}
+	for _, s := range slices.Sorted(maps.Keys(affected)) {
+		l.reconcile(s)
+	}
+}
+
+func (l *loop) reconcile(scope string) {
+	g := model.Group{Scope: scope}
+	if svc := l.desired[scope]; svc != nil {
+		owner := slices.Min(slices.Collect(maps.Keys(l.claims[svc.Host])))
+		if owner == scope {
+			g.Services = []model.Service{*svc}
+			delete(l.warned, scope)
+		} else if l.warned[scope] != svc.Host {
+			l.warned[scope] = svc.Host
+			l.s.metrics.invalid.WithLabelValues("collision").Inc()
+			l.s.log.Warn("service skipped: its host is already the host of another service of this source",
+				zap.String("service", scope), zap.String("host", svc.Host), zap.String("owner", owner))
+		}
+	}
+	prev, had := l.published[scope]
+	if len(g.Services) == 0 {
+		if had {
+			delete(l.published, scope)
+			l.markPending(g)
+		}
+		return
+	}
+	if had && reflect.DeepEqual(prev, g) {
+		return
+	}
+	l.published[scope] = g
+	l.markPending(g)
+}
+
+func (l *loop) markPending(g model.Group) {
+	if len(l.pending) == 0 {
+		l.pendingSince = time.Now()
+	}
+	l.pending[g.Scope] = g
+}

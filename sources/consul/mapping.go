@@ -1,0 +1,664 @@
+package consul
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"text/template"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/registry-adapter/registry-adapter/model"
+)
+
+// The pure mapping from Consul health entries to the model. Nothing here does
+// I/O or logs: problems are returned as issues and the caller logs and counts
+// them, so that every rule can be tested with a table.
+
+// Consul's special check IDs for maintenance mode.
+const (
+	nodeMaintCheckID      = "_node_maintenance"
+	serviceMaintCheckPrfx = "_service_maintenance:"
+	// consul-k8s marks the services it synced from Kubernetes with this meta.
+	externalSourceMeta = "external-source"
+)
+
+// hostData is what the host templates can use.
+type hostData struct {
+	Service    string
+	Datacenter string
+	Namespace  string
+	Partition  string
+	Peer       string
+}
+
+// mapper holds the parsed mapping configuration.
+type mapper struct {
+	hostTmpl     *template.Template
+	peerHostTmpl *template.Template
+
+	protocolKey      string
+	defaultProtocol  model.Protocol
+	taggedAddresses  []string
+	regionKey        string
+	zoneKey          string
+	network          string
+	networkKey       string
+	includeWarning   bool
+	includeK8sSynced bool
+	requiredTags     []string
+	datacenter       string
+	namespace        string
+	partition        string
+}
+
+func newMapper(c *Config) (*mapper, error) {
+	ht, err := parseHostTemplate("hostTemplate", c.HostTemplate)
+	if err != nil {
+		return nil, err
+	}
+	pht, err := parseHostTemplate("peerHostTemplate", c.PeerHostTemplate)
+	if err != nil {
+		return nil, err
+	}
+	proto, ok := model.ParseProtocol(c.DefaultProtocol)
+	if !ok {
+		return nil, fmt.Errorf("defaultProtocol: unknown protocol %q", c.DefaultProtocol)
+	}
+	return &mapper{
+		hostTmpl:         ht,
+		peerHostTmpl:     pht,
+		protocolKey:      c.ProtocolMetaKey,
+		defaultProtocol:  proto,
+		taggedAddresses:  c.TaggedAddresses,
+		regionKey:        c.RegionMetaKey,
+		zoneKey:          c.ZoneMetaKey,
+		network:          c.Network,
+		networkKey:       c.NetworkMetaKey,
+		includeWarning:   c.IncludeWarning,
+		includeK8sSynced: c.IncludeKubernetesSynced,
+		requiredTags:     c.RequiredTags,
+		datacenter:       c.Datacenter,
+		namespace:        c.Namespace,
+		partition:        c.Partition,
+	}, nil
+}
+
+func parseHostTemplate(field, text string) (*template.Template, error) {
+	t, err := template.New(field).Option("missingkey=error").Parse(text)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	// Execute once on sample data so that a reference to an unknown field
+	// ({{.Name}}) fails at startup, not on the first service.
+	if _, err := renderHost(t, hostData{Service: "web", Datacenter: "dc1", Namespace: "default", Partition: "default", Peer: "peer"}); err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	return t, nil
+}
+
+// renderHost executes a host template and sanitizes the result into a DNS name.
+func renderHost(t *template.Template, d hostData) (string, error) {
+	var b bytes.Buffer
+	if err := t.Execute(&b, d); err != nil {
+		return "", err
+	}
+	return sanitizeHost(b.String())
+}
+
+// sanitizeHost turns s into a valid DNS name: lower case, every character
+// other than [a-z0-9-] replaced by '-', labels trimmed of leading and trailing
+// '-' and cut to 63 characters, empty labels dropped.
+func sanitizeHost(s string) (string, error) {
+	s = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
+	var labels []string
+	for _, l := range strings.Split(s, ".") {
+		b := []byte(l)
+		for i, c := range b {
+			if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+				b[i] = '-'
+			}
+		}
+		// Multi-byte runes became several '-': collapse nothing, but trim.
+		l = strings.Trim(string(b), "-")
+		if len(l) > 63 {
+			l = strings.TrimRight(l[:63], "-")
+		}
+		if l != "" {
+			labels = append(labels, l)
+		}
+	}
+	host := strings.Join(labels, ".")
+	switch {
+	case host == "":
+		return "", fmt.Errorf("host %q is empty after sanitizing", s)
+	case len(host) > 253:
+		return "", fmt.Errorf("host %q is longer than 253 characters", host)
+	}
+	return host, nil
+}
+
+// sanitizeLabelName makes s a valid Kubernetes label name or value:
+// [A-Za-z0-9._-], starting and ending with an alphanumeric, at most 63
+// characters. Invalid characters become '_'.
+func sanitizeLabelName(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !isAlnum(c) && c != '-' && c != '_' && c != '.' {
+			b[i] = '_'
+		}
+	}
+	trim := func(s string) string {
+		return strings.TrimFunc(s, func(r rune) bool { return r > 0x7f || !isAlnum(byte(r)) })
+	}
+	out := trim(string(b))
+	if len(out) > 63 {
+		out = trim(out[:63])
+	}
+	return out
+}
+
+func isAlnum(c byte) bool {
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+}
+
+// sanitizeLabelKey makes k a valid Kubernetes label key: an optional DNS
+// subdomain prefix and '/', then a label name. It returns "" when nothing
+// valid is left.
+func sanitizeLabelKey(k string) string {
+	prefix, name := "", k
+	if i := strings.LastIndexByte(k, '/'); i >= 0 {
+		prefix, name = k[:i], k[i+1:]
+	}
+	name = sanitizeLabelName(name)
+	if name == "" {
+		return ""
+	}
+	if prefix != "" {
+		if p, err := sanitizeHost(prefix); err == nil {
+			return p + "/" + name
+		}
+	}
+	return name
+}
+
+// splitTag splits a "key=value" or "key|value" tag (Istio's old Consul
+// registry used '|'). ok is false for plain tags.
+func splitTag(tag string) (key, value string, ok bool) {
+	i := strings.IndexAny(tag, "=|")
+	if i <= 0 {
+		return "", "", false
+	}
+	return tag[:i], tag[i+1:], true
+}
+
+// issue is a problem with one instance or service, to be logged and counted.
+type issue struct {
+	reason  string // metric label: entry, address, port, host, protocol, collision
+	message string
+}
+
+// mapResult is what one health answer maps to.
+type mapResult struct {
+	// svc is nil when there is nothing to publish: no eligible instance at
+	// all, or the service is invalid.
+	svc *model.Service
+	// invalid is set when the service itself could not be mapped (its host
+	// or every port was invalid); it is then removed downstream.
+	invalid bool
+	issues  []issue
+	// dc is the datacenter seen on the entries, if any.
+	dc string
+}
+
+// instanceHealth aggregates the node and service checks of one entry.
+// Maintenance mode is a critical check and reported as such.
+func instanceHealth(checks api.HealthChecks) (h model.Health, maintenance bool) {
+	h = model.HealthPassing
+	for _, c := range checks {
+		if c == nil {
+			continue
+		}
+		if c.CheckID == nodeMaintCheckID || strings.HasPrefix(c.CheckID, serviceMaintCheckPrfx) {
+			maintenance = true
+		}
+		switch c.Status {
+		case api.HealthCritical, api.HealthMaint:
+			h = model.HealthCritical
+		case api.HealthWarning:
+			if h != model.HealthCritical {
+				h = model.HealthWarning
+			}
+		}
+	}
+	if maintenance {
+		h = model.HealthCritical
+	}
+	return h, maintenance
+}
+
+// skipReason says why an entry is not part of the service at all (as opposed
+// to being unhealthy), or "" when it is.
+func (m *mapper) skipReason(e *api.ServiceEntry) string {
+	s := e.Service
+	switch {
+	case s.Kind != "":
+		return "kind " + string(s.Kind)
+	case !m.includeK8sSynced && s.Meta[externalSourceMeta] == "kubernetes":
+		return "synced from Kubernetes"
+	}
+	for _, want := range m.requiredTags {
+		if !slices.Contains(s.Tags, want) {
+			return "missing required tag " + want
+		}
+	}
+	return ""
+}
+
+// chooseAddress picks an instance's address: the first configured tagged
+// address found on the service, then on the node; else the service address,
+// falling back to the node address. A service tagged address may carry its
+// own port, returned as port (0 = keep the registered port).
+func chooseAddress(prefs []string, svc *api.AgentService, node *api.Node) (addr string, port int) {
+	for _, key := range prefs {
+		if ta, ok := svc.TaggedAddresses[key]; ok && ta.Address != "" {
+			return ta.Address, ta.Port
+		}
+		if a := node.TaggedAddresses[key]; a != "" {
+			return a, 0
+		}
+	}
+	if svc.Address != "" {
+		return svc.Address, 0
+	}
+	return node.Address, 0
+}
+
+// normalizeAddress validates an address: an IP address (without zone) or a
+// DNS hostname, which is returned in lower case.
+func normalizeAddress(a string) (string, error) {
+	if a == "" {
+		return "", fmt.Errorf("no address (neither service nor node address is set)")
+	}
+	if ip, err := netip.ParseAddr(a); err == nil {
+		if ip.Zone() != "" {
+			return "", fmt.Errorf("address %q has an IPv6 zone", a)
+		}
+		return ip.String(), nil
+	}
+	h := strings.TrimSuffix(strings.ToLower(a), ".")
+	if len(h) > 253 {
+		return "", fmt.Errorf("address %q is not an IP address or a DNS name", a)
+	}
+	for _, l := range strings.Split(h, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return "", fmt.Errorf("address %q is not an IP address or a DNS name", a)
+		}
+		for i := 0; i < len(l); i++ {
+			if c := l[i]; !isAlnum(c) && c != '-' && c != '_' {
+				return "", fmt.Errorf("address %q is not an IP address or a DNS name", a)
+			}
+		}
+	}
+	return h, nil
+}
+
+// portKey identifies a port of a service across its instances: the Consul
+// port name for multi-port services, "" for the single Port.
+type namedPort struct {
+	name string
+	port int
+}
+
+// instancePorts lists an instance's ports. defaultName is the name of the
+// multi-port default port, which a single-port instance's Port maps to when
+// instances of one service mix both styles.
+func instancePorts(s *api.AgentService, defaultName string) ([]namedPort, error) {
+	var ps []namedPort
+	if len(s.Ports) > 0 {
+		for _, p := range s.Ports {
+			if p.Port <= 0 || p.Port > 65535 {
+				return nil, fmt.Errorf("port %q is %d", p.Name, p.Port)
+			}
+			ps = append(ps, namedPort{p.Name, p.Port})
+		}
+		return ps, nil
+	}
+	switch {
+	case s.Port == 0:
+		return nil, nil // no port: the instance uses the service ports
+	case s.Port < 0 || s.Port > 65535:
+		return nil, fmt.Errorf("port is %d", s.Port)
+	}
+	return []namedPort{{defaultName, s.Port}}, nil
+}
+
+// protocolValue returns the raw protocol an instance declares for the port
+// named portName: meta "<key>-<port>", meta "<key>", then tags
+// "<key>-<port>=x", "<key>=x" (or '|' instead of '=').
+func (m *mapper) protocolValue(s *api.AgentService, portName string) string {
+	keys := []string{m.protocolKey}
+	if portName != "" {
+		keys = []string{m.protocolKey + "-" + portName, m.protocolKey}
+	}
+	for _, k := range keys {
+		if v := s.Meta[k]; v != "" {
+			return v
+		}
+	}
+	for _, k := range keys {
+		for _, t := range s.Tags {
+			if tk, tv, ok := splitTag(t); ok && tk == k && tv != "" {
+				return tv
+			}
+		}
+	}
+	return ""
+}
+
+// isProtocolKey reports whether a meta key or tag key names a protocol (and so
+// is not turned into a label).
+func (m *mapper) isProtocolKey(k string) bool {
+	return k == m.protocolKey || strings.HasPrefix(k, m.protocolKey+"-")
+}
+
+// instanceLabels builds labels from key=value / key|value tags and service
+// meta (meta wins), sanitized; protocol keys are left out.
+func (m *mapper) instanceLabels(s *api.AgentService) map[string]string {
+	labels := map[string]string{}
+	add := func(k, v string) {
+		if m.isProtocolKey(k) {
+			return
+		}
+		if k = sanitizeLabelKey(k); k != "" {
+			labels[k] = sanitizeLabelName(v)
+		}
+	}
+	for _, t := range s.Tags {
+		if k, v, ok := splitTag(t); ok {
+			add(k, v)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.Meta)) {
+		add(k, s.Meta[k])
+	}
+	if len(labels) == 0 {
+		return nil
+	}
+	return labels
+}
+
+// locality returns "region/zone": node meta keys first, then the service's
+// and the node's Consul locality, the region defaulting to the datacenter.
+func (m *mapper) locality(s *api.AgentService, n *api.Node, dc string) string {
+	var region, zone string
+	if m.regionKey != "" {
+		region = n.Meta[m.regionKey]
+	}
+	if m.zoneKey != "" {
+		zone = n.Meta[m.zoneKey]
+	}
+	for _, l := range []*api.Locality{s.Locality, n.Locality} {
+		if l == nil {
+			continue
+		}
+		if region == "" {
+			region = l.Region
+		}
+		if zone == "" {
+			zone = l.Zone
+		}
+	}
+	if region == "" {
+		region = dc
+	}
+	clean := func(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), "/", "-") }
+	region, zone = clean(region), clean(zone)
+	switch {
+	case region == "":
+		return ""
+	case zone == "":
+		return region
+	}
+	return region + "/" + zone
+}
+
+// weight is Consul's weight for the instance's health: Weights.Passing, or
+// Weights.Warning for an instance in warning (falling back to Passing).
+func weight(w api.AgentWeights, h model.Health) uint32 {
+	v := w.Passing
+	if h == model.HealthWarning && w.Warning > 0 {
+		v = w.Warning
+	}
+	if v <= 0 {
+		return 0
+	}
+	return uint32(min(int64(v), int64(^uint32(0))))
+}
+
+// mostCommon returns the value occurring most often in vs, ties going to the
+// smallest; ok is false for an empty slice.
+func mostCommon[T interface{ ~int | ~string }](vs []T) (best T, ok bool) {
+	counts := map[T]int{}
+	for _, v := range vs {
+		counts[v]++
+	}
+	n := 0
+	for v, c := range counts {
+		if c > n || (c == n && v < best) {
+			best, n = v, c
+		}
+	}
+	return best, n > 0
+}
+
+// candidate is an eligible entry with its mapped parts.
+type candidate struct {
+	e     *api.ServiceEntry
+	id    string
+	addr  string
+	ports []namedPort
+}
+
+// mapService maps the health entries of one Consul service. peer is the
+// cluster peer the service is imported from, or "".
+func (m *mapper) mapService(name, peer string, entries []*api.ServiceEntry) mapResult {
+	var r mapResult
+	problem := func(reason, format string, args ...any) {
+		r.issues = append(r.issues, issue{reason, fmt.Sprintf(format, args...)})
+	}
+
+	// Eligible entries, and the default port name of multi-port instances.
+	var eligible []*api.ServiceEntry
+	var defaultNames []string
+	for i, e := range entries {
+		if e == nil || e.Service == nil || e.Node == nil {
+			problem("entry", "entry %d has no node or no service", i)
+			continue
+		}
+		if r.dc == "" {
+			r.dc = e.Node.Datacenter
+		}
+		if m.skipReason(e) != "" {
+			continue
+		}
+		eligible = append(eligible, e)
+		for _, p := range e.Service.Ports {
+			if p.Default {
+				defaultNames = append(defaultNames, p.Name)
+			}
+		}
+	}
+	if len(eligible) == 0 {
+		return r
+	}
+	defaultName, _ := mostCommon(defaultNames)
+
+	dc := m.datacenter
+	if dc == "" {
+		dc = r.dc
+	}
+	hd := hostData{Service: name, Datacenter: dc, Namespace: m.namespace, Partition: m.partition, Peer: peer}
+	if s := eligible[0].Service; s.Namespace != "" {
+		hd.Namespace = s.Namespace
+	}
+	if s := eligible[0].Service; s.Partition != "" {
+		hd.Partition = s.Partition
+	}
+	tmpl := m.hostTmpl
+	if peer != "" {
+		tmpl = m.peerHostTmpl
+	}
+	host, err := renderHost(tmpl, hd)
+	if err != nil {
+		problem("host", "cannot make a host name: %v", err)
+		r.invalid = true
+		return r
+	}
+
+	// Addresses and ports of every eligible instance, healthy or not: the
+	// service ports must not change when instances fail.
+	var cands []candidate
+	seen := map[string]bool{}
+	portsByName := map[string][]int{}
+	for _, e := range eligible {
+		id := e.Node.Node + "/" + e.Service.ID
+		if seen[id] {
+			problem("entry", "duplicate instance %s", id)
+			continue
+		}
+		seen[id] = true
+		rawAddr, tport := chooseAddress(m.taggedAddresses, e.Service, e.Node)
+		addr, err := normalizeAddress(rawAddr)
+		if err != nil {
+			problem("address", "instance %s skipped: %v", id, err)
+			continue
+		}
+		ports, err := instancePorts(e.Service, defaultName)
+		if err != nil {
+			problem("port", "instance %s skipped: %v", id, err)
+			continue
+		}
+		if tport > 0 && tport <= 65535 {
+			// The tagged address's port replaces the default port.
+			replaced := false
+			for i := range ports {
+				if ports[i].name == defaultName {
+					ports[i].port, replaced = tport, true
+				}
+			}
+			if !replaced && len(ports) == 0 {
+				ports = []namedPort{{defaultName, tport}}
+			}
+		}
+		for _, p := range ports {
+			portsByName[p.name] = append(portsByName[p.name], p.port)
+		}
+		cands = append(cands, candidate{e: e, id: id, addr: addr, ports: ports})
+	}
+	if len(portsByName) == 0 {
+		if len(cands) > 0 {
+			problem("port", "no instance has a port")
+		}
+		r.invalid = true
+		return r
+	}
+
+	// Service ports: per port name, the most common instance port.
+	svcPort := map[string]uint32{}
+	var ports []model.Port
+	used := map[uint32]string{}
+	for _, pname := range slices.Sorted(maps.Keys(portsByName)) {
+		n, _ := mostCommon(portsByName[pname])
+		num := uint32(n)
+		if other, dup := used[num]; dup {
+			problem("port", "port %q would use service port %d already used by port %q; dropped", pname, num, other)
+			continue
+		}
+		used[num] = pname
+		svcPort[pname] = num
+
+		var raws []string
+		for _, c := range cands {
+			if slices.ContainsFunc(c.ports, func(p namedPort) bool { return p.name == pname }) {
+				if v := m.protocolValue(c.e.Service, pname); v != "" {
+					raws = append(raws, strings.ToLower(v))
+				}
+			}
+		}
+		proto := m.defaultProtocol
+		if raw, ok := mostCommon(raws); ok {
+			if p, known := model.ParseProtocol(raw); known {
+				proto = p
+			} else {
+				problem("protocol", "unknown protocol %q on port %d; using %s", raw, num, m.defaultProtocol)
+			}
+		}
+		ports = append(ports, model.Port{Number: num, Protocol: proto, Name: portName(pname)})
+	}
+	slices.SortFunc(ports, func(a, b model.Port) int { return int(a.Number) - int(b.Number) })
+
+	svc := &model.Service{Name: name, Host: host, Ports: ports}
+	for _, c := range cands {
+		h, _ := instanceHealth(c.e.Checks)
+		if h == model.HealthCritical || (h == model.HealthWarning && !m.includeWarning) {
+			continue
+		}
+		inst := model.Instance{
+			ID:       c.id,
+			Address:  c.addr,
+			Labels:   m.instanceLabels(c.e.Service),
+			Locality: m.locality(c.e.Service, c.e.Node, firstNonEmpty(c.e.Node.Datacenter, dc)),
+			Network:  m.network,
+			Weight:   weight(c.e.Service.Weights, h),
+			Health:   h,
+		}
+		if m.networkKey != "" {
+			if v := c.e.Node.Meta[m.networkKey]; v != "" {
+				inst.Network = v
+			}
+		}
+		for _, p := range c.ports {
+			sp, ok := svcPort[p.name]
+			if ok && uint32(p.port) != sp {
+				if inst.Ports == nil {
+					inst.Ports = map[uint32]uint32{}
+				}
+				inst.Ports[sp] = uint32(p.port)
+			}
+		}
+		svc.Instances = append(svc.Instances, inst)
+	}
+	slices.SortFunc(svc.Instances, func(a, b model.Instance) int { return strings.Compare(a.ID, b.ID) })
+	r.svc = svc
+	return r
+}
+
+// portName turns a Consul port name into a port name Istio accepts (a DNS
+// label), or "" to let the conversion name it.
+func portName(n string) string {
+	if n == "" {
+		return ""
+	}
+	h, err := sanitizeHost(strings.ReplaceAll(n, ".", "-"))
+	if err != nil {
+		return ""
+	}
+	return h
+}
+
+func firstNonEmpty(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// quote renders s as a bexpr string literal.
+func quote(s string) string { return strconv.Quote(s) }
