@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 export GOTOOLCHAIN ?= local
+ISTIOD ?= 0
 CACHE_DIR ?= $(or $(REGISTRY_ADAPTER_CACHE),$(HOME)/.cache/registry-adapter)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
@@ -43,7 +44,13 @@ integration:
 # First run on a fresh machine: about 15-20 minutes of builds, cached after.
 e2e:
 	cd integration/e2e && $(GO) vet ./... && $(GO) test -count=1 -timeout 40m -v ./... 2>&1 | \
-		grep -E '^(=== RUN|--- |PASS|FAIL|ok|e2e setup|panic)|_test\.go:[0-9]+:' ; exit $${PIPESTATUS[0]}
+		grep --line-buffered -E '^(=== RUN|--- |PASS|FAIL|ok|e2e setup|panic)|_test\.go:[0-9]+:' ; exit $${PIPESTATUS[0]}
+
+# The five-minute tour on an embedded default: Consul dev agent, sample VM
+# services, the adapter, what istiod receives, a live change. ISTIOD=1 adds a
+# real istiod.
+demo:
+	ISTIOD=$(ISTIOD) bash scripts/demo.sh
 
 clean:
 	rm -rf bin .run

@@ -59,7 +59,7 @@ func register(t *testing.T, c *consulapi.Client, service, node, addr string, por
 	_, err := c.Catalog().Register(&consulapi.CatalogRegistration{
 		Node: node, Address: addr,
 		Service: &consulapi.AgentService{ID: service, Service: service, Port: port, Tags: tags, Meta: meta},
-		Check: &consulapi.AgentCheck{Node: node, CheckID: "health-" + service, Name: "health", Status: consulapi.HealthPassing, ServiceID: service},
+		Check:   &consulapi.AgentCheck{Node: node, CheckID: "health-" + service, Name: "health", Status: consulapi.HealthPassing, ServiceID: service},
 	}, nil)
 	if err != nil {
 		t.Fatal(err)
