@@ -6,6 +6,9 @@ package adapter
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,35 +34,74 @@ type NamedSource struct {
 	Reporter *sources.Reporter
 }
 
+// Settings are the adapter loop's configuration.
+type Settings struct {
+	Output   convert.Options
+	Debounce DebounceConfig
+	Guard    GuardConfig
+}
+
 // Adapter is the loop between sources and the server.
 type Adapter struct {
 	log      *zap.Logger
 	opts     convert.Options
 	debounce DebounceConfig
+	guard    GuardConfig
 	sources  []NamedSource
 	pub      Publisher
 	metrics  *Metrics
 	// restartBackoff bounds how fast a crashed source is restarted.
 	restartBackoff time.Duration
+	now            func() time.Time
 
 	ready atomic.Bool
+	// allow carries operator releases of held deletions to the loop.
+	allow chan allowRequest
+
+	heldMu sync.Mutex
+	held   map[string]HeldChange
 
 	// Owned by Run.
 	store     *Store
 	published *Published
+	staging   map[string]*staged
+	allowed   map[string]bool
+}
+
+// HeldChange describes a change the mass-deletion guard holds.
+type HeldChange struct {
+	Source    string    `json:"source"`
+	Since     time.Time `json:"since"`
+	Removes   int       `json:"removesInstances"`
+	Of        int       `json:"ofInstances"`
+	ReleaseAt time.Time `json:"releaseAt,omitzero"`
+}
+
+type allowRequest struct {
+	source string
+	done   chan error
 }
 
 // New returns an adapter. metrics may be nil.
-func New(srcs []NamedSource, opts convert.Options, debounce DebounceConfig, pub Publisher, m *Metrics, log *zap.Logger) *Adapter {
+func New(srcs []NamedSource, settings Settings, pub Publisher, m *Metrics, log *zap.Logger) *Adapter {
 	names := make([]string, len(srcs))
 	for i, s := range srcs {
 		names[i] = s.Name
 	}
+	guard := settings.Guard
+	if guard.MaxDeletionShare == 0 {
+		guard.SetDefaults()
+	}
 	return &Adapter{
-		log: log, opts: opts, debounce: debounce, sources: srcs, pub: pub, metrics: m,
+		log: log, opts: settings.Output, debounce: settings.Debounce, guard: guard, sources: srcs, pub: pub, metrics: m,
 		restartBackoff: time.Second,
+		now:            time.Now,
+		allow:          make(chan allowRequest),
+		held:           make(map[string]HeldChange),
 		store:          NewStore(names),
 		published:      NewPublished(),
+		staging:        make(map[string]*staged),
+		allowed:        make(map[string]bool),
 	}
 }
 
@@ -93,9 +135,19 @@ func (a *Adapter) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	// holdTimer re-judges held deletions when their hold time is up.
+	holdTimer := time.NewTimer(time.Hour)
+	holdTimer.Stop()
+	defer holdTimer.Stop()
+	flush := func() {
+		a.flush()
+		if due, ok := a.nextRelease(); ok {
+			holdTimer.Reset(time.Until(due))
+		}
+	}
 
 	if len(a.sources) == 0 {
-		a.flush()
+		flush()
 		a.markReady()
 	}
 	for {
@@ -109,19 +161,130 @@ func (a *Adapter) Run(ctx context.Context) error {
 				if len(synced) == len(a.sources) {
 					// The first publication goes out at once: istiod is
 					// waiting, unready, for its first reply.
-					a.flush()
+					flush()
 					a.markReady()
 				}
 				continue
 			}
-			due := deb.change(time.Now())
+			due := deb.change(a.now())
 			timer.Reset(time.Until(due))
 		case <-timer.C:
 			if deb.open() {
 				deb.close()
-				a.flush()
+				flush()
 			}
+		case <-holdTimer.C:
+			flush()
+		case req := <-a.allow:
+			if _, ok := a.staging[req.source]; !ok || a.staging[req.source].heldSince.IsZero() {
+				req.done <- fmt.Errorf("source %q has no held change", req.source)
+				continue
+			}
+			a.allowed[req.source] = true
+			flush()
+			req.done <- nil
 		}
+	}
+}
+
+// AllowDeletions releases the change the mass-deletion guard holds for
+// source, as an operator decision.
+func (a *Adapter) AllowDeletions(ctx context.Context, source string) error {
+	req := allowRequest{source: source, done: make(chan error, 1)}
+	select {
+	case a.allow <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Held returns the changes the guard holds now, by source.
+func (a *Adapter) Held() []HeldChange {
+	a.heldMu.Lock()
+	defer a.heldMu.Unlock()
+	out := make([]HeldChange, 0, len(a.held))
+	for _, h := range a.held {
+		out = append(out, h)
+	}
+	slices.SortFunc(out, func(x, y HeldChange) int { return strings.Compare(x.Source, y.Source) })
+	return out
+}
+
+// nextRelease is when the earliest held change's hold time ends.
+func (a *Adapter) nextRelease() (time.Time, bool) {
+	var next time.Time
+	for _, st := range a.staging {
+		if st.heldSince.IsZero() || a.guard.Manual {
+			continue
+		}
+		if due := st.heldSince.Add(a.guard.HoldFor); next.IsZero() || due.Before(next) {
+			next = due
+		}
+	}
+	return next, !next.IsZero()
+}
+
+// commitStaged moves staged changes into the store, except those the
+// mass-deletion guard holds.
+func (a *Adapter) commitStaged() {
+	now := a.now()
+	for source, st := range a.staging {
+		removed, before := a.store.removals(source, st)
+		verdict := a.guard.judge(st, removed, before, now, a.allowed[source])
+		log := a.log.With(zap.String("source", source), zap.Int("removes", removed), zap.Int("of", before))
+		switch verdict {
+		case guardHold:
+			if st.heldSince.IsZero() {
+				st.heldSince = now
+				log.Warn("holding a change that removes most of the source's instances; it is applied if it persists or an operator allows it",
+					zap.Float64("maxDeletionShare", a.guard.MaxDeletionShare), zap.Duration("holdFor", a.guard.HoldFor),
+					zap.Bool("manual", a.guard.Manual))
+				if a.metrics != nil {
+					a.metrics.heldTotal.WithLabelValues(source).Inc()
+				}
+			}
+			st.removed, st.before = removed, before
+			a.setHeld(source, st)
+			continue
+		case guardRelease:
+			log.Warn("applying a held mass deletion", zap.Bool("operatorAllowed", a.allowed[source]),
+				zap.Duration("heldFor", now.Sub(st.heldSince)))
+		}
+		if st.full {
+			a.store.Replace(source, st.list())
+		} else {
+			a.store.Update(source, st.list())
+		}
+		delete(a.staging, source)
+		delete(a.allowed, source)
+		a.setHeld(source, nil)
+	}
+}
+
+func (a *Adapter) setHeld(source string, st *staged) {
+	a.heldMu.Lock()
+	defer a.heldMu.Unlock()
+	if st == nil {
+		delete(a.held, source)
+	} else {
+		h := HeldChange{Source: source, Since: st.heldSince, Removes: st.removed, Of: st.before}
+		if !a.guard.Manual {
+			h.ReleaseAt = st.heldSince.Add(a.guard.HoldFor)
+		}
+		a.held[source] = h
+	}
+	if a.metrics != nil {
+		v := 0.0
+		if st != nil {
+			v = 1
+		}
+		a.metrics.held.WithLabelValues(source).Set(v)
 	}
 }
 
@@ -131,12 +294,14 @@ func (a *Adapter) markReady() {
 	a.log.Info("every source synced; serving")
 }
 
+// apply stages a batch; flush commits it.
 func (a *Adapter) apply(u update) {
-	if u.full {
-		a.store.Replace(u.source, u.groups)
-	} else {
-		a.store.Update(u.source, u.groups)
+	st := a.staging[u.source]
+	if st == nil {
+		st = &staged{groups: make(map[string]model.Group)}
+		a.staging[u.source] = st
 	}
+	st.add(u.groups, u.full)
 	if a.metrics != nil {
 		a.metrics.updates.WithLabelValues(u.source).Inc()
 	}
@@ -190,6 +355,7 @@ func (a *Adapter) runSource(ctx context.Context, s NamedSource, updates chan<- u
 // hands the differences to the publisher.
 func (a *Adapter) flush() {
 	start := time.Now()
+	a.commitStaged()
 	hosts := a.store.TakeDirty()
 	upserts := make(map[convert.Kind][]server.Entry)
 	deletes := make(map[convert.Kind][]string)

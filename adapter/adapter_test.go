@@ -214,6 +214,12 @@ func (p *recordingPublisher) names(kind convert.Kind) []string {
 
 func startAdapter(t *testing.T, deb DebounceConfig, srcs ...*chanSource) (*Adapter, *recordingPublisher, *prometheus.Registry) {
 	t.Helper()
+	return startAdapterGuarded(t, deb, GuardConfig{}, srcs...)
+}
+
+func startAdapterGuarded(t *testing.T, deb DebounceConfig, guard GuardConfig, srcs ...*chanSource) (*Adapter, *recordingPublisher, *prometheus.Registry) {
+	t.Helper()
+	guard.SetDefaults()
 	var named []NamedSource
 	for i, s := range srcs {
 		name := fmt.Sprintf("src%d", i)
@@ -221,7 +227,7 @@ func startAdapter(t *testing.T, deb DebounceConfig, srcs ...*chanSource) (*Adapt
 	}
 	pub := newRecorder()
 	reg := prometheus.NewRegistry()
-	a := New(named, opts(), deb, pub, NewMetrics(reg), zaptest.NewLogger(t))
+	a := New(named, Settings{Output: opts(), Debounce: deb, Guard: guard}, pub, NewMetrics(reg), zaptest.NewLogger(t))
 	a.restartBackoff = time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

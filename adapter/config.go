@@ -25,6 +25,7 @@ type Config struct {
 	Server   ServerConfig    `yaml:"server"`
 	Output   convert.Options `yaml:"output"`
 	Debounce DebounceConfig  `yaml:"debounce"`
+	Guard    GuardConfig     `yaml:"guard"`
 	Log      LogConfig       `yaml:"log"`
 	Sources  []SourceConfig  `yaml:"sources"`
 }
@@ -37,6 +38,11 @@ type ServerConfig struct {
 	// Keep it on loopback or behind a NetworkPolicy: pprof and the resource
 	// dump are not for the world.
 	DebugListen string `yaml:"debugListen"`
+}
+
+// Settings returns the adapter loop's part of the configuration.
+func (c *Config) Settings() Settings {
+	return Settings{Output: c.Output, Debounce: c.Debounce, Guard: c.Guard}
 }
 
 // LogConfig selects the log format and level.
@@ -109,6 +115,7 @@ func (c *Config) SetDefaults() {
 	}
 	c.Output.SetDefaults()
 	c.Debounce.SetDefaults()
+	c.Guard.SetDefaults()
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -132,6 +139,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Debounce.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Guard.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	switch c.Log.Format {

@@ -43,6 +43,10 @@ func (d *Debug) Handler() http.Handler {
 	mux.HandleFunc("/debug/sources", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, d.statuses())
 	})
+	mux.HandleFunc("/debug/held", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, d.Adapter.Held())
+	})
+	mux.HandleFunc("/debug/allow-deletions", d.allowDeletions)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -104,19 +108,37 @@ type readiness struct {
 	Serving bool             `json:"serving"`
 	Synced  bool             `json:"synced"`
 	Sources []sources.Status `json:"sources"`
+	Held    []HeldChange     `json:"heldDeletions,omitempty"`
 }
 
 // readyz is ready once every source delivered its first state, that state
 // is published, and the listener is up. A source that fails later keeps the
 // adapter ready (its last good state is served) and shows up as stale.
 func (d *Debug) readyz(w http.ResponseWriter, _ *http.Request) {
-	r := readiness{Serving: d.Server.Serving(), Synced: d.Adapter.Ready(), Sources: d.statuses()}
+	r := readiness{Serving: d.Server.Serving(), Synced: d.Adapter.Ready(), Sources: d.statuses(), Held: d.Adapter.Held()}
 	r.Ready = r.Serving && r.Synced
 	code := http.StatusOK
 	if !r.Ready {
 		code = http.StatusServiceUnavailable
 	}
 	writeJSON(w, code, r)
+}
+
+// allowDeletions releases a change the mass-deletion guard holds:
+// POST /debug/allow-deletions?source=NAME. It is an operator decision, so it
+// lives on the debug listener, which should not be reachable by the world.
+func (d *Debug) allowDeletions(w http.ResponseWriter, req *http.Request) {
+	if req.Method != http.MethodPost {
+		http.Error(w, "use POST", http.StatusMethodNotAllowed)
+		return
+	}
+	source := req.URL.Query().Get("source")
+	if err := d.Adapter.AllowDeletions(req.Context(), source); err != nil {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
+	d.Log.Warn("operator allowed a held mass deletion", zap.String("source", source))
+	_, _ = fmt.Fprintf(w, "applied the held change of %s\n", source)
 }
 
 // resources prints what is served now as YAML. ?kind=ServiceEntry limits the

@@ -43,7 +43,7 @@ func TestDebugEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := New(named, opts(), DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond}, cache, NewMetrics(reg), log)
+	a := New(named, Settings{Output: opts(), Debounce: DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond}}, cache, NewMetrics(reg), log)
 	dbg := &Debug{Adapter: a, Cache: cache, Server: srv, Sources: named, Gatherer: reg, Log: log}
 	web := httptest.NewServer(dbg.Handler())
 	defer web.Close()

@@ -10,6 +10,8 @@ type Metrics struct {
 	applied       *prometheus.CounterVec
 	rejected      *prometheus.CounterVec
 	hosts         prometheus.Gauge
+	held          *prometheus.GaugeVec
+	heldTotal     *prometheus.CounterVec
 }
 
 // NewMetrics registers the adapter metrics with reg.
@@ -41,6 +43,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Distinct service hosts known across all sources.",
 		}),
 	}
-	reg.MustRegister(m.updates, m.windows, m.flushDuration, m.applied, m.rejected, m.hosts)
+	m.held = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "registry_adapter_deletions_held",
+		Help: "1 while the mass-deletion guard holds a change of the source.",
+	}, []string{"source"})
+	m.heldTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "registry_adapter_deletions_held_total",
+		Help: "Changes the mass-deletion guard held, by source.",
+	}, []string{"source"})
+	reg.MustRegister(m.updates, m.windows, m.flushDuration, m.applied, m.rejected, m.hosts, m.held, m.heldTotal)
 	return m
 }

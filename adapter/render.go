@@ -17,7 +17,8 @@ import (
 // converts everything, as `registry-adapter render` prints it. Resources come
 // ServiceEntries first, then WorkloadEntries, each sorted by name.
 func Render(ctx context.Context, srcs []NamedSource, opts convert.Options, log *zap.Logger) ([]*convert.Resource, []convert.Rejection, error) {
-	a := New(srcs, opts, DebounceConfig{}, nil, nil, log)
+	// Render shows what the registries say now: no guard.
+	a := New(srcs, Settings{Output: opts, Guard: GuardConfig{MaxDeletionShare: 1}}, nil, nil, log)
 	ctx, cancel := context.WithCancel(ctx)
 	updates := make(chan update)
 	var wg sync.WaitGroup
@@ -50,6 +51,7 @@ func Render(ctx context.Context, srcs []NamedSource, opts convert.Options, log *
 	if err != nil {
 		return nil, nil, err
 	}
+	a.commitStaged()
 	var out []*convert.Resource
 	var rejected []convert.Rejection
 	for _, host := range a.store.Hosts() {

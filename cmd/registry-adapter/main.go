@@ -214,7 +214,7 @@ func runCmd(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	a := adapter.New(srcs, cfg.Output, cfg.Debounce, cache, adapter.NewMetrics(reg), log.Named("adapter"))
+	a := adapter.New(srcs, cfg.Settings(), cache, adapter.NewMetrics(reg), log.Named("adapter"))
 	dbg := &adapter.Debug{Adapter: a, Cache: cache, Server: srv, Sources: srcs, Gatherer: reg, Log: log.Named("debug")}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -1,0 +1,144 @@
+package adapter
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/registry-adapter/registry-adapter/model"
+)
+
+// GuardConfig configures the mass-deletion guard. istiod deletes whatever a
+// reply leaves out, so a registry that suddenly reports most of its instances
+// gone (a Consul restored from an old snapshot, an ACL change hiding the
+// catalog, a cloud API answering an empty page) would drop those workloads
+// from the mesh at once. The guard holds such a change until it has
+// persisted, or an operator allows it.
+type GuardConfig struct {
+	// MaxDeletionShare is the share of a source's instances one debounce
+	// window may remove without being held (default 0.5). 1 disables the guard.
+	MaxDeletionShare float64 `yaml:"maxDeletionShare"`
+	// MinInstances: sources with fewer instances are not guarded (default 10),
+	// so that removing one of two instances is not an incident.
+	MinInstances int `yaml:"minInstances"`
+	// HoldFor is how long a held change must persist before it is applied
+	// anyway (default 10m). Zero with Manual set means only an operator can
+	// release it.
+	HoldFor time.Duration `yaml:"holdFor"`
+	// Manual holds deletions until an operator allows them
+	// (POST /debug/allow-deletions?source=NAME), however long they persist.
+	Manual bool `yaml:"manual"`
+}
+
+// SetDefaults fills unset fields.
+func (c *GuardConfig) SetDefaults() {
+	if c.MaxDeletionShare == 0 {
+		c.MaxDeletionShare = 0.5
+	}
+	if c.MinInstances == 0 {
+		c.MinInstances = 10
+	}
+	if c.HoldFor == 0 && !c.Manual {
+		c.HoldFor = 10 * time.Minute
+	}
+}
+
+// Validate reports an invalid guard configuration.
+func (c *GuardConfig) Validate() error {
+	if c.MaxDeletionShare <= 0 || c.MaxDeletionShare > 1 {
+		return fmt.Errorf("guard.maxDeletionShare %v: must be in (0, 1]", c.MaxDeletionShare)
+	}
+	if c.MinInstances < 0 || c.HoldFor < 0 {
+		return fmt.Errorf("guard: minInstances and holdFor must not be negative")
+	}
+	return nil
+}
+
+// staged is what a source sent during the current window, not yet in the
+// store.
+type staged struct {
+	full   bool
+	groups map[string]model.Group
+	// heldSince is set while the guard holds this change.
+	heldSince time.Time
+	removed   int
+	before    int
+}
+
+func (s *staged) add(groups []model.Group, full bool) {
+	if full {
+		// A complete state replaces whatever was staged before it.
+		s.full = true
+		s.groups = make(map[string]model.Group, len(groups))
+	}
+	for _, g := range groups {
+		s.groups[g.Scope] = g
+	}
+}
+
+func (s *staged) list() []model.Group {
+	out := make([]model.Group, 0, len(s.groups))
+	for _, g := range s.groups {
+		out = append(out, g)
+	}
+	return out
+}
+
+// removals counts the instances of source that applying s would remove, and
+// the instances the source holds now. An instance is identified by its scope,
+// host and id, so replacing instances is not counted as removing them.
+func (st *Store) removals(source string, s *staged) (removed, before int) {
+	scopes := st.scopes[source]
+	for scope, services := range scopes {
+		n := 0
+		for _, svc := range services {
+			n += len(svc.Instances)
+		}
+		before += n
+		g, touched := s.groups[scope]
+		if !touched {
+			if s.full {
+				removed += n
+			}
+			continue
+		}
+		keep := make(map[string]struct{})
+		for _, svc := range g.Services {
+			for _, in := range svc.Instances {
+				keep[svc.Host+"\x00"+in.ID] = struct{}{}
+			}
+		}
+		for _, svc := range services {
+			for _, in := range svc.Instances {
+				if _, ok := keep[svc.Host+"\x00"+in.ID]; !ok {
+					removed++
+				}
+			}
+		}
+	}
+	return removed, before
+}
+
+// guardVerdict decides whether a staged change goes in now.
+type guardVerdict int
+
+const (
+	guardApply guardVerdict = iota
+	guardHold
+	guardRelease // held before, released now (persisted or allowed)
+)
+
+func (c GuardConfig) judge(s *staged, removed, before int, now time.Time, allowed bool) guardVerdict {
+	risky := before >= c.MinInstances && float64(removed) > c.MaxDeletionShare*float64(before)
+	switch {
+	case !risky:
+		return guardApply
+	case allowed:
+		return guardRelease
+	case s.heldSince.IsZero():
+		return guardHold
+	case !c.Manual && now.Sub(s.heldSince) >= c.HoldFor:
+		return guardRelease
+	default:
+		return guardHold
+	}
+}

@@ -1,0 +1,128 @@
+package adapter
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/model"
+)
+
+func TestGuardJudge(t *testing.T) {
+	g := GuardConfig{MaxDeletionShare: 0.5, MinInstances: 10, HoldFor: time.Minute}
+	t0 := time.Unix(1000, 0)
+	held := &staged{heldSince: t0}
+	fresh := &staged{}
+	cases := []struct {
+		name            string
+		s               *staged
+		removed, before int
+		now             time.Time
+		allowed         bool
+		want            guardVerdict
+	}{
+		{"small share", fresh, 5, 20, t0, false, guardApply},
+		{"exactly half", fresh, 10, 20, t0, false, guardApply},
+		{"most removed", fresh, 11, 20, t0, false, guardHold},
+		{"small source", fresh, 9, 9, t0, false, guardApply},
+		{"still held", held, 20, 20, t0.Add(30 * time.Second), false, guardHold},
+		{"persisted", held, 20, 20, t0.Add(time.Minute), false, guardRelease},
+		{"operator", held, 20, 20, t0, true, guardRelease},
+	}
+	for _, c := range cases {
+		if got := g.judge(c.s, c.removed, c.before, c.now, c.allowed); got != c.want {
+			t.Errorf("%s: verdict %v, want %v", c.name, got, c.want)
+		}
+	}
+	manual := GuardConfig{MaxDeletionShare: 0.5, MinInstances: 10, Manual: true}
+	if got := manual.judge(held, 20, 20, t0.Add(time.Hour), false); got != guardHold {
+		t.Errorf("manual guard released on its own")
+	}
+}
+
+// fleet is one service with n instances 10.0.x.y.
+func fleet(n int) []model.Group {
+	addrs := make([]string, n)
+	for i := range n {
+		addrs[i] = fmt.Sprintf("10.0.%d.%d", i/250, i%250+1)
+	}
+	return []model.Group{group(svc("web", addrs...))}
+}
+
+func TestGuardHoldsMassDeletionUntilAllowed(t *testing.T) {
+	src := newChanSource()
+	a, pub, _ := startAdapterGuarded(t, DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond},
+		GuardConfig{Manual: true}, src)
+	src.batches <- fleet(20)
+	pub.waitApply(t)
+	pub.waitApply(t)
+	waitUntil(t, "ready", a.Ready)
+
+	// 15 of 20 instances vanish in one window: held.
+	src.batches <- fleet(5)
+	waitUntil(t, "held", func() bool { return len(a.Held()) == 1 })
+	if h := a.Held()[0]; h.Removes != 15 || h.Of != 20 || h.Source != "src0" {
+		t.Errorf("held %+v", h)
+	}
+	if got := len(pub.names(convert.KindWorkloadEntry)); got != 20 {
+		t.Fatalf("%d WorkloadEntries served while the deletion is held, want 20", got)
+	}
+	if got := testutil.ToFloat64(a.metrics.held.WithLabelValues("src0")); got != 1 {
+		t.Errorf("held gauge %v", got)
+	}
+	// A further change in the same direction stays held with it.
+	src.batches <- fleet(4)
+	waitUntil(t, "held update", func() bool { return a.Held()[0].Removes == 16 })
+
+	if err := a.AllowDeletions(context.Background(), "nope"); err == nil {
+		t.Error("allowing a source with nothing held succeeded")
+	}
+	if err := a.AllowDeletions(context.Background(), "src0"); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "deletion applied", func() bool { return len(pub.names(convert.KindWorkloadEntry)) == 4 })
+	if len(a.Held()) != 0 || testutil.ToFloat64(a.metrics.held.WithLabelValues("src0")) != 0 {
+		t.Errorf("still held after the operator allowed it: %+v", a.Held())
+	}
+	if got := testutil.ToFloat64(a.metrics.heldTotal.WithLabelValues("src0")); got != 1 {
+		t.Errorf("held counter %v, want 1", got)
+	}
+}
+
+func TestGuardReleasesPersistentDeletion(t *testing.T) {
+	src := newChanSource()
+	a, pub, _ := startAdapterGuarded(t, DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond},
+		GuardConfig{HoldFor: 200 * time.Millisecond}, src)
+	src.batches <- fleet(12)
+	pub.waitApply(t)
+	pub.waitApply(t)
+	waitUntil(t, "ready", a.Ready)
+	start := time.Now()
+	// The restarted-registry case: a complete state with nothing in it.
+	src.fail <- fmt.Errorf("restart")
+	src.batches <- nil
+	waitUntil(t, "held", func() bool { return len(a.Held()) == 1 })
+	waitUntil(t, "released after persisting", func() bool { return len(pub.names(convert.KindServiceEntry)) == 0 })
+	if held := time.Since(start); held < 200*time.Millisecond {
+		t.Errorf("released after %s, before the hold time", held)
+	}
+}
+
+func TestGuardIgnoresNormalChurn(t *testing.T) {
+	src := newChanSource()
+	a, pub, _ := startAdapterGuarded(t, DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond},
+		GuardConfig{Manual: true}, src)
+	src.batches <- fleet(20)
+	pub.waitApply(t)
+	pub.waitApply(t)
+	waitUntil(t, "ready", a.Ready)
+	src.batches <- fleet(12) // 8 of 20 removed: normal
+	waitUntil(t, "applied", func() bool { return len(pub.names(convert.KindWorkloadEntry)) == 12 })
+	if len(a.Held()) != 0 {
+		t.Errorf("held %+v", a.Held())
+	}
+}
