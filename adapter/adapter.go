@@ -36,9 +36,10 @@ type NamedSource struct {
 
 // Settings are the adapter loop's configuration.
 type Settings struct {
-	Output   convert.Options
-	Debounce DebounceConfig
-	Guard    GuardConfig
+	Output    convert.Options
+	Debounce  DebounceConfig
+	Guard     GuardConfig
+	StateFile StateFileConfig
 }
 
 // Adapter is the loop between sources and the server.
@@ -47,6 +48,7 @@ type Adapter struct {
 	opts     convert.Options
 	debounce DebounceConfig
 	guard    GuardConfig
+	state    StateFileConfig
 	sources  []NamedSource
 	pub      Publisher
 	metrics  *Metrics
@@ -66,6 +68,7 @@ type Adapter struct {
 	published *Published
 	staging   map[string]*staged
 	allowed   map[string]bool
+	writer    *stateWriter
 }
 
 // HeldChange describes a change the mass-deletion guard holds.
@@ -93,7 +96,8 @@ func New(srcs []NamedSource, settings Settings, pub Publisher, m *Metrics, log *
 		guard.SetDefaults()
 	}
 	return &Adapter{
-		log: log, opts: settings.Output, debounce: settings.Debounce, guard: guard, sources: srcs, pub: pub, metrics: m,
+		log: log, opts: settings.Output, debounce: settings.Debounce, guard: guard, state: settings.StateFile,
+		sources: srcs, pub: pub, metrics: m,
 		restartBackoff: time.Second,
 		now:            time.Now,
 		allow:          make(chan allowRequest),
@@ -146,6 +150,23 @@ func (a *Adapter) Run(ctx context.Context) error {
 		}
 	}
 
+	// serveSaved fires when a restored state should be served because the
+	// sources have not synced in time; it stays stopped otherwise.
+	serveSaved := time.NewTimer(time.Hour)
+	serveSaved.Stop()
+	defer serveSaved.Stop()
+	if a.state.Path != "" {
+		if a.restoreState() {
+			serveSaved.Reset(a.state.ServeAfter)
+		}
+		a.writer = newStateWriter(a.state.Path, a.state.MinInterval, a.log)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.writer.run(ctx)
+		}()
+	}
+
 	if len(a.sources) == 0 {
 		flush()
 		a.markReady()
@@ -175,6 +196,19 @@ func (a *Adapter) Run(ctx context.Context) error {
 			}
 		case <-holdTimer.C:
 			flush()
+		case <-serveSaved.C:
+			if !a.ready.Load() {
+				var waiting []string
+				for _, s := range a.sources {
+					if !synced[s.Name] {
+						waiting = append(waiting, s.Name)
+					}
+				}
+				a.log.Warn("sources have not synced in time; serving the saved state",
+					zap.Strings("waitingFor", waiting), zap.Duration("serveAfter", a.state.ServeAfter))
+				flush()
+				a.markReady()
+			}
 		case req := <-a.allow:
 			if _, ok := a.staging[req.source]; !ok || a.staging[req.source].heldSince.IsZero() {
 				req.done <- fmt.Errorf("source %q has no held change", req.source)
@@ -185,6 +219,35 @@ func (a *Adapter) Run(ctx context.Context) error {
 			req.done <- nil
 		}
 	}
+}
+
+// restoreState loads the state file into the store, for the sources still
+// configured, and reports whether there was anything to restore.
+func (a *Adapter) restoreState() bool {
+	saved, err := loadState(a.state.Path)
+	if err != nil {
+		a.log.Error("ignoring the state file", zap.Error(err))
+		return false
+	}
+	if saved == nil {
+		return false
+	}
+	restored := false
+	for _, src := range a.sources {
+		scopes, ok := saved.Sources[src.Name]
+		if !ok {
+			continue
+		}
+		groups := make([]model.Group, 0, len(scopes))
+		for scope, svcs := range scopes {
+			groups = append(groups, model.Group{Scope: scope, Services: svcs})
+		}
+		a.store.Replace(src.Name, groups)
+		restored = true
+	}
+	a.log.Info("loaded the saved state", zap.String("path", a.state.Path), zap.Time("savedAt", saved.SavedAt),
+		zap.Int("hosts", len(a.store.hosts)))
+	return restored
 }
 
 // AllowDeletions releases the change the mass-deletion guard holds for
@@ -357,6 +420,9 @@ func (a *Adapter) flush() {
 	start := time.Now()
 	a.commitStaged()
 	hosts := a.store.TakeDirty()
+	if a.writer != nil && len(hosts) > 0 {
+		a.writer.offer(a.store.snapshot())
+	}
 	upserts := make(map[convert.Kind][]server.Entry)
 	deletes := make(map[convert.Kind][]string)
 	for _, host := range hosts {

@@ -26,8 +26,11 @@ type Config struct {
 	Output   convert.Options `yaml:"output"`
 	Debounce DebounceConfig  `yaml:"debounce"`
 	Guard    GuardConfig     `yaml:"guard"`
-	Log      LogConfig       `yaml:"log"`
-	Sources  []SourceConfig  `yaml:"sources"`
+	// StateFile saves the last state to serve it after a restart while a
+	// registry is unreachable.
+	StateFile StateFileConfig `yaml:"stateFile"`
+	Log       LogConfig       `yaml:"log"`
+	Sources   []SourceConfig  `yaml:"sources"`
 }
 
 // ServerConfig is the xDS listener plus the HTTP listener for metrics,
@@ -42,7 +45,7 @@ type ServerConfig struct {
 
 // Settings returns the adapter loop's part of the configuration.
 func (c *Config) Settings() Settings {
-	return Settings{Output: c.Output, Debounce: c.Debounce, Guard: c.Guard}
+	return Settings{Output: c.Output, Debounce: c.Debounce, Guard: c.Guard, StateFile: c.StateFile}
 }
 
 // LogConfig selects the log format and level.
@@ -116,6 +119,7 @@ func (c *Config) SetDefaults() {
 	c.Output.SetDefaults()
 	c.Debounce.SetDefaults()
 	c.Guard.SetDefaults()
+	c.StateFile.SetDefaults()
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -142,6 +146,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Guard.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.StateFile.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	switch c.Log.Format {
