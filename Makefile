@@ -7,7 +7,7 @@ CACHE_DIR ?= $(or $(REGISTRY_ADAPTER_CACHE),$(HOME)/.cache/registry-adapter)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test unit vet fmt-check consul integration e2e demo bench clean
+.PHONY: all build test unit vet fmt-check consul fuzz integration e2e demo bench clean
 
 all: build
 
@@ -16,7 +16,7 @@ build:
 
 # The test suite: static checks, unit tests (race detector on), tests against
 # a real Consul agent, and the conformance tests with istiod's own client.
-test: vet fmt-check consul unit integration
+test: vet fmt-check consul unit fuzz integration
 
 vet:
 	$(GO) vet ./...
@@ -33,6 +33,13 @@ unit:
 	PATH="$$(dirname "$$(bash integration/consul/consul.sh install)"):$$PATH" \
 	REGISTRY_ADAPTER_REQUIRE_CONSUL=1 \
 	$(GO) test -race -count=1 ./...
+
+# A short fuzz run of each target on top of the committed corpora
+# (testdata/fuzz); FUZZTIME=5m for a longer hunt.
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzService -fuzztime=$(FUZZTIME) ./convert
+	$(GO) test -run='^$$' -fuzz=FuzzParseConfig -fuzztime=$(FUZZTIME) ./adapter
 
 # The integration module (integration/go.mod) keeps Istio's ~400 modules out
 # of the main go.mod.
