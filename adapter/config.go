@@ -16,7 +16,9 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/server"
+	"github.com/registry-adapter/registry-adapter/sources/azure"
 	"github.com/registry-adapter/registry-adapter/sources/consul"
+	"github.com/registry-adapter/registry-adapter/sources/gce"
 	"github.com/registry-adapter/registry-adapter/sources/static"
 )
 
@@ -63,6 +65,8 @@ type SourceConfig struct {
 	Name   string         `yaml:"name"`
 	Static *static.Config `yaml:"static"`
 	Consul *consul.Config `yaml:"consul"`
+	GCE    *gce.Config    `yaml:"gce"`
+	Azure  *azure.Config  `yaml:"azure"`
 }
 
 var sourceNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)

@@ -9,7 +9,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/azure"
 	"github.com/registry-adapter/registry-adapter/sources/consul"
+	"github.com/registry-adapter/registry-adapter/sources/gce"
 	"github.com/registry-adapter/registry-adapter/sources/static"
 )
 
@@ -49,6 +51,8 @@ func kindOf[C any, PC interface {
 var sourceKinds = []sourceKind{
 	kindOf("static", func(s *SourceConfig) *static.Config { return s.Static }, static.New),
 	kindOf("consul", func(s *SourceConfig) *consul.Config { return s.Consul }, consul.New),
+	kindOf("gce", func(s *SourceConfig) *gce.Config { return s.GCE }, gce.New),
+	kindOf("azure", func(s *SourceConfig) *azure.Config { return s.Azure }, azure.New),
 }
 
 func (s *SourceConfig) kind() (sourceKind, error) {

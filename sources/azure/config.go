@@ -1,0 +1,188 @@
+package azure
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/poll"
+)
+
+// Config is the configuration of one Azure source: the virtual machines of
+// one subscription, listed with Virtual Machines - List All (statusOnly) and
+// joined with the subscription's network interfaces every refreshInterval.
+// SetDefaults fills in the defaults documented in README.md.
+type Config struct {
+	poll.Config `yaml:",inline"`
+
+	// SubscriptionID is the subscription whose VMs are listed (required).
+	SubscriptionID string `yaml:"subscriptionId"`
+	// ResourceGroups, when set, keeps only the VMs of these resource groups
+	// (compared case-insensitively); empty: every resource group.
+	ResourceGroups []string `yaml:"resourceGroups"`
+
+	// ServiceTag is the VM tag naming the services a VM belongs to, a
+	// comma-separated list.
+	ServiceTag string `yaml:"serviceTag"`
+	// PortsTag is the VM tag listing the ports, e.g. "http:8080,grpc:9090".
+	PortsTag string `yaml:"portsTag"`
+	// Ports are the ports of VMs that have no PortsTag tag.
+	Ports []Port `yaml:"ports"`
+	// HostTemplate makes a service's host (text/template over .Service and
+	// .Subscription).
+	HostTemplate string `yaml:"hostTemplate"`
+	// AddressType is the address of the primary network interface that is
+	// served: private (the primary IPv4 configuration), public (its public
+	// IP address) or ipv6 (the first private IPv6 configuration).
+	AddressType string `yaml:"addressType"`
+	// Network is the Istio network of every VM; empty: the ID of the virtual
+	// network of the primary IP configuration's subnet.
+	Network string `yaml:"network"`
+	// OptOutTag is a tag that, present with any value but "false", excludes
+	// a VM.
+	OptOutTag string `yaml:"optOutTag"`
+	// Endpoint overrides the Azure Resource Manager URL (tests, private
+	// link, sovereign clouds). Tokens are still requested for the public
+	// cloud's Resource Manager audience.
+	Endpoint string `yaml:"endpoint"`
+	// TenantID restricts the credential to a tenant. ClientID selects a
+	// user-assigned managed identity or workload identity by client ID.
+	// Neither is needed with DefaultAzureCredential's environment variables.
+	TenantID string `yaml:"tenantId"`
+	ClientID string `yaml:"clientId"`
+}
+
+// Port is a port declared in the configuration.
+type Port struct {
+	Number   uint32 `yaml:"number"`
+	Protocol string `yaml:"protocol"`
+}
+
+// Defaults.
+const (
+	DefaultServiceTag   = "mesh-service"
+	DefaultPortsTag     = "mesh-ports"
+	DefaultOptOutTag    = "mesh-opt-out"
+	DefaultHostTemplate = "{{.Service}}.azure.internal"
+	DefaultAddressType  = AddressPrivate
+)
+
+// Address types.
+const (
+	AddressPrivate = "private"
+	AddressPublic  = "public"
+	AddressIPv6    = "ipv6"
+)
+
+// SetDefaults fills in every unset field that has a default.
+func (c *Config) SetDefaults() {
+	c.Config.SetDefaults()
+	if c.ServiceTag == "" {
+		c.ServiceTag = DefaultServiceTag
+	}
+	if c.PortsTag == "" {
+		c.PortsTag = DefaultPortsTag
+	}
+	if c.OptOutTag == "" {
+		c.OptOutTag = DefaultOptOutTag
+	}
+	if c.HostTemplate == "" {
+		c.HostTemplate = DefaultHostTemplate
+	}
+	if c.AddressType == "" {
+		c.AddressType = DefaultAddressType
+	}
+}
+
+var (
+	uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	// resourceGroupRE: 1-90 characters, alphanumerics, '_', '-', '.', '(',
+	// ')' and Unicode letters, not ending in '.'.
+	resourceGroupRE = regexp.MustCompile(`^[-\p{L}\p{N}._()]{0,89}[-\p{L}\p{N}_()]$`)
+	// tagNameRE: Azure tag names cannot hold <, >, %, &, \, ? or /.
+	tagNameRE = regexp.MustCompile(`^[^<>%&\\?/]{1,512}$`)
+)
+
+// Validate checks a configuration after SetDefaults. Errors name the field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if err := c.Config.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	switch {
+	case c.SubscriptionID == "":
+		bad("subscriptionId", "required")
+	case !uuidRE.MatchString(c.SubscriptionID):
+		bad("subscriptionId", "%q is not a subscription ID (a GUID)", c.SubscriptionID)
+	}
+	seen := map[string]bool{}
+	for i, rg := range c.ResourceGroups {
+		f := fmt.Sprintf("resourceGroups[%d]", i)
+		if !resourceGroupRE.MatchString(rg) {
+			bad(f, "%q is not a resource group name", rg)
+		} else if seen[strings.ToLower(rg)] {
+			bad(f, "%q listed twice", rg)
+		}
+		seen[strings.ToLower(rg)] = true
+	}
+	for _, t := range []struct{ field, v string }{{"serviceTag", c.ServiceTag}, {"portsTag", c.PortsTag}, {"optOutTag", c.OptOutTag}} {
+		if !tagNameRE.MatchString(t.v) || strings.TrimSpace(t.v) != t.v {
+			bad(t.field, "%q is not a tag name (no <, >, %%, &, \\, ? or /)", t.v)
+		}
+	}
+	ports := map[uint32]bool{}
+	for i, p := range c.Ports {
+		f := fmt.Sprintf("ports[%d]", i)
+		if p.Number == 0 || p.Number > 65535 {
+			bad(f+".number", "%d: must be 1-65535", p.Number)
+		} else if ports[p.Number] {
+			bad(f+".number", "%d: defined twice", p.Number)
+		}
+		ports[p.Number] = true
+		if _, ok := model.ParseProtocol(p.Protocol); !ok && p.Protocol != "" {
+			bad(f+".protocol", "%q is not an Istio protocol", p.Protocol)
+		}
+	}
+	if _, err := parseHostTemplate(c.HostTemplate); err != nil {
+		bad("hostTemplate", "%v", err)
+	}
+	switch c.AddressType {
+	case AddressPrivate, AddressPublic, AddressIPv6:
+	default:
+		bad("addressType", "%q: must be private, public or ipv6", c.AddressType)
+	}
+	if c.Network != "" && strings.ContainsAny(c.Network, " \t\n") {
+		bad("network", "%q must not contain white space", c.Network)
+	}
+	if c.Endpoint != "" {
+		if u, err := url.Parse(c.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("endpoint", "%q is not an http(s) URL", c.Endpoint)
+		}
+	}
+	if c.TenantID != "" && !uuidRE.MatchString(c.TenantID) {
+		bad("tenantId", "%q is not a tenant ID (a GUID)", c.TenantID)
+	}
+	if c.ClientID != "" && !uuidRE.MatchString(c.ClientID) {
+		bad("clientId", "%q is not a client ID (a GUID)", c.ClientID)
+	}
+	return errors.Join(errs...)
+}
+
+// configPorts converts the configured ports.
+func (c *Config) configPorts() []model.Port {
+	var out []model.Port
+	for _, p := range c.Ports {
+		proto, ok := model.ParseProtocol(p.Protocol)
+		if !ok {
+			proto = model.ProtocolTCP
+		}
+		out = append(out, model.Port{Number: p.Number, Protocol: proto})
+	}
+	return out
+}

@@ -1,0 +1,374 @@
+package azure
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"text/template"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v7"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v8"
+
+	"github.com/registry-adapter/registry-adapter/model"
+)
+
+// Reasons a VM (or one of its service names) is left out, the values of the
+// skipped metric's "reason" label.
+const (
+	skipNotRunning     = "not-running"
+	skipResourceGroup  = "resource-group-filtered"
+	skipOptOut         = "opted-out"
+	skipAutoRegistered = "auto-registered"
+	skipNoService      = "no-service"
+	skipInvalidService = "invalid-service"
+	skipNoPorts        = "no-ports"
+	skipInvalidPorts   = "invalid-ports"
+	skipNoAddress      = "no-address"
+)
+
+var skipReasons = []string{
+	skipNotRunning, skipResourceGroup, skipOptOut, skipAutoRegistered, skipNoService,
+	skipInvalidService, skipNoPorts, skipInvalidPorts, skipNoAddress,
+}
+
+// inventory is one complete read of a subscription.
+type inventory struct {
+	vms []*armcompute.VirtualMachine
+	// nics and publicIPs are by lower-cased resource ID (Azure resource IDs
+	// are case-insensitive, and references do not always match the case of
+	// the resource).
+	nics      map[string]*armnetwork.Interface
+	publicIPs map[string]*armnetwork.PublicIPAddress
+}
+
+// mapper turns an inventory into groups.
+type mapper struct {
+	cfg            *Config
+	host           *template.Template
+	resourceGroups map[string]bool
+	configPorts    []model.Port
+}
+
+func newMapper(cfg *Config) (*mapper, error) {
+	t, err := parseHostTemplate(cfg.HostTemplate)
+	if err != nil {
+		return nil, fmt.Errorf("hostTemplate: %w", err)
+	}
+	m := &mapper{cfg: cfg, host: t, configPorts: cfg.configPorts()}
+	if len(cfg.ResourceGroups) > 0 {
+		m.resourceGroups = map[string]bool{}
+		for _, rg := range cfg.ResourceGroups {
+			m.resourceGroups[strings.ToLower(rg)] = true
+		}
+	}
+	return m, nil
+}
+
+// problem is a VM left out, or partly left out, because of its data.
+type problem struct {
+	name   string
+	reason string
+	detail string
+}
+
+// mapResult is the outcome of mapping one inventory.
+type mapResult struct {
+	groups  []model.Group
+	seen    int
+	skipped map[string]int
+	// problems are per VM (keyed by VM ID) and worth a log line.
+	problems map[string]problem
+}
+
+type mappedVM struct {
+	model.Instance
+	ports []model.Port
+}
+
+func (m *mapper) mapInventory(inv inventory) mapResult {
+	res := mapResult{seen: len(inv.vms), skipped: map[string]int{}, problems: map[string]problem{}}
+	type svcAcc struct {
+		ports     map[model.Port]bool
+		instances []model.Instance
+	}
+	services := map[string]*svcAcc{}
+	for _, vm := range inv.vms {
+		names, inst, reason, detail := m.mapVM(vm, inv)
+		if reason != "" {
+			res.skipped[reason]++
+			if detail != "" {
+				res.problems[str(vm.ID)] = problem{name: str(vm.Name), reason: reason, detail: detail}
+			}
+		}
+		for _, n := range names {
+			acc := services[n]
+			if acc == nil {
+				acc = &svcAcc{ports: map[model.Port]bool{}}
+				services[n] = acc
+			}
+			for _, p := range inst.ports {
+				acc.ports[p] = true
+			}
+			acc.instances = append(acc.instances, inst.Instance)
+		}
+	}
+	for name, acc := range services {
+		host, err := renderHost(m.host, hostData{Service: name, Subscription: m.cfg.SubscriptionID})
+		if err != nil {
+			res.skipped[skipInvalidService] += len(acc.instances)
+			res.problems["service/"+name] = problem{name: name, reason: skipInvalidService, detail: "hostTemplate: " + err.Error()}
+			continue
+		}
+		svc := model.Service{Name: name, Host: host}
+		for p := range acc.ports {
+			svc.Ports = append(svc.Ports, p)
+		}
+		slices.SortFunc(svc.Ports, func(a, b model.Port) int {
+			return cmp.Or(cmp.Compare(a.Number, b.Number), cmp.Compare(a.Protocol, b.Protocol))
+		})
+		slices.SortFunc(acc.instances, func(a, b model.Instance) int { return cmp.Compare(a.ID, b.ID) })
+		svc.Instances = acc.instances
+		res.groups = append(res.groups, model.Group{Scope: name, Services: []model.Service{svc}})
+	}
+	slices.SortFunc(res.groups, func(a, b model.Group) int { return cmp.Compare(a.Scope, b.Scope) })
+	return res
+}
+
+// tag returns a tag's value; tag names are case-insensitive in Azure.
+func tag(tags map[string]*string, name string) (string, bool) {
+	if v, ok := tags[name]; ok {
+		return str(v), true
+	}
+	for k, v := range tags {
+		if strings.EqualFold(k, name) {
+			return str(v), true
+		}
+	}
+	return "", false
+}
+
+// mapVM maps one VM to the names of its services and its model.Instance.
+// When it is left out (no names) or some of its service names are, reason
+// says why and detail is worth logging.
+func (m *mapper) mapVM(vm *armcompute.VirtualMachine, inv inventory) (names []string, out mappedVM, reason, detail string) {
+	if vm == nil {
+		return nil, out, skipNoService, ""
+	}
+	if m.resourceGroups != nil && !m.resourceGroups[strings.ToLower(resourceGroupOf(str(vm.ID)))] {
+		return nil, out, skipResourceGroup, ""
+	}
+	if !running(vm) {
+		return nil, out, skipNotRunning, ""
+	}
+	for k := range vm.Tags {
+		if isAutoRegistrationKey(k) {
+			return nil, out, skipAutoRegistered, ""
+		}
+	}
+	if v, ok := tag(vm.Tags, m.cfg.OptOutTag); ok && !strings.EqualFold(strings.TrimSpace(v), "false") {
+		return nil, out, skipOptOut, ""
+	}
+	v, ok := tag(vm.Tags, m.cfg.ServiceTag)
+	if !ok {
+		return nil, out, skipNoService, ""
+	}
+	names, invalid := splitServices(v)
+	if len(invalid) > 0 {
+		reason = skipInvalidService
+		detail = fmt.Sprintf("invalid service names %q", invalid)
+	}
+	if len(names) == 0 {
+		return nil, out, cmp.Or(reason, skipNoService), detail
+	}
+
+	ports := m.configPorts
+	if v, ok := tag(vm.Tags, m.cfg.PortsTag); ok {
+		p, err := parsePorts(v)
+		if err != nil {
+			return nil, out, skipInvalidPorts, fmt.Sprintf("tag %s: %v", m.cfg.PortsTag, err)
+		}
+		ports = p
+	}
+	if len(ports) == 0 {
+		return nil, out, skipNoPorts, fmt.Sprintf("no %s tag and no ports configured", m.cfg.PortsTag)
+	}
+
+	addr, vnet, why := m.address(vm, inv)
+	if addr == "" {
+		return nil, out, skipNoAddress, why
+	}
+	network := cmp.Or(m.cfg.Network, vnet)
+	locality := str(vm.Location)
+	if len(vm.Zones) > 0 && str(vm.Zones[0]) != "" && locality != "" {
+		// The zone as AKS labels nodes (topology.kubernetes.io/zone): eastus-1.
+		locality += "/" + locality + "-" + str(vm.Zones[0])
+	}
+	var labels map[string]string
+	if len(vm.Tags) > 0 {
+		labels = make(map[string]string, len(vm.Tags))
+		for k, v := range vm.Tags {
+			labels[k] = str(v)
+		}
+	}
+	id := str(vm.ID)
+	if vm.Properties != nil && str(vm.Properties.VMID) != "" {
+		id = str(vm.Properties.VMID)
+	}
+	out = mappedVM{
+		Instance: model.Instance{
+			ID:       id,
+			Address:  addr,
+			Labels:   labels,
+			Locality: locality,
+			Network:  network,
+			Health:   model.HealthUnknown,
+			Identity: identity(vm),
+		},
+		ports: ports,
+	}
+	return names, out, reason, detail
+}
+
+// running reports whether the VM's instance view says PowerState/running.
+func running(vm *armcompute.VirtualMachine) bool {
+	if vm.Properties == nil || vm.Properties.InstanceView == nil {
+		return false
+	}
+	for _, s := range vm.Properties.InstanceView.Statuses {
+		if s != nil && strings.EqualFold(str(s.Code), "PowerState/running") {
+			return true
+		}
+	}
+	return false
+}
+
+// identity is the system-assigned identity's principal ID, else the first
+// user-assigned identity's (by resource ID).
+func identity(vm *armcompute.VirtualMachine) string {
+	if vm.Identity == nil {
+		return ""
+	}
+	if p := str(vm.Identity.PrincipalID); p != "" {
+		return p
+	}
+	keys := make([]string, 0, len(vm.Identity.UserAssignedIdentities))
+	for k := range vm.Identity.UserAssignedIdentities {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if v := vm.Identity.UserAssignedIdentities[k]; v != nil && str(v.PrincipalID) != "" {
+			return str(v.PrincipalID)
+		}
+	}
+	return ""
+}
+
+// address returns the configured kind of address of the VM's primary NIC,
+// the ID of its virtual network, or why there is none.
+func (m *mapper) address(vm *armcompute.VirtualMachine, inv inventory) (addr, vnet, why string) {
+	if vm.Properties == nil || vm.Properties.NetworkProfile == nil || len(vm.Properties.NetworkProfile.NetworkInterfaces) == 0 {
+		return "", "", "no network interface"
+	}
+	refs := vm.Properties.NetworkProfile.NetworkInterfaces
+	ref := refs[0]
+	for _, r := range refs {
+		if r != nil && r.Properties != nil && r.Properties.Primary != nil && *r.Properties.Primary {
+			ref = r
+			break
+		}
+	}
+	if ref == nil {
+		return "", "", "no network interface"
+	}
+	nic := inv.nics[strings.ToLower(str(ref.ID))]
+	if nic == nil || nic.Properties == nil {
+		return "", "", fmt.Sprintf("network interface %s not found", str(ref.ID))
+	}
+	// The primary IPv4 configuration (the first when none says primary).
+	var primary *armnetwork.InterfaceIPConfiguration
+	primaryFound := false
+	var v6 []*armnetwork.InterfaceIPConfiguration
+	for _, c := range nic.Properties.IPConfigurations {
+		if c == nil || c.Properties == nil {
+			continue
+		}
+		if c.Properties.PrivateIPAddressVersion != nil && *c.Properties.PrivateIPAddressVersion == armnetwork.IPVersionIPv6 {
+			v6 = append(v6, c)
+			continue
+		}
+		isPrimary := c.Properties.Primary != nil && *c.Properties.Primary
+		if primary == nil || (isPrimary && !primaryFound) {
+			primary, primaryFound = c, isPrimary
+		}
+	}
+	if primary != nil && primary.Properties.Subnet != nil {
+		vnet = vnetOf(str(primary.Properties.Subnet.ID))
+	}
+	switch m.cfg.AddressType {
+	case AddressPublic:
+		if primary != nil && primary.Properties.PublicIPAddress != nil {
+			pip := primary.Properties.PublicIPAddress
+			if pip.Properties != nil && str(pip.Properties.IPAddress) != "" {
+				addr = str(pip.Properties.IPAddress)
+			} else if p := inv.publicIPs[strings.ToLower(str(pip.ID))]; p != nil && p.Properties != nil {
+				addr = str(p.Properties.IPAddress)
+			}
+		}
+		addr = validIP(addr, false)
+	case AddressIPv6:
+		for _, c := range v6 {
+			if addr = validIP(str(c.Properties.PrivateIPAddress), true); addr != "" {
+				break
+			}
+		}
+		if vnet == "" && len(v6) > 0 && v6[0].Properties.Subnet != nil {
+			vnet = vnetOf(str(v6[0].Properties.Subnet.ID))
+		}
+	default:
+		if primary != nil {
+			addr = validIP(str(primary.Properties.PrivateIPAddress), false)
+		}
+	}
+	if addr == "" {
+		return "", "", fmt.Sprintf("no %s address on network interface %s", m.cfg.AddressType, str(nic.Name))
+	}
+	return addr, vnet, ""
+}
+
+func validIP(s string, v6 bool) string {
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Is6() != v6 {
+		return ""
+	}
+	return a.String()
+}
+
+// vnetOf returns the virtual network ID of a subnet ID
+// (".../virtualNetworks/vnet1/subnets/default" -> ".../virtualNetworks/vnet1").
+func vnetOf(subnetID string) string {
+	if i := strings.LastIndex(strings.ToLower(subnetID), "/subnets/"); i > 0 {
+		return subnetID[:i]
+	}
+	return ""
+}
+
+// resourceGroupOf returns the resource group of a resource ID.
+func resourceGroupOf(id string) string {
+	parts := strings.Split(id, "/")
+	for i := 0; i+1 < len(parts); i++ {
+		if strings.EqualFold(parts[i], "resourceGroups") {
+			return parts[i+1]
+		}
+	}
+	return ""
+}
+
+func str(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}

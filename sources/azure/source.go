@@ -1,0 +1,53 @@
+// Package azure is the Azure virtual machines source: it lists the VMs of
+// one subscription (with their power state) and its network interfaces
+// every refreshInterval, through the shared poll helper, and maps each
+// service name found in a VM tag to a model.Service under a scope named
+// after the service. See README.md for the mapping rules and the options.
+package azure
+
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/poll"
+)
+
+// Source polls Azure Resource Manager. Run is poll.Source's.
+type Source struct {
+	*poll.Source
+	lister  *lister
+	metrics *metrics
+}
+
+var _ sources.Source = (*Source)(nil)
+
+// New makes an Azure source. It does no I/O: the credential and clients are
+// made on the first list.
+func New(cfg Config, opts sources.Options) (*Source, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Reporter == nil {
+		opts.Reporter = sources.NewReporter(opts.Name, nil)
+	}
+	m, err := newMapper(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	met := newMetrics(opts.Name)
+	l := &lister{cfg: &cfg, mapper: m, metrics: met, log: opts.Logger}
+	if u := cfg.Endpoint; strings.HasPrefix(u, "http://") {
+		opts.Logger.Warn("endpoint is plain http: access tokens are sent in clear text", zap.String("endpoint", u))
+	}
+	return &Source{Source: poll.New(cfg.Config, l, opts), lister: l, metrics: met}, nil
+}
+
+// Collector returns the Azure-specific metrics, for registration by the caller.
+func (s *Source) Collector() prometheus.Collector { return s.metrics }

@@ -1,0 +1,186 @@
+package gce
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/poll"
+)
+
+// Config is the configuration of one Google Compute Engine source: the
+// instances of one project, listed with instances.aggregatedList every
+// refreshInterval. SetDefaults fills in the defaults documented in README.md.
+type Config struct {
+	poll.Config `yaml:",inline"`
+
+	// Project is the project ID (or number) whose instances are listed
+	// (required).
+	Project string `yaml:"project"`
+	// Zones, when set, keeps only the instances of these zones
+	// ("us-central1-a"); empty: every zone.
+	Zones []string `yaml:"zones"`
+	// Filter is a Compute Engine list filter expression sent with the
+	// request, e.g. `labels.mesh-service:*`.
+	Filter string `yaml:"filter"`
+
+	// ServiceLabel is the instance label naming the services an instance
+	// belongs to; several names are joined with '_' (label values allow only
+	// [a-z0-9_-]). An instance metadata item of the same key, a
+	// comma-separated list, is read when the label is absent.
+	ServiceLabel string `yaml:"serviceLabel"`
+	// PortsMetadataKey is the instance metadata item listing the ports, e.g.
+	// "http:8080,grpc:9090".
+	PortsMetadataKey string `yaml:"portsMetadataKey"`
+	// Ports are the ports of instances that have no PortsMetadataKey item.
+	Ports []Port `yaml:"ports"`
+	// HostTemplate makes a service's host (text/template over .Service and
+	// .Project).
+	HostTemplate string `yaml:"hostTemplate"`
+	// AddressType is the address of the first network interface that is
+	// served: private (networkIP), public (the external NAT IP) or ipv6.
+	AddressType string `yaml:"addressType"`
+	// Network is the Istio network of every instance; empty: the short name
+	// of the first network interface's VPC network.
+	Network string `yaml:"network"`
+	// OptOutLabel is a label (or metadata item) that, present with any value
+	// but "false", excludes an instance.
+	OptOutLabel string `yaml:"optOutLabel"`
+	// Endpoint overrides the Compute Engine API base URL (tests, Private
+	// Service Connect). A URL without a path gets "/compute/v1/".
+	Endpoint string `yaml:"endpoint"`
+}
+
+// Port is a port declared in the configuration.
+type Port struct {
+	Number   uint32 `yaml:"number"`
+	Protocol string `yaml:"protocol"`
+}
+
+// Defaults.
+const (
+	DefaultServiceLabel     = "mesh-service"
+	DefaultPortsMetadataKey = "mesh-ports"
+	DefaultOptOutLabel      = "mesh-opt-out"
+	DefaultHostTemplate     = "{{.Service}}.gce.internal"
+	DefaultAddressType      = AddressPrivate
+)
+
+// Address types.
+const (
+	AddressPrivate = "private"
+	AddressPublic  = "public"
+	AddressIPv6    = "ipv6"
+)
+
+// SetDefaults fills in every unset field that has a default.
+func (c *Config) SetDefaults() {
+	c.Config.SetDefaults()
+	if c.ServiceLabel == "" {
+		c.ServiceLabel = DefaultServiceLabel
+	}
+	if c.PortsMetadataKey == "" {
+		c.PortsMetadataKey = DefaultPortsMetadataKey
+	}
+	if c.OptOutLabel == "" {
+		c.OptOutLabel = DefaultOptOutLabel
+	}
+	if c.HostTemplate == "" {
+		c.HostTemplate = DefaultHostTemplate
+	}
+	if c.AddressType == "" {
+		c.AddressType = DefaultAddressType
+	}
+}
+
+var (
+	// projectRE is a project ID, optionally domain-scoped ("example.com:proj"),
+	// or a project number.
+	projectRE = regexp.MustCompile(`^(([a-z0-9.-]+:)?[a-z][-a-z0-9]{4,28}[a-z0-9]|[0-9]{1,20})$`)
+	// labelKeyRE is a Compute Engine label key (and, loosely, metadata key).
+	labelKeyRE = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
+	// metadataKeyRE is a Compute Engine metadata key.
+	metadataKeyRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,128}$`)
+	zoneRE        = regexp.MustCompile(`^[a-z]+-[a-z]+[0-9]+-[a-z]$`)
+)
+
+// Validate checks a configuration after SetDefaults. Errors name the field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if err := c.Config.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	switch {
+	case c.Project == "":
+		bad("project", "required")
+	case !projectRE.MatchString(c.Project):
+		bad("project", "%q is not a project ID", c.Project)
+	}
+	seen := map[string]bool{}
+	for i, z := range c.Zones {
+		if !zoneRE.MatchString(z) {
+			bad(fmt.Sprintf("zones[%d]", i), "%q is not a zone name (e.g. us-central1-a)", z)
+		} else if seen[z] {
+			bad(fmt.Sprintf("zones[%d]", i), "%q listed twice", z)
+		}
+		seen[z] = true
+	}
+	if !labelKeyRE.MatchString(c.ServiceLabel) {
+		bad("serviceLabel", "%q is not a label key ([a-z][a-z0-9_-]*, at most 63 characters)", c.ServiceLabel)
+	}
+	if !labelKeyRE.MatchString(c.OptOutLabel) {
+		bad("optOutLabel", "%q is not a label key ([a-z][a-z0-9_-]*, at most 63 characters)", c.OptOutLabel)
+	}
+	if !metadataKeyRE.MatchString(c.PortsMetadataKey) {
+		bad("portsMetadataKey", "%q is not a metadata key ([a-zA-Z0-9_-], at most 128 characters)", c.PortsMetadataKey)
+	}
+	ports := map[uint32]bool{}
+	for i, p := range c.Ports {
+		f := fmt.Sprintf("ports[%d]", i)
+		if p.Number == 0 || p.Number > 65535 {
+			bad(f+".number", "%d: must be 1-65535", p.Number)
+		} else if ports[p.Number] {
+			bad(f+".number", "%d: defined twice", p.Number)
+		}
+		ports[p.Number] = true
+		if _, ok := model.ParseProtocol(p.Protocol); !ok && p.Protocol != "" {
+			bad(f+".protocol", "%q is not an Istio protocol", p.Protocol)
+		}
+	}
+	if _, err := parseHostTemplate(c.HostTemplate); err != nil {
+		bad("hostTemplate", "%v", err)
+	}
+	switch c.AddressType {
+	case AddressPrivate, AddressPublic, AddressIPv6:
+	default:
+		bad("addressType", "%q: must be private, public or ipv6", c.AddressType)
+	}
+	if c.Network != "" && strings.ContainsAny(c.Network, " \t\n") {
+		bad("network", "%q must not contain white space", c.Network)
+	}
+	if c.Endpoint != "" {
+		if u, err := url.Parse(c.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("endpoint", "%q is not an http(s) URL", c.Endpoint)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// configPorts converts the configured ports.
+func (c *Config) configPorts() []model.Port {
+	var out []model.Port
+	for _, p := range c.Ports {
+		proto, ok := model.ParseProtocol(p.Protocol)
+		if !ok {
+			proto = model.ProtocolTCP
+		}
+		out = append(out, model.Port{Number: p.Number, Protocol: proto})
+	}
+	return out
+}

@@ -1,0 +1,244 @@
+package gce
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	compute "google.golang.org/api/compute/v1"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/option"
+
+	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/poll"
+)
+
+// instancesAPI is the one Compute Engine call the source makes.
+type instancesAPI interface {
+	// aggregatedList calls page for each page of instances.aggregatedList,
+	// following nextPageToken to the end.
+	aggregatedList(ctx context.Context, project, filter string, page func(*compute.InstanceAggregatedList) error) error
+}
+
+// computeAPI is instancesAPI over the REST client.
+type computeAPI struct{ svc *compute.Service }
+
+func (c computeAPI) aggregatedList(ctx context.Context, project, filter string, page func(*compute.InstanceAggregatedList) error) error {
+	call := c.svc.Instances.AggregatedList(project)
+	if filter != "" {
+		call = call.Filter(filter)
+	}
+	return call.Pages(ctx, page)
+}
+
+// lister lists the instances of a project; it implements poll.Lister.
+type lister struct {
+	cfg     *Config
+	mapper  *mapper
+	metrics *metrics
+	log     *zap.Logger
+	// clientOptions are added to the client's options (tests).
+	clientOptions []option.ClientOption
+
+	mu  sync.Mutex
+	api instancesAPI
+	// logged are the problems logged after the previous list, so that each
+	// is logged once rather than every interval.
+	logged map[string]problem
+}
+
+var _ poll.Lister = (*lister)(nil)
+
+// client makes the API client on first use: Application Default Credentials
+// are looked up then, not at start, so that a missing credential shows as a
+// failing source rather than a daemon that will not start.
+func (l *lister) client(ctx context.Context) (instancesAPI, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.api != nil {
+		return l.api, nil
+	}
+	opts := []option.ClientOption{
+		option.WithScopes(compute.ComputeReadonlyScope),
+		option.WithUserAgent("registry-adapter"),
+	}
+	if l.cfg.Endpoint != "" {
+		opts = append(opts, option.WithEndpoint(endpointURL(l.cfg.Endpoint)))
+	}
+	opts = append(opts, l.clientOptions...)
+	// The client keeps ctx for token refreshes: give it one that outlives
+	// this list.
+	svc, err := compute.NewService(context.WithoutCancel(ctx), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("compute client: %w", err)
+	}
+	l.api = computeAPI{svc: svc}
+	return l.api, nil
+}
+
+// endpointURL completes an endpoint without a path with the API's base path.
+func endpointURL(ep string) string {
+	u, err := url.Parse(ep)
+	if err != nil {
+		return ep
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = "/compute/v1/"
+	} else if !strings.HasSuffix(u.Path, "/") {
+		u.Path += "/"
+	}
+	return u.String()
+}
+
+// List returns one group per service name. It fails, rather than return a
+// smaller state, when a page fails or a zone the source reads is
+// unreachable.
+func (l *lister) List(ctx context.Context) ([]model.Group, error) {
+	api, err := l.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[uint64]*compute.Instance{}
+	var unreachable []string
+	tokens := map[string]bool{}
+	err = api.aggregatedList(ctx, l.cfg.Project, l.cfg.Filter, func(page *compute.InstanceAggregatedList) error {
+		l.metrics.requests.WithLabelValues("ok").Inc()
+		unreachable = append(unreachable, page.Unreachables...)
+		if w := page.Warning; w != nil && w.Code == "UNREACHABLE" {
+			unreachable = append(unreachable, warningScopes(w.Data)...)
+		}
+		for scope, sl := range page.Items {
+			if sl.Warning != nil && sl.Warning.Code == "UNREACHABLE" {
+				unreachable = append(unreachable, scope)
+			}
+			for _, in := range sl.Instances {
+				if in != nil {
+					byID[in.Id] = in
+				}
+			}
+		}
+		if page.NextPageToken != "" {
+			if tokens[page.NextPageToken] {
+				return errors.New("aggregatedList returned the same nextPageToken twice")
+			}
+			tokens[page.NextPageToken] = true
+		}
+		return nil
+	})
+	if err != nil {
+		err = classify(err)
+		result := "error"
+		var throttled *poll.ThrottledError
+		if errors.As(err, &throttled) {
+			result = "throttled"
+		}
+		l.metrics.requests.WithLabelValues(result).Inc()
+		return nil, fmt.Errorf("gce instances.aggregatedList project %s: %w", l.cfg.Project, err)
+	}
+	if scopes := l.relevant(unreachable); len(scopes) > 0 {
+		return nil, fmt.Errorf("gce instances.aggregatedList project %s: unreachable %s: the list is incomplete",
+			l.cfg.Project, strings.Join(scopes, ", "))
+	}
+
+	instances := make([]*compute.Instance, 0, len(byID))
+	for _, in := range byID {
+		instances = append(instances, in)
+	}
+	res := l.mapper.mapInstances(instances)
+	l.metrics.observe(res)
+	l.logProblems(res.problems)
+	return res.groups, nil
+}
+
+// warningScopes returns the "scope" values of a warning's data.
+func warningScopes(data []*compute.InstanceAggregatedListWarningData) []string {
+	var out []string
+	for _, d := range data {
+		if d != nil && d.Key == "scope" {
+			out = append(out, d.Value)
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, "(unnamed scope)")
+	}
+	return out
+}
+
+// relevant returns the unreachable scopes that can hold instances this
+// source reads: all of them, unless zones restricts the source and the
+// scope is another zone.
+func (l *lister) relevant(scopes []string) []string {
+	var out []string
+	for _, s := range scopes {
+		if l.mapper.zones != nil {
+			if i := strings.LastIndex(s, "zones/"); i >= 0 && !l.mapper.zones[lastSegment(s[i:])] {
+				continue
+			}
+		}
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (l *lister) logProblems(problems map[string]problem) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id, p := range problems {
+		if l.logged[id] != p {
+			l.log.Warn("instance left out of the mesh", zap.String("instance", p.name), zap.String("id", id),
+				zap.String("reason", p.reason), zap.String("detail", p.detail))
+		}
+	}
+	l.logged = problems
+}
+
+// classify marks Compute Engine throttling (403 or 429 with reason
+// rateLimitExceeded or userRateLimitExceeded, or any 429) as a
+// *poll.ThrottledError, with the Retry-After hint when there is one.
+func classify(err error) error {
+	var gerr *googleapi.Error
+	if !errors.As(err, &gerr) {
+		return err
+	}
+	throttled := gerr.Code == http.StatusTooManyRequests
+	if gerr.Code == http.StatusForbidden || gerr.Code == http.StatusTooManyRequests {
+		for _, it := range gerr.Errors {
+			if strings.EqualFold(it.Reason, "rateLimitExceeded") || strings.EqualFold(it.Reason, "userRateLimitExceeded") {
+				throttled = true
+			}
+		}
+	}
+	if !throttled {
+		return err
+	}
+	return &poll.ThrottledError{Err: err, RetryAfter: retryAfter(gerr.Header.Get("Retry-After"), time.Now())}
+}
+
+// retryAfter parses a Retry-After header: seconds or an HTTP date.
+func retryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil {
+		if s > 0 {
+			return time.Duration(s) * time.Second
+		}
+		return 0
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}

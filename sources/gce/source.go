@@ -1,0 +1,53 @@
+// Package gce is the Google Compute Engine source: it lists the instances of
+// one project with instances.aggregatedList every refreshInterval (through
+// the shared poll helper) and maps each service name found in an instance
+// label to a model.Service under a scope named after the service. See
+// README.md for the mapping rules and the options.
+package gce
+
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/poll"
+)
+
+// Source polls Compute Engine. Run is poll.Source's.
+type Source struct {
+	*poll.Source
+	lister  *lister
+	metrics *metrics
+}
+
+var _ sources.Source = (*Source)(nil)
+
+// New makes a GCE source. It does no I/O: credentials are looked up on the
+// first list.
+func New(cfg Config, opts sources.Options) (*Source, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Reporter == nil {
+		opts.Reporter = sources.NewReporter(opts.Name, nil)
+	}
+	m, err := newMapper(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	if u := cfg.Endpoint; strings.HasPrefix(u, "http://") {
+		opts.Logger.Warn("endpoint is plain http: access tokens are sent in clear text", zap.String("endpoint", u))
+	}
+	met := newMetrics(opts.Name)
+	l := &lister{cfg: &cfg, mapper: m, metrics: met, log: opts.Logger}
+	return &Source{Source: poll.New(cfg.Config, l, opts), lister: l, metrics: met}, nil
+}
+
+// Collector returns the GCE-specific metrics, for registration by the caller.
+func (s *Source) Collector() prometheus.Collector { return s.metrics }
