@@ -31,7 +31,7 @@ consul:
 
 unit:
 	PATH="$$(dirname "$$(bash integration/consul/consul.sh install)"):$$PATH" \
-	REGISTRY_ADAPTER_REQUIRE_CONSUL=1 \
+	REGISTRY_ADAPTER_REQUIRE_CONSUL=1 REGISTRY_ADAPTER_REQUIRE_MOTO=1 \
 	$(GO) test -race -count=1 ./...
 
 # A short fuzz run of each target on top of the committed corpora

@@ -17,7 +17,9 @@ import (
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/server"
 	"github.com/registry-adapter/registry-adapter/sources/azure"
+	"github.com/registry-adapter/registry-adapter/sources/cloudmap"
 	"github.com/registry-adapter/registry-adapter/sources/consul"
+	"github.com/registry-adapter/registry-adapter/sources/ec2"
 	"github.com/registry-adapter/registry-adapter/sources/gce"
 	"github.com/registry-adapter/registry-adapter/sources/static"
 )
@@ -62,11 +64,13 @@ type LogConfig struct {
 type SourceConfig struct {
 	// Name identifies the source in metrics, logs and annotations. Its
 	// position in the list decides conflicts: earlier sources win.
-	Name   string         `yaml:"name"`
-	Static *static.Config `yaml:"static"`
-	Consul *consul.Config `yaml:"consul"`
-	GCE    *gce.Config    `yaml:"gce"`
-	Azure  *azure.Config  `yaml:"azure"`
+	Name     string           `yaml:"name"`
+	Static   *static.Config   `yaml:"static"`
+	Consul   *consul.Config   `yaml:"consul"`
+	GCE      *gce.Config      `yaml:"gce"`
+	Azure    *azure.Config    `yaml:"azure"`
+	EC2      *ec2.Config      `yaml:"ec2"`
+	CloudMap *cloudmap.Config `yaml:"cloudmap"`
 }
 
 var sourceNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)

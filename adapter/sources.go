@@ -10,7 +10,9 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/azure"
+	"github.com/registry-adapter/registry-adapter/sources/cloudmap"
 	"github.com/registry-adapter/registry-adapter/sources/consul"
+	"github.com/registry-adapter/registry-adapter/sources/ec2"
 	"github.com/registry-adapter/registry-adapter/sources/gce"
 	"github.com/registry-adapter/registry-adapter/sources/static"
 )
@@ -53,6 +55,8 @@ var sourceKinds = []sourceKind{
 	kindOf("consul", func(s *SourceConfig) *consul.Config { return s.Consul }, consul.New),
 	kindOf("gce", func(s *SourceConfig) *gce.Config { return s.GCE }, gce.New),
 	kindOf("azure", func(s *SourceConfig) *azure.Config { return s.Azure }, azure.New),
+	kindOf("ec2", func(s *SourceConfig) *ec2.Config { return s.EC2 }, ec2.New),
+	kindOf("cloudmap", func(s *SourceConfig) *cloudmap.Config { return s.CloudMap }, cloudmap.New),
 }
 
 func (s *SourceConfig) kind() (sourceKind, error) {

@@ -1,0 +1,60 @@
+// Package cloudmap is the AWS Cloud Map source: every refreshInterval
+// (through the shared poll helper) it reads the instances of the services
+// of one namespace with DiscoverInstances, skipping a service whose
+// DiscoverInstancesRevision did not change, and maps each service to a
+// model.Service under a scope named after it. See README.md for the mapping
+// rules and the options.
+package cloudmap
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/poll"
+)
+
+// Source polls Cloud Map.
+type Source struct {
+	poll    *poll.Source
+	lister  *lister
+	metrics *metrics
+}
+
+var _ sources.Source = (*Source)(nil)
+
+// New makes a Cloud Map source. It does no I/O: the credential chain is
+// read on the first list.
+func New(cfg Config, opts sources.Options) (*Source, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Reporter == nil {
+		opts.Reporter = sources.NewReporter(opts.Name, nil)
+	}
+	m, err := newMapper(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	met := newMetrics(opts.Name)
+	l := &lister{cfg: &cfg, name: opts.Name, mapper: m, metrics: met, log: opts.Logger, now: time.Now}
+	return &Source{poll: poll.New(cfg.Config, l, opts), lister: l, metrics: met}, nil
+}
+
+// Run polls until ctx is done; see sources.Source.
+func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
+	defer s.lister.close()
+	return s.poll.Run(ctx, out)
+}
+
+// Collector returns the Cloud Map-specific metrics, for registration by the
+// caller.
+func (s *Source) Collector() prometheus.Collector { return s.metrics }

@@ -1,0 +1,373 @@
+package ec2
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/goleak"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/ec2/awsapi/mototest"
+	"github.com/registry-adapter/registry-adapter/sources/poll"
+)
+
+const testRegion = "us-east-1"
+
+// moto is the moto server every test in the package shares (nil when moto
+// is not installed; motoMissing says why), and motoURL its URL.
+var (
+	moto        *mototest.Server
+	motoMissing error
+	motoURL     string
+)
+
+// The test's own HTTP client: one transport, closed at the end so goleak
+// sees no idle connection goroutines.
+var (
+	testTransport = http.DefaultTransport.(*http.Transport).Clone()
+	testHTTP      = &http.Client{Transport: testTransport}
+)
+
+func TestMain(m *testing.M) {
+	mototest.TestEnv()
+	moto, motoMissing = mototest.Start()
+	if moto != nil {
+		motoURL = moto.URL
+	}
+	code := m.Run()
+	moto.Stop()
+	testTransport.CloseIdleConnections()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// needMoto skips the test when moto is absent (fails it when
+// REGISTRY_ADAPTER_REQUIRE_MOTO=1) and resets moto's state.
+func needMoto(t *testing.T) {
+	t.Helper()
+	mototest.Need(t, moto, motoMissing)
+}
+
+// cloud is the test's own view of moto: an EC2 client and a VPC with one
+// subnet.
+type cloud struct {
+	t      *testing.T
+	ec2    *awsec2.Client
+	creds  aws.CredentialsProvider
+	vpc    string
+	subnet string
+	zone   string
+	ami    string
+}
+
+func newCloud(t *testing.T) *cloud {
+	t.Helper()
+	return newCloudWith(t, credentials.NewStaticCredentialsProvider("testing", "testing", ""))
+}
+
+func newCloudWith(t *testing.T, creds aws.CredentialsProvider) *cloud {
+	t.Helper()
+	c := &cloud{t: t, creds: creds, zone: testRegion + "a"}
+	c.ec2 = awsec2.New(awsec2.Options{
+		Region: testRegion, BaseEndpoint: aws.String(motoURL), Credentials: creds, HTTPClient: testHTTP,
+	})
+	ctx := context.Background()
+	vpc, err := c.ec2.CreateVpc(ctx, &awsec2.CreateVpcInput{CidrBlock: aws.String("10.0.0.0/16")})
+	if err != nil {
+		t.Fatalf("CreateVpc: %v", err)
+	}
+	c.vpc = aws.ToString(vpc.Vpc.VpcId)
+	sn, err := c.ec2.CreateSubnet(ctx, &awsec2.CreateSubnetInput{
+		VpcId: vpc.Vpc.VpcId, CidrBlock: aws.String("10.0.1.0/24"), AvailabilityZone: aws.String(c.zone),
+	})
+	if err != nil {
+		t.Fatalf("CreateSubnet: %v", err)
+	}
+	c.subnet = aws.ToString(sn.Subnet.SubnetId)
+	imgs, err := c.ec2.DescribeImages(ctx, &awsec2.DescribeImagesInput{Owners: []string{"amazon"}})
+	if err != nil || len(imgs.Images) == 0 {
+		t.Fatalf("DescribeImages: %v (%d images)", err, len(imgs.Images))
+	}
+	c.ami = aws.ToString(imgs.Images[0].ImageId)
+	return c
+}
+
+// launch runs count instances in one reservation with these tags.
+func (c *cloud) launch(count int32, tags map[string]string, mod ...func(*awsec2.RunInstancesInput)) []string {
+	c.t.Helper()
+	in := &awsec2.RunInstancesInput{
+		ImageId: aws.String(c.ami), InstanceType: types.InstanceTypeT3Micro,
+		MinCount: aws.Int32(count), MaxCount: aws.Int32(count), SubnetId: aws.String(c.subnet),
+	}
+	if len(tags) > 0 {
+		spec := types.TagSpecification{ResourceType: types.ResourceTypeInstance}
+		for _, k := range sortedKeys(tags) {
+			spec.Tags = append(spec.Tags, types.Tag{Key: aws.String(k), Value: aws.String(tags[k])})
+		}
+		in.TagSpecifications = []types.TagSpecification{spec}
+	}
+	for _, f := range mod {
+		f(in)
+	}
+	out, err := c.ec2.RunInstances(context.Background(), in)
+	if err != nil {
+		c.t.Fatalf("RunInstances: %v", err)
+	}
+	var ids []string
+	for _, i := range out.Instances {
+		ids = append(ids, aws.ToString(i.InstanceId))
+	}
+	return ids
+}
+
+func (c *cloud) instance(id string) types.Instance {
+	c.t.Helper()
+	out, err := c.ec2.DescribeInstances(context.Background(), &awsec2.DescribeInstancesInput{InstanceIds: []string{id}})
+	if err != nil || len(out.Reservations) != 1 || len(out.Reservations[0].Instances) != 1 {
+		c.t.Fatalf("DescribeInstances %s: %v", id, err)
+	}
+	return out.Reservations[0].Instances[0]
+}
+
+func (c *cloud) privateIP(id string) string { return aws.ToString(c.instance(id).PrivateIpAddress) }
+
+func (c *cloud) stop(ids ...string) {
+	c.t.Helper()
+	if _, err := c.ec2.StopInstances(context.Background(), &awsec2.StopInstancesInput{InstanceIds: ids}); err != nil {
+		c.t.Fatalf("StopInstances: %v", err)
+	}
+}
+
+func (c *cloud) start(ids ...string) {
+	c.t.Helper()
+	if _, err := c.ec2.StartInstances(context.Background(), &awsec2.StartInstancesInput{InstanceIds: ids}); err != nil {
+		c.t.Fatalf("StartInstances: %v", err)
+	}
+}
+
+func (c *cloud) terminate(ids ...string) {
+	c.t.Helper()
+	if _, err := c.ec2.TerminateInstances(context.Background(), &awsec2.TerminateInstancesInput{InstanceIds: ids}); err != nil {
+		c.t.Fatalf("TerminateInstances: %v", err)
+	}
+}
+
+// tag sets tags on an instance in one call (so no poll sees half of it).
+func (c *cloud) tag(id string, tags map[string]string) {
+	c.t.Helper()
+	in := &awsec2.CreateTagsInput{Resources: []string{id}}
+	for _, k := range sortedKeys(tags) {
+		in.Tags = append(in.Tags, types.Tag{Key: aws.String(k), Value: aws.String(tags[k])})
+	}
+	if _, err := c.ec2.CreateTags(context.Background(), in); err != nil {
+		c.t.Fatalf("CreateTags: %v", err)
+	}
+}
+
+// createInstanceProfile creates an IAM instance profile in moto with a
+// signed Query API call (the test needs no IAM SDK) and returns its ARN.
+func (c *cloud) createInstanceProfile(name string) string {
+	c.t.Helper()
+	form := url.Values{"Action": {"CreateInstanceProfile"}, "Version": {"2010-05-08"}, "InstanceProfileName": {name}}
+	body := form.Encode()
+	req, err := http.NewRequest(http.MethodPost, motoURL+"/", strings.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	creds, err := c.creds.Retrieve(context.Background())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(body))
+	if err := v4.NewSigner().SignHTTP(context.Background(), creds, req, hex.EncodeToString(sum[:]), "iam", testRegion, time.Now()); err != nil {
+		c.t.Fatal(err)
+	}
+	resp, err := testHTTP.Do(req)
+	if err != nil {
+		c.t.Fatalf("CreateInstanceProfile: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		c.t.Fatalf("CreateInstanceProfile: %s: %s", resp.Status, b)
+	}
+	s := string(b)
+	i, j := strings.Index(s, "<Arn>"), strings.Index(s, "</Arn>")
+	if i < 0 || j < i {
+		c.t.Fatalf("CreateInstanceProfile: no Arn in %s", s)
+	}
+	return s[i+len("<Arn>") : j]
+}
+
+// assumeRole returns credentials for a role, from moto's STS.
+func assumeRole(t *testing.T, arn string) aws.CredentialsProvider {
+	t.Helper()
+	client := sts.New(sts.Options{
+		Region: testRegion, BaseEndpoint: aws.String(motoURL), HTTPClient: testHTTP,
+		Credentials: credentials.NewStaticCredentialsProvider("testing", "testing", ""),
+	})
+	out, err := client.AssumeRole(context.Background(), &sts.AssumeRoleInput{
+		RoleArn: aws.String(arn), RoleSessionName: aws.String("test"),
+	})
+	if err != nil {
+		t.Fatalf("AssumeRole: %v", err)
+	}
+	cr := out.Credentials
+	return credentials.NewStaticCredentialsProvider(aws.ToString(cr.AccessKeyId), aws.ToString(cr.SecretAccessKey),
+		aws.ToString(cr.SessionToken))
+}
+
+// running is a started source.
+type running struct {
+	src      *Source
+	out      chan []model.Group
+	reporter *sources.Reporter
+	registry *prometheus.Registry
+}
+
+// testPoll is a fast schedule for tests: poll.Config.Validate insists on
+// at least 1s between lists, which is right for AWS and slow for a test.
+var testPoll = poll.Config{RefreshInterval: 100 * time.Millisecond, Timeout: 10 * time.Second, MaxBackoff: 200 * time.Millisecond}
+
+// startSource runs an EC2 source on cfg until the test ends. The SDK makes
+// one attempt per request, so that failures show at once.
+func startSource(t *testing.T, cfg Config) *running {
+	t.Helper()
+	cfg.Config = poll.Config{RefreshInterval: time.Second}
+	reg := prometheus.NewRegistry()
+	rep := sources.NewReporter("ec2-test", sources.NewMetrics(reg))
+	opts := sources.Options{Name: "ec2-test", Logger: zaptest.NewLogger(t), Reporter: rep}
+	src, err := New(cfg, opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	reg.MustRegister(src.Collector())
+	src.lister.maxAttempts = 1
+	src.poll = poll.New(testPoll, src.lister, opts)
+	r := &running{src: src, out: make(chan []model.Group, 100), reporter: rep, registry: reg}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := src.Run(ctx, r.out); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return r
+}
+
+// next waits for the next batch.
+func (r *running) next(t *testing.T) []model.Group {
+	t.Helper()
+	select {
+	case b := <-r.out:
+		return b
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no batch within 20s; status %+v", r.reporter.Status())
+		return nil
+	}
+}
+
+// none asserts that no batch is waiting.
+func (r *running) none(t *testing.T) {
+	t.Helper()
+	select {
+	case b := <-r.out:
+		t.Fatalf("unexpected batch: %s", dump(b))
+	default:
+	}
+}
+
+// waitFor polls cond (a condition on the source's status and metrics, not
+// on time) until it holds.
+func (r *running) waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; status %+v", what, r.reporter.Status())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// metric returns the value of a counter or gauge with these labels (0 when
+// absent).
+func (r *running) metric(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := r.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for k, v := range labels {
+				if !hasLabel(m, k, v) {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+func hasLabel(m *dto.Metric, k, v string) bool {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == k && l.GetValue() == v {
+			return true
+		}
+	}
+	return false
+}
+
+func dump(groups []model.Group) string {
+	var b strings.Builder
+	for _, g := range groups {
+		fmt.Fprintf(&b, "\n  scope %q:", g.Scope)
+		for _, s := range g.Services {
+			fmt.Fprintf(&b, " host=%s ports=%v", s.Host, s.Ports)
+			for _, i := range s.Instances {
+				fmt.Fprintf(&b, "\n    %s %s %s %s", i.ID, i.Address, i.Locality, i.Network)
+			}
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,166 @@
+package ec2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"go.uber.org/zap"
+
+	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/ec2/awsapi"
+	"github.com/registry-adapter/registry-adapter/sources/poll"
+)
+
+// instancesAPI is the one EC2 call the source makes.
+type instancesAPI interface {
+	DescribeInstances(ctx context.Context, in *awsec2.DescribeInstancesInput,
+		optFns ...func(*awsec2.Options)) (*awsec2.DescribeInstancesOutput, error)
+}
+
+// lister lists the instances of a region; it implements poll.Lister.
+type lister struct {
+	cfg     *Config
+	name    string
+	mapper  *mapper
+	metrics *metrics
+	log     *zap.Logger
+	filters []types.Filter
+	// maxAttempts is the SDK's attempts per request; 0: its default (tests
+	// set 1).
+	maxAttempts int
+
+	mu        sync.Mutex
+	api       instancesAPI
+	transport *http.Transport
+	// logged are the problems logged after the previous list, so that each
+	// is logged once rather than every interval.
+	logged map[string]problem
+}
+
+var _ poll.Lister = (*lister)(nil)
+
+// requestFilters are the configured filters and tags, plus
+// instance-state-name=running and tag-key=<serviceTag> unless the
+// configuration sets those filters itself: the API then returns only the
+// instances that can be served.
+func requestFilters(cfg *Config) []types.Filter {
+	var out []types.Filter
+	for _, name := range sortedKeys(cfg.Filters) {
+		out = append(out, types.Filter{Name: aws.String(name), Values: cfg.Filters[name]})
+	}
+	for _, key := range sortedKeys(cfg.Tags) {
+		out = append(out, types.Filter{Name: aws.String("tag:" + key), Values: cfg.Tags[key]})
+	}
+	if _, ok := cfg.Filters["instance-state-name"]; !ok {
+		out = append(out, types.Filter{Name: aws.String("instance-state-name"), Values: []string{"running"}})
+	}
+	if _, ok := cfg.Filters["tag-key"]; !ok {
+		out = append(out, types.Filter{Name: aws.String("tag-key"), Values: []string{cfg.ServiceTag}})
+	}
+	return out
+}
+
+// client makes the API client on first use, so that a credential problem
+// shows as a failing source rather than a daemon that will not start.
+func (l *lister) client(ctx context.Context) (instancesAPI, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.api != nil {
+		return l.api, nil
+	}
+	awsCfg, tr, err := awsapi.Load(ctx, awsapi.Options{
+		Region:        l.cfg.Region,
+		AssumeRoleARN: l.cfg.AssumeRoleARN,
+		ExternalID:    l.cfg.AssumeRoleExternalID,
+		STSEndpoint:   l.cfg.STSEndpoint,
+		SessionName:   l.name,
+		MaxAttempts:   l.maxAttempts,
+	})
+	if err != nil {
+		return nil, err
+	}
+	l.api = awsec2.NewFromConfig(awsCfg, func(o *awsec2.Options) {
+		if l.cfg.Endpoint != "" {
+			o.BaseEndpoint = aws.String(l.cfg.Endpoint)
+		}
+	})
+	l.transport = tr
+	return l.api, nil
+}
+
+// close releases idle connections; the client stays usable.
+func (l *lister) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.transport != nil {
+		l.transport.CloseIdleConnections()
+	}
+}
+
+// List returns one group per service name. It fails, rather than return a
+// smaller state, when any page fails.
+func (l *lister) List(ctx context.Context) ([]model.Group, error) {
+	api, err := l.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	instances, err := l.describe(ctx, api)
+	if err != nil {
+		return nil, err
+	}
+	res := l.mapper.mapInstances(instances)
+	l.metrics.observe(res)
+	l.logProblems(res.problems)
+	return res.groups, nil
+}
+
+// describe follows DescribeInstances' pagination to the end.
+func (l *lister) describe(ctx context.Context, api instancesAPI) ([]types.Instance, error) {
+	var instances []types.Instance
+	tokens := map[string]bool{}
+	in := &awsec2.DescribeInstancesInput{Filters: l.filters, MaxResults: aws.Int32(l.cfg.PageSize)}
+	for page := 1; ; page++ {
+		out, err := api.DescribeInstances(ctx, in)
+		if err != nil {
+			err = awsapi.Classify(err)
+			result := "error"
+			var throttled *poll.ThrottledError
+			if errors.As(err, &throttled) {
+				result = "throttled"
+			}
+			l.metrics.requests.WithLabelValues(result).Inc()
+			return nil, fmt.Errorf("ec2 DescribeInstances %s page %d: %w", l.cfg.Region, page, err)
+		}
+		l.metrics.requests.WithLabelValues("ok").Inc()
+		for _, r := range out.Reservations {
+			instances = append(instances, r.Instances...)
+		}
+		next := aws.ToString(out.NextToken)
+		if next == "" {
+			return instances, nil
+		}
+		if tokens[next] {
+			return nil, fmt.Errorf("ec2 DescribeInstances %s page %d: NextToken repeated: the list is incomplete", l.cfg.Region, page)
+		}
+		tokens[next] = true
+		in = &awsec2.DescribeInstancesInput{Filters: l.filters, MaxResults: aws.Int32(l.cfg.PageSize), NextToken: aws.String(next)}
+	}
+}
+
+func (l *lister) logProblems(problems map[string]problem) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id, p := range problems {
+		if l.logged[id] != p {
+			l.log.Warn("EC2 instance not (fully) served", zap.String("key", id), zap.String("name", p.name),
+				zap.String("reason", p.reason), zap.String("detail", p.detail))
+		}
+	}
+	l.logged = problems
+}

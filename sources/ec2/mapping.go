@@ -1,0 +1,288 @@
+package ec2
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"text/template"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/ec2/awsapi"
+)
+
+// AutoRegistrationTag marks an instance that registers itself with istiod
+// through a WorkloadGroup: the source leaves it out to avoid a duplicate.
+const AutoRegistrationTag = "istio.io/autoRegistrationGroup"
+
+// Reasons an instance (or part of it) is left out: the values of the
+// skipped metric's "reason" label.
+const (
+	skipNotRunning     = "not-running"
+	skipOptOut         = "opted-out"
+	skipAutoRegistered = "auto-registered"
+	skipNoService      = "no-service"
+	skipInvalidService = "invalid-service"
+	skipNoPorts        = "no-ports"
+	skipInvalidPorts   = "invalid-ports"
+	skipPortConflict   = "port-conflict"
+	skipNoAddress      = "no-address"
+)
+
+var skipReasons = []string{
+	skipNotRunning, skipOptOut, skipAutoRegistered, skipNoService, skipInvalidService,
+	skipNoPorts, skipInvalidPorts, skipPortConflict, skipNoAddress,
+}
+
+// hostData is what hostTemplate sees.
+type hostData struct {
+	Service string
+	Region  string
+}
+
+func parseHostTemplate(text string) (*template.Template, error) {
+	return awsapi.ParseHostTemplate(text, hostData{Service: "web", Region: "us-east-1"})
+}
+
+// mapper turns a complete list of instances into groups.
+type mapper struct {
+	cfg         *Config
+	host        *template.Template
+	configPorts []model.Port
+}
+
+func newMapper(cfg *Config) (*mapper, error) {
+	t, err := parseHostTemplate(cfg.HostTemplate)
+	if err != nil {
+		return nil, fmt.Errorf("hostTemplate: %w", err)
+	}
+	return &mapper{cfg: cfg, host: t, configPorts: cfg.configPorts()}, nil
+}
+
+// problem is something about one instance or service worth a log line.
+type problem struct {
+	name   string
+	reason string
+	detail string
+}
+
+// mapResult is the outcome of mapping one list.
+type mapResult struct {
+	groups  []model.Group
+	seen    int
+	skipped map[string]int
+	// problems are keyed by instance ID (or "service/<name>").
+	problems map[string]problem
+}
+
+type mappedInstance struct {
+	model.Instance
+	ports []model.Port
+}
+
+// mapInstances maps every instance of a complete list. The result does not
+// depend on the order of instances.
+func (m *mapper) mapInstances(instances []types.Instance) mapResult {
+	res := mapResult{seen: len(instances), skipped: map[string]int{}, problems: map[string]problem{}}
+	instances = slices.Clone(instances)
+	slices.SortFunc(instances, func(a, b types.Instance) int {
+		return cmp.Compare(aws.ToString(a.InstanceId), aws.ToString(b.InstanceId))
+	})
+	type svcAcc struct {
+		ports     map[uint32]model.Port
+		instances []model.Instance
+	}
+	services := map[string]*svcAcc{}
+	for i := range instances {
+		in := &instances[i]
+		id := aws.ToString(in.InstanceId)
+		names, inst, reason, detail := m.mapInstance(in)
+		if reason != "" {
+			res.skipped[reason]++
+			if detail != "" {
+				res.problems[id] = problem{name: nameTag(in), reason: reason, detail: detail}
+			}
+		}
+		for _, n := range names {
+			acc := services[n]
+			if acc == nil {
+				acc = &svcAcc{ports: map[uint32]model.Port{}}
+				services[n] = acc
+			}
+			// Instances are visited in ID order: on a protocol conflict
+			// the lowest instance ID wins, so the outcome is stable.
+			for _, p := range inst.ports {
+				if old, ok := acc.ports[p.Number]; ok && old != p {
+					res.skipped[skipPortConflict]++
+					res.problems[id+"/"+n] = problem{name: nameTag(in), reason: skipPortConflict, detail: fmt.Sprintf(
+						"service %s: port %d is %s on an instance with a lower ID, %s here; %s is kept",
+						n, p.Number, old.Protocol, p.Protocol, old.Protocol)}
+					continue
+				}
+				acc.ports[p.Number] = p
+			}
+			acc.instances = append(acc.instances, inst.Instance)
+		}
+	}
+	for name, acc := range services {
+		host, err := awsapi.RenderHost(m.host, hostData{Service: name, Region: m.cfg.Region})
+		if err != nil {
+			res.skipped[skipInvalidService] += len(acc.instances)
+			res.problems["service/"+name] = problem{name: name, reason: skipInvalidService, detail: "hostTemplate: " + err.Error()}
+			continue
+		}
+		svc := model.Service{Name: name, Host: host, Instances: acc.instances}
+		for _, p := range acc.ports {
+			svc.Ports = append(svc.Ports, p)
+		}
+		slices.SortFunc(svc.Ports, func(a, b model.Port) int { return cmp.Compare(a.Number, b.Number) })
+		res.groups = append(res.groups, model.Group{Scope: name, Services: []model.Service{svc}})
+	}
+	slices.SortFunc(res.groups, func(a, b model.Group) int { return cmp.Compare(a.Scope, b.Scope) })
+	return res
+}
+
+// mapInstance maps one instance to the names of its services and its
+// model.Instance. When it is left out (no names) or some of its service
+// names are, reason says why and detail is worth logging.
+func (m *mapper) mapInstance(in *types.Instance) (names []string, out mappedInstance, reason, detail string) {
+	if in.State == nil || in.State.Name != types.InstanceStateNameRunning {
+		return nil, out, skipNotRunning, ""
+	}
+	tags := make(map[string]string, len(in.Tags))
+	for _, t := range in.Tags {
+		if t.Key != nil {
+			tags[*t.Key] = aws.ToString(t.Value)
+		}
+	}
+	for k := range tags {
+		if strings.EqualFold(k, AutoRegistrationTag) {
+			return nil, out, skipAutoRegistered, ""
+		}
+	}
+	if v, ok := tags[m.cfg.OptOutTag]; ok && !strings.EqualFold(strings.TrimSpace(v), "false") {
+		return nil, out, skipOptOut, ""
+	}
+
+	v, ok := tags[m.cfg.ServiceTag]
+	if !ok {
+		return nil, out, skipNoService, ""
+	}
+	names, invalid := awsapi.SplitServices(v)
+	if len(invalid) > 0 {
+		reason = skipInvalidService
+		detail = fmt.Sprintf("tag %s: invalid service names %q", m.cfg.ServiceTag, invalid)
+	}
+	if len(names) == 0 {
+		if reason == "" {
+			reason, detail = skipNoService, fmt.Sprintf("tag %s is empty", m.cfg.ServiceTag)
+		}
+		return nil, out, reason, detail
+	}
+
+	ports := m.configPorts
+	if v, ok := tags[m.cfg.PortsTag]; ok {
+		p, err := awsapi.ParsePorts(v)
+		if err != nil {
+			return nil, out, skipInvalidPorts, fmt.Sprintf("tag %s: %v", m.cfg.PortsTag, err)
+		}
+		ports = p
+	}
+	if len(ports) == 0 {
+		return nil, out, skipNoPorts, fmt.Sprintf("no %s tag and no ports configured", m.cfg.PortsTag)
+	}
+
+	addr := m.address(in)
+	if addr == "" {
+		return nil, out, skipNoAddress, fmt.Sprintf("no %s address", m.cfg.AddressType)
+	}
+	network := m.cfg.Network
+	if network == "" {
+		network = aws.ToString(in.VpcId)
+	}
+	locality := m.cfg.Region
+	if in.Placement != nil && aws.ToString(in.Placement.AvailabilityZone) != "" {
+		locality += "/" + aws.ToString(in.Placement.AvailabilityZone)
+	}
+	var identity string
+	if in.IamInstanceProfile != nil {
+		identity = aws.ToString(in.IamInstanceProfile.Arn)
+	}
+	var labels map[string]string
+	for k, v := range tags {
+		if strings.HasPrefix(strings.ToLower(k), "aws:") {
+			continue
+		}
+		if labels == nil {
+			labels = make(map[string]string, len(tags))
+		}
+		labels[k] = v
+	}
+	out = mappedInstance{
+		Instance: model.Instance{
+			ID:       aws.ToString(in.InstanceId),
+			Address:  addr,
+			Labels:   labels,
+			Locality: locality,
+			Network:  network,
+			Health:   model.HealthUnknown,
+			Identity: identity,
+		},
+		ports: ports,
+	}
+	return names, out, reason, detail
+}
+
+// address picks the configured kind of address.
+func (m *mapper) address(in *types.Instance) string {
+	valid := func(s *string, v6 bool) string {
+		a, err := netip.ParseAddr(aws.ToString(s))
+		if err != nil || a.Is6() != v6 {
+			return ""
+		}
+		return a.String()
+	}
+	switch m.cfg.AddressType {
+	case AddressPublic:
+		return valid(in.PublicIpAddress, false)
+	case AddressIPv6:
+		if a := valid(in.Ipv6Address, true); a != "" {
+			return a
+		}
+		// The primary network interface's primary IPv6 address, else its
+		// first one.
+		for _, nic := range in.NetworkInterfaces {
+			if nic.Attachment == nil || aws.ToInt32(nic.Attachment.DeviceIndex) != 0 {
+				continue
+			}
+			first := ""
+			for _, a := range nic.Ipv6Addresses {
+				v := valid(a.Ipv6Address, true)
+				if v != "" && aws.ToBool(a.IsPrimaryIpv6) {
+					return v
+				}
+				if first == "" {
+					first = v
+				}
+			}
+			return first
+		}
+		return ""
+	default:
+		return valid(in.PrivateIpAddress, false)
+	}
+}
+
+// nameTag is the instance's Name tag, for logs.
+func nameTag(in *types.Instance) string {
+	for _, t := range in.Tags {
+		if aws.ToString(t.Key) == "Name" {
+			return aws.ToString(t.Value)
+		}
+	}
+	return ""
+}

@@ -1,0 +1,60 @@
+// Package ec2 is the AWS EC2 source: it lists the running instances of one
+// region with DescribeInstances every refreshInterval (through the shared
+// poll helper) and maps each service name found in an instance tag to a
+// model.Service under a scope named after the service. See README.md for
+// the mapping rules and the options.
+package ec2
+
+import (
+	"context"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/poll"
+)
+
+// Source polls EC2.
+type Source struct {
+	poll    *poll.Source
+	lister  *lister
+	metrics *metrics
+}
+
+var _ sources.Source = (*Source)(nil)
+
+// New makes an EC2 source. It does no I/O: the credential chain is read on
+// the first list.
+func New(cfg Config, opts sources.Options) (*Source, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Reporter == nil {
+		opts.Reporter = sources.NewReporter(opts.Name, nil)
+	}
+	m, err := newMapper(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	met := newMetrics(opts.Name)
+	l := &lister{
+		cfg: &cfg, name: opts.Name, mapper: m, metrics: met, log: opts.Logger,
+		filters: requestFilters(&cfg),
+	}
+	return &Source{poll: poll.New(cfg.Config, l, opts), lister: l, metrics: met}, nil
+}
+
+// Run polls until ctx is done; see sources.Source.
+func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
+	defer s.lister.close()
+	return s.poll.Run(ctx, out)
+}
+
+// Collector returns the EC2-specific metrics, for registration by the caller.
+func (s *Source) Collector() prometheus.Collector { return s.metrics }
