@@ -262,9 +262,9 @@ func TestAdapterReadyOnlyAfterEverySource(t *testing.T) {
 
 func TestAdapterDebouncesBursts(t *testing.T) {
 	src := newChanSource()
-	// A long quiet period: the burst below lands inside one window however
-	// slow the machine is, and Max closes it.
-	a, pub, _ := startAdapter(t, DebounceConfig{Quiet: time.Hour, Max: 300 * time.Millisecond}, src)
+	// A quiet period longer than the test and a Max far longer than the
+	// burst takes even on a loaded machine: one window, closed by Max.
+	a, pub, _ := startAdapter(t, DebounceConfig{Quiet: time.Hour, Max: 2 * time.Second}, src)
 	src.batches <- []model.Group{group(svc("web", "10.0.0.1"))}
 	pub.waitApply(t)
 	pub.waitApply(t)
@@ -289,6 +289,8 @@ func TestAdapterDebouncesBursts(t *testing.T) {
 	if !slices.Equal(applies, []string{"WorkloadEntry +100 -0"}) {
 		t.Errorf("applies %v, want one WorkloadEntry publication of 100", applies)
 	}
+	// The window counter moves once the flush that applied the burst ends.
+	waitUntil(t, "second window counted", func() bool { return testutil.ToFloat64(a.metrics.windows) >= 2 })
 	if got := testutil.ToFloat64(a.metrics.windows); got != 2 {
 		t.Errorf("debounce windows %v, want 2 (initial sync + burst)", got)
 	}

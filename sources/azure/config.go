@@ -3,11 +3,10 @@ package azure
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"regexp"
 	"strings"
 
-	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -29,18 +28,15 @@ type Config struct {
 	ServiceTag string `yaml:"serviceTag"`
 	// PortsTag is the VM tag listing the ports, e.g. "http:8080,grpc:9090".
 	PortsTag string `yaml:"portsTag"`
-	// Ports are the ports of VMs that have no PortsTag tag.
-	Ports []Port `yaml:"ports"`
-	// HostTemplate makes a service's host (text/template over .Service and
-	// .Subscription).
-	HostTemplate string `yaml:"hostTemplate"`
-	// AddressType is the address of the primary network interface that is
-	// served: private (the primary IPv4 configuration), public (its public
-	// IP address) or ipv6 (the first private IPv6 configuration).
-	AddressType string `yaml:"addressType"`
-	// Network is the Istio network of every VM; empty: the ID of the virtual
-	// network of the primary IP configuration's subnet.
-	Network string `yaml:"network"`
+	// MappingConfig holds ports (those of VMs that have no PortsTag tag),
+	// hostTemplate (a service's host, text/template over .Service and
+	// .Subscription), addressType (the address of the primary network
+	// interface that is served: private, the primary IPv4 configuration;
+	// public, its public IP address; or ipv6, the first private IPv6
+	// configuration) and network (the Istio network of every VM; empty:
+	// the ID of the virtual network of the primary IP configuration's
+	// subnet).
+	cloudsource.MappingConfig `yaml:",inline"`
 	// OptOutTag is a tag that, present with any value but "false", excludes
 	// a VM.
 	OptOutTag string `yaml:"optOutTag"`
@@ -56,10 +52,7 @@ type Config struct {
 }
 
 // Port is a port declared in the configuration.
-type Port struct {
-	Number   uint32 `yaml:"number"`
-	Protocol string `yaml:"protocol"`
-}
+type Port = cloudsource.Port
 
 // Defaults.
 const (
@@ -72,9 +65,9 @@ const (
 
 // Address types.
 const (
-	AddressPrivate = "private"
-	AddressPublic  = "public"
-	AddressIPv6    = "ipv6"
+	AddressPrivate = cloudsource.AddressPrivate
+	AddressPublic  = cloudsource.AddressPublic
+	AddressIPv6    = cloudsource.AddressIPv6
 )
 
 // SetDefaults fills in every unset field that has a default.
@@ -89,12 +82,7 @@ func (c *Config) SetDefaults() {
 	if c.OptOutTag == "" {
 		c.OptOutTag = DefaultOptOutTag
 	}
-	if c.HostTemplate == "" {
-		c.HostTemplate = DefaultHostTemplate
-	}
-	if c.AddressType == "" {
-		c.AddressType = DefaultAddressType
-	}
+	c.MappingConfig.SetDefaults(DefaultHostTemplate, DefaultAddressType)
 }
 
 var (
@@ -136,35 +124,8 @@ func (c *Config) Validate() error {
 			bad(t.field, "%q is not a tag name (no <, >, %%, &, \\, ? or /)", t.v)
 		}
 	}
-	ports := map[uint32]bool{}
-	for i, p := range c.Ports {
-		f := fmt.Sprintf("ports[%d]", i)
-		if p.Number == 0 || p.Number > 65535 {
-			bad(f+".number", "%d: must be 1-65535", p.Number)
-		} else if ports[p.Number] {
-			bad(f+".number", "%d: defined twice", p.Number)
-		}
-		ports[p.Number] = true
-		if _, ok := model.ParseProtocol(p.Protocol); !ok && p.Protocol != "" {
-			bad(f+".protocol", "%q is not an Istio protocol", p.Protocol)
-		}
-	}
-	if _, err := parseHostTemplate(c.HostTemplate); err != nil {
-		bad("hostTemplate", "%v", err)
-	}
-	switch c.AddressType {
-	case AddressPrivate, AddressPublic, AddressIPv6:
-	default:
-		bad("addressType", "%q: must be private, public or ipv6", c.AddressType)
-	}
-	if c.Network != "" && strings.ContainsAny(c.Network, " \t\n") {
-		bad("network", "%q must not contain white space", c.Network)
-	}
-	if c.Endpoint != "" {
-		if u, err := url.Parse(c.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("endpoint", "%q is not an http(s) URL", c.Endpoint)
-		}
-	}
+	errs = append(errs, c.MappingConfig.Validate(hostSample, cloudsource.VMAddressTypes...))
+	errs = append(errs, cloudsource.CheckEndpoint("endpoint", c.Endpoint))
 	if c.TenantID != "" && !uuidRE.MatchString(c.TenantID) {
 		bad("tenantId", "%q is not a tenant ID (a GUID)", c.TenantID)
 	}
@@ -172,17 +133,4 @@ func (c *Config) Validate() error {
 		bad("clientId", "%q is not a client ID (a GUID)", c.ClientID)
 	}
 	return errors.Join(errs...)
-}
-
-// configPorts converts the configured ports.
-func (c *Config) configPorts() []model.Port {
-	var out []model.Port
-	for _, p := range c.Ports {
-		proto, ok := model.ParseProtocol(p.Protocol)
-		if !ok {
-			proto = model.ProtocolTCP
-		}
-		out = append(out, model.Port{Number: p.Number, Protocol: proto})
-	}
-	return out
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource/cloudsourcetest"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -120,7 +121,7 @@ func TestWithSDKFakeServers(t *testing.T) {
 			inst("vm-c", "10.9.0.3", "northeurope/northeurope-3", vnet("rg-fake"), lbl, "principal-c"),
 		},
 	}}}}
-	assertGroups(t, groups, want)
+	cloudsourcetest.AssertGroups(t, groups, want)
 	if len(statusOnly) != 1 || statusOnly[0] != "true" {
 		t.Errorf("statusOnly options %q", statusOnly)
 	}

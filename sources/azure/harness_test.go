@@ -16,6 +16,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource/cloudsourcetest"
 )
 
 const (
@@ -45,9 +47,8 @@ type fakeARM struct {
 	// request through.
 	failures map[string][]*armFailure
 	// stats
-	listStarts int // first-page virtualMachines requests
+	listStarts cloudsourcetest.ListStarts // first-page virtualMachines requests
 	requests   []string
-	notify     chan struct{}
 }
 
 type armFailure struct {
@@ -60,7 +61,6 @@ func newFakeARM(t *testing.T) *fakeARM {
 	f := &fakeARM{
 		t: t, vms: map[string]map[string]any{}, nics: map[string]map[string]any{}, pips: map[string]map[string]any{},
 		pageSize: 2, failAlways: map[string]*armFailure{}, failures: map[string][]*armFailure{},
-		notify: make(chan struct{}),
 	}
 	f.srv = httptest.NewTLSServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
@@ -244,15 +244,13 @@ func (f *fakeARM) serve(w http.ResponseWriter, r *http.Request) {
 			f.t.Errorf("virtualMachines list without statusOnly=true: %s", r.URL)
 		}
 		if q.Get("$skiptoken") == "" {
-			f.listStarts++
+			f.listStarts.Start()
 		}
 	case strings.ToLower(prefix + "Microsoft.Network/networkInterfaces"):
 		api, version, items = "networkInterfaces", "2025-03-01", f.nics
 	case strings.ToLower(prefix + "Microsoft.Network/publicIPAddresses"):
 		api, version, items = "publicIPAddresses", "2025-03-01", f.pips
 	}
-	close(f.notify)
-	f.notify = make(chan struct{})
 
 	switch {
 	case r.Method != http.MethodGet || api == "":
@@ -316,31 +314,4 @@ func armError(w http.ResponseWriter, fl *armFailure) {
 	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{
 		"code": fl.code, "message": fmt.Sprintf("fake %d %s", fl.status, fl.code),
 	}})
-}
-
-func (f *fakeARM) listStartsNow() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.listStarts
-}
-
-// waitListStarts waits, without sleeping, until n more lists have started
-// than at baseline.
-func (f *fakeARM) waitListStarts(t *testing.T, baseline, n int) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		f.mu.Lock()
-		done := f.listStarts >= baseline+n
-		ch := f.notify
-		f.mu.Unlock()
-		if done {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("fake ARM: fewer than %d lists started", n)
-		}
-	}
 }

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -97,7 +98,7 @@ func drain[R any, T any](ctx context.Context, p *runtime.Pager[R], items func(R)
 type lister struct {
 	cfg     *Config
 	mapper  *mapper
-	metrics *metrics
+	metrics *cloudsource.Metrics
 	log     *zap.Logger
 
 	// Tests set these: the credential, and the transports of the compute
@@ -209,7 +210,7 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 		return nil, err
 	}
 	counter := func(name string) func() {
-		return func() { l.metrics.requests.WithLabelValues(name, "ok").Inc() }
+		return func() { l.metrics.Requests.WithLabelValues(name, "ok").Inc() }
 	}
 	inv := inventory{nics: map[string]*armnetwork.Interface{}, publicIPs: map[string]*armnetwork.PublicIPAddress{}}
 	if inv.vms, err = api.listVMs(ctx, counter(apiVMs)); err != nil {
@@ -236,7 +237,7 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 		}
 	}
 	res := l.mapper.mapInventory(inv)
-	l.metrics.observe(res)
+	l.metrics.Observe(res.seen, res.skipped)
 	l.logProblems(res.problems)
 	return res.groups, nil
 }
@@ -244,12 +245,7 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 // failed classifies and counts an error of one API.
 func (l *lister) failed(api string, err error) error {
 	err = classify(err)
-	result := "error"
-	var throttled *poll.ThrottledError
-	if errors.As(err, &throttled) {
-		result = "throttled"
-	}
-	l.metrics.requests.WithLabelValues(api, result).Inc()
+	l.metrics.Requests.WithLabelValues(api, cloudsource.RequestResult(err)).Inc()
 	return fmt.Errorf("azure %s list, subscription %s: %w", api, l.cfg.SubscriptionID, err)
 }
 
@@ -264,6 +260,10 @@ func (l *lister) logProblems(problems map[string]problem) {
 	}
 	l.logged = problems
 }
+
+// msRetryHeaders are Azure's retry hints in milliseconds, read before
+// Retry-After.
+var msRetryHeaders = []string{"Retry-After-Ms", "X-Ms-Retry-After-Ms"}
 
 // classify shortens Resource Manager errors to one line and marks Azure
 // throttling (HTTP 429) as a *poll.ThrottledError with the server's retry
@@ -281,7 +281,7 @@ func classify(err error) error {
 	if re.RawResponse != nil {
 		h = re.RawResponse.Header
 	}
-	return &poll.ThrottledError{Err: err, RetryAfter: retryAfter(h, time.Now())}
+	return &poll.ThrottledError{Err: err, RetryAfter: cloudsource.RetryAfterHeader(h, time.Now(), msRetryHeaders...)}
 }
 
 // responseError is an *azcore.ResponseError said in one line: "GET <path>:

@@ -3,7 +3,6 @@ package azure
 import (
 	"cmp"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
 	"text/template"
@@ -12,6 +11,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v8"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
 // Reasons a VM (or one of its service names) is left out, the values of the
@@ -33,6 +33,18 @@ var skipReasons = []string{
 	skipInvalidService, skipNoPorts, skipInvalidPorts, skipNoAddress,
 }
 
+// hostData is what hostTemplate sees.
+type hostData struct {
+	Service      string
+	Subscription string
+}
+
+// hostSample is what hostTemplate is checked on at start.
+var hostSample = hostData{Service: "web", Subscription: "00000000-0000-0000-0000-000000000000"}
+
+// serviceSeparators separate the names of the service tag.
+const serviceSeparators = ", ;"
+
 // inventory is one complete read of a subscription.
 type inventory struct {
 	vms []*armcompute.VirtualMachine
@@ -52,11 +64,11 @@ type mapper struct {
 }
 
 func newMapper(cfg *Config) (*mapper, error) {
-	t, err := parseHostTemplate(cfg.HostTemplate)
+	t, err := cloudsource.ParseHostTemplate(cfg.HostTemplate, hostSample)
 	if err != nil {
 		return nil, fmt.Errorf("hostTemplate: %w", err)
 	}
-	m := &mapper{cfg: cfg, host: t, configPorts: cfg.configPorts()}
+	m := &mapper{cfg: cfg, host: t, configPorts: cfg.ConfigPorts()}
 	if len(cfg.ResourceGroups) > 0 {
 		m.resourceGroups = map[string]bool{}
 		for _, rg := range cfg.ResourceGroups {
@@ -89,11 +101,7 @@ type mappedVM struct {
 
 func (m *mapper) mapInventory(inv inventory) mapResult {
 	res := mapResult{seen: len(inv.vms), skipped: map[string]int{}, problems: map[string]problem{}}
-	type svcAcc struct {
-		ports     map[model.Port]bool
-		instances []model.Instance
-	}
-	services := map[string]*svcAcc{}
+	services := cloudsource.Services{}
 	for _, vm := range inv.vms {
 		names, inst, reason, detail := m.mapVM(vm, inv)
 		if reason != "" {
@@ -102,37 +110,14 @@ func (m *mapper) mapInventory(inv inventory) mapResult {
 				res.problems[str(vm.ID)] = problem{name: str(vm.Name), reason: reason, detail: detail}
 			}
 		}
-		for _, n := range names {
-			acc := services[n]
-			if acc == nil {
-				acc = &svcAcc{ports: map[model.Port]bool{}}
-				services[n] = acc
-			}
-			for _, p := range inst.ports {
-				acc.ports[p] = true
-			}
-			acc.instances = append(acc.instances, inst.Instance)
-		}
+		services.Add(names, inst.Instance, inst.ports)
 	}
-	for name, acc := range services {
-		host, err := renderHost(m.host, hostData{Service: name, Subscription: m.cfg.SubscriptionID})
-		if err != nil {
-			res.skipped[skipInvalidService] += len(acc.instances)
-			res.problems["service/"+name] = problem{name: name, reason: skipInvalidService, detail: "hostTemplate: " + err.Error()}
-			continue
-		}
-		svc := model.Service{Name: name, Host: host}
-		for p := range acc.ports {
-			svc.Ports = append(svc.Ports, p)
-		}
-		slices.SortFunc(svc.Ports, func(a, b model.Port) int {
-			return cmp.Or(cmp.Compare(a.Number, b.Number), cmp.Compare(a.Protocol, b.Protocol))
-		})
-		slices.SortFunc(acc.instances, func(a, b model.Instance) int { return cmp.Compare(a.ID, b.ID) })
-		svc.Instances = acc.instances
-		res.groups = append(res.groups, model.Group{Scope: name, Services: []model.Service{svc}})
-	}
-	slices.SortFunc(res.groups, func(a, b model.Group) int { return cmp.Compare(a.Scope, b.Scope) })
+	res.groups = services.Groups(func(name string) (string, error) {
+		return cloudsource.RenderHost(m.host, hostData{Service: name, Subscription: m.cfg.SubscriptionID})
+	}, func(name string, instances int, err error) {
+		res.skipped[skipInvalidService] += instances
+		res.problems["service/"+name] = problem{name: name, reason: skipInvalidService, detail: "hostTemplate: " + err.Error()}
+	})
 	return res
 }
 
@@ -163,7 +148,7 @@ func (m *mapper) mapVM(vm *armcompute.VirtualMachine, inv inventory) (names []st
 		return nil, out, skipNotRunning, ""
 	}
 	for k := range vm.Tags {
-		if isAutoRegistrationKey(k) {
+		if cloudsource.IsAutoRegistrationKey(k) {
 			return nil, out, skipAutoRegistered, ""
 		}
 	}
@@ -174,7 +159,7 @@ func (m *mapper) mapVM(vm *armcompute.VirtualMachine, inv inventory) (names []st
 	if !ok {
 		return nil, out, skipNoService, ""
 	}
-	names, invalid := splitServices(v)
+	names, invalid := cloudsource.SplitServices(v, serviceSeparators)
 	if len(invalid) > 0 {
 		reason = skipInvalidService
 		detail = fmt.Sprintf("invalid service names %q", invalid)
@@ -185,7 +170,7 @@ func (m *mapper) mapVM(vm *armcompute.VirtualMachine, inv inventory) (names []st
 
 	ports := m.configPorts
 	if v, ok := tag(vm.Tags, m.cfg.PortsTag); ok {
-		p, err := parsePorts(v)
+		p, err := cloudsource.ParsePorts(v)
 		if err != nil {
 			return nil, out, skipInvalidPorts, fmt.Sprintf("tag %s: %v", m.cfg.PortsTag, err)
 		}
@@ -317,10 +302,10 @@ func (m *mapper) address(vm *armcompute.VirtualMachine, inv inventory) (addr, vn
 				addr = str(p.Properties.IPAddress)
 			}
 		}
-		addr = validIP(addr, false)
+		addr = cloudsource.ValidIP(addr, false)
 	case AddressIPv6:
 		for _, c := range v6 {
-			if addr = validIP(str(c.Properties.PrivateIPAddress), true); addr != "" {
+			if addr = cloudsource.ValidIP(str(c.Properties.PrivateIPAddress), true); addr != "" {
 				break
 			}
 		}
@@ -329,21 +314,13 @@ func (m *mapper) address(vm *armcompute.VirtualMachine, inv inventory) (addr, vn
 		}
 	default:
 		if primary != nil {
-			addr = validIP(str(primary.Properties.PrivateIPAddress), false)
+			addr = cloudsource.ValidIP(str(primary.Properties.PrivateIPAddress), false)
 		}
 	}
 	if addr == "" {
 		return "", "", fmt.Sprintf("no %s address on network interface %s", m.cfg.AddressType, str(nic.Name))
 	}
 	return addr, vnet, ""
-}
-
-func validIP(s string, v6 bool) string {
-	a, err := netip.ParseAddr(s)
-	if err != nil || a.Is6() != v6 {
-		return ""
-	}
-	return a.String()
 }
 
 // vnetOf returns the virtual network ID of a subnet ID

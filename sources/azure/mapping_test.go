@@ -6,33 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
-func TestParsePorts(t *testing.T) {
-	tests := []struct {
-		in   string
-		want []model.Port
-		err  bool
-	}{
-		{in: "http:8080,grpc:9090", want: []model.Port{{Number: 8080, Protocol: model.ProtocolHTTP}, {Number: 9090, Protocol: model.ProtocolGRPC}}},
-		{in: "TLS:443 3306", want: []model.Port{{Number: 443, Protocol: model.ProtocolTLS}, {Number: 3306, Protocol: model.ProtocolTCP}}},
-		{in: "http-metrics:9102", want: []model.Port{{Number: 9102, Protocol: model.ProtocolHTTP}}},
-		{in: "web:80", err: true},
-		{in: "http:80,http:80", err: true},
-		{in: "http:x", err: true},
-		{in: "", err: true},
-	}
-	for _, tt := range tests {
-		got, err := parsePorts(tt.in)
-		if (err != nil) != tt.err || !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("parsePorts(%q) = %v, %v; want %v (error %v)", tt.in, got, err, tt.want, tt.err)
-		}
-	}
-}
-
 func TestSplitServices(t *testing.T) {
-	names, invalid := splitServices("Web, api;web  billing_v2,")
+	names, invalid := cloudsource.SplitServices("Web, api;web  billing_v2,", serviceSeparators)
 	if !reflect.DeepEqual(names, []string{"web", "api"}) || !reflect.DeepEqual(invalid, []string{"billing_v2"}) {
 		t.Errorf("splitServices: %q %q", names, invalid)
 	}
@@ -52,7 +30,7 @@ func TestResourceIDs(t *testing.T) {
 	for k, want := range map[string]bool{
 		"istio.io-autoRegistrationGroup": true, "istio-io-autoregistrationgroup": true, "mesh-service": false,
 	} {
-		if isAutoRegistrationKey(k) != want {
+		if cloudsource.IsAutoRegistrationKey(k) != want {
 			t.Errorf("isAutoRegistrationKey(%q) != %v", k, want)
 		}
 	}
@@ -71,7 +49,7 @@ func TestRetryAfter(t *testing.T) {
 		{http.Header{"X-Ms-Retry-After-Ms": {"750"}}, 750 * time.Millisecond},
 		{http.Header{"Retry-After": {"0"}}, 0},
 	} {
-		if got := retryAfter(tt.h, now); got != tt.want {
+		if got := cloudsource.RetryAfterHeader(tt.h, now, msRetryHeaders...); got != tt.want {
 			t.Errorf("retryAfter(%v) = %s, want %s", tt.h, got, tt.want)
 		}
 	}

@@ -1,60 +1,15 @@
 package azure
 
-import (
-	"github.com/prometheus/client_golang/prometheus"
-)
+import "github.com/registry-adapter/registry-adapter/sources/cloudsource"
 
-// metrics are the Azure-specific metrics of one source, beyond the shared
-// per-source metrics of sources.Reporter (refresh duration, last success,
-// errors by kind, services and instances served). They carry a constant
-// "source" label, so the collectors of several sources register side by side.
-type metrics struct {
-	requests   *prometheus.CounterVec
-	seen       prometheus.Gauge
-	skipped    *prometheus.GaugeVec
-	collectors []prometheus.Collector
-}
-
-func newMetrics(source string) *metrics {
-	cl := prometheus.Labels{"source": source}
-	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name:        "registry_adapter_azure_requests_total",
-			Help:        "Page requests to Azure Resource Manager, by API (virtualMachines, networkInterfaces, publicIPAddresses) and result (ok, throttled, error).",
-			ConstLabels: cl,
-		}, []string{"api", "result"}),
-		seen: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name:        "registry_adapter_azure_vms_seen",
-			Help:        "Virtual machines, in any state, returned by the last successful list.",
-			ConstLabels: cl,
-		}),
-		skipped: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name:        "registry_adapter_azure_vms_skipped",
-			Help:        "Virtual machines of the last successful list left out (or, for invalid-service, partly left out), by reason.",
-			ConstLabels: cl,
-		}, []string{"reason"}),
-	}
-	m.collectors = []prometheus.Collector{m.requests, m.seen, m.skipped}
-	return m
-}
-
-func (m *metrics) observe(res mapResult) {
-	m.seen.Set(float64(res.seen))
-	for _, r := range skipReasons {
-		m.skipped.WithLabelValues(r).Set(float64(res.skipped[r]))
-	}
-}
-
-// Describe implements prometheus.Collector.
-func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range m.collectors {
-		c.Describe(ch)
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (m *metrics) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range m.collectors {
-		c.Collect(ch)
-	}
+// newMetrics makes the Azure-specific metrics of one source.
+func newMetrics(source string) *cloudsource.Metrics {
+	return cloudsource.NewMetrics(source, "azure", cloudsource.MetricsOpts{
+		Items:         "vms",
+		RequestLabels: []string{"api", "result"},
+		RequestsHelp:  "Page requests to Azure Resource Manager, by API (virtualMachines, networkInterfaces, publicIPAddresses) and result (ok, throttled, error).",
+		SeenHelp:      "Virtual machines, in any state, returned by the last successful list.",
+		SkippedHelp:   "Virtual machines of the last successful list left out (or, for invalid-service, partly left out), by reason.",
+		SkipReasons:   skipReasons,
+	})
 }

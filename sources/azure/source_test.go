@@ -3,7 +3,6 @@ package azure
 import (
 	"context"
 	"errors"
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource/cloudsourcetest"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -132,18 +132,11 @@ func fixtureGroups() []model.Group {
 	}
 }
 
-func assertGroups(t *testing.T, got, want []model.Group) {
-	t.Helper()
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("groups differ\n got: %+v\nwant: %+v", got, want)
-	}
-}
-
 func TestListJoinsVMsAndNICsAcrossPages(t *testing.T) {
 	f := newFakeARM(t)
 	fixture(f)
 	s, _ := newTestSource(t, f, func(c *Config) { c.Ports = []Port{{Number: 8000, Protocol: "http"}} })
-	assertGroups(t, mustList(t, s), fixtureGroups())
+	cloudsourcetest.AssertGroups(t, mustList(t, s), fixtureGroups())
 
 	// Ten VMs and ten NICs, two a page: five pages each, chained by nextLink.
 	f.mu.Lock()
@@ -165,21 +158,21 @@ func TestListJoinsVMsAndNICsAcrossPages(t *testing.T) {
 	}
 
 	m := s.lister.metrics
-	if got := testutil.ToFloat64(m.seen); got != 10 {
+	if got := testutil.ToFloat64(m.Seen); got != 10 {
 		t.Errorf("VMs seen %v, want 10", got)
 	}
 	for reason, want := range map[string]float64{
 		skipNotRunning: 2, skipOptOut: 1, skipAutoRegistered: 1, skipNoService: 1, skipInvalidPorts: 1,
 		skipNoPorts: 0, skipResourceGroup: 0, skipNoAddress: 0,
 	} {
-		if got := testutil.ToFloat64(m.skipped.WithLabelValues(reason)); got != want {
+		if got := testutil.ToFloat64(m.Skipped.WithLabelValues(reason)); got != want {
 			t.Errorf("skipped{reason=%s} = %v, want %v", reason, got, want)
 		}
 	}
-	if got := testutil.ToFloat64(m.requests.WithLabelValues(apiVMs, "ok")); got != 5 {
+	if got := testutil.ToFloat64(m.Requests.WithLabelValues(apiVMs, "ok")); got != 5 {
 		t.Errorf("ok VM requests %v, want 5", got)
 	}
-	assertGroups(t, mustList(t, s), fixtureGroups())
+	cloudsourcetest.AssertGroups(t, mustList(t, s), fixtureGroups())
 }
 
 func TestListOptions(t *testing.T) {
@@ -215,9 +208,9 @@ func TestListOptions(t *testing.T) {
 			want := []model.Group{{Scope: "web", Services: []model.Service{{
 				Name: "web", Host: "web." + subscription + ".example.com", Ports: https, Instances: tt.want,
 			}}}}
-			assertGroups(t, mustList(t, s), want)
+			cloudsourcetest.AssertGroups(t, mustList(t, s), want)
 			for reason, n := range tt.skip {
-				if got := testutil.ToFloat64(s.lister.metrics.skipped.WithLabelValues(reason)); got != n {
+				if got := testutil.ToFloat64(s.lister.metrics.Skipped.WithLabelValues(reason)); got != n {
 					t.Errorf("skipped{reason=%s} = %v, want %v", reason, got, n)
 				}
 			}
@@ -264,60 +257,20 @@ func TestListErrors(t *testing.T) {
 		}
 	}
 	f.setFailAlways("virtualMachines", nil)
-	if got := testutil.ToFloat64(s.lister.metrics.requests.WithLabelValues(apiVMs, "throttled")); got != 3 {
+	if got := testutil.ToFloat64(s.lister.metrics.Requests.WithLabelValues(apiVMs, "throttled")); got != 3 {
 		t.Errorf("throttled VM requests %v, want 3", got)
 	}
-}
-
-// runSource runs s and returns a receive function and a no-batch check.
-func runSource(t *testing.T, s *Source) (recv func() []model.Group, expectNone func()) {
-	t.Helper()
-	out := make(chan []model.Group)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, out) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Error(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return")
-		}
-	})
-	recv = func() []model.Group {
-		t.Helper()
-		select {
-		case b := <-out:
-			slices.SortFunc(b, func(a, b model.Group) int { return strings.Compare(a.Scope, b.Scope) })
-			return b
-		case <-time.After(10 * time.Second):
-			t.Fatal("no batch from the source")
-			return nil
-		}
-	}
-	expectNone = func() {
-		t.Helper()
-		select {
-		case b := <-out:
-			t.Fatalf("unexpected batch %+v", b)
-		default:
-		}
-	}
-	return recv, expectNone
 }
 
 func TestRunSendsChangesKeepsStateOnErrorsAndRecovers(t *testing.T) {
 	f := newFakeARM(t)
 	fixture(f)
 	s, rep := newTestSource(t, f, func(c *Config) { c.Ports = []Port{{Number: 8000, Protocol: "http"}} })
-	recv, expectNone := runSource(t, s)
+	r := cloudsourcetest.Start(t, s, cloudsourcetest.Options{Reporter: rep})
 
-	assertGroups(t, recv(), fixtureGroups())
+	cloudsourcetest.AssertGroups(t, r.Next(t), fixtureGroups())
 	// Synced is recorded after the batch is sent, before the next list.
-	f.waitListStarts(t, f.listStartsNow(), 1)
+	f.listStarts.Wait(t, f.listStarts.Now(), 1)
 	if st := rep.Status(); !st.Synced || st.Stale || st.Services != 4 || st.Instances != 6 {
 		t.Errorf("status after first list: %+v", st)
 	}
@@ -325,17 +278,17 @@ func TestRunSendsChangesKeepsStateOnErrorsAndRecovers(t *testing.T) {
 	// A new web VM: only the web scope is sent.
 	f.put(azvm{name: "web-3", rg: "rg-mesh", zone: "2", vmID: vmWeb3, ip: "10.1.0.13", tags: withPorts(tags("mesh-service", "web"))})
 	web3 := inst(vmWeb3, "10.1.0.13", "eastus/eastus-2", vnet("rg-mesh"), withPorts(tags("mesh-service", "web")), "")
-	assertGroups(t, recv(), []model.Group{group("web", httpGRPC, web1, web2, web3)})
+	cloudsourcetest.AssertGroups(t, r.Next(t), []model.Group{group("web", httpGRPC, web1, web2, web3)})
 
 	// Unchanged lists send nothing.
-	f.waitListStarts(t, f.listStartsNow(), 3)
-	expectNone()
+	f.listStarts.Wait(t, f.listStarts.Now(), 3)
+	r.None(t)
 
 	// 500 from the VM list, 500 from the NIC list: nothing sent, stale.
 	for _, api := range []string{"virtualMachines", "networkInterfaces"} {
 		f.setFailAlways(api, &armFailure{status: 500, code: "InternalServerError"})
-		f.waitListStarts(t, f.listStartsNow(), 3)
-		expectNone()
+		f.listStarts.Wait(t, f.listStarts.Now(), 3)
+		r.None(t)
 		if st := rep.Status(); !st.Stale || !strings.Contains(st.LastError, "500") || !strings.Contains(st.LastError, api) {
 			t.Errorf("status during %s 500: %+v", api, st)
 		}
@@ -346,14 +299,14 @@ func TestRunSendsChangesKeepsStateOnErrorsAndRecovers(t *testing.T) {
 	// backoff is 10ms.
 	f.setFailAlways("virtualMachines", &armFailure{status: 429, code: "TooManyRequests",
 		header: map[string][]string{"Retry-After": {"1"}}})
-	base := f.listStartsNow()
-	f.waitListStarts(t, base, 1)
+	base := f.listStarts.Now()
+	f.listStarts.Wait(t, base, 1)
 	start := time.Now()
-	f.waitListStarts(t, base, 2)
+	f.listStarts.Wait(t, base, 2)
 	if waited := time.Since(start); waited < 900*time.Millisecond {
 		t.Errorf("retried after %s despite Retry-After: 1", waited)
 	}
-	expectNone()
+	r.None(t)
 	if st := rep.Status(); !st.Stale || !strings.Contains(st.LastError, "throttled") {
 		t.Errorf("status during 429: %+v", st)
 	}
@@ -363,15 +316,15 @@ func TestRunSendsChangesKeepsStateOnErrorsAndRecovers(t *testing.T) {
 	f.setPower("api-1", "deallocated")
 	f.remove("db-1")
 	f.setFailAlways("virtualMachines", nil)
-	assertGroups(t, recv(), []model.Group{group("api", httpGRPC, web2), {Scope: "cache"}, {Scope: "db"}})
-	f.waitListStarts(t, f.listStartsNow(), 2)
+	cloudsourcetest.AssertGroups(t, r.Next(t), []model.Group{group("api", httpGRPC, web2), {Scope: "cache"}, {Scope: "db"}})
+	f.listStarts.Wait(t, f.listStarts.Now(), 2)
 	if st := rep.Status(); st.Stale || st.Services != 2 || st.Instances != 4 {
 		t.Errorf("status after recovery: %+v", st)
 	}
 
 	// The last VM of api stops: the scope goes.
 	f.setPower("web-2", "stopped")
-	assertGroups(t, recv(), []model.Group{{Scope: "api"}, group("web", httpGRPC, web1, web3)})
+	cloudsourcetest.AssertGroups(t, r.Next(t), []model.Group{{Scope: "api"}, group("web", httpGRPC, web1, web3)})
 }
 
 func TestNewDoesNoIOAndRejectsBadConfig(t *testing.T) {

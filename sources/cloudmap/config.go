@@ -4,14 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/url"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/registry-adapter/registry-adapter/model"
-	"github.com/registry-adapter/registry-adapter/sources/ec2/awsapi"
+	"github.com/registry-adapter/registry-adapter/sources/awsapi"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -47,34 +46,26 @@ type Config struct {
 	// PortsAttribute is the instance attribute listing its ports, e.g.
 	// "http:8080,grpc:9090".
 	PortsAttribute string `yaml:"portsAttribute"`
-	// Ports are the ports of instances without PortsAttribute. With one
-	// port, an instance's AWS_INSTANCE_PORT is the port it listens on.
-	Ports []Port `yaml:"ports"`
-	// HostTemplate makes a service's host (text/template over .Service,
-	// .Namespace and .Region).
-	HostTemplate string `yaml:"hostTemplate"`
-	// AddressType is the attribute served as the address: ipv4
-	// (AWS_INSTANCE_IPV4), ipv6 (AWS_INSTANCE_IPV6) or cname
-	// (AWS_INSTANCE_CNAME).
-	AddressType string `yaml:"addressType"`
-	// Network is the Istio network of every instance (default: none).
-	Network string `yaml:"network"`
+	// MappingConfig holds ports (those of instances without
+	// PortsAttribute; with one port, an instance's AWS_INSTANCE_PORT is the
+	// port it listens on), hostTemplate (a service's host, text/template
+	// over .Service, .Namespace and .Region), addressType (the attribute
+	// served as the address: ipv4, AWS_INSTANCE_IPV4; ipv6,
+	// AWS_INSTANCE_IPV6; or cname, AWS_INSTANCE_CNAME) and network (the
+	// Istio network of every instance; default: none).
+	cloudsource.MappingConfig `yaml:",inline"`
 	// OptOutAttribute is an attribute that, present with any value but
 	// "false", excludes an instance.
 	OptOutAttribute string `yaml:"optOutAttribute"`
 
-	// AssumeRoleARN is a role assumed (with STS AssumeRole) on top of the
-	// default credential chain.
-	AssumeRoleARN        string `yaml:"assumeRoleArn"`
-	AssumeRoleExternalID string `yaml:"assumeRoleExternalId"`
-	STSEndpoint          string `yaml:"stsEndpoint"`
+	// Role is the role assumed (with STS AssumeRole) on top of the default
+	// credential chain: assumeRoleArn, assumeRoleExternalId and
+	// stsEndpoint.
+	awsapi.Role `yaml:",inline"`
 }
 
 // Port is a port declared in the configuration.
-type Port struct {
-	Number   uint32 `yaml:"number"`
-	Protocol string `yaml:"protocol"`
-}
+type Port = cloudsource.Port
 
 // Defaults.
 const (
@@ -88,9 +79,11 @@ const (
 // Address types.
 const (
 	AddressIPv4  = "ipv4"
-	AddressIPv6  = "ipv6"
+	AddressIPv6  = cloudsource.AddressIPv6
 	AddressCNAME = "cname"
 )
+
+var addressTypes = []string{AddressIPv4, AddressIPv6, AddressCNAME}
 
 // SetDefaults fills in every unset field that has a default.
 func (c *Config) SetDefaults() {
@@ -101,20 +94,13 @@ func (c *Config) SetDefaults() {
 	if c.OptOutAttribute == "" {
 		c.OptOutAttribute = DefaultOptOutAttribute
 	}
-	if c.HostTemplate == "" {
-		c.HostTemplate = DefaultHostTemplate
-	}
-	if c.AddressType == "" {
-		c.AddressType = DefaultAddressType
-	}
+	c.MappingConfig.SetDefaults(DefaultHostTemplate, DefaultAddressType)
 	if c.FullResync == 0 {
 		c.FullResync = DefaultFullResync
 	}
 }
 
 var (
-	regionRE  = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
-	roleRE    = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+$`)
 	accountRE = regexp.MustCompile(`^[0-9]{12}$`)
 	// nameRE is a Cloud Map namespace or service name, loosely.
 	nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,253}$`)
@@ -129,20 +115,8 @@ func (c *Config) Validate() error {
 	if err := c.Config.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	switch {
-	case c.Region == "":
-		bad("region", "required")
-	case !regionRE.MatchString(c.Region):
-		bad("region", "%q is not an AWS region name (e.g. us-east-1)", c.Region)
-	}
-	for _, e := range []struct{ field, v string }{{"endpoint", c.Endpoint}, {"stsEndpoint", c.STSEndpoint}} {
-		if e.v == "" {
-			continue
-		}
-		if u, err := url.Parse(e.v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad(e.field, "%q is not an http(s) URL", e.v)
-		}
-	}
+	errs = append(errs, awsapi.CheckRegion(c.Region),
+		cloudsource.CheckEndpoint("endpoint", c.Endpoint), cloudsource.CheckEndpoint("stsEndpoint", c.STSEndpoint))
 	switch {
 	case c.Namespace == "":
 		bad("namespace", "required")
@@ -176,41 +150,6 @@ func (c *Config) Validate() error {
 	if strings.HasPrefix(c.OptOutAttribute, "AWS_") {
 		bad("optOutAttribute", "%q: must not start with AWS_", c.OptOutAttribute)
 	}
-	nums, protos := make([]uint32, len(c.Ports)), make([]string, len(c.Ports))
-	for i, p := range c.Ports {
-		nums[i], protos[i] = p.Number, p.Protocol
-	}
-	_, perrs := awsapi.CheckPorts("ports", nums, protos)
-	errs = append(errs, perrs...)
-	if _, err := parseHostTemplate(c.HostTemplate); err != nil {
-		bad("hostTemplate", "%v", err)
-	}
-	switch c.AddressType {
-	case AddressIPv4, AddressIPv6, AddressCNAME:
-	default:
-		bad("addressType", "%q: must be ipv4, ipv6 or cname", c.AddressType)
-	}
-	if c.Network != "" && strings.ContainsAny(c.Network, " \t\n") {
-		bad("network", "%q must not contain white space", c.Network)
-	}
-	if c.AssumeRoleARN != "" && !roleRE.MatchString(c.AssumeRoleARN) {
-		bad("assumeRoleArn", "%q is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)", c.AssumeRoleARN)
-	}
-	if c.AssumeRoleARN == "" && c.AssumeRoleExternalID != "" {
-		bad("assumeRoleExternalId", "set without assumeRoleArn")
-	}
-	if c.AssumeRoleARN == "" && c.STSEndpoint != "" {
-		bad("stsEndpoint", "set without assumeRoleArn")
-	}
+	errs = append(errs, c.MappingConfig.Validate(hostSample, addressTypes...), c.Role.Validate())
 	return errors.Join(errs...)
-}
-
-// configPorts converts the configured ports (valid after Validate).
-func (c *Config) configPorts() []model.Port {
-	nums, protos := make([]uint32, len(c.Ports)), make([]string, len(c.Ports))
-	for i, p := range c.Ports {
-		nums[i], protos[i] = p.Number, p.Protocol
-	}
-	out, _ := awsapi.CheckPorts("ports", nums, protos)
-	return out
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,13 +13,12 @@ import (
 	sd "github.com/aws/aws-sdk-go-v2/service/servicediscovery"
 	"github.com/aws/aws-sdk-go-v2/service/servicediscovery/types"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
-	"github.com/registry-adapter/registry-adapter/sources/ec2/awsapi/mototest"
+	"github.com/registry-adapter/registry-adapter/sources/awsapi/mototest"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource/cloudsourcetest"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -132,19 +130,12 @@ func (c *cloud) health(svcID, id string, status types.CustomHealthStatus) {
 	}
 }
 
-type running struct {
-	src      *Source
-	out      chan []model.Group
-	reporter *sources.Reporter
-	registry *prometheus.Registry
-}
-
 var testPoll = poll.Config{RefreshInterval: 100 * time.Millisecond, Timeout: 10 * time.Second, MaxBackoff: 200 * time.Millisecond}
 
 // startSource runs a Cloud Map source on cfg until the test ends, on a fast
 // schedule (poll.Config.Validate insists on at least 1s) with one SDK
 // attempt per request.
-func startSource(t *testing.T, cfg Config) *running {
+func startSource(t *testing.T, cfg Config) *cloudsourcetest.Running {
 	t.Helper()
 	cfg.Config = poll.Config{RefreshInterval: time.Second}
 	reg := prometheus.NewRegistry()
@@ -157,85 +148,5 @@ func startSource(t *testing.T, cfg Config) *running {
 	reg.MustRegister(src.Collector())
 	src.lister.maxAttempts = 1
 	src.poll = poll.New(testPoll, src.lister, opts)
-	r := &running{src: src, out: make(chan []model.Group, 100), reporter: rep, registry: reg}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := src.Run(ctx, r.out); err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	return r
-}
-
-func (r *running) next(t *testing.T) []model.Group {
-	t.Helper()
-	select {
-	case b := <-r.out:
-		return b
-	case <-time.After(20 * time.Second):
-		t.Fatalf("no batch within 20s; status %+v", r.reporter.Status())
-		return nil
-	}
-}
-
-func (r *running) none(t *testing.T) {
-	t.Helper()
-	select {
-	case b := <-r.out:
-		t.Fatalf("unexpected batch: %+v", b)
-	default:
-	}
-}
-
-// waitFor polls cond (on the source's status and metrics) until it holds.
-func (r *running) waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; status %+v", what, r.reporter.Status())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func (r *running) metric(t *testing.T, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := r.registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for k, v := range labels {
-				if !hasLabel(m, k, v) {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue()
-			case m.Gauge != nil:
-				return m.Gauge.GetValue()
-			}
-		}
-	}
-	return 0
-}
-
-func hasLabel(m *dto.Metric, k, v string) bool {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == k && l.GetValue() == v {
-			return true
-		}
-	}
-	return false
+	return cloudsourcetest.Start(t, src, cloudsourcetest.Options{Buffer: 100, Reporter: rep, Registry: reg})
 }

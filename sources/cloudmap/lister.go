@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/registry-adapter/registry-adapter/model"
-	"github.com/registry-adapter/registry-adapter/sources/ec2/awsapi"
+	"github.com/registry-adapter/registry-adapter/sources/awsapi"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -76,12 +76,7 @@ func (l *lister) client(ctx context.Context) (cloudMapAPI, error) {
 		return l.api, nil
 	}
 	awsCfg, tr, err := awsapi.Load(ctx, awsapi.Options{
-		Region:        l.cfg.Region,
-		AssumeRoleARN: l.cfg.AssumeRoleARN,
-		ExternalID:    l.cfg.AssumeRoleExternalID,
-		STSEndpoint:   l.cfg.STSEndpoint,
-		SessionName:   l.name,
-		MaxAttempts:   l.maxAttempts,
+		Region: l.cfg.Region, Role: l.cfg.Role, SessionName: l.name, MaxAttempts: l.maxAttempts,
 	})
 	if err != nil {
 		return nil, err
@@ -120,7 +115,7 @@ func (l *lister) close() {
 // request counts one request in the metrics and classifies its error.
 func (l *lister) request(op string, err error) error {
 	if err == nil {
-		l.metrics.requests.WithLabelValues(op, "ok").Inc()
+		l.metrics.Requests.WithLabelValues(op, "ok").Inc()
 		return nil
 	}
 	err = awsapi.Classify(err)
@@ -128,11 +123,11 @@ func (l *lister) request(op string, err error) error {
 	var notFound *types.ServiceNotFound
 	switch {
 	case errors.As(err, &throttled):
-		l.metrics.requests.WithLabelValues(op, "throttled").Inc()
+		l.metrics.Requests.WithLabelValues(op, "throttled").Inc()
 	case errors.As(err, &notFound):
-		l.metrics.requests.WithLabelValues(op, "not-found").Inc()
+		l.metrics.Requests.WithLabelValues(op, "not-found").Inc()
 	default:
-		l.metrics.requests.WithLabelValues(op, "error").Inc()
+		l.metrics.Requests.WithLabelValues(op, "error").Inc()
 	}
 	return fmt.Errorf("cloudmap %s: %w", op, err)
 }
@@ -293,7 +288,7 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 		}
 	}
 	l.cache = next
-	l.metrics.observe(total)
+	l.metrics.Observe(total.seen, total.skipped)
 	l.logProblems(total.problems)
 	return groups, nil
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/servicediscovery/types"
 
 	"github.com/registry-adapter/registry-adapter/model"
-	"github.com/registry-adapter/registry-adapter/sources/ec2/awsapi"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
 // Attributes Cloud Map reserves, and the ones ECS adds, that the mapping
@@ -28,7 +28,7 @@ const (
 
 // AutoRegistrationAttribute marks an instance that registers itself with
 // istiod through a WorkloadGroup: the source leaves it out.
-const AutoRegistrationAttribute = "istio.io/autoRegistrationGroup"
+const AutoRegistrationAttribute = cloudsource.AutoRegistrationGroup
 
 // Reasons an instance (or part of it) is left out: the values of the
 // skipped metric's "reason" label.
@@ -53,9 +53,8 @@ type hostData struct {
 	Region    string
 }
 
-func parseHostTemplate(text string) (*template.Template, error) {
-	return awsapi.ParseHostTemplate(text, hostData{Service: "web", Namespace: "prod.local", Region: "us-east-1"})
-}
+// hostSample is what hostTemplate is checked on at start.
+var hostSample = hostData{Service: "web", Namespace: "prod.local", Region: "us-east-1"}
 
 // mapper maps the instances of one service.
 type mapper struct {
@@ -65,11 +64,11 @@ type mapper struct {
 }
 
 func newMapper(cfg *Config) (*mapper, error) {
-	t, err := parseHostTemplate(cfg.HostTemplate)
+	t, err := cloudsource.ParseHostTemplate(cfg.HostTemplate, hostSample)
 	if err != nil {
 		return nil, fmt.Errorf("hostTemplate: %w", err)
 	}
-	return &mapper{cfg: cfg, host: t, configPorts: cfg.configPorts()}, nil
+	return &mapper{cfg: cfg, host: t, configPorts: cfg.ConfigPorts()}, nil
 }
 
 // problem is something about one instance or service worth a log line.
@@ -94,7 +93,7 @@ func (m *mapper) mapService(name string, instances []types.HttpInstanceSummary) 
 	slices.SortFunc(instances, func(a, b types.HttpInstanceSummary) int {
 		return cmp.Compare(aws.ToString(a.InstanceId), aws.ToString(b.InstanceId))
 	})
-	host, err := awsapi.RenderHost(m.host, hostData{Service: name, Namespace: m.cfg.Namespace, Region: m.cfg.Region})
+	host, err := cloudsource.RenderHost(m.host, hostData{Service: name, Namespace: m.cfg.Namespace, Region: m.cfg.Region})
 	if err != nil {
 		res.skipped[skipInvalidService] = len(instances)
 		res.problems["service/"+name] = problem{reason: skipInvalidService, detail: "hostTemplate: " + err.Error()}
@@ -150,13 +149,13 @@ func (m *mapper) mapInstance(in types.HttpInstanceSummary) (out model.Instance, 
 
 	var targets map[uint32]uint32
 	if v, ok := attrs[m.cfg.PortsAttribute]; ok {
-		p, err := awsapi.ParsePorts(v)
+		p, err := cloudsource.ParsePorts(v)
 		if err != nil {
 			return out, nil, skipInvalidPorts, fmt.Sprintf("attribute %s: %v", m.cfg.PortsAttribute, err)
 		}
 		ports = p
 	} else if v, ok := attrs[AttrPort]; ok {
-		n, err := awsapi.ParsePort(v)
+		n, err := cloudsource.ParsePort(v)
 		if err != nil {
 			return out, nil, skipInvalidPorts, fmt.Sprintf("attribute %s: %v", AttrPort, err)
 		}

@@ -2,66 +2,26 @@ package cloudmap
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
-// metrics are the Cloud Map-specific metrics of one source, beyond the
-// shared per-source metrics of sources.Reporter (refresh duration, last
-// success, errors by kind, services and instances served). They carry a
-// constant "source" label, so the collectors of several sources register
-// side by side.
+// metrics are the Cloud Map-specific metrics of one source: the cloud
+// sources' own, plus the service reads a revision saved.
 type metrics struct {
-	requests   *prometheus.CounterVec
-	unchanged  prometheus.Counter
-	seen       prometheus.Gauge
-	skipped    *prometheus.GaugeVec
-	collectors []prometheus.Collector
+	*cloudsource.Metrics
+	unchanged prometheus.Counter
 }
 
 func newMetrics(source string) *metrics {
-	cl := prometheus.Labels{"source": source}
-	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name:        "registry_adapter_cloudmap_requests_total",
-			Help:        "Cloud Map requests, by operation and result (ok, throttled, not-found, error).",
-			ConstLabels: cl,
-		}, []string{"operation", "result"}),
-		unchanged: prometheus.NewCounter(prometheus.CounterOpts{
-			Name:        "registry_adapter_cloudmap_unchanged_total",
-			Help:        "Service reads skipped because DiscoverInstancesRevision did not change.",
-			ConstLabels: cl,
-		}),
-		seen: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name:        "registry_adapter_cloudmap_instances_seen",
-			Help:        "Instances returned for the services of the last successful list.",
-			ConstLabels: cl,
-		}),
-		skipped: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name:        "registry_adapter_cloudmap_instances_skipped",
-			Help:        "Instances of the last successful list left out (or, for port-conflict, partly left out), by reason.",
-			ConstLabels: cl,
-		}, []string{"reason"}),
-	}
-	m.collectors = []prometheus.Collector{m.requests, m.unchanged, m.seen, m.skipped}
+	m := &metrics{Metrics: cloudsource.NewMetrics(source, "cloudmap", cloudsource.MetricsOpts{
+		Items:         "instances",
+		RequestLabels: []string{"operation", "result"},
+		RequestsHelp:  "Cloud Map requests, by operation and result (ok, throttled, not-found, error).",
+		SeenHelp:      "Instances returned for the services of the last successful list.",
+		SkippedHelp:   "Instances of the last successful list left out (or, for port-conflict, partly left out), by reason.",
+		SkipReasons:   skipReasons,
+	})}
+	m.unchanged = m.NewCounter("unchanged_total", "Service reads skipped because DiscoverInstancesRevision did not change.")
 	return m
-}
-
-func (m *metrics) observe(res serviceResult) {
-	m.seen.Set(float64(res.seen))
-	for _, r := range skipReasons {
-		m.skipped.WithLabelValues(r).Set(float64(res.skipped[r]))
-	}
-}
-
-// Describe implements prometheus.Collector.
-func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range m.collectors {
-		c.Describe(ch)
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (m *metrics) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range m.collectors {
-		c.Collect(ch)
-	}
 }

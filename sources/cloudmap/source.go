@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -30,15 +30,8 @@ var _ sources.Source = (*Source)(nil)
 // New makes a Cloud Map source. It does no I/O: the credential chain is
 // read on the first list.
 func New(cfg Config, opts sources.Options) (*Source, error) {
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
+	if err := cloudsource.Prepare(&cfg, &opts); err != nil {
 		return nil, err
-	}
-	if opts.Logger == nil {
-		opts.Logger = zap.NewNop()
-	}
-	if opts.Reporter == nil {
-		opts.Reporter = sources.NewReporter(opts.Name, nil)
 	}
 	m, err := newMapper(&cfg)
 	if err != nil {

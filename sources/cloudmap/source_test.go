@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
 func sortGroups(gs []model.Group) []model.Group {
@@ -51,7 +52,7 @@ func TestMotoCloudMap(t *testing.T) {
 	c.register(api, "a2", map[string]string{AttrIPv6: "2001:db8::1", "mesh-ports": "grpc:9090"}) // no IPv4: skipped
 
 	r := startSource(t, Config{Region: testRegion, Endpoint: motoURL, Namespace: "mesh.local",
-		Ports: []Port{{Number: 80, Protocol: "http"}}})
+		MappingConfig: cloudsource.MappingConfig{Ports: []Port{{Number: 80, Protocol: "http"}}}})
 
 	http80 := []model.Port{{Number: 80, Protocol: model.ProtocolHTTP}}
 	grpc := []model.Port{{Number: 9090, Protocol: model.ProtocolGRPC}}
@@ -61,14 +62,14 @@ func TestMotoCloudMap(t *testing.T) {
 	w2 := model.Instance{ID: "w2", Address: "10.0.0.2", Locality: "us-east-1", Health: model.HealthPassing}
 	a1 := model.Instance{ID: "a1", Address: "10.0.1.1", Labels: map[string]string{"mesh-ports": "grpc:9090"},
 		Locality: "us-east-1", Health: model.HealthPassing}
-	checkBatch(t, "first batch", r.next(t),
+	checkBatch(t, "first batch", r.Next(t),
 		group("api", "api.mesh.local", grpc, a1),
 		group("web", "web.mesh.local", http80, w1, w2))
-	if st := r.reporter.Status(); !st.Synced || st.Stale || st.Services != 2 || st.Instances != 3 {
+	if st := r.Reporter.Status(); !st.Synced || st.Stale || st.Services != 2 || st.Instances != 3 {
 		t.Fatalf("status: %+v", st)
 	}
 	skipped := func(reason string) float64 {
-		return r.metric(t, "registry_adapter_cloudmap_instances_skipped", map[string]string{"reason": reason})
+		return r.Metric(t, "registry_adapter_cloudmap_instances_skipped", map[string]string{"reason": reason})
 	}
 	if skipped(skipNoAddress) != 1 || skipped(skipOptOut) != 1 {
 		t.Fatalf("skipped no-address %v, opted-out %v", skipped(skipNoAddress), skipped(skipOptOut))
@@ -77,32 +78,32 @@ func TestMotoCloudMap(t *testing.T) {
 	// Unchanged: web (no health check) is not read again, only its
 	// revision; api (health-checked) is read every time.
 	reads := func(op, result string) float64 {
-		return r.metric(t, "registry_adapter_cloudmap_requests_total", map[string]string{"operation": op, "result": result})
+		return r.Metric(t, "registry_adapter_cloudmap_requests_total", map[string]string{"operation": op, "result": result})
 	}
-	unchanged := func() float64 { return r.metric(t, "registry_adapter_cloudmap_unchanged_total", nil) }
+	unchanged := func() float64 { return r.Metric(t, "registry_adapter_cloudmap_unchanged_total", nil) }
 	base := unchanged()
-	r.waitFor(t, "three unchanged refreshes", func() bool { return unchanged() >= base+3 })
-	r.none(t)
+	r.WaitFor(t, "three unchanged refreshes", func() bool { return unchanged() >= base+3 })
+	r.None(t)
 	if reads("DiscoverInstancesRevision", "ok") < 3 {
 		t.Fatalf("DiscoverInstancesRevision ok = %v", reads("DiscoverInstancesRevision", "ok"))
 	}
 
 	c.register(web, "w3", map[string]string{AttrIPv4: "10.0.0.4"})
 	w3 := model.Instance{ID: "w3", Address: "10.0.0.4", Locality: "us-east-1", Health: model.HealthPassing}
-	checkBatch(t, "w3 registered", r.next(t), group("web", "web.mesh.local", http80, w1, w2, w3))
+	checkBatch(t, "w3 registered", r.Next(t), group("web", "web.mesh.local", http80, w1, w2, w3))
 
 	// A health change does not move the revision: the health-checked
 	// service is read in full anyway.
 	c.health(api, "a1", "UNHEALTHY")
 	a1.Health = model.HealthCritical
-	checkBatch(t, "a1 unhealthy", r.next(t), group("api", "api.mesh.local", grpc, a1))
+	checkBatch(t, "a1 unhealthy", r.Next(t), group("api", "api.mesh.local", grpc, a1))
 
 	c.deregister(web, "w1")
-	checkBatch(t, "w1 deregistered", r.next(t), group("web", "web.mesh.local", http80, w2, w3))
+	checkBatch(t, "w1 deregistered", r.Next(t), group("web", "web.mesh.local", http80, w2, w3))
 
 	c.deregister(api, "a1")
-	checkBatch(t, "api emptied", r.next(t), model.Group{Scope: "api"})
-	if st := r.reporter.Status(); st.Stale || st.Services != 1 || st.Instances != 2 {
+	checkBatch(t, "api emptied", r.Next(t), model.Group{Scope: "api"})
+	if st := r.Reporter.Status(); st.Stale || st.Services != 1 || st.Instances != 2 {
 		t.Fatalf("final status: %+v", st)
 	}
 }
@@ -117,17 +118,18 @@ func TestMotoExplicitServices(t *testing.T) {
 	c.register(c.service(ns, "api", false), "a1", map[string]string{AttrIPv4: "10.0.0.2", AttrPort: "9090"})
 
 	r := startSource(t, Config{Region: testRegion, Endpoint: motoURL, Namespace: "mesh.local",
-		Services: []string{"web", "missing"}, HostTemplate: "{{.Service}}.{{.Region}}.cloudmap"})
-	checkBatch(t, "first batch", r.next(t), group("web", "web.us-east-1.cloudmap",
+		Services:      []string{"web", "missing"},
+		MappingConfig: cloudsource.MappingConfig{HostTemplate: "{{.Service}}.{{.Region}}.cloudmap"}})
+	checkBatch(t, "first batch", r.Next(t), group("web", "web.us-east-1.cloudmap",
 		[]model.Port{{Number: 8080, Protocol: model.ProtocolTCP}},
 		model.Instance{ID: "w1", Address: "10.0.0.1", Locality: "us-east-1", Health: model.HealthPassing}))
 
 	r2 := startSource(t, Config{Region: testRegion, Endpoint: motoURL, Namespace: "nope.local"})
-	r2.waitFor(t, "a failed list", func() bool { return r2.reporter.Status().Stale })
-	if st := r2.reporter.Status(); st.Synced || !strings.Contains(st.LastError, `namespace "nope.local" not found`) {
+	r2.WaitFor(t, "a failed list", func() bool { return r2.Reporter.Status().Stale })
+	if st := r2.Reporter.Status(); st.Synced || !strings.Contains(st.LastError, `namespace "nope.local" not found`) {
 		t.Fatalf("status: %+v", st)
 	}
-	r2.none(t)
+	r2.None(t)
 }
 
 // TestMotoCloudMapErrors: a 500 and a throttle (Cloud Map's
@@ -167,28 +169,28 @@ func TestMotoCloudMapErrors(t *testing.T) {
 	tcp := []model.Port{{Number: 8080, Protocol: model.ProtocolTCP}}
 	i1 := model.Instance{ID: "w1", Address: "10.0.0.1", Locality: "us-east-1", Health: model.HealthPassing}
 	i2 := model.Instance{ID: "w2", Address: "10.0.0.2", Locality: "us-east-1", Health: model.HealthPassing}
-	checkBatch(t, "first batch", r.next(t), group("web", "web.mesh.local", tcp, i1, i2))
+	checkBatch(t, "first batch", r.Next(t), group("web", "web.mesh.local", tcp, i1, i2))
 
 	errs := func(kind string) float64 {
-		return r.metric(t, "registry_adapter_source_errors_total", map[string]string{"kind": kind})
+		return r.Metric(t, "registry_adapter_source_errors_total", map[string]string{"kind": kind})
 	}
 	mode.Store("500")
-	r.waitFor(t, "a failed list", func() bool { return errs("api") >= 1 })
+	r.WaitFor(t, "a failed list", func() bool { return errs("api") >= 1 })
 	c.deregister(web, "w2")
-	r.waitFor(t, "another failed list", func() bool { return errs("api") >= 2 })
-	if st := r.reporter.Status(); !st.Stale || !st.Synced || st.Instances != 2 || !strings.Contains(st.LastError, "InternalFailure") {
+	r.WaitFor(t, "another failed list", func() bool { return errs("api") >= 2 })
+	if st := r.Reporter.Status(); !st.Stale || !st.Synced || st.Instances != 2 || !strings.Contains(st.LastError, "InternalFailure") {
 		t.Fatalf("status after a 500: %+v", st)
 	}
-	r.none(t)
+	r.None(t)
 
 	mode.Store("throttle")
-	r.waitFor(t, "a throttled list", func() bool { return errs("throttled") >= 1 })
-	if st := r.reporter.Status(); !st.Stale || !strings.Contains(st.LastError, "RequestLimitExceeded") {
+	r.WaitFor(t, "a throttled list", func() bool { return errs("throttled") >= 1 })
+	if st := r.Reporter.Status(); !st.Stale || !strings.Contains(st.LastError, "RequestLimitExceeded") {
 		t.Fatalf("status after a throttle: %+v", st)
 	}
-	r.none(t)
+	r.None(t)
 
 	mode.Store("ok")
-	checkBatch(t, "after recovery", r.next(t), group("web", "web.mesh.local", tcp, i1))
-	r.waitFor(t, "not stale", func() bool { return !r.reporter.Status().Stale })
+	checkBatch(t, "after recovery", r.Next(t), group("web", "web.mesh.local", tcp, i1))
+	r.WaitFor(t, "not stale", func() bool { return !r.Reporter.Status().Stale })
 }

@@ -3,13 +3,12 @@ package ec2
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"regexp"
 	"slices"
 	"strings"
 
-	"github.com/registry-adapter/registry-adapter/model"
-	"github.com/registry-adapter/registry-adapter/sources/ec2/awsapi"
+	"github.com/registry-adapter/registry-adapter/sources/awsapi"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -39,36 +38,25 @@ type Config struct {
 	// PortsTag is the tag listing an instance's ports, e.g.
 	// "http:8080,grpc:9090".
 	PortsTag string `yaml:"portsTag"`
-	// Ports are the ports of instances that have no PortsTag.
-	Ports []Port `yaml:"ports"`
-	// HostTemplate makes a service's host (text/template over .Service and
-	// .Region).
-	HostTemplate string `yaml:"hostTemplate"`
-	// AddressType is the address that is served: private (the primary
-	// private IPv4 address), public (the public IPv4 address) or ipv6 (the
-	// primary IPv6 address).
-	AddressType string `yaml:"addressType"`
-	// Network is the Istio network of every instance; empty: its VPC ID.
-	Network string `yaml:"network"`
+	// MappingConfig holds ports (those of instances that have no
+	// PortsTag), hostTemplate (a service's host, text/template over
+	// .Service and .Region), addressType (the address that is served:
+	// private, the primary private IPv4 address; public, the public IPv4
+	// address; or ipv6, the primary IPv6 address) and network (the Istio
+	// network of every instance; empty: its VPC ID).
+	cloudsource.MappingConfig `yaml:",inline"`
 	// OptOutTag is a tag that, present with any value but "false", excludes
 	// an instance.
 	OptOutTag string `yaml:"optOutTag"`
 
-	// AssumeRoleARN is a role assumed (with STS AssumeRole) on top of the
-	// default credential chain, e.g. for another account.
-	AssumeRoleARN string `yaml:"assumeRoleArn"`
-	// AssumeRoleExternalID is the external ID the role's trust policy
-	// requires, if any.
-	AssumeRoleExternalID string `yaml:"assumeRoleExternalId"`
-	// STSEndpoint overrides the STS endpoint used to assume the role.
-	STSEndpoint string `yaml:"stsEndpoint"`
+	// Role is the role assumed (with STS AssumeRole) on top of the default
+	// credential chain, e.g. for another account: assumeRoleArn,
+	// assumeRoleExternalId and stsEndpoint.
+	awsapi.Role `yaml:",inline"`
 }
 
 // Port is a port declared in the configuration.
-type Port struct {
-	Number   uint32 `yaml:"number"`
-	Protocol string `yaml:"protocol"`
-}
+type Port = cloudsource.Port
 
 // Defaults.
 const (
@@ -82,9 +70,9 @@ const (
 
 // Address types.
 const (
-	AddressPrivate = "private"
-	AddressPublic  = "public"
-	AddressIPv6    = "ipv6"
+	AddressPrivate = cloudsource.AddressPrivate
+	AddressPublic  = cloudsource.AddressPublic
+	AddressIPv6    = cloudsource.AddressIPv6
 )
 
 // SetDefaults fills in every unset field that has a default.
@@ -99,26 +87,15 @@ func (c *Config) SetDefaults() {
 	if c.OptOutTag == "" {
 		c.OptOutTag = DefaultOptOutTag
 	}
-	if c.HostTemplate == "" {
-		c.HostTemplate = DefaultHostTemplate
-	}
-	if c.AddressType == "" {
-		c.AddressType = DefaultAddressType
-	}
+	c.MappingConfig.SetDefaults(DefaultHostTemplate, DefaultAddressType)
 	if c.PageSize == 0 {
 		c.PageSize = DefaultPageSize
 	}
 }
 
-var (
-	// regionRE is an AWS region name: us-east-1, eu-central-2,
-	// us-gov-west-1, cn-north-1, ap-southeast-5...
-	regionRE = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
-	roleRE   = regexp.MustCompile(`^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]+$`)
-	// filterNameRE is loose: EC2 filter names are lowercase words with '-'
-	// and '.', or "tag:<any tag key>".
-	filterNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*$`)
-)
+// filterNameRE is loose: EC2 filter names are lowercase words with '-' and
+// '.', or "tag:<any tag key>".
+var filterNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*$`)
 
 // Validate checks a configuration after SetDefaults. Errors name the field.
 func (c *Config) Validate() error {
@@ -129,22 +106,8 @@ func (c *Config) Validate() error {
 	if err := c.Config.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	switch {
-	case c.Region == "":
-		bad("region", "required")
-	case !regionRE.MatchString(c.Region):
-		bad("region", "%q is not an AWS region name (e.g. us-east-1)", c.Region)
-	}
-	checkURL := func(field, v string) {
-		if v == "" {
-			return
-		}
-		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad(field, "%q is not an http(s) URL", v)
-		}
-	}
-	checkURL("endpoint", c.Endpoint)
-	checkURL("stsEndpoint", c.STSEndpoint)
+	errs = append(errs, awsapi.CheckRegion(c.Region),
+		cloudsource.CheckEndpoint("endpoint", c.Endpoint), cloudsource.CheckEndpoint("stsEndpoint", c.STSEndpoint))
 	for _, name := range sortedKeys(c.Filters) {
 		f := fmt.Sprintf("filters[%s]", name)
 		switch {
@@ -180,32 +143,7 @@ func (c *Config) Validate() error {
 	if c.ServiceTag == c.PortsTag || c.ServiceTag == c.OptOutTag || c.PortsTag == c.OptOutTag {
 		bad("serviceTag", "serviceTag %q, portsTag %q and optOutTag %q must differ", c.ServiceTag, c.PortsTag, c.OptOutTag)
 	}
-	nums, protos := make([]uint32, len(c.Ports)), make([]string, len(c.Ports))
-	for i, p := range c.Ports {
-		nums[i], protos[i] = p.Number, p.Protocol
-	}
-	_, perrs := awsapi.CheckPorts("ports", nums, protos)
-	errs = append(errs, perrs...)
-	if _, err := parseHostTemplate(c.HostTemplate); err != nil {
-		bad("hostTemplate", "%v", err)
-	}
-	switch c.AddressType {
-	case AddressPrivate, AddressPublic, AddressIPv6:
-	default:
-		bad("addressType", "%q: must be private, public or ipv6", c.AddressType)
-	}
-	if c.Network != "" && strings.ContainsAny(c.Network, " \t\n") {
-		bad("network", "%q must not contain white space", c.Network)
-	}
-	if c.AssumeRoleARN != "" && !roleRE.MatchString(c.AssumeRoleARN) {
-		bad("assumeRoleArn", "%q is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)", c.AssumeRoleARN)
-	}
-	if c.AssumeRoleARN == "" && c.AssumeRoleExternalID != "" {
-		bad("assumeRoleExternalId", "set without assumeRoleArn")
-	}
-	if c.AssumeRoleARN == "" && c.STSEndpoint != "" {
-		bad("stsEndpoint", "set without assumeRoleArn")
-	}
+	errs = append(errs, c.MappingConfig.Validate(hostSample, cloudsource.VMAddressTypes...), c.Role.Validate())
 	return errors.Join(errs...)
 }
 
@@ -238,14 +176,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
-}
-
-// configPorts converts the configured ports (valid after Validate).
-func (c *Config) configPorts() []model.Port {
-	nums, protos := make([]uint32, len(c.Ports)), make([]string, len(c.Ports))
-	for i, p := range c.Ports {
-		nums[i], protos[i] = p.Number, p.Protocol
-	}
-	out, _ := awsapi.CheckPorts("ports", nums, protos)
-	return out
 }

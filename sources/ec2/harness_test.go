@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,13 +20,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
-	"github.com/registry-adapter/registry-adapter/sources/ec2/awsapi/mototest"
+	"github.com/registry-adapter/registry-adapter/sources/awsapi/mototest"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource/cloudsourcetest"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -243,21 +242,13 @@ func assumeRole(t *testing.T, arn string) aws.CredentialsProvider {
 		aws.ToString(cr.SessionToken))
 }
 
-// running is a started source.
-type running struct {
-	src      *Source
-	out      chan []model.Group
-	reporter *sources.Reporter
-	registry *prometheus.Registry
-}
-
 // testPoll is a fast schedule for tests: poll.Config.Validate insists on
 // at least 1s between lists, which is right for AWS and slow for a test.
 var testPoll = poll.Config{RefreshInterval: 100 * time.Millisecond, Timeout: 10 * time.Second, MaxBackoff: 200 * time.Millisecond}
 
 // startSource runs an EC2 source on cfg until the test ends. The SDK makes
 // one attempt per request, so that failures show at once.
-func startSource(t *testing.T, cfg Config) *running {
+func startSource(t *testing.T, cfg Config) *cloudsourcetest.Running {
 	t.Helper()
 	cfg.Config = poll.Config{RefreshInterval: time.Second}
 	reg := prometheus.NewRegistry()
@@ -270,92 +261,7 @@ func startSource(t *testing.T, cfg Config) *running {
 	reg.MustRegister(src.Collector())
 	src.lister.maxAttempts = 1
 	src.poll = poll.New(testPoll, src.lister, opts)
-	r := &running{src: src, out: make(chan []model.Group, 100), reporter: rep, registry: reg}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := src.Run(ctx, r.out); err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	return r
-}
-
-// next waits for the next batch.
-func (r *running) next(t *testing.T) []model.Group {
-	t.Helper()
-	select {
-	case b := <-r.out:
-		return b
-	case <-time.After(20 * time.Second):
-		t.Fatalf("no batch within 20s; status %+v", r.reporter.Status())
-		return nil
-	}
-}
-
-// none asserts that no batch is waiting.
-func (r *running) none(t *testing.T) {
-	t.Helper()
-	select {
-	case b := <-r.out:
-		t.Fatalf("unexpected batch: %s", dump(b))
-	default:
-	}
-}
-
-// waitFor polls cond (a condition on the source's status and metrics, not
-// on time) until it holds.
-func (r *running) waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; status %+v", what, r.reporter.Status())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// metric returns the value of a counter or gauge with these labels (0 when
-// absent).
-func (r *running) metric(t *testing.T, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := r.registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for k, v := range labels {
-				if !hasLabel(m, k, v) {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue()
-			case m.Gauge != nil:
-				return m.Gauge.GetValue()
-			}
-		}
-	}
-	return 0
-}
-
-func hasLabel(m *dto.Metric, k, v string) bool {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == k && l.GetValue() == v {
-			return true
-		}
-	}
-	return false
+	return cloudsourcetest.Start(t, src, cloudsourcetest.Options{Buffer: 100, Reporter: rep, Registry: reg})
 }
 
 func dump(groups []model.Group) string {

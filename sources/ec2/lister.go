@@ -2,7 +2,6 @@ package ec2
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -13,7 +12,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/model"
-	"github.com/registry-adapter/registry-adapter/sources/ec2/awsapi"
+	"github.com/registry-adapter/registry-adapter/sources/awsapi"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -28,7 +28,7 @@ type lister struct {
 	cfg     *Config
 	name    string
 	mapper  *mapper
-	metrics *metrics
+	metrics *cloudsource.Metrics
 	log     *zap.Logger
 	filters []types.Filter
 	// maxAttempts is the SDK's attempts per request; 0: its default (tests
@@ -75,12 +75,7 @@ func (l *lister) client(ctx context.Context) (instancesAPI, error) {
 		return l.api, nil
 	}
 	awsCfg, tr, err := awsapi.Load(ctx, awsapi.Options{
-		Region:        l.cfg.Region,
-		AssumeRoleARN: l.cfg.AssumeRoleARN,
-		ExternalID:    l.cfg.AssumeRoleExternalID,
-		STSEndpoint:   l.cfg.STSEndpoint,
-		SessionName:   l.name,
-		MaxAttempts:   l.maxAttempts,
+		Region: l.cfg.Region, Role: l.cfg.Role, SessionName: l.name, MaxAttempts: l.maxAttempts,
 	})
 	if err != nil {
 		return nil, err
@@ -115,7 +110,7 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 		return nil, err
 	}
 	res := l.mapper.mapInstances(instances)
-	l.metrics.observe(res)
+	l.metrics.Observe(res.seen, res.skipped)
 	l.logProblems(res.problems)
 	return res.groups, nil
 }
@@ -129,15 +124,10 @@ func (l *lister) describe(ctx context.Context, api instancesAPI) ([]types.Instan
 		out, err := api.DescribeInstances(ctx, in)
 		if err != nil {
 			err = awsapi.Classify(err)
-			result := "error"
-			var throttled *poll.ThrottledError
-			if errors.As(err, &throttled) {
-				result = "throttled"
-			}
-			l.metrics.requests.WithLabelValues(result).Inc()
+			l.metrics.Requests.WithLabelValues(cloudsource.RequestResult(err)).Inc()
 			return nil, fmt.Errorf("ec2 DescribeInstances %s page %d: %w", l.cfg.Region, page, err)
 		}
-		l.metrics.requests.WithLabelValues("ok").Inc()
+		l.metrics.Requests.WithLabelValues("ok").Inc()
 		for _, r := range out.Reservations {
 			instances = append(instances, r.Instances...)
 		}

@@ -3,7 +3,6 @@ package ec2
 import (
 	"cmp"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strings"
 	"text/template"
@@ -12,12 +11,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/registry-adapter/registry-adapter/model"
-	"github.com/registry-adapter/registry-adapter/sources/ec2/awsapi"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
 // AutoRegistrationTag marks an instance that registers itself with istiod
 // through a WorkloadGroup: the source leaves it out to avoid a duplicate.
-const AutoRegistrationTag = "istio.io/autoRegistrationGroup"
+const AutoRegistrationTag = cloudsource.AutoRegistrationGroup
 
 // Reasons an instance (or part of it) is left out: the values of the
 // skipped metric's "reason" label.
@@ -44,9 +43,11 @@ type hostData struct {
 	Region  string
 }
 
-func parseHostTemplate(text string) (*template.Template, error) {
-	return awsapi.ParseHostTemplate(text, hostData{Service: "web", Region: "us-east-1"})
-}
+// hostSample is what hostTemplate is checked on at start.
+var hostSample = hostData{Service: "web", Region: "us-east-1"}
+
+// serviceSeparators separate the names of the service tag.
+const serviceSeparators = ",; \t\n"
 
 // mapper turns a complete list of instances into groups.
 type mapper struct {
@@ -56,11 +57,11 @@ type mapper struct {
 }
 
 func newMapper(cfg *Config) (*mapper, error) {
-	t, err := parseHostTemplate(cfg.HostTemplate)
+	t, err := cloudsource.ParseHostTemplate(cfg.HostTemplate, hostSample)
 	if err != nil {
 		return nil, fmt.Errorf("hostTemplate: %w", err)
 	}
-	return &mapper{cfg: cfg, host: t, configPorts: cfg.configPorts()}, nil
+	return &mapper{cfg: cfg, host: t, configPorts: cfg.ConfigPorts()}, nil
 }
 
 // problem is something about one instance or service worth a log line.
@@ -129,7 +130,7 @@ func (m *mapper) mapInstances(instances []types.Instance) mapResult {
 		}
 	}
 	for name, acc := range services {
-		host, err := awsapi.RenderHost(m.host, hostData{Service: name, Region: m.cfg.Region})
+		host, err := cloudsource.RenderHost(m.host, hostData{Service: name, Region: m.cfg.Region})
 		if err != nil {
 			res.skipped[skipInvalidService] += len(acc.instances)
 			res.problems["service/"+name] = problem{name: name, reason: skipInvalidService, detail: "hostTemplate: " + err.Error()}
@@ -172,7 +173,7 @@ func (m *mapper) mapInstance(in *types.Instance) (names []string, out mappedInst
 	if !ok {
 		return nil, out, skipNoService, ""
 	}
-	names, invalid := awsapi.SplitServices(v)
+	names, invalid := cloudsource.SplitServices(v, serviceSeparators)
 	if len(invalid) > 0 {
 		reason = skipInvalidService
 		detail = fmt.Sprintf("tag %s: invalid service names %q", m.cfg.ServiceTag, invalid)
@@ -186,7 +187,7 @@ func (m *mapper) mapInstance(in *types.Instance) (names []string, out mappedInst
 
 	ports := m.configPorts
 	if v, ok := tags[m.cfg.PortsTag]; ok {
-		p, err := awsapi.ParsePorts(v)
+		p, err := cloudsource.ParsePorts(v)
 		if err != nil {
 			return nil, out, skipInvalidPorts, fmt.Sprintf("tag %s: %v", m.cfg.PortsTag, err)
 		}
@@ -239,13 +240,7 @@ func (m *mapper) mapInstance(in *types.Instance) (names []string, out mappedInst
 
 // address picks the configured kind of address.
 func (m *mapper) address(in *types.Instance) string {
-	valid := func(s *string, v6 bool) string {
-		a, err := netip.ParseAddr(aws.ToString(s))
-		if err != nil || a.Is6() != v6 {
-			return ""
-		}
-		return a.String()
-	}
+	valid := func(s *string, v6 bool) string { return cloudsource.ValidIP(aws.ToString(s), v6) }
 	switch m.cfg.AddressType {
 	case AddressPublic:
 		return valid(in.PublicIpAddress, false)

@@ -9,10 +9,10 @@ import (
 	"context"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -20,7 +20,7 @@ import (
 type Source struct {
 	poll    *poll.Source
 	lister  *lister
-	metrics *metrics
+	metrics *cloudsource.Metrics
 }
 
 var _ sources.Source = (*Source)(nil)
@@ -28,15 +28,8 @@ var _ sources.Source = (*Source)(nil)
 // New makes an EC2 source. It does no I/O: the credential chain is read on
 // the first list.
 func New(cfg Config, opts sources.Options) (*Source, error) {
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
+	if err := cloudsource.Prepare(&cfg, &opts); err != nil {
 		return nil, err
-	}
-	if opts.Logger == nil {
-		opts.Logger = zap.NewNop()
-	}
-	if opts.Reporter == nil {
-		opts.Reporter = sources.NewReporter(opts.Name, nil)
 	}
 	m, err := newMapper(&cfg)
 	if err != nil {

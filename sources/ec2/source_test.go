@@ -18,6 +18,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/awsapi"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
 // expect builds the model.Instance the source should report for an
@@ -87,7 +89,7 @@ func TestMotoLifecycle(t *testing.T) {
 	c.stop(stopped)
 	c.launch(1, map[string]string{"mesh-service": "web", "mesh-ports": "http:80800"}) // invalid ports: skipped
 
-	r := startSource(t, Config{Region: testRegion, Endpoint: motoURL, Ports: []Port{{Number: 80, Protocol: "http"}}})
+	r := startSource(t, Config{Region: testRegion, Endpoint: motoURL, MappingConfig: cloudsource.MappingConfig{Ports: []Port{{Number: 80, Protocol: "http"}}}})
 
 	w1 := c.expect(web1, webTags("web-1"))
 	if w1.Identity != profile {
@@ -96,52 +98,52 @@ func TestMotoLifecycle(t *testing.T) {
 	w2 := c.expect(web2, webTags("web-2"))
 	a1 := c.expect(api1, apiTags)
 	d1 := c.expect(db1, dbTags)
-	checkBatch(t, "first batch", r.next(t),
+	checkBatch(t, "first batch", r.Next(t),
 		group("api", apiPorts, a1),
 		group("db", cfgPorts, d1),
 		group("web", apiPorts, w1, w2, a1),
 	)
-	st := r.reporter.Status()
+	st := r.Reporter.Status()
 	if !st.Synced || st.Stale || st.Services != 3 || st.Instances != 5 {
 		t.Fatalf("status after first batch: %+v", st)
 	}
-	if got := r.metric(t, "registry_adapter_ec2_instances_skipped", map[string]string{"reason": skipInvalidPorts}); got != 1 {
+	if got := r.Metric(t, "registry_adapter_ec2_instances_skipped", map[string]string{"reason": skipInvalidPorts}); got != 1 {
 		t.Errorf("skipped invalid-ports = %v, want 1", got)
 	}
-	if got := r.metric(t, "registry_adapter_ec2_instances_skipped", map[string]string{"reason": skipOptOut}); got != 1 {
+	if got := r.Metric(t, "registry_adapter_ec2_instances_skipped", map[string]string{"reason": skipOptOut}); got != 1 {
 		t.Errorf("skipped opted-out = %v, want 1", got)
 	}
 
 	c.stop(web2)
-	checkBatch(t, "web-2 stopped", r.next(t), group("web", apiPorts, w1, a1))
+	checkBatch(t, "web-2 stopped", r.Next(t), group("web", apiPorts, w1, a1))
 
 	c.start(web2)
 	w2 = c.expect(web2, webTags("web-2"))
-	checkBatch(t, "web-2 started", r.next(t), group("web", apiPorts, w1, w2, a1))
+	checkBatch(t, "web-2 started", r.Next(t), group("web", apiPorts, w1, w2, a1))
 
 	// web-1 moves from web to api.
 	c.tag(web1, map[string]string{"mesh-service": "api"})
 	tags := webTags("web-1")
 	tags["mesh-service"] = "api"
 	w1 = c.expect(web1, tags)
-	checkBatch(t, "web-1 moved to api", r.next(t),
+	checkBatch(t, "web-1 moved to api", r.Next(t),
 		group("api", apiPorts, a1, w1),
 		group("web", apiPorts, w2, a1))
 
 	// api-1 opts out: it leaves both of its services.
 	c.tag(api1, map[string]string{"mesh-exclude": "true"})
-	checkBatch(t, "api-1 opted out", r.next(t),
+	checkBatch(t, "api-1 opted out", r.Next(t),
 		group("api", http8080, w1),
 		group("web", http8080, w2))
 
 	// Terminating the only db instance deletes the db scope.
 	c.terminate(db1)
-	checkBatch(t, "db-1 terminated", r.next(t), model.Group{Scope: "db"})
+	checkBatch(t, "db-1 terminated", r.Next(t), model.Group{Scope: "db"})
 
 	c.terminate(web1, web2)
-	checkBatch(t, "the rest terminated", r.next(t), model.Group{Scope: "api"}, model.Group{Scope: "web"})
-	r.none(t)
-	if st := r.reporter.Status(); !st.Synced || st.Stale || st.LastError != "" {
+	checkBatch(t, "the rest terminated", r.Next(t), model.Group{Scope: "api"}, model.Group{Scope: "web"})
+	r.None(t)
+	if st := r.Reporter.Status(); !st.Synced || st.Stale || st.LastError != "" {
 		t.Fatalf("final status: %+v", st)
 	}
 }
@@ -163,9 +165,9 @@ func TestMotoPagination(t *testing.T) {
 	for _, id := range ids {
 		want = append(want, c.expect(id, tags))
 	}
-	checkBatch(t, "first batch", r.next(t), group("bulk", []model.Port{{Number: 7000, Protocol: model.ProtocolTCP}}, want...))
+	checkBatch(t, "first batch", r.Next(t), group("bulk", []model.Port{{Number: 7000, Protocol: model.ProtocolTCP}}, want...))
 	// 13 reservations, 5 a page: at least 3 requests for the first list.
-	if got := r.metric(t, "registry_adapter_ec2_requests_total", map[string]string{"result": "ok"}); got < 3 {
+	if got := r.Metric(t, "registry_adapter_ec2_requests_total", map[string]string{"result": "ok"}); got < 3 {
 		t.Fatalf("requests ok = %v, want at least 3 pages", got)
 	}
 }
@@ -194,20 +196,22 @@ func TestMotoSelection(t *testing.T) {
 	}
 	r := startSource(t, Config{
 		Region: testRegion, Endpoint: motoURL,
-		Filters:      map[string][]string{"tag:env": {"prod"}, "vpc-id": {c.vpc}},
-		Tags:         map[string][]string{"team": {"a"}},
-		AddressType:  AddressPublic,
-		Network:      "aws-net",
-		HostTemplate: "{{.Service}}.shop.example.com",
+		Filters: map[string][]string{"tag:env": {"prod"}, "vpc-id": {c.vpc}},
+		Tags:    map[string][]string{"team": {"a"}},
+		MappingConfig: cloudsource.MappingConfig{
+			AddressType:  AddressPublic,
+			Network:      "aws-net",
+			HostTemplate: "{{.Service}}.shop.example.com",
+		},
 	})
-	checkBatch(t, "first batch", r.next(t), model.Group{Scope: "shop", Services: []model.Service{{
+	checkBatch(t, "first batch", r.Next(t), model.Group{Scope: "shop", Services: []model.Service{{
 		Name: "shop", Host: "shop.shop.example.com", Ports: http8080,
 		Instances: []model.Instance{{
 			ID: keep, Address: aws.ToString(in.PublicIpAddress), Labels: prod,
 			Locality: testRegion + "/" + c.zone, Network: "aws-net", Health: model.HealthUnknown,
 		}},
 	}}})
-	if got := r.metric(t, "registry_adapter_ec2_instances_seen", nil); got != 1 {
+	if got := r.Metric(t, "registry_adapter_ec2_instances_seen", nil); got != 1 {
 		t.Fatalf("instances seen = %v, want 1 (the filters are applied by the API)", got)
 	}
 }
@@ -225,12 +229,12 @@ func TestMotoAssumeRole(t *testing.T) {
 	home := newCloud(t)
 	homeID := home.launch(1, tags)[0]
 
-	r := startSource(t, Config{Region: testRegion, Endpoint: motoURL, AssumeRoleARN: role, STSEndpoint: motoURL})
+	r := startSource(t, Config{Region: testRegion, Endpoint: motoURL, Role: awsapi.Role{AssumeRoleARN: role, STSEndpoint: motoURL}})
 	want := other.expect(id, tags)
-	checkBatch(t, "through the role", r.next(t), group("ledger", []model.Port{{Number: 5432, Protocol: model.ProtocolTCP}}, want))
+	checkBatch(t, "through the role", r.Next(t), group("ledger", []model.Port{{Number: 5432, Protocol: model.ProtocolTCP}}, want))
 
 	r2 := startSource(t, Config{Region: testRegion, Endpoint: motoURL})
-	checkBatch(t, "without the role", r2.next(t), group("ledger", []model.Port{{Number: 5432, Protocol: model.ProtocolTCP}}, home.expect(homeID, tags)))
+	checkBatch(t, "without the role", r2.Next(t), group("ledger", []model.Port{{Number: 5432, Protocol: model.ProtocolTCP}}, home.expect(homeID, tags)))
 }
 
 // faultyEC2 is a proxy in front of moto that can fail on demand.
@@ -281,37 +285,37 @@ func TestMotoAPIErrors(t *testing.T) {
 	b := c.launch(1, tags)[0]
 	f := newFaultyEC2(t)
 	r := startSource(t, Config{Region: testRegion, Endpoint: f.srv.URL})
-	checkBatch(t, "first batch", r.next(t), group("web", http8080, c.expect(a, tags), c.expect(b, tags)))
+	checkBatch(t, "first batch", r.Next(t), group("web", http8080, c.expect(a, tags), c.expect(b, tags)))
 
 	errs := func(kind string) float64 {
-		return r.metric(t, "registry_adapter_source_errors_total", map[string]string{"kind": kind})
+		return r.Metric(t, "registry_adapter_source_errors_total", map[string]string{"kind": kind})
 	}
 	f.mode.Store("500")
-	r.waitFor(t, "a failed list", func() bool { return errs("api") >= 1 })
+	r.WaitFor(t, "a failed list", func() bool { return errs("api") >= 1 })
 	// Every list from now on fails: the source must not see this.
 	c.terminate(b)
-	r.waitFor(t, "another failed list", func() bool { return errs("api") >= 2 })
-	st := r.reporter.Status()
+	r.WaitFor(t, "another failed list", func() bool { return errs("api") >= 2 })
+	st := r.Reporter.Status()
 	if !st.Stale || !st.Synced || !strings.Contains(st.LastError, "InternalError") || st.Instances != 2 {
 		t.Fatalf("status after a 500: %+v", st)
 	}
-	r.none(t)
+	r.None(t)
 
 	f.mode.Store("throttle")
-	r.waitFor(t, "a throttled list", func() bool { return errs("throttled") >= 1 })
-	st = r.reporter.Status()
+	r.WaitFor(t, "a throttled list", func() bool { return errs("throttled") >= 1 })
+	st = r.Reporter.Status()
 	if !st.Stale || !strings.Contains(st.LastError, "RequestLimitExceeded") {
 		t.Fatalf("status after a throttle: %+v", st)
 	}
-	if got := r.metric(t, "registry_adapter_ec2_requests_total", map[string]string{"result": "throttled"}); got < 1 {
+	if got := r.Metric(t, "registry_adapter_ec2_requests_total", map[string]string{"result": "throttled"}); got < 1 {
 		t.Fatalf("requests throttled = %v", got)
 	}
-	r.none(t)
+	r.None(t)
 
 	f.mode.Store("ok")
-	checkBatch(t, "after recovery", r.next(t), group("web", http8080, c.expect(a, tags)))
-	r.waitFor(t, "not stale", func() bool { return !r.reporter.Status().Stale })
-	if st := r.reporter.Status(); st.Instances != 1 {
+	checkBatch(t, "after recovery", r.Next(t), group("web", http8080, c.expect(a, tags)))
+	r.WaitFor(t, "not stale", func() bool { return !r.Reporter.Status().Stale })
+	if st := r.Reporter.Status(); st.Instances != 1 {
 		t.Fatalf("status after recovery: %+v", st)
 	}
 }
@@ -326,12 +330,12 @@ func TestUnreachable(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	r := startSource(t, Config{Region: testRegion, Endpoint: "http://" + addr})
-	r.waitFor(t, "two failed lists", func() bool {
-		return r.metric(t, "registry_adapter_source_errors_total", map[string]string{"kind": "api"}) >= 2
+	r.WaitFor(t, "two failed lists", func() bool {
+		return r.Metric(t, "registry_adapter_source_errors_total", map[string]string{"kind": "api"}) >= 2
 	})
-	st := r.reporter.Status()
+	st := r.Reporter.Status()
 	if st.Synced || !st.Stale || !strings.Contains(st.LastError, "connect") {
 		t.Fatalf("status: %+v", st)
 	}
-	r.none(t)
+	r.None(t)
 }

@@ -3,11 +3,9 @@ package gce
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"regexp"
-	"strings"
 
-	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -35,17 +33,14 @@ type Config struct {
 	// PortsMetadataKey is the instance metadata item listing the ports, e.g.
 	// "http:8080,grpc:9090".
 	PortsMetadataKey string `yaml:"portsMetadataKey"`
-	// Ports are the ports of instances that have no PortsMetadataKey item.
-	Ports []Port `yaml:"ports"`
-	// HostTemplate makes a service's host (text/template over .Service and
-	// .Project).
-	HostTemplate string `yaml:"hostTemplate"`
-	// AddressType is the address of the first network interface that is
-	// served: private (networkIP), public (the external NAT IP) or ipv6.
-	AddressType string `yaml:"addressType"`
-	// Network is the Istio network of every instance; empty: the short name
-	// of the first network interface's VPC network.
-	Network string `yaml:"network"`
+	// MappingConfig holds ports (those of instances that have no
+	// PortsMetadataKey item), hostTemplate (a service's host, text/template
+	// over .Service and .Project), addressType (the address of the first
+	// network interface that is served: private, networkIP; public, the
+	// external NAT IP; or ipv6) and network (the Istio network of every
+	// instance; empty: the short name of the first network interface's VPC
+	// network).
+	cloudsource.MappingConfig `yaml:",inline"`
 	// OptOutLabel is a label (or metadata item) that, present with any value
 	// but "false", excludes an instance.
 	OptOutLabel string `yaml:"optOutLabel"`
@@ -55,10 +50,7 @@ type Config struct {
 }
 
 // Port is a port declared in the configuration.
-type Port struct {
-	Number   uint32 `yaml:"number"`
-	Protocol string `yaml:"protocol"`
-}
+type Port = cloudsource.Port
 
 // Defaults.
 const (
@@ -71,9 +63,9 @@ const (
 
 // Address types.
 const (
-	AddressPrivate = "private"
-	AddressPublic  = "public"
-	AddressIPv6    = "ipv6"
+	AddressPrivate = cloudsource.AddressPrivate
+	AddressPublic  = cloudsource.AddressPublic
+	AddressIPv6    = cloudsource.AddressIPv6
 )
 
 // SetDefaults fills in every unset field that has a default.
@@ -88,12 +80,7 @@ func (c *Config) SetDefaults() {
 	if c.OptOutLabel == "" {
 		c.OptOutLabel = DefaultOptOutLabel
 	}
-	if c.HostTemplate == "" {
-		c.HostTemplate = DefaultHostTemplate
-	}
-	if c.AddressType == "" {
-		c.AddressType = DefaultAddressType
-	}
+	c.MappingConfig.SetDefaults(DefaultHostTemplate, DefaultAddressType)
 }
 
 var (
@@ -140,47 +127,7 @@ func (c *Config) Validate() error {
 	if !metadataKeyRE.MatchString(c.PortsMetadataKey) {
 		bad("portsMetadataKey", "%q is not a metadata key ([a-zA-Z0-9_-], at most 128 characters)", c.PortsMetadataKey)
 	}
-	ports := map[uint32]bool{}
-	for i, p := range c.Ports {
-		f := fmt.Sprintf("ports[%d]", i)
-		if p.Number == 0 || p.Number > 65535 {
-			bad(f+".number", "%d: must be 1-65535", p.Number)
-		} else if ports[p.Number] {
-			bad(f+".number", "%d: defined twice", p.Number)
-		}
-		ports[p.Number] = true
-		if _, ok := model.ParseProtocol(p.Protocol); !ok && p.Protocol != "" {
-			bad(f+".protocol", "%q is not an Istio protocol", p.Protocol)
-		}
-	}
-	if _, err := parseHostTemplate(c.HostTemplate); err != nil {
-		bad("hostTemplate", "%v", err)
-	}
-	switch c.AddressType {
-	case AddressPrivate, AddressPublic, AddressIPv6:
-	default:
-		bad("addressType", "%q: must be private, public or ipv6", c.AddressType)
-	}
-	if c.Network != "" && strings.ContainsAny(c.Network, " \t\n") {
-		bad("network", "%q must not contain white space", c.Network)
-	}
-	if c.Endpoint != "" {
-		if u, err := url.Parse(c.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("endpoint", "%q is not an http(s) URL", c.Endpoint)
-		}
-	}
+	errs = append(errs, c.MappingConfig.Validate(hostSample, cloudsource.VMAddressTypes...))
+	errs = append(errs, cloudsource.CheckEndpoint("endpoint", c.Endpoint))
 	return errors.Join(errs...)
-}
-
-// configPorts converts the configured ports.
-func (c *Config) configPorts() []model.Port {
-	var out []model.Port
-	for _, p := range c.Ports {
-		proto, ok := model.ParseProtocol(p.Protocol)
-		if !ok {
-			proto = model.ProtocolTCP
-		}
-		out = append(out, model.Port{Number: p.Number, Protocol: proto})
-	}
-	return out
 }

@@ -8,6 +8,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -23,8 +24,7 @@ func TestConfigDefaults(t *testing.T) {
 		ServiceLabel:     "mesh-service",
 		PortsMetadataKey: "mesh-ports",
 		OptOutLabel:      "mesh-opt-out",
-		HostTemplate:     "{{.Service}}.gce.internal",
-		AddressType:      "private",
+		MappingConfig:    cloudsource.MappingConfig{HostTemplate: "{{.Service}}.gce.internal", AddressType: "private"},
 	}
 	if c.Config != want.Config || c.ServiceLabel != want.ServiceLabel || c.PortsMetadataKey != want.PortsMetadataKey ||
 		c.OptOutLabel != want.OptOutLabel || c.HostTemplate != want.HostTemplate || c.AddressType != want.AddressType {

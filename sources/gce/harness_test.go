@@ -11,7 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
+
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource/cloudsourcetest"
 )
 
 // fakeCompute is an httptest server speaking the Compute Engine v1 REST wire
@@ -38,10 +39,9 @@ type fakeCompute struct {
 	unreachable map[string]bool
 	// stats
 	requests   int
-	listStarts int
+	listStarts cloudsourcetest.ListStarts
 	filters    []string
 	tokens     []string
-	notify     chan struct{} // closed and replaced on every request
 }
 
 type failure struct {
@@ -53,7 +53,7 @@ type failure struct {
 func newFakeCompute(t *testing.T, project string, zones ...string) *fakeCompute {
 	f := &fakeCompute{
 		t: t, project: project, zones: zones, instances: map[string]map[string]any{},
-		pageSize: 2, unreachable: map[string]bool{}, notify: make(chan struct{}),
+		pageSize: 2, unreachable: map[string]bool{},
 	}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
@@ -193,12 +193,10 @@ func (f *fakeCompute) serve(w http.ResponseWriter, r *http.Request) {
 	f.requests++
 	q := r.URL.Query()
 	if q.Get("pageToken") == "" {
-		f.listStarts++
+		f.listStarts.Start()
 	}
 	f.filters = append(f.filters, q.Get("filter"))
 	f.tokens = append(f.tokens, q.Get("pageToken"))
-	close(f.notify)
-	f.notify = make(chan struct{})
 
 	want := "/compute/v1/projects/" + f.project + "/aggregated/instances"
 	if r.Method != http.MethodGet || r.URL.Path != want {
@@ -323,31 +321,3 @@ var (
 	errRate429 = &failure{status: 429, body: apiError(429, "rateLimitExceeded", "Rate Limit Exceeded"),
 		header: http.Header{"Retry-After": {"1"}}}
 )
-
-// stats returns the number of list starts (first-page requests) so far.
-func (f *fakeCompute) listStartsNow() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.listStarts
-}
-
-// waitListStarts waits, without sleeping, until n more lists have started
-// than at baseline.
-func (f *fakeCompute) waitListStarts(t *testing.T, baseline, n int) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	for {
-		f.mu.Lock()
-		done := f.listStarts >= baseline+n
-		ch := f.notify
-		f.mu.Unlock()
-		if done {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("fake compute: fewer than %d lists started", n)
-		}
-	}
-}

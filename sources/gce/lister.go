@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/api/option"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -43,7 +43,7 @@ func (c computeAPI) aggregatedList(ctx context.Context, project, filter string, 
 type lister struct {
 	cfg     *Config
 	mapper  *mapper
-	metrics *metrics
+	metrics *cloudsource.Metrics
 	log     *zap.Logger
 	// clientOptions are added to the client's options (tests).
 	clientOptions []option.ClientOption
@@ -110,7 +110,7 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 	var unreachable []string
 	tokens := map[string]bool{}
 	err = api.aggregatedList(ctx, l.cfg.Project, l.cfg.Filter, func(page *compute.InstanceAggregatedList) error {
-		l.metrics.requests.WithLabelValues("ok").Inc()
+		l.metrics.Requests.WithLabelValues("ok").Inc()
 		unreachable = append(unreachable, page.Unreachables...)
 		if w := page.Warning; w != nil && w.Code == "UNREACHABLE" {
 			unreachable = append(unreachable, warningScopes(w.Data)...)
@@ -135,12 +135,7 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 	})
 	if err != nil {
 		err = classify(err)
-		result := "error"
-		var throttled *poll.ThrottledError
-		if errors.As(err, &throttled) {
-			result = "throttled"
-		}
-		l.metrics.requests.WithLabelValues(result).Inc()
+		l.metrics.Requests.WithLabelValues(cloudsource.RequestResult(err)).Inc()
 		return nil, fmt.Errorf("gce instances.aggregatedList project %s: %w", l.cfg.Project, err)
 	}
 	if scopes := l.relevant(unreachable); len(scopes) > 0 {
@@ -153,7 +148,7 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 		instances = append(instances, in)
 	}
 	res := l.mapper.mapInstances(instances)
-	l.metrics.observe(res)
+	l.metrics.Observe(res.seen, res.skipped)
 	l.logProblems(res.problems)
 	return res.groups, nil
 }
@@ -222,23 +217,5 @@ func classify(err error) error {
 	if !throttled {
 		return err
 	}
-	return &poll.ThrottledError{Err: err, RetryAfter: retryAfter(gerr.Header.Get("Retry-After"), time.Now())}
-}
-
-// retryAfter parses a Retry-After header: seconds or an HTTP date.
-func retryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(v); err == nil {
-		if s > 0 {
-			return time.Duration(s) * time.Second
-		}
-		return 0
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
+	return &poll.ThrottledError{Err: err, RetryAfter: cloudsource.RetryAfterHeader(gerr.Header, time.Now())}
 }

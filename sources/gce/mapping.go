@@ -1,13 +1,7 @@
 package gce
 
 import (
-	"bytes"
-	"cmp"
-	"errors"
 	"fmt"
-	"net/netip"
-	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -15,6 +9,7 @@ import (
 	compute "google.golang.org/api/compute/v1"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
 // Reasons an instance (or one of its service names) is left out, the values
@@ -42,101 +37,15 @@ type hostData struct {
 	Project string
 }
 
-func parseHostTemplate(text string) (*template.Template, error) {
-	t, err := template.New("hostTemplate").Option("missingkey=error").Parse(text)
-	if err != nil {
-		return nil, err
-	}
-	// Execute once so that a reference to an unknown field fails at start.
-	if _, err := renderHost(t, hostData{Service: "web", Project: "my-project"}); err != nil {
-		return nil, err
-	}
-	return t, nil
-}
+// hostSample is what hostTemplate is checked on at start.
+var hostSample = hostData{Service: "web", Project: "my-project"}
 
-var hostRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
-
-func renderHost(t *template.Template, d hostData) (string, error) {
-	var b bytes.Buffer
-	if err := t.Execute(&b, d); err != nil {
-		return "", err
-	}
-	h := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(b.String())), ".")
-	if len(h) > 253 || !hostRE.MatchString(h) {
-		return "", fmt.Errorf("%q is not a DNS name", h)
-	}
-	return h, nil
-}
-
-// serviceNameRE is what a service name must look like: it is the scope key
-// and goes into the host.
-var serviceNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
-
-// splitServices splits a list of service names on any of seps, lower-cases
-// them and drops duplicates. It returns the valid names and the invalid ones.
-func splitServices(v, seps string) (names, invalid []string) {
-	for _, n := range strings.FieldsFunc(v, func(r rune) bool { return strings.ContainsRune(seps, r) || r == ' ' }) {
-		n = strings.ToLower(n)
-		switch {
-		case len(n) > 63 || !serviceNameRE.MatchString(n):
-			invalid = append(invalid, n)
-		case !slices.Contains(names, n):
-			names = append(names, n)
-		}
-	}
-	return names, invalid
-}
-
-// parsePorts parses a port list such as "http:8080,grpc:9090": entries are
-// "<protocol>:<number>" or a bare number (TCP), separated by commas or
-// spaces. The protocol is an Istio protocol name in any case; a name with a
-// suffix ("http-admin") takes the protocol of its prefix.
-func parsePorts(s string) ([]model.Port, error) {
-	var out []model.Port
-	seen := map[uint32]bool{}
-	for _, e := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
-		proto := model.ProtocolTCP
-		num := e
-		if name, n, ok := strings.Cut(e, ":"); ok {
-			num = n
-			p, ok := model.ParseProtocol(name)
-			if !ok {
-				prefix, _, _ := strings.Cut(name, "-")
-				if p, ok = model.ParseProtocol(prefix); !ok {
-					return nil, fmt.Errorf("%q: unknown protocol %q", e, name)
-				}
-			}
-			proto = p
-		}
-		n, err := strconv.ParseUint(num, 10, 32)
-		if err != nil || n == 0 || n > 65535 {
-			return nil, fmt.Errorf("%q: port must be 1-65535", e)
-		}
-		if seen[uint32(n)] {
-			return nil, fmt.Errorf("%q: port %d listed twice", e, n)
-		}
-		seen[uint32(n)] = true
-		out = append(out, model.Port{Number: uint32(n), Protocol: proto})
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no ports")
-	}
-	return out, nil
-}
-
-// isAutoRegistrationKey reports whether k spells istio.io/autoRegistrationGroup
-// in any of the forms a cloud allows for label, tag or metadata keys (which
-// cannot all hold '.' or '/'): compared case-insensitively on letters and
-// digits only, so "istio-io-autoregistrationgroup" also matches.
-func isAutoRegistrationKey(k string) bool {
-	var b strings.Builder
-	for _, r := range strings.ToLower(k) {
-		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
-			b.WriteRune(r)
-		}
-	}
-	return b.String() == "istioioautoregistrationgroup"
-}
+// The separators of service names: label values allow only [a-z0-9_-];
+// a metadata item is a comma-separated list.
+const (
+	labelServiceSeparators    = "_ "
+	metadataServiceSeparators = ", "
+)
 
 // lastSegment returns what follows the last '/' of a resource URL.
 func lastSegment(u string) string {
@@ -160,11 +69,11 @@ type mapper struct {
 }
 
 func newMapper(cfg *Config) (*mapper, error) {
-	t, err := parseHostTemplate(cfg.HostTemplate)
+	t, err := cloudsource.ParseHostTemplate(cfg.HostTemplate, hostSample)
 	if err != nil {
 		return nil, fmt.Errorf("hostTemplate: %w", err)
 	}
-	m := &mapper{cfg: cfg, host: t, configPorts: cfg.configPorts()}
+	m := &mapper{cfg: cfg, host: t, configPorts: cfg.ConfigPorts()}
 	if len(cfg.Zones) > 0 {
 		m.zones = map[string]bool{}
 		for _, z := range cfg.Zones {
@@ -193,11 +102,7 @@ type mapResult struct {
 // mapInstances maps every instance of a complete list.
 func (m *mapper) mapInstances(instances []*compute.Instance) mapResult {
 	res := mapResult{seen: len(instances), skipped: map[string]int{}, problems: map[string]problem{}}
-	type svcAcc struct {
-		ports     map[model.Port]bool
-		instances []model.Instance
-	}
-	services := map[string]*svcAcc{}
+	services := cloudsource.Services{}
 	for _, in := range instances {
 		id := strconv.FormatUint(in.Id, 10)
 		names, inst, reason, detail := m.mapInstance(in)
@@ -207,40 +112,14 @@ func (m *mapper) mapInstances(instances []*compute.Instance) mapResult {
 				res.problems[id] = problem{name: in.Name, reason: reason, detail: detail}
 			}
 		}
-		if len(names) == 0 {
-			continue
-		}
-		for _, n := range names {
-			acc := services[n]
-			if acc == nil {
-				acc = &svcAcc{ports: map[model.Port]bool{}}
-				services[n] = acc
-			}
-			for _, p := range inst.ports {
-				acc.ports[p] = true
-			}
-			acc.instances = append(acc.instances, inst.Instance)
-		}
+		services.Add(names, inst.Instance, inst.ports)
 	}
-	for name, acc := range services {
-		host, err := renderHost(m.host, hostData{Service: name, Project: m.cfg.Project})
-		if err != nil {
-			res.skipped[skipInvalidService] += len(acc.instances)
-			res.problems["service/"+name] = problem{name: name, reason: skipInvalidService, detail: "hostTemplate: " + err.Error()}
-			continue
-		}
-		svc := model.Service{Name: name, Host: host}
-		for p := range acc.ports {
-			svc.Ports = append(svc.Ports, p)
-		}
-		slices.SortFunc(svc.Ports, func(a, b model.Port) int {
-			return cmp.Or(cmp.Compare(a.Number, b.Number), cmp.Compare(a.Protocol, b.Protocol))
-		})
-		slices.SortFunc(acc.instances, func(a, b model.Instance) int { return cmp.Compare(a.ID, b.ID) })
-		svc.Instances = acc.instances
-		res.groups = append(res.groups, model.Group{Scope: name, Services: []model.Service{svc}})
-	}
-	slices.SortFunc(res.groups, func(a, b model.Group) int { return cmp.Compare(a.Scope, b.Scope) })
+	res.groups = services.Groups(func(name string) (string, error) {
+		return cloudsource.RenderHost(m.host, hostData{Service: name, Project: m.cfg.Project})
+	}, func(name string, instances int, err error) {
+		res.skipped[skipInvalidService] += instances
+		res.problems["service/"+name] = problem{name: name, reason: skipInvalidService, detail: "hostTemplate: " + err.Error()}
+	})
 	return res
 }
 
@@ -269,12 +148,12 @@ func (m *mapper) mapInstance(in *compute.Instance) (names []string, out mappedIn
 		}
 	}
 	for k := range in.Labels {
-		if isAutoRegistrationKey(k) {
+		if cloudsource.IsAutoRegistrationKey(k) {
 			return nil, out, skipAutoRegistered, ""
 		}
 	}
 	for k := range meta {
-		if isAutoRegistrationKey(k) {
+		if cloudsource.IsAutoRegistrationKey(k) {
 			return nil, out, skipAutoRegistered, ""
 		}
 	}
@@ -287,9 +166,9 @@ func (m *mapper) mapInstance(in *compute.Instance) (names []string, out mappedIn
 
 	var invalid []string
 	if v, ok := in.Labels[m.cfg.ServiceLabel]; ok {
-		names, invalid = splitServices(v, "_")
+		names, invalid = cloudsource.SplitServices(v, labelServiceSeparators)
 	} else if v, ok := meta[m.cfg.ServiceLabel]; ok {
-		names, invalid = splitServices(v, ",")
+		names, invalid = cloudsource.SplitServices(v, metadataServiceSeparators)
 	} else {
 		return nil, out, skipNoService, ""
 	}
@@ -306,7 +185,7 @@ func (m *mapper) mapInstance(in *compute.Instance) (names []string, out mappedIn
 
 	ports := m.configPorts
 	if v, ok := meta[m.cfg.PortsMetadataKey]; ok {
-		p, err := parsePorts(v)
+		p, err := cloudsource.ParsePorts(v)
 		if err != nil {
 			return nil, out, skipInvalidPorts, fmt.Sprintf("metadata %s: %v", m.cfg.PortsMetadataKey, err)
 		}
@@ -366,13 +245,7 @@ func (m *mapper) address(nic *compute.NetworkInterface) string {
 	if nic == nil {
 		return ""
 	}
-	valid := func(s string, v6 bool) string {
-		a, err := netip.ParseAddr(s)
-		if err != nil || a.Is6() != v6 {
-			return ""
-		}
-		return a.String()
-	}
+	valid := cloudsource.ValidIP
 	switch m.cfg.AddressType {
 	case AddressPublic:
 		for _, ac := range nic.AccessConfigs {

@@ -1,60 +1,14 @@
 package gce
 
-import (
-	"github.com/prometheus/client_golang/prometheus"
-)
+import "github.com/registry-adapter/registry-adapter/sources/cloudsource"
 
-// metrics are the GCE-specific metrics of one source, beyond the shared
-// per-source metrics of sources.Reporter (refresh duration, last success,
-// errors by kind, services and instances served). They carry a constant
-// "source" label, so the collectors of several sources register side by side.
-type metrics struct {
-	requests   *prometheus.CounterVec
-	seen       prometheus.Gauge
-	skipped    *prometheus.GaugeVec
-	collectors []prometheus.Collector
-}
-
-func newMetrics(source string) *metrics {
-	cl := prometheus.Labels{"source": source}
-	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name:        "registry_adapter_gce_requests_total",
-			Help:        "instances.aggregatedList page requests to Compute Engine, by result (ok, throttled, error).",
-			ConstLabels: cl,
-		}, []string{"result"}),
-		seen: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name:        "registry_adapter_gce_instances_seen",
-			Help:        "Instances, in any state, returned by the last successful list.",
-			ConstLabels: cl,
-		}),
-		skipped: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name:        "registry_adapter_gce_instances_skipped",
-			Help:        "Instances of the last successful list left out (or, for invalid-service, partly left out), by reason.",
-			ConstLabels: cl,
-		}, []string{"reason"}),
-	}
-	m.collectors = []prometheus.Collector{m.requests, m.seen, m.skipped}
-	return m
-}
-
-func (m *metrics) observe(res mapResult) {
-	m.seen.Set(float64(res.seen))
-	for _, r := range skipReasons {
-		m.skipped.WithLabelValues(r).Set(float64(res.skipped[r]))
-	}
-}
-
-// Describe implements prometheus.Collector.
-func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range m.collectors {
-		c.Describe(ch)
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (m *metrics) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range m.collectors {
-		c.Collect(ch)
-	}
+// newMetrics makes the GCE-specific metrics of one source.
+func newMetrics(source string) *cloudsource.Metrics {
+	return cloudsource.NewMetrics(source, "gce", cloudsource.MetricsOpts{
+		Items:        "instances",
+		RequestsHelp: "instances.aggregatedList page requests to Compute Engine, by result (ok, throttled, error).",
+		SeenHelp:     "Instances, in any state, returned by the last successful list.",
+		SkippedHelp:  "Instances of the last successful list left out (or, for invalid-service, partly left out), by reason.",
+		SkipReasons:  skipReasons,
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -19,7 +20,7 @@ import (
 type Source struct {
 	*poll.Source
 	lister  *lister
-	metrics *metrics
+	metrics *cloudsource.Metrics
 }
 
 var _ sources.Source = (*Source)(nil)
@@ -27,15 +28,8 @@ var _ sources.Source = (*Source)(nil)
 // New makes a GCE source. It does no I/O: credentials are looked up on the
 // first list.
 func New(cfg Config, opts sources.Options) (*Source, error) {
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
+	if err := cloudsource.Prepare(&cfg, &opts); err != nil {
 		return nil, err
-	}
-	if opts.Logger == nil {
-		opts.Logger = zap.NewNop()
-	}
-	if opts.Reporter == nil {
-		opts.Reporter = sources.NewReporter(opts.Name, nil)
 	}
 	m, err := newMapper(&cfg)
 	if err != nil {

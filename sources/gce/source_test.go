@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource/cloudsourcetest"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -109,13 +109,6 @@ func fixtureGroups() []model.Group {
 	}
 }
 
-func assertGroups(t *testing.T, got, want []model.Group) {
-	t.Helper()
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("groups differ\n got: %+v\nwant: %+v", got, want)
-	}
-}
-
 func TestListFollowsPagesAcrossZones(t *testing.T) {
 	f := newFakeCompute(t, project, "us-central1-a", "us-central1-b", "us-central1-c", "europe-west1-b")
 	fixture(f)
@@ -123,7 +116,7 @@ func TestListFollowsPagesAcrossZones(t *testing.T) {
 		c.Ports = []Port{{Number: 8000, Protocol: "http"}}
 		c.Filter = "labels.mesh-service:*"
 	})
-	assertGroups(t, mustList(t, s), fixtureGroups())
+	cloudsourcetest.AssertGroups(t, mustList(t, s), fixtureGroups())
 
 	// Ten instances, two a page: five pages, chained by nextPageToken, each
 	// carrying the filter.
@@ -140,22 +133,22 @@ func TestListFollowsPagesAcrossZones(t *testing.T) {
 	}
 
 	m := s.lister.metrics
-	if got := testutil.ToFloat64(m.seen); got != 10 {
+	if got := testutil.ToFloat64(m.Seen); got != 10 {
 		t.Errorf("instances seen %v, want 10", got)
 	}
 	for reason, want := range map[string]float64{
 		skipNotRunning: 2, skipOptOut: 1, skipAutoRegistered: 1, skipNoService: 1, skipInvalidPorts: 1,
 		skipNoPorts: 0, skipZone: 0,
 	} {
-		if got := testutil.ToFloat64(m.skipped.WithLabelValues(reason)); got != want {
+		if got := testutil.ToFloat64(m.Skipped.WithLabelValues(reason)); got != want {
 			t.Errorf("skipped{reason=%s} = %v, want %v", reason, got, want)
 		}
 	}
-	if got := testutil.ToFloat64(m.requests.WithLabelValues("ok")); got != 5 {
+	if got := testutil.ToFloat64(m.Requests.WithLabelValues("ok")); got != 5 {
 		t.Errorf("ok requests %v, want 5", got)
 	}
 	// The list is stable: a second list is identical (poll diffs with DeepEqual).
-	assertGroups(t, mustList(t, s), fixtureGroups())
+	cloudsourcetest.AssertGroups(t, mustList(t, s), fixtureGroups())
 }
 
 func TestListOptions(t *testing.T) {
@@ -193,9 +186,9 @@ func TestListOptions(t *testing.T) {
 			want := []model.Group{{Scope: "web", Services: []model.Service{{
 				Name: "web", Host: "web.mesh-prod-1.example.com", Ports: https, Instances: tt.want,
 			}}}}
-			assertGroups(t, mustList(t, s), want)
+			cloudsourcetest.AssertGroups(t, mustList(t, s), want)
 			for reason, n := range tt.skip {
-				if got := testutil.ToFloat64(s.lister.metrics.skipped.WithLabelValues(reason)); got != n {
+				if got := testutil.ToFloat64(s.lister.metrics.Skipped.WithLabelValues(reason)); got != n {
 					t.Errorf("skipped{reason=%s} = %v, want %v", reason, got, n)
 				}
 			}
@@ -263,61 +256,21 @@ func TestClassify(t *testing.T) {
 		}
 	}
 	f.setFailAlways(nil)
-	if got := testutil.ToFloat64(s.lister.metrics.requests.WithLabelValues("throttled")); got != 3 {
+	if got := testutil.ToFloat64(s.lister.metrics.Requests.WithLabelValues("throttled")); got != 3 {
 		t.Errorf("throttled requests %v, want 3", got)
 	}
-}
-
-// runSource runs s and returns a receive function and a stop function.
-func runSource(t *testing.T, s *Source) (recv func() []model.Group, expectNone func()) {
-	t.Helper()
-	out := make(chan []model.Group)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, out) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Error(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return")
-		}
-	})
-	recv = func() []model.Group {
-		t.Helper()
-		select {
-		case b := <-out:
-			slices.SortFunc(b, func(a, b model.Group) int { return strings.Compare(a.Scope, b.Scope) })
-			return b
-		case <-time.After(10 * time.Second):
-			t.Fatal("no batch from the source")
-			return nil
-		}
-	}
-	expectNone = func() {
-		t.Helper()
-		select {
-		case b := <-out:
-			t.Fatalf("unexpected batch %+v", b)
-		default:
-		}
-	}
-	return recv, expectNone
 }
 
 func TestRunSendsChangesKeepsStateOnErrorsAndRecovers(t *testing.T) {
 	f := newFakeCompute(t, project, "us-central1-a", "us-central1-b", "us-central1-c", "europe-west1-b")
 	fixture(f)
 	s, rep := newTestSource(t, f, func(c *Config) { c.Ports = []Port{{Number: 8000, Protocol: "http"}} })
-	recv, expectNone := runSource(t, s)
+	r := cloudsourcetest.Start(t, s, cloudsourcetest.Options{Reporter: rep})
 
 	// The first batch is the whole state.
-	assertGroups(t, recv(), fixtureGroups())
+	cloudsourcetest.AssertGroups(t, r.Next(t), fixtureGroups())
 	// Synced is recorded after the batch is sent, before the next list.
-	f.waitListStarts(t, f.listStartsNow(), 1)
+	f.listStarts.Wait(t, f.listStarts.Now(), 1)
 	if st := rep.Status(); !st.Synced || st.Stale || st.Services != 4 || st.Instances != 6 {
 		t.Errorf("status after first list: %+v", st)
 	}
@@ -326,18 +279,18 @@ func TestRunSendsChangesKeepsStateOnErrorsAndRecovers(t *testing.T) {
 	f.put(vm{name: "web-3", zone: "us-central1-c", id: 1011, ip: "10.0.2.21",
 		labels: map[string]string{"mesh-service": "web"}, metadata: map[string]string{"mesh-ports": "http:8080,grpc:9090"}})
 	web3 := inst("1011", "10.0.2.21", "us-central1-c", "default", map[string]string{"mesh-service": "web"}, "")
-	assertGroups(t, recv(), []model.Group{group("web", httpGRPC, web1, web2, web3)})
+	cloudsourcetest.AssertGroups(t, r.Next(t), []model.Group{group("web", httpGRPC, web1, web2, web3)})
 
 	// Unchanged lists send nothing.
-	f.waitListStarts(t, f.listStartsNow(), 3)
-	expectNone()
+	f.listStarts.Wait(t, f.listStarts.Now(), 3)
+	r.None(t)
 
 	// The API fails: 500, then throttling. Nothing is sent, the state is
 	// kept, the reporter says stale; a change made meanwhile shows after.
 	for _, fl := range []*failure{errInternal, errRate403, {status: 429, body: errRate429.body}} {
 		f.setFailAlways(fl)
-		f.waitListStarts(t, f.listStartsNow(), 3)
-		expectNone()
+		f.listStarts.Wait(t, f.listStarts.Now(), 3)
+		r.None(t)
 		st := rep.Status()
 		if !st.Stale || !strings.Contains(st.LastError, fmt.Sprint(fl.status)) {
 			t.Errorf("status during %d: %+v", fl.status, st)
@@ -351,19 +304,19 @@ func TestRunSendsChangesKeepsStateOnErrorsAndRecovers(t *testing.T) {
 	f.remove("db-1")
 	f.setFailAlways(nil)
 	// api keeps web-2's membership; cache and db are deleted (empty groups).
-	assertGroups(t, recv(), []model.Group{
+	cloudsourcetest.AssertGroups(t, r.Next(t), []model.Group{
 		group("api", httpGRPC, web2),
 		{Scope: "cache"},
 		{Scope: "db"},
 	})
-	f.waitListStarts(t, f.listStartsNow(), 2)
+	f.listStarts.Wait(t, f.listStarts.Now(), 2)
 	if st := rep.Status(); st.Stale || st.Services != 2 || st.Instances != 4 {
 		t.Errorf("status after recovery: %+v", st)
 	}
 
 	// The last instance of api is deleted: the scope goes.
 	f.setStatus("web-2", "TERMINATED")
-	assertGroups(t, recv(), []model.Group{{Scope: "api"}, group("web", httpGRPC, web1, web3)})
+	cloudsourcetest.AssertGroups(t, r.Next(t), []model.Group{{Scope: "api"}, group("web", httpGRPC, web1, web3)})
 }
 
 func TestNewDoesNoIOAndRejectsBadConfig(t *testing.T) {

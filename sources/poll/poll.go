@@ -147,6 +147,10 @@ func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
 			if last == nil {
 				changed = groups
 			}
+			// Status first: whoever reads the batch must not see a stale
+			// status for it.
+			services, instances := count(groups)
+			s.rep.Synced(time.Since(start), services, instances)
 			if last == nil || len(changed) > 0 {
 				select {
 				case out <- changed:
@@ -155,8 +159,6 @@ func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
 				}
 			}
 			last = current
-			services, instances := count(groups)
-			s.rep.Synced(time.Since(start), services, instances)
 		}
 		select {
 		case <-time.After(wait):

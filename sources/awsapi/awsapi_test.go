@@ -96,19 +96,6 @@ func TestHTTP429IsThrottle(t *testing.T) {
 	}
 }
 
-func TestRetryAfter(t *testing.T) {
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for v, want := range map[string]time.Duration{
-		"": 0, "3": 3 * time.Second, "-1": 0, "soon": 0,
-		now.Add(90 * time.Second).Format(http.TimeFormat): 90 * time.Second,
-		now.Add(-time.Minute).Format(http.TimeFormat):     0,
-	} {
-		if got := RetryAfter(v, now); got != want {
-			t.Errorf("RetryAfter(%q) = %v, want %v", v, got, want)
-		}
-	}
-}
-
 func TestSessionName(t *testing.T) {
 	if got := SessionName("aws-prod"); got != "registry-adapter-aws-prod" {
 		t.Fatal(got)

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -24,17 +23,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
 // Options select the region and credentials.
 type Options struct {
 	Region string
-	// AssumeRoleARN, when set, is assumed with STS on top of the default
-	// chain; ExternalID and STSEndpoint go with it.
-	AssumeRoleARN string
-	ExternalID    string
-	STSEndpoint   string
+	// Role, when AssumeRoleARN is set, is assumed with STS on top of the
+	// default chain.
+	Role
 	// SessionName names the role session (CloudTrail shows it).
 	SessionName string
 	// MaxAttempts is the SDK's attempts per request (default 3).
@@ -102,8 +100,8 @@ func Load(ctx context.Context, o Options) (aws.Config, *http.Transport, error) {
 		})
 		prov := stscreds.NewAssumeRoleProvider(client, o.AssumeRoleARN, func(ao *stscreds.AssumeRoleOptions) {
 			ao.RoleSessionName = SessionName(o.SessionName)
-			if o.ExternalID != "" {
-				ao.ExternalID = aws.String(o.ExternalID)
+			if o.AssumeRoleExternalID != "" {
+				ao.ExternalID = aws.String(o.AssumeRoleExternalID)
 			}
 		})
 		cfg.Credentials = aws.NewCredentialsCache(prov)
@@ -158,25 +156,7 @@ func Classify(err error) error {
 	var after time.Duration
 	var re *smithyhttp.ResponseError
 	if errors.As(err, &re) && re.Response != nil {
-		after = RetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
+		after = cloudsource.RetryAfterHeader(re.Response.Header, time.Now())
 	}
 	return &poll.ThrottledError{Err: err, RetryAfter: after}
-}
-
-// RetryAfter parses a Retry-After header: seconds or an HTTP date.
-func RetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(v); err == nil {
-		if s > 0 {
-			return time.Duration(s) * time.Second
-		}
-		return 0
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }

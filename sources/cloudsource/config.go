@@ -1,0 +1,74 @@
+package cloudsource
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/registry-adapter/registry-adapter/model"
+)
+
+// MappingConfig is the part of a cloud source's configuration that every
+// cloud source has under the same keys: how its instances become services.
+// A source embeds it with `yaml:",inline"`, so its keys sit beside the
+// source's own; the source documents them, with its own defaults, template
+// fields and address types.
+type MappingConfig struct {
+	// Ports are the ports of instances that declare none.
+	Ports []Port `yaml:"ports"`
+	// HostTemplate makes a service's host (text/template over .Service and
+	// the source's own fields).
+	HostTemplate string `yaml:"hostTemplate"`
+	// AddressType is which address of an instance is served.
+	AddressType string `yaml:"addressType"`
+	// Network is the Istio network of every instance; empty: the source's
+	// default.
+	Network string `yaml:"network"`
+}
+
+// SetDefaults fills in hostTemplate and addressType when unset.
+func (c *MappingConfig) SetDefaults(hostTemplate, addressType string) {
+	if c.HostTemplate == "" {
+		c.HostTemplate = hostTemplate
+	}
+	if c.AddressType == "" {
+		c.AddressType = addressType
+	}
+}
+
+// Validate checks the fields after SetDefaults, in the order ports,
+// hostTemplate (executed once on hostSample), addressType (one of
+// addressTypes) and network. Errors name the field.
+func (c *MappingConfig) Validate(hostSample any, addressTypes ...string) error {
+	_, errs := CheckPorts("ports", c.Ports)
+	if _, err := ParseHostTemplate(c.HostTemplate, hostSample); err != nil {
+		errs = append(errs, fmt.Errorf("hostTemplate: %v", err))
+	}
+	if err := CheckAddressType(c.AddressType, addressTypes...); err != nil {
+		errs = append(errs, fmt.Errorf("addressType: %v", err))
+	}
+	if c.Network != "" && strings.ContainsAny(c.Network, " \t\n") {
+		errs = append(errs, fmt.Errorf("network: %q must not contain white space", c.Network))
+	}
+	return errors.Join(errs...)
+}
+
+// ConfigPorts returns the configured ports, sorted by number (valid after
+// Validate).
+func (c *MappingConfig) ConfigPorts() []model.Port {
+	out, _ := CheckPorts("ports", c.Ports)
+	return out
+}
+
+// CheckEndpoint checks an optional API endpoint override: empty, or an
+// http(s) URL with a host. The error names the field.
+func CheckEndpoint(field, v string) error {
+	if v == "" {
+		return nil
+	}
+	if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%s: %q is not an http(s) URL", field, v)
+	}
+	return nil
+}

@@ -1,0 +1,43 @@
+package cloudsource
+
+import (
+	"slices"
+	"strings"
+)
+
+// SplitServices splits a list of service names on any rune of separators
+// (which differ by cloud: GCE label values cannot hold a comma, so they
+// use '_'), lower-cases the names and drops duplicates. It returns the valid
+// names (DNS names of labels of at most 63 characters: a service name is a
+// scope key and part of the host) and the invalid ones.
+func SplitServices(v, separators string) (names, invalid []string) {
+	for _, n := range strings.FieldsFunc(v, func(r rune) bool { return strings.ContainsRune(separators, r) }) {
+		n = strings.ToLower(n)
+		switch {
+		case len(n) > 63 || !dnsNameRE.MatchString(n):
+			invalid = append(invalid, n)
+		case !slices.Contains(names, n):
+			names = append(names, n)
+		}
+	}
+	return names, invalid
+}
+
+// AutoRegistrationGroup is the key that marks an instance registering itself
+// with istiod through a WorkloadGroup: a source leaves it out to avoid a
+// duplicate.
+const AutoRegistrationGroup = "istio.io/autoRegistrationGroup"
+
+// IsAutoRegistrationKey reports whether k spells AutoRegistrationGroup in
+// any of the forms a cloud allows for label, tag or metadata keys (which
+// cannot all hold '.' or '/'): compared case-insensitively on letters and
+// digits only, so "istio-io-autoregistrationgroup" also matches.
+func IsAutoRegistrationKey(k string) bool {
+	var b strings.Builder
+	for _, r := range strings.ToLower(k) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		}
+	}
+	return b.String() == "istioioautoregistrationgroup"
+}

@@ -1,0 +1,58 @@
+package cloudsource
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/registry-adapter/registry-adapter/sources/poll"
+)
+
+// RetryAfter parses a Retry-After header value: seconds or an HTTP date.
+// It returns 0 when there is no usable hint.
+func RetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil {
+		if s > 0 {
+			return time.Duration(s) * time.Second
+		}
+		return 0
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// RetryAfterHeader returns a response's retry hint: the first of msHeaders
+// (headers in milliseconds, such as Azure's Retry-After-Ms and
+// X-Ms-Retry-After-Ms) that holds a positive number, else Retry-After.
+func RetryAfterHeader(h http.Header, now time.Time, msHeaders ...string) time.Duration {
+	for _, k := range msHeaders {
+		if v := strings.TrimSpace(h.Get(k)); v != "" {
+			if ms, err := strconv.Atoi(v); err == nil && ms > 0 {
+				return time.Duration(ms) * time.Millisecond
+			}
+		}
+	}
+	return RetryAfter(h.Get("Retry-After"), now)
+}
+
+// RequestResult is the "result" label of a request that ended with err
+// (classified): ok, throttled (a *poll.ThrottledError) or error.
+func RequestResult(err error) string {
+	var throttled *poll.ThrottledError
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &throttled):
+		return "throttled"
+	default:
+		return "error"
+	}
+}
