@@ -52,6 +52,7 @@ const (
 	CodeDuplicate = "duplicate-instance"
 	CodeLabel     = "invalid-label"
 	CodeInvalid   = "failed-validation"
+	CodeReserved  = "reserved-metadata"
 )
 
 func (r Rejection) String() string {
@@ -127,12 +128,15 @@ func Service(host string, contribs []Contribution, opts Options) ([]*Resource, [
 
 	seLabels, bad := sanitizeLabels(base.Service.Labels)
 	for _, k := range bad {
-		rejected = append(rejected, Rejection{Kind: KindServiceEntry, Name: host, Source: base.Source, Code: CodeLabel,
-			Reason: fmt.Sprintf("label key %q is not a valid label key; dropped the label", k)})
+		rejected = append(rejected, labelRejection(KindServiceEntry, host, base.Source, k))
 	}
 	seLabels[LabelManagedBy] = ManagedByValue
 	seLabels[LabelService] = selector
-	seAnn := sanitizeAnnotations(base.Service.Annotations)
+	seAnn, reserved := sanitizeAnnotations(base.Service.Annotations)
+	for _, k := range reserved {
+		rejected = append(rejected, Rejection{Kind: KindServiceEntry, Name: host, Source: base.Source, Code: CodeReserved,
+			Reason: fmt.Sprintf("%q is reserved for Istio; dropped it", k)})
+	}
 	seAnn[AnnotationSource] = strings.Join(sourceNames, ",")
 	if base.Service.Name != "" {
 		seAnn[AnnotationSvcName] = base.Service.Name
@@ -142,8 +146,8 @@ func Service(host string, contribs []Contribution, opts Options) ([]*Resource, [
 	var entries []*Resource
 	for _, s := range instances {
 		we, weLabels, weAnn, errs := workloadEntry(s.inst, s.source, ports, opts)
-		for _, e := range errs {
-			rejected = append(rejected, Rejection{Kind: KindWorkloadEntry, Name: s.inst.ID, Source: s.source, Code: CodeLabel, Reason: e})
+		for _, k := range errs {
+			rejected = append(rejected, labelRejection(KindWorkloadEntry, s.inst.ID, s.source, k))
 		}
 		name := ResourceName(seName + "-" + s.source + "-" + s.inst.ID)
 		if opts.Mode == ModeInline {
@@ -183,8 +187,26 @@ func Service(host string, contribs []Contribution, opts Options) ([]*Resource, [
 	return out, rejected
 }
 
+// labelRejection explains a label or annotation key that was dropped.
+func labelRejection(kind Kind, name, source, key string) Rejection {
+	if reservedKey(key) {
+		return Rejection{Kind: kind, Name: name, Source: source, Code: CodeReserved,
+			Reason: fmt.Sprintf("%q is reserved for Istio; dropped it", key)}
+	}
+	return Rejection{Kind: kind, Name: name, Source: source, Code: CodeLabel,
+		Reason: fmt.Sprintf("label key %q is not a valid label key; dropped the label", key)}
+}
+
+// reservedKey reports metadata a registry must not set: istiod rejects a
+// resource carrying istio.io/dry-run or internal.istio.io/* annotations, and
+// an istio.io/rev label would hide the resource from every istiod of
+// another revision.
+func reservedKey(k string) bool {
+	return k == "istio.io/dry-run" || k == "istio.io/rev" || strings.HasPrefix(k, "internal.istio.io/")
+}
+
 // workloadEntry builds the spec and metadata of one instance. It returns the
-// problems it repaired (labels dropped) as reasons.
+// keys of the labels and annotations it had to drop.
 func workloadEntry(inst model.Instance, source string, ports []model.Port, opts Options) (*networking.WorkloadEntry, map[string]string, map[string]string, []string) {
 	we := &networking.WorkloadEntry{
 		Address:  inst.Address,
@@ -203,18 +225,15 @@ func workloadEntry(inst model.Instance, source string, ports []model.Port, opts 
 			we.Ports[PortName(p)] = target
 		}
 	}
-	labels, bad := sanitizeLabels(inst.Labels)
-	var problems []string
-	for _, k := range bad {
-		problems = append(problems, fmt.Sprintf("label key %q is not a valid label key; dropped the label", k))
-	}
-	ann := sanitizeAnnotations(inst.Annotations)
+	labels, dropped := sanitizeLabels(inst.Labels)
+	ann, reserved := sanitizeAnnotations(inst.Annotations)
+	dropped = append(dropped, reserved...)
 	ann[AnnotationSource] = source
 	ann[AnnotationID] = inst.ID
 	if inst.Identity != "" {
 		ann[AnnotationIdent] = inst.Identity
 	}
-	return we, labels, ann, problems
+	return we, labels, ann, dropped
 }
 
 // PortName is the name a service port gets: "<protocol>-<number>".
@@ -276,7 +295,7 @@ func sanitizeLabels(in map[string]string) (map[string]string, []string) {
 	var dropped []string
 	for _, k := range slices.Sorted(maps.Keys(in)) {
 		key, ok := LabelKey(k)
-		if !ok {
+		if !ok || reservedKey(key) {
 			dropped = append(dropped, k)
 			continue
 		}
@@ -285,12 +304,21 @@ func sanitizeLabels(in map[string]string) (map[string]string, []string) {
 	return out, dropped
 }
 
-func sanitizeAnnotations(in map[string]string) map[string]string {
+// sanitizeAnnotations keeps the annotations whose keys are valid, and
+// returns the reserved ones it dropped.
+func sanitizeAnnotations(in map[string]string) (map[string]string, []string) {
 	out := make(map[string]string, len(in)+3)
-	for k, v := range in {
-		if key, ok := LabelKey(k); ok {
-			out[key] = v
+	var reserved []string
+	for _, k := range slices.Sorted(maps.Keys(in)) {
+		key, ok := LabelKey(k)
+		if !ok {
+			continue
 		}
+		if reservedKey(key) {
+			reserved = append(reserved, k)
+			continue
+		}
+		out[key] = in[k]
 	}
-	return out
+	return out, reserved
 }

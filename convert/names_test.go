@@ -92,3 +92,42 @@ func TestLabels(t *testing.T) {
 		t.Error("values that clean up alike collide")
 	}
 }
+
+func TestOptionsValidateExportTo(t *testing.T) {
+	for _, c := range []struct {
+		exportTo []string
+		ok       bool
+	}{
+		{nil, true}, {[]string{"*"}, true}, {[]string{".", "team-a"}, true},
+		{[]string{".", "istio-system"}, false}, {[]string{"*", "team-a"}, false}, {[]string{"a", "a"}, false},
+		{[]string{"Bad_NS"}, false},
+	} {
+		o := defaultOpts(func(o *Options) { o.ExportTo = c.exportTo })
+		if err := o.Validate(); (err == nil) != c.ok {
+			t.Errorf("exportTo %q: err %v, want ok=%v", c.exportTo, err, c.ok)
+		}
+	}
+}
+
+func TestReservedMetadataDropped(t *testing.T) {
+	svc := web(inst("n1/web", "10.0.0.1"))
+	svc.Labels["istio.io/rev"] = "canary"
+	svc.Annotations = map[string]string{"internal.istio.io/parents": "x", "istio.io/dry-run": "true", "keep": "me"}
+	svc.Instances[0].Annotations = map[string]string{"internal.istio.io/parent-namespace": "y"}
+	res, rejected := Service("web.service.consul", []Contribution{{"dc1", svc}}, defaultOpts())
+	if len(res) != 2 {
+		t.Fatalf("%d resources served, want the ServiceEntry and its WorkloadEntry", len(res))
+	}
+	n := 0
+	for _, r := range rejected {
+		if r.Code == CodeReserved {
+			n++
+		}
+	}
+	if n != 4 {
+		t.Errorf("%d reserved keys reported, want 4: %v", n, rejected)
+	}
+	if _, ok := res[0].Labels["istio.io/rev"]; ok || res[0].Annotations["keep"] != "me" {
+		t.Errorf("labels %v annotations %v", res[0].Labels, res[0].Annotations)
+	}
+}

@@ -72,10 +72,13 @@ func (o *Options) Validate() error {
 	default:
 		return fmt.Errorf("output.location %q: must be MESH_INTERNAL or MESH_EXTERNAL", o.Location)
 	}
-	for i, ns := range o.ExportTo {
-		if ns != "*" && ns != "." && ns != "~" && !IsResourceName(ns) {
-			return fmt.Errorf("output.exportTo[%d] %q: not a namespace, \"*\", \".\" or \"~\"", i, ns)
-		}
+	// istiod's own rules (duplicates, "." next to the own namespace, "*" or
+	// "~" mixed with others): breaking one would make it drop every
+	// ServiceEntry silently, so it is a configuration error here.
+	var errs istioErrs
+	istioValidateExportTo(&errs, o.Namespace, o.ExportTo)
+	if err := errs.join(); err != nil {
+		return fmt.Errorf("output.exportTo %q: %w", o.ExportTo, err)
 	}
 	return nil
 }

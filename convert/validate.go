@@ -143,6 +143,11 @@ const (
 	// istioAlwaysRejectAnnotation is pkg/config/constants.AlwaysReject, used by
 	// Istio to test its webhook; any resource carrying it is rejected.
 	istioAlwaysRejectAnnotation = "internal.istio.io/webhook-always-reject"
+	// istioInternalParentNamespace and istioInternalParentNames are
+	// pkg/config/constants.InternalParentNamespace and InternalParentNames:
+	// they escalate privileges, so Istio refuses them on user resources.
+	istioInternalParentNamespace = "internal.istio.io/parent-namespace"
+	istioInternalParentNames     = "internal.istio.io/parents"
 )
 
 // istioValidateMetadata ports validateMetadata, which wraps every registered
@@ -156,6 +161,11 @@ func istioValidateMetadata(meta ValidationMeta) error {
 	}
 	if _, ok := meta.Annotations[istioAlwaysRejectAnnotation]; ok {
 		return fmt.Errorf("metadata.annotations[%q]: annotation found, rejecting", istioAlwaysRejectAnnotation)
+	}
+	for _, a := range []string{istioInternalParentNamespace, istioInternalParentNames} {
+		if _, ok := meta.Annotations[a]; ok {
+			return fmt.Errorf("metadata.annotations[%q]: annotation found, this may not be set by users", a)
+		}
 	}
 	return nil
 }
