@@ -7,7 +7,7 @@ CACHE_DIR ?= $(or $(REGISTRY_ADAPTER_CACHE),$(HOME)/.cache/registry-adapter)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build test unit vet fmt-check consul fuzz integration e2e demo bench clean
+.PHONY: all build test unit vet fmt-check consul fuzz integration e2e demo bench chart-check chart-update docker-check clean
 
 all: build
 
@@ -16,7 +16,7 @@ build:
 
 # The test suite: static checks, unit tests (race detector on), tests against
 # a real Consul agent, and the conformance tests with istiod's own client.
-test: vet fmt-check consul unit fuzz integration
+test: vet fmt-check consul unit fuzz integration chart-check
 
 vet:
 	$(GO) vet ./...
@@ -58,6 +58,22 @@ e2e:
 # real istiod.
 demo:
 	ISTIOD=$(ISTIOD) bash scripts/demo.sh
+
+# Benchmarks against floors measured in the same run (see BENCHMARKS.md);
+# BENCH_QUICK=1 for 1k/10k only.
+bench:
+	bash scripts/bench.sh
+
+# Chart, rendered YAML, istiod values and dashboard, validated offline (helm
+# and the checker are built from the module proxy and cached).
+chart-check:
+	bash hack/chart-check.sh
+chart-update:
+	bash hack/chart-check.sh --update
+# The Dockerfile's go build in its build context (no container engine here).
+# Not part of make test: a second, static build of everything.
+docker-check:
+	bash hack/docker-check.sh
 
 clean:
 	rm -rf bin .run

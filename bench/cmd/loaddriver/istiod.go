@@ -1,0 +1,216 @@
+package main
+
+// The real-istiod scenario: an unpatched istiod (integration/istiod scripts)
+// reads the adapter, which watches the real Consul; a change registered in
+// Consul is timed until istiod's /debug/endpointShardz shows it, and istiod's
+// own CPU per change is read from /proc.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/fidelity"
+)
+
+// runIstiod is a no-op on its own: the scenario needs the Consul agent of
+// runConsul, which calls istiodScenario.
+func runIstiod(*report, options) error { return nil }
+
+// istiodCached reports whether istiod and kube-apiserver are already built
+// (building them takes about 15 minutes on 2 cores: not within `make bench`).
+func istiodCached() bool {
+	root := os.Getenv("REGISTRY_ADAPTER_CACHE")
+	if root == "" {
+		home, _ := os.UserHomeDir()
+		root = filepath.Join(home, ".cache", "registry-adapter")
+	}
+	for _, b := range []string{"pilot-discovery", "kube-apiserver"} {
+		if _, err := os.Stat(filepath.Join(root, "istiod", "bin", b)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func cpuOf(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
+}
+
+func exports(out string) map[string]string {
+	m := map[string]string{}
+	for _, kv := range strings.Fields(out) {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func istiodScenario(rep *report, o options, proxy *countingProxy, reg *consulReg, registered int) error {
+	n := o.istiodServices
+	digits := int(math.Round(math.Log10(float64(n))))
+	if n > registered || int(math.Pow10(digits)) != n {
+		return fmt.Errorf("istiod-services must be a power of ten up to the %d services registered", registered)
+	}
+	if !istiodCached() && os.Getenv("BENCH_ISTIOD_BUILD") != "1" {
+		rep.istiod = append(rep.istiod, "skipped: istiod is not built yet (`make e2e` builds it once, about 15 minutes; or set BENCH_ISTIOD_BUILD=1)")
+		return nil
+	}
+	glob := "svc-" + strings.Repeat("0", 6-digits) + strings.Repeat("?", digits)
+	progress("istiod: adapter on %d Consul services (%s)", n, glob)
+	child, err := startChild("-mode", string(convert.ModeWorkloadEntry), "-consul", proxy.addr, "-consul-mode", "unbounded",
+		"-consul-max-queries", fmt.Sprint(n+16), "-consul-services-glob", glob, "-quiet", o.quiet.String(), "-max", o.max.String())
+	if err != nil {
+		return err
+	}
+	defer child.quit()
+	if _, err := child.do(command{Op: "start"}); err != nil {
+		return err
+	}
+	for {
+		st, err := child.stats(false)
+		if err != nil {
+			return err
+		}
+		if st.Ready {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	run, err := os.MkdirTemp("", "bench-istiod-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(run)
+	built, err := runScript(o.repo, nil, "integration/istiod/build.sh")
+	if err != nil {
+		return fmt.Errorf("build.sh: %w", err)
+	}
+	env := append(strings.Fields(strings.ReplaceAll(built, "export ", "")), "ISTIOD_RUN_DIR="+run)
+	defer func() { _, _ = runScript(o.repo, env, "integration/istiod/stop.sh") }()
+	progress("istiod: starting etcd and kube-apiserver")
+	if _, err := runScript(o.repo, env, "integration/istiod/start-kube.sh"); err != nil {
+		return fmt.Errorf("start-kube.sh: %w", err)
+	}
+	mesh := filepath.Join(run, "mesh-bench.yaml")
+	if err := os.WriteFile(mesh, []byte(fmt.Sprintf("rootNamespace: istio-system\ntrustDomain: cluster.local\nconfigSources:\n- address: xds://%s\n", child.addr)), 0o600); err != nil {
+		return err
+	}
+	progress("istiod: starting istiod")
+	t0 := time.Now()
+	out, err := runScript(o.repo, append(env, "ISTIOD_WAIT=ready", "ISTIOD_READY_TIMEOUT=300"), "integration/istiod/start-istiod.sh", mesh)
+	if err != nil {
+		return fmt.Errorf("start-istiod.sh: %w", err)
+	}
+	ready := time.Since(t0)
+	ex := exports(out)
+	httpAddr := ex["ISTIOD_HTTP_ADDR"]
+	pid, _ := strconv.Atoi(ex["ISTIOD_PID"])
+	shardz := func() ([]byte, error) {
+		resp, err := http.Get("http://" + httpAddr + "/debug/endpointShardz")
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		return io.ReadAll(resp.Body)
+	}
+	// istiod is ready once it has the first reply; wait until it holds every endpoint.
+	var size, held int
+	deadline := time.Now().Add(5 * time.Minute)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		v, err := fidelity.Istiod(ctx, http.DefaultClient, "http://"+httpAddr)
+		cancel()
+		held = 0
+		if err == nil {
+			for _, svc := range v {
+				held += len(svc.Endpoints)
+			}
+		}
+		if held >= n*3 {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if body, err := shardz(); err == nil {
+		size = len(body)
+	}
+	if held < n*3 {
+		return fmt.Errorf("istiod holds %d of %d endpoints after 5 minutes", held, n*3)
+	}
+	endpointsAt := time.Since(t0)
+	time.Sleep(2 * time.Second)
+	c0, r0 := cpuOf(pid), time.Now()
+	time.Sleep(5 * time.Second)
+	restCPU := float64(cpuOf(pid)-c0) / float64(time.Since(r0)) * 100
+
+	var lat []float64
+	var cpu []time.Duration
+	for i := 0; i < 5; i++ {
+		svc, j := (i*397)%n, i%3
+		before := cpuOf(pid)
+		t := time.Now()
+		addr, err := reg.move(svc, j)
+		if err != nil {
+			return err
+		}
+		visible := false
+		for time.Since(t) < 60*time.Second {
+			body, err := shardz()
+			if err == nil && strings.Contains(string(body), `"`+addr+`"`) {
+				visible = true
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !visible {
+			return fmt.Errorf("change %d (%s) not visible in istiod after 60s", i, addr)
+		}
+		lat = append(lat, time.Since(t).Seconds()*1000)
+		_ = before
+	}
+	// istiod's own CPU per change, without the endpointShardz polling: a
+	// change, 2 s of quiet, minus the rest rate.
+	for i := 0; i < 3; i++ {
+		before, t := cpuOf(pid), time.Now()
+		if _, err := reg.move((i*211+5)%n, (i+1)%3); err != nil {
+			return err
+		}
+		time.Sleep(2 * time.Second)
+		d := cpuOf(pid) - before - time.Duration(restCPU/100*float64(time.Since(t)))
+		cpu = append(cpu, max(d, 0))
+	}
+	slices.Sort(lat)
+	slices.Sort(cpu)
+	rep.istiod = append(rep.istiod,
+		fmt.Sprintf("- %d Consul services (%d instances, workloadentry mode, Consul source with a blocking query in flight for every service), unpatched istiod via integration/istiod: "+
+			"ready %s after start, all endpoints in /debug/endpointShardz (%s) after %s; istiod CPU at rest %.1f%%.",
+			n, n*3, ready.Round(time.Millisecond), bytesH(float64(size)), endpointsAt.Round(time.Millisecond), restCPU),
+		fmt.Sprintf("- change in Consul (catalog register) → endpoint visible in istiod's /debug/endpointShardz: p50 %.0f ms, max %.0f ms over %d changes (debounce quiet %s; includes the 20 ms polling of endpointShardz).",
+			percentile(lat, 0.5), lat[len(lat)-1], len(lat), o.quiet),
+		fmt.Sprintf("- istiod CPU per change (decode of the whole WorkloadEntry set, %d resources, and its EDS push; /proc, 10 ms resolution, 2 s window minus the rest rate, 3 changes): median %s ms.",
+			n*3, ms(cpu[len(cpu)/2])))
+	return nil
+}

@@ -1,0 +1,152 @@
+package server
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/registry-adapter/registry-adapter/bench/floor"
+	"github.com/registry-adapter/registry-adapter/bench/gen"
+	"github.com/registry-adapter/registry-adapter/convert"
+)
+
+var benchSizes = []int{1000, 10000, 50000}
+
+var (
+	benchMu      sync.Mutex
+	benchEntries = map[int][]Entry{}
+)
+
+// entriesFor returns n served inline-mode ServiceEntries (two ports, three
+// endpoints, about 700 bytes each), built once per size.
+func entriesFor(b *testing.B, n int) []Entry {
+	b.Helper()
+	benchMu.Lock()
+	defer benchMu.Unlock()
+	if es, ok := benchEntries[n]; ok {
+		return es
+	}
+	rs := gen.Resources(gen.Services(n), gen.Options(convert.ModeInline))
+	es := make([]Entry, len(rs))
+	for i, r := range rs {
+		a, err := r.Any()
+		if err != nil {
+			b.Fatal(err)
+		}
+		es[i] = Entry{Name: r.Key(), Version: r.Version, Resource: a}
+	}
+	benchEntries[n] = es
+	return es
+}
+
+func readyCache(b *testing.B, n int) (*Cache, []Entry) {
+	es := entriesFor(b, n)
+	c := NewCache(nil)
+	c.Apply(convert.KindServiceEntry, es, nil)
+	c.MarkReady()
+	return c, es
+}
+
+// flip returns e with a different version and content of the same size, so
+// that Apply sees a change.
+func flip(e Entry, i int) Entry {
+	e.Version = fmt.Sprintf("%s-%d", e.Version, i&1)
+	return e
+}
+
+// BenchmarkCacheApply is the cache's own cost of one changed resource with
+// no client connected: the O(1) update (the snapshot is built lazily).
+func BenchmarkCacheApply(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			c, es := readyCache(b, n)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i++
+				c.Apply(convert.KindServiceEntry, []Entry{flip(es[n/2], i)}, nil)
+			}
+		})
+	}
+}
+
+// BenchmarkCacheApplyNotify is one changed resource with one client
+// waiting (istiod's steady state): the update, the shared snapshot rebuilt,
+// the response handed to the stream, and the client's next watch parked.
+func BenchmarkCacheApplyNotify(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			c, es := readyCache(b, n)
+			out := make(chan cache.Response, 1)
+			typeURL := "networking.istio.io/v1/ServiceEntry"
+			park := func() func() {
+				req := &cache.Request{TypeUrl: typeURL, VersionInfo: c.Version(convert.KindServiceEntry), ResponseNonce: "n"}
+				cancel, err := c.CreateWatch(req, nil, out)
+				if err != nil {
+					b.Fatal(err)
+				}
+				return cancel
+			}
+			cancel := park()
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i++
+				c.Apply(convert.KindServiceEntry, []Entry{flip(es[n/2], i)}, nil)
+				resp := <-out
+				if _, err := resp.GetDiscoveryResponse(); err != nil {
+					b.Fatal(err)
+				}
+				cancel()
+				cancel = park()
+			}
+			cancel()
+		})
+	}
+}
+
+// BenchmarkResponseEncode is what gRPC does with every response the cache
+// hands out: the DiscoveryResponse around the shared snapshot, encoded.
+// Compare with floor.Build.
+func BenchmarkResponseEncode(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			c, _ := readyCache(b, n)
+			c.mu.Lock()
+			snap := c.snapshotLocked(convert.KindServiceEntry)
+			c.mu.Unlock()
+			r := &sotwResponse{version: "v", resources: snap}
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, _ := r.GetDiscoveryResponse()
+				if _, err := proto.Marshal(resp); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkFloorBuildServer is floor.Build on this package's entries, so the
+// package's figures have their floor in the same run.
+func BenchmarkFloorBuildServer(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			es := entriesFor(b, n)
+			snap := make([]*anypb.Any, len(es))
+			for i, e := range es {
+				snap[i] = e.Resource
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := floor.Build("networking.istio.io/v1/ServiceEntry", "v", snap); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
