@@ -1,0 +1,87 @@
+{{/* Chart name, truncated to a DNS label. */}}
+{{- define "registry-adapter.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: the Service name istiod dials. A release called registry-adapter (or any name that contains the chart
+name) gives "registry-adapter".
+*/}}
+{{- define "registry-adapter.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "registry-adapter.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "registry-adapter.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "registry-adapter.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "registry-adapter.labels" -}}
+helm.sh/chart: {{ include "registry-adapter.chart" . }}
+{{ include "registry-adapter.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: istio
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "registry-adapter.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "registry-adapter.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "registry-adapter.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* Where the adapter reads its configuration (the image's ENTRYPOINT uses the same path). */}}
+{{- define "registry-adapter.configPath" -}}
+/etc/registry-adapter/config.yaml
+{{- end }}
+
+{{/*
+The adapter configuration: .Values.config with the listeners and TLS set from the chart's values. Rendered
+once here so that the ConfigMap and the Deployment's checksum agree.
+*/}}
+{{- define "registry-adapter.config" -}}
+{{- $cfg := deepCopy (.Values.config | default dict) }}
+{{- $server := deepCopy (get $cfg "server" | default dict) }}
+{{- $_ := set $server "listen" (printf "0.0.0.0:%d" (int .Values.ports.grpc)) }}
+{{- $_ := set $server "debugListen" (printf "0.0.0.0:%d" (int .Values.ports.monitoring)) }}
+{{- if .Values.tls.enabled }}
+{{- $_ := set $server "tls" (dict "certFile" (printf "%s/tls.crt" .Values.tls.mountPath) "keyFile" (printf "%s/tls.key" .Values.tls.mountPath)) }}
+{{- end }}
+{{- $_ := set $cfg "server" $server }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/*
+A one-peer NetworkPolicy "from" list, from a dict with namespaceSelector and/or podSelector. A key that is present is rendered even
+when empty: namespaceSelector {} means every namespace, while no namespaceSelector means the release namespace.
+*/}}
+{{- define "registry-adapter.networkPolicyPeer" -}}
+{{- $peer := dict }}
+{{- if hasKey . "namespaceSelector" }}{{ $_ := set $peer "namespaceSelector" (.namespaceSelector | default dict) }}{{ end }}
+{{- if hasKey . "podSelector" }}{{ $_ := set $peer "podSelector" (.podSelector | default dict) }}{{ end }}
+{{- if not $peer }}{{ fail "networkPolicy: a peer needs namespaceSelector or podSelector" }}{{ end }}
+{{- toYaml (list $peer) }}
+{{- end }}
