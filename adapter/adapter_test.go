@@ -368,3 +368,21 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+func TestStoreRepeatedScopeIsNotDirty(t *testing.T) {
+	st := NewStore([]string{"dc1"})
+	st.Update("dc1", []model.Group{group(svc("web", "10.0.0.1", "10.0.0.2")), group(svc("db", "10.0.1.1"))})
+	st.TakeDirty()
+	if st.instances["dc1"] != 3 {
+		t.Errorf("instance count %d, want 3", st.instances["dc1"])
+	}
+	// The same content again (a fresh copy, as a refresh brings) is no change.
+	st.Update("dc1", []model.Group{group(svc("web", "10.0.0.1", "10.0.0.2"))})
+	if got := st.TakeDirty(); len(got) != 0 {
+		t.Errorf("an identical refresh dirtied %v", got)
+	}
+	st.Replace("dc1", []model.Group{group(svc("web", "10.0.0.1"))})
+	if got := st.TakeDirty(); !slices.Equal(got, []string{"db.example.com", "web.example.com"}) || st.instances["dc1"] != 1 {
+		t.Errorf("after replace: dirty %v, instances %d", got, st.instances["dc1"])
+	}
+}

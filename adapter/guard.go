@@ -85,20 +85,22 @@ func (s *staged) list() []model.Group {
 
 // removals counts the instances of source that applying s would remove, and
 // the instances the source holds now. An instance is identified by its scope,
-// host and id, so replacing instances is not counted as removing them.
+// host and id, so replacing instances is not counted as removing them. Only
+// the scopes s touches are read, except for a complete state, which touches
+// them all.
 func (st *Store) removals(source string, s *staged) (removed, before int) {
 	scopes := st.scopes[source]
-	for scope, services := range scopes {
-		n := 0
-		for _, svc := range services {
-			n += len(svc.Instances)
-		}
-		before += n
-		g, touched := s.groups[scope]
-		if !touched {
-			if s.full {
-				removed += n
+	before = st.instances[source]
+	if s.full {
+		for scope, services := range scopes {
+			if _, touched := s.groups[scope]; !touched {
+				removed += countInstances(services)
 			}
+		}
+	}
+	for scope, g := range s.groups {
+		services, ok := scopes[scope]
+		if !ok {
 			continue
 		}
 		keep := make(map[string]struct{})

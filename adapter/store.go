@@ -2,6 +2,7 @@ package adapter
 
 import (
 	"cmp"
+	"reflect"
 	"slices"
 
 	"github.com/registry-adapter/registry-adapter/convert"
@@ -20,6 +21,9 @@ type Store struct {
 	// hosts indexes which (source, scope) pairs contribute to a host.
 	hosts map[string]map[scopeKey]struct{}
 	dirty map[string]struct{}
+	// instances counts each source's instances, kept current by Update so
+	// the mass-deletion guard never walks a whole source.
+	instances map[string]int
 }
 
 type scopeKey struct{ source, scope string }
@@ -28,10 +32,11 @@ type scopeKey struct{ source, scope string }
 // the order decides which source wins when two disagree about a service.
 func NewStore(sources []string) *Store {
 	s := &Store{
-		order:  make(map[string]int, len(sources)),
-		scopes: make(map[string]map[string][]model.Service, len(sources)),
-		hosts:  make(map[string]map[scopeKey]struct{}),
-		dirty:  make(map[string]struct{}),
+		order:     make(map[string]int, len(sources)),
+		scopes:    make(map[string]map[string][]model.Service, len(sources)),
+		hosts:     make(map[string]map[scopeKey]struct{}),
+		dirty:     make(map[string]struct{}),
+		instances: make(map[string]int),
 	}
 	for i, name := range sources {
 		s.order[name] = i
@@ -49,19 +54,36 @@ func (s *Store) Update(source string, groups []model.Group) {
 		return
 	}
 	for _, g := range groups {
+		old, existed := scopes[g.Scope]
+		if existed && reflect.DeepEqual(old, g.Services) {
+			// A refresh that repeats a scope changes nothing: leaving its
+			// hosts clean spares their conversion, which at tens of thousands
+			// of services is most of a no-op refresh's cost.
+			continue
+		}
 		key := scopeKey{source, g.Scope}
-		for _, svc := range scopes[g.Scope] {
+		for _, svc := range old {
 			s.unindex(svc.Host, key)
 		}
+		s.instances[source] -= countInstances(old)
 		if len(g.Services) == 0 {
 			delete(scopes, g.Scope)
 			continue
 		}
 		scopes[g.Scope] = g.Services
+		s.instances[source] += countInstances(g.Services)
 		for _, svc := range g.Services {
 			s.index(svc.Host, key)
 		}
 	}
+}
+
+func countInstances(services []model.Service) int {
+	n := 0
+	for _, svc := range services {
+		n += len(svc.Instances)
+	}
+	return n
 }
 
 // Replace sets the source's whole state: scopes that groups do not name are
@@ -147,15 +169,4 @@ func (s *Store) Contributions(host string) []convert.Contribution {
 		}
 	}
 	return out
-}
-
-// Counts returns the services and instances a source currently holds.
-func (s *Store) Counts(source string) (services, instances int) {
-	for _, svcs := range s.scopes[source] {
-		services += len(svcs)
-		for _, svc := range svcs {
-			instances += len(svc.Instances)
-		}
-	}
-	return services, instances
 }
