@@ -88,7 +88,7 @@ if [ "${ISTIOD:-0}" = 1 ]; then
 import json, sys
 for s in json.load(sys.stdin):
     if s["Attributes"]["Labels"].get("app.kubernetes.io/managed-by") == "registry-adapter":
-        print(" ", s["hostname"], [f"{p[\"name\"]}/{p[\"protocol\"]}" for p in s["ports"]])'
+        print(" ", s["hostname"], [p["name"] + "/" + p["protocol"] for p in s["ports"]])'
 fi
 
 bold "A live change: vm-web-2 is deregistered from Consul"
