@@ -131,6 +131,13 @@ const (
 
 func (c GuardConfig) judge(s *staged, removed, before int, now time.Time, allowed bool) guardVerdict {
 	risky := before >= c.MinInstances && float64(removed) > c.MaxDeletionShare*float64(before)
+	if !s.heldSince.IsZero() {
+		// Once held, a change stays held while it removes anything at all. A
+		// registry re-populates piecemeal (Consul answers one service watch
+		// at a time), and judging each piece against the threshold again
+		// would let the rest of the deletion through unasked.
+		risky = removed > 0
+	}
 	switch {
 	case !risky:
 		return guardApply

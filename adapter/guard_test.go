@@ -32,6 +32,9 @@ func TestGuardJudge(t *testing.T) {
 		{"still held", held, 20, 20, t0.Add(30 * time.Second), false, guardHold},
 		{"persisted", held, 20, 20, t0.Add(time.Minute), false, guardRelease},
 		{"operator", held, 20, 20, t0, true, guardRelease},
+		// Partly re-populated: below the threshold now, but still held.
+		{"held, partial recovery", held, 5, 20, t0.Add(time.Second), false, guardHold},
+		{"held, full recovery", held, 0, 20, t0.Add(time.Second), false, guardApply},
 	}
 	for _, c := range cases {
 		if got := g.judge(c.s, c.removed, c.before, c.now, c.allowed); got != c.want {
@@ -124,5 +127,36 @@ func TestGuardIgnoresNormalChurn(t *testing.T) {
 	waitUntil(t, "applied", func() bool { return len(pub.names(convert.KindWorkloadEntry)) == 12 })
 	if len(a.Held()) != 0 {
 		t.Errorf("held %+v", a.Held())
+	}
+}
+
+// TestGuardPartialRecoveryStaysHeld: a held mass deletion followed by a
+// partial re-population (as Consul delivers it, one service at a time) is
+// not released by the smaller share; full recovery clears it.
+func TestGuardPartialRecoveryStaysHeld(t *testing.T) {
+	src := newChanSource()
+	a, pub, _ := startAdapterGuarded(t, DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond},
+		GuardConfig{Manual: true}, src)
+	two := func(webN, apiN int) []model.Group {
+		web, api := fleet(webN), fleet(apiN)
+		api[0].Scope = "api"
+		api[0].Services[0].Name, api[0].Services[0].Host = "api", "api.example.com"
+		return []model.Group{web[0], api[0]}
+	}
+	src.batches <- two(10, 10)
+	pub.waitApply(t)
+	pub.waitApply(t)
+	waitUntil(t, "ready", a.Ready)
+	src.batches <- []model.Group{{Scope: "web"}, {Scope: "api"}} // the catalog empties
+	waitUntil(t, "held", func() bool { return len(a.Held()) == 1 })
+	src.batches <- []model.Group{two(10, 10)[0]} // web comes back first
+	waitUntil(t, "still held with 10 removals", func() bool { return len(a.Held()) == 1 && a.Held()[0].Removes == 10 })
+	if got := len(pub.names(convert.KindWorkloadEntry)); got != 20 {
+		t.Fatalf("%d WorkloadEntries after a partial recovery, want all 20 kept", got)
+	}
+	src.batches <- []model.Group{two(10, 10)[1]} // then api
+	waitUntil(t, "cleared", func() bool { return len(a.Held()) == 0 })
+	if got := len(pub.names(convert.KindWorkloadEntry)); got != 20 {
+		t.Errorf("%d WorkloadEntries after full recovery, want 20", got)
 	}
 }
