@@ -185,9 +185,23 @@ func (w *shardWatcher) check(t *testing.T, kept []string) int {
 	if w.samples < 5 || w.failures > w.samples/2 {
 		t.Errorf("%s: only %d good samples of istiod's endpoints (%d failed, last error %v)", w.name, w.samples, w.failures, w.lastErr)
 	}
-	t.Logf("%s: %d samples of istiod's endpoints over %s (%d failed), none of the %d instances that existed throughout went missing",
-		w.name, w.samples, time.Since(w.start).Round(time.Millisecond), w.failures, len(kept))
+	lost := 0
+	for _, e := range kept {
+		if _, ok := w.lost[e]; ok {
+			lost++
+		}
+	}
+	t.Logf("%s: %d samples of istiod's endpoints over %s (%d failed); of the %d instances that existed throughout, %d went missing",
+		w.name, w.samples, time.Since(w.start).Round(time.Millisecond), w.failures, len(kept), lost)
 	return w.samples
+}
+
+// wentMissing reports whether e was seen and then went missing.
+func (w *shardWatcher) wentMissing(e string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.lost[e]
+	return ok
 }
 
 func missingFrom(got map[string]bool, want []string) []string {

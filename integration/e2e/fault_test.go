@@ -56,8 +56,8 @@ func only(vms []vm, service string) []vm {
 // source is stale and istiod keeps everything. When the empty catalog
 // arrives, the mass-deletion guard holds it; istiod keeps everything.
 // Re-registering the fleet (plus one new instance) converges without an
-// operator. Then a real mass deregistration is held until an operator
-// allows it on /debug/allow-deletions.
+// operator. Then a real mass deregistration (5 of 7) is held until an
+// operator allows it on /debug/allow-deletions.
 func TestFaultConsulKilledWipedRestarted(t *testing.T) {
 	t.Parallel()
 	c := newConsulAgent(t, freePort(t))
@@ -66,9 +66,8 @@ func TestFaultConsulKilledWipedRestarted(t *testing.T) {
 	registerTxn(t, c.client, vms...)
 	oldIndex := c.bumpIndex(t, 100)
 
-	// Manual release; a share low enough that a half-restored catalog (one of
-	// the two services back) is held too.
-	a := startAdapter(t, faultConsulConfig(c.addr, "guard: {manual: true, minInstances: 1, maxDeletionShare: 0.25}"), 0)
+	// Manual release only; the fleet is below the default minInstances.
+	a := startAdapter(t, faultConsulConfig(c.addr, "guard: {manual: true, minInstances: 1}"), 0)
 	p := startIstiod(t, meshFor(a.xdsAddr))
 	p.waitReady(t)
 	w := watchEndpoints(t, "kill, wipe, re-register", p, endpointsOf(vms))
@@ -123,22 +122,24 @@ func TestFaultConsulKilledWipedRestarted(t *testing.T) {
 
 	// A real mass deregistration: held, istiod keeps it, until an operator
 	// allows it.
-	api := only(vms, "api")
-	web := append(only(vms, "web"), extra)
-	w2 := watchEndpoints(t, "operator release", p, endpointsOf(web))
-	deregisterTxn(t, c.client, api...)
+	// 5 of 7 instances: the 3 api ones and web-1, web-2.
+	gone := append(only(vms, "api"), vms[0], vms[1])
+	kept := []vm{vms[2], extra}
+	w2 := watchEndpoints(t, "operator release", p, endpointsOf(kept))
+	deregisterTxn(t, c.client, gone...)
 	eventually(t, 30*time.Second, "the guard holds the deregistration", func() error {
 		held, err := heldChanges(t, a.debugAddr)
 		if err != nil {
 			return err
 		}
-		if len(held) != 1 || held[0].Removes != len(api) {
+		if len(held) != 1 || held[0].Removes != len(gone) {
 			return fmt.Errorf("held %+v", held)
 		}
 		return nil
 	})
-	if got, err := istiodEndpoints(p.httpAddr); err != nil || len(missingFrom(got, endpointsOf(api))) > 0 {
-		t.Fatalf("istiod lost held instances: %v %v", missingFrom(got, endpointsOf(api)), err)
+	w2.observe(t, 10)
+	if got, err := istiodEndpoints(p.httpAddr); err != nil || len(missingFrom(got, endpointsOf(gone))) > 0 {
+		t.Fatalf("istiod lost held instances: %v %v", missingFrom(got, endpointsOf(gone)), err)
 	}
 	resp, err := http.Post("http://"+a.debugAddr+"/debug/allow-deletions?source=dc1", "", nil)
 	if err != nil {
@@ -153,14 +154,23 @@ func TestFaultConsulKilledWipedRestarted(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		for _, e := range endpointsOf(api) {
+		for _, e := range endpointsOf(gone) {
 			if got[e] {
 				return fmt.Errorf("istiod still has %s", e)
 			}
 		}
 		return faithful(t, a, p)
 	})
-	w2.check(t, endpointsOf(web))
+	// The watcher does see a loss: the released deletion.
+	eventually(t, 10*time.Second, "the watcher saw the released deletion", func() error {
+		for _, e := range endpointsOf(gone) {
+			if !w2.wentMissing(e) {
+				return fmt.Errorf("%s not seen missing", e)
+			}
+		}
+		return nil
+	})
+	w2.check(t, endpointsOf(kept))
 }
 
 // TestFaultConsulUnreachableAtStart: the adapter starts while Consul is a
@@ -626,5 +636,114 @@ func TestFaultNetworkPartition(t *testing.T) {
 	hasEndpoints(t, p, 60*time.Second, "the registration made during the partition arrives", extra.endpoint())
 	waitStale(t, a.debugAddr, "dc1", false, 30*time.Second)
 	eventually(t, 30*time.Second, "istiod faithful", func() error { return faithful(t, a, p) })
+	w.check(t, endpointsOf(vms))
+}
+
+// TestFaultAdapterRestartWhileConsulDown: the adapter runs with a state
+// file. Consul is killed, then the adapter restarts while Consul is still
+// down, then a new istiod starts. The adapter serves its saved state after
+// serveAfter instead of holding istiod unready: the connected istiod keeps
+// everything and the new one becomes ready with the whole fleet. Consul
+// then comes back empty (a dev agent) and is re-populated; the guard holds
+// the empty catalog meanwhile.
+func TestFaultAdapterRestartWhileConsulDown(t *testing.T) {
+	t.Parallel()
+	c := newConsulAgent(t, freePort(t))
+	c.start(t)
+	vms := fleet(67, 3)
+	registerTxn(t, c.client, vms...)
+	state := t.TempDir() + "/state.json"
+	a := startAdapter(t, faultConsulConfig(c.addr, fmt.Sprintf(`stateFile: {path: %q, serveAfter: 2s, minInterval: 100ms}
+guard: {minInstances: 1, holdFor: 1h}`, state)), 0)
+	p1 := startIstiod(t, meshFor(a.xdsAddr))
+	p1.waitReady(t)
+	w := watchEndpoints(t, "restart with Consul down", p1, endpointsOf(vms))
+	eventually(t, 30*time.Second, "state saved", func() error {
+		b, err := os.ReadFile(state)
+		if err != nil {
+			return err
+		}
+		for _, v := range vms {
+			if !strings.Contains(string(b), `"`+v.addr+`"`) {
+				return fmt.Errorf("%s not saved yet", v.addr)
+			}
+		}
+		return nil
+	})
+
+	c.kill(t)
+	a.restart(t)
+	p2 := startIstiod(t, meshFor(a.xdsAddr))
+	p2.waitReady(t)
+	hasEndpoints(t, p2, 30*time.Second, "a new istiod gets the saved state", endpointsOf(vms)...)
+	if s, err := sourceState(t, a.debugAddr, "dc1"); err != nil || s.Synced {
+		t.Errorf("source %+v (%v): it cannot have synced with Consul down", s, err)
+	}
+	w.observe(t, 10)
+
+	c.start(t) // empty
+	eventually(t, 30*time.Second, "the guard holds the empty catalog", func() error {
+		held, err := heldChanges(t, a.debugAddr)
+		if err != nil {
+			return err
+		}
+		if len(held) != 1 || held[0].Removes != len(vms) {
+			return fmt.Errorf("held %+v", held)
+		}
+		return nil
+	})
+	registerTxn(t, c.client, vms...)
+	eventually(t, 30*time.Second, "re-populated: nothing held, both istiods faithful", func() error {
+		if held, err := heldChanges(t, a.debugAddr); err != nil || len(held) > 0 {
+			return fmt.Errorf("held %+v %v", held, err)
+		}
+		if err := faithful(t, a, p1); err != nil {
+			return err
+		}
+		return faithful(t, a, p2)
+	})
+	w.check(t, endpointsOf(vms))
+}
+
+// TestFaultGuardPartialRepopulation: the guard holds an emptied catalog
+// (default maxDeletionShare 0.5, manual release); then half of the fleet
+// comes back. Judged against the threshold again, removing the other half
+// would be "only" 50% and go through unasked; the guard must keep holding
+// it while it removes anything, and istiod must keep every instance. This
+// was a gap found by these tests (fixed in the guard: once held, a change
+// stays held until the registry fully recovers or an operator allows it).
+func TestFaultGuardPartialRepopulation(t *testing.T) {
+	t.Parallel()
+	c := newConsulAgent(t, freePort(t))
+	c.start(t)
+	vms := fleet(68, 3)
+	registerTxn(t, c.client, vms...)
+	a := startAdapter(t, faultConsulConfig(c.addr, "guard: {manual: true, minInstances: 1}"), 0)
+	p := startIstiod(t, meshFor(a.xdsAddr))
+	p.waitReady(t)
+	w := watchEndpoints(t, "partial re-population", p, endpointsOf(vms))
+	c.kill(t)
+	c.start(t)
+	heldRemoving := func(what string, n int) {
+		t.Helper()
+		eventually(t, 30*time.Second, what, func() error {
+			held, err := heldChanges(t, a.debugAddr)
+			if err != nil || len(held) != 1 || held[0].Removes != n {
+				return fmt.Errorf("held %+v %v", held, err)
+			}
+			return nil
+		})
+	}
+	heldRemoving("the guard holds the emptied catalog", len(vms))
+	registerTxn(t, c.client, only(vms, "web")...) // half of the fleet is back
+	heldRemoving("the rest stays held", len(only(vms, "api")))
+	w.observe(t, 20)
+	registerTxn(t, c.client, only(vms, "api")...)
+	eventually(t, 30*time.Second, "fully re-populated: nothing held, istiod faithful", func() error {
+		if held, err := heldChanges(t, a.debugAddr); err != nil || len(held) > 0 {
+			return fmt.Errorf("held %+v %v", held, err)
+		}
+		return faithful(t, a, p)
+	})
 	w.check(t, endpointsOf(vms))
 }
