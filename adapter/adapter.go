@@ -68,6 +68,7 @@ type Adapter struct {
 	published *Published
 	staging   map[string]*staged
 	allowed   map[string]bool
+	windows   map[string]*guardWindow
 	writer    *stateWriter
 }
 
@@ -106,6 +107,7 @@ func New(srcs []NamedSource, settings Settings, pub Publisher, m *Metrics, log *
 		published:      NewPublished(),
 		staging:        make(map[string]*staged),
 		allowed:        make(map[string]bool),
+		windows:        make(map[string]*guardWindow),
 	}
 }
 
@@ -299,8 +301,20 @@ func (a *Adapter) commitStaged() {
 	now := a.now()
 	for source, st := range a.staging {
 		removed, before := a.store.removals(source, st)
-		verdict := a.guard.judge(st, removed, before, now, a.allowed[source])
-		log := a.log.With(zap.String("source", source), zap.Int("removes", removed), zap.Int("of", before))
+		// The guard window opens at the first removal, with the instances the
+		// source had then as its baseline.
+		gw := a.windows[source]
+		if gw != nil && now.Sub(gw.start) >= a.guard.Window {
+			gw = nil
+			delete(a.windows, source)
+		}
+		inWindow, baseline := removed, before
+		if gw != nil {
+			inWindow, baseline = gw.removed+removed, gw.baseline
+		}
+		verdict := a.guard.judge(st, removed, inWindow, baseline, now, a.allowed[source])
+		log := a.log.With(zap.String("source", source), zap.Int("removes", removed),
+			zap.Int("removedInWindow", inWindow), zap.Int("of", baseline))
 		switch verdict {
 		case guardHold:
 			if st.heldSince.IsZero() {
@@ -312,12 +326,22 @@ func (a *Adapter) commitStaged() {
 					a.metrics.heldTotal.WithLabelValues(source).Inc()
 				}
 			}
-			st.removed, st.before = removed, before
+			st.removed, st.before = removed, baseline
 			a.setHeld(source, st)
 			continue
 		case guardRelease:
 			log.Warn("applying a held mass deletion", zap.Bool("operatorAllowed", a.allowed[source]),
 				zap.Duration("heldFor", now.Sub(st.heldSince)))
+			// A decided deletion starts a fresh window from what is left.
+			delete(a.windows, source)
+		case guardApply:
+			if removed > 0 {
+				if gw == nil {
+					gw = &guardWindow{start: now, baseline: before}
+					a.windows[source] = gw
+				}
+				gw.removed += removed
+			}
 		}
 		if st.full {
 			a.store.Replace(source, st.list())

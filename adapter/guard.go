@@ -27,6 +27,11 @@ type GuardConfig struct {
 	// Manual holds deletions until an operator allows them
 	// (POST /debug/allow-deletions?source=NAME), however long they persist.
 	Manual bool `yaml:"manual"`
+	// Window over which removals add up (default 1m). A registry that empties
+	// piecemeal (Consul answers one service watch at a time, each in its own
+	// debounce window) must not slip a mass deletion through in slices that
+	// are each under the share.
+	Window time.Duration `yaml:"window"`
 }
 
 // SetDefaults fills unset fields.
@@ -40,6 +45,9 @@ func (c *GuardConfig) SetDefaults() {
 	if c.HoldFor == 0 && !c.Manual {
 		c.HoldFor = 10 * time.Minute
 	}
+	if c.Window == 0 {
+		c.Window = time.Minute
+	}
 }
 
 // Validate reports an invalid guard configuration.
@@ -47,8 +55,8 @@ func (c *GuardConfig) Validate() error {
 	if c.MaxDeletionShare <= 0 || c.MaxDeletionShare > 1 {
 		return fmt.Errorf("guard.maxDeletionShare %v: must be in (0, 1]", c.MaxDeletionShare)
 	}
-	if c.MinInstances < 0 || c.HoldFor < 0 {
-		return fmt.Errorf("guard: minInstances and holdFor must not be negative")
+	if c.MinInstances < 0 || c.HoldFor < 0 || c.Window < 0 {
+		return fmt.Errorf("guard: minInstances, holdFor and window must not be negative")
 	}
 	return nil
 }
@@ -129,8 +137,18 @@ const (
 	guardRelease // held before, released now (persisted or allowed)
 )
 
-func (c GuardConfig) judge(s *staged, removed, before int, now time.Time, allowed bool) guardVerdict {
-	risky := before >= c.MinInstances && float64(removed) > c.MaxDeletionShare*float64(before)
+// guardWindow adds up one source's removals since start.
+type guardWindow struct {
+	start    time.Time
+	baseline int // instances at the window's start
+	removed  int // removals applied since
+}
+
+// judge decides on a staged change that removes `removed` instances, given
+// `inWindow` removals in the current guard window (this change included) out
+// of `baseline` instances at the window's start.
+func (c GuardConfig) judge(s *staged, removed, inWindow, baseline int, now time.Time, allowed bool) guardVerdict {
+	risky := removed > 0 && baseline >= c.MinInstances && float64(inWindow) > c.MaxDeletionShare*float64(baseline)
 	if !s.heldSince.IsZero() {
 		// Once held, a change stays held while it removes anything at all. A
 		// registry re-populates piecemeal (Consul answers one service watch

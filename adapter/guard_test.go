@@ -37,12 +37,12 @@ func TestGuardJudge(t *testing.T) {
 		{"held, full recovery", held, 0, 20, t0.Add(time.Second), false, guardApply},
 	}
 	for _, c := range cases {
-		if got := g.judge(c.s, c.removed, c.before, c.now, c.allowed); got != c.want {
+		if got := g.judge(c.s, c.removed, c.removed, c.before, c.now, c.allowed); got != c.want {
 			t.Errorf("%s: verdict %v, want %v", c.name, got, c.want)
 		}
 	}
 	manual := GuardConfig{MaxDeletionShare: 0.5, MinInstances: 10, Manual: true}
-	if got := manual.judge(held, 20, 20, t0.Add(time.Hour), false); got != guardHold {
+	if got := manual.judge(held, 20, 20, 20, t0.Add(time.Hour), false); got != guardHold {
 		t.Errorf("manual guard released on its own")
 	}
 }
@@ -158,5 +158,27 @@ func TestGuardPartialRecoveryStaysHeld(t *testing.T) {
 	waitUntil(t, "cleared", func() bool { return len(a.Held()) == 0 })
 	if got := len(pub.names(convert.KindWorkloadEntry)); got != 20 {
 		t.Errorf("%d WorkloadEntries after full recovery, want 20", got)
+	}
+}
+
+// TestGuardAddsUpPiecemealDeletions: removals that are each under the share
+// but together over it within the guard window are held.
+func TestGuardAddsUpPiecemealDeletions(t *testing.T) {
+	src := newChanSource()
+	a, pub, _ := startAdapterGuarded(t, DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond},
+		GuardConfig{Manual: true, Window: time.Hour}, src)
+	src.batches <- fleet(20)
+	pub.waitApply(t)
+	pub.waitApply(t)
+	waitUntil(t, "ready", a.Ready)
+	src.batches <- fleet(14) // 6 of 20: applied
+	waitUntil(t, "first slice applied", func() bool { return len(pub.names(convert.KindWorkloadEntry)) == 14 })
+	src.batches <- fleet(8) // 6 more: 12 of 20 in the window, held
+	waitUntil(t, "second slice held", func() bool { return len(a.Held()) == 1 })
+	if h := a.Held()[0]; h.Removes != 6 || h.Of != 20 {
+		t.Errorf("held %+v, want 6 removals of a 20-instance baseline", h)
+	}
+	if got := len(pub.names(convert.KindWorkloadEntry)); got != 14 {
+		t.Errorf("%d WorkloadEntries while held, want 14", got)
 	}
 }
