@@ -92,10 +92,10 @@ func New(srcs []NamedSource, settings Settings, pub Publisher, m *Metrics, log *
 	for i, s := range srcs {
 		names[i] = s.Name
 	}
+	// SetDefaults keeps what is set: render's share of 1 stays, its window
+	// gets the default like everyone else's.
 	guard := settings.Guard
-	if guard.MaxDeletionShare == 0 {
-		guard.SetDefaults()
-	}
+	guard.SetDefaults()
 	return &Adapter{
 		log: log, opts: settings.Output, debounce: settings.Debounce, guard: guard, state: settings.StateFile,
 		sources: srcs, pub: pub, metrics: m,

@@ -76,14 +76,3 @@ func (p *Published) Commit(host string, desired []*convert.Resource) {
 	}
 	p.byHost[host] = m
 }
-
-// Count returns how many resources of each kind are published.
-func (p *Published) Count() map[convert.Kind]int {
-	out := make(map[convert.Kind]int)
-	for _, m := range p.byHost {
-		for id := range m {
-			out[id.kind]++
-		}
-	}
-	return out
-}

@@ -2,6 +2,7 @@ package convert
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -59,7 +60,7 @@ func (o *Options) SetDefaults() {
 
 // Validate reports the first invalid option.
 func (o *Options) Validate() error {
-	if !IsResourceName(o.Namespace) || len(o.Namespace) > maxLabelValueLen || containsDot(o.Namespace) {
+	if !IsResourceName(o.Namespace) || len(o.Namespace) > maxLabelValueLen || strings.Contains(o.Namespace, ".") {
 		return fmt.Errorf("output.namespace %q: not a valid namespace name", o.Namespace)
 	}
 	switch o.Mode {
@@ -81,13 +82,4 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("output.exportTo %q: %w", o.ExportTo, err)
 	}
 	return nil
-}
-
-func containsDot(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '.' {
-			return true
-		}
-	}
-	return false
 }
