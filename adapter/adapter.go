@@ -7,12 +7,14 @@ package adapter
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/convert"
@@ -50,8 +52,9 @@ type Adapter struct {
 	guard    GuardConfig
 	state    StateFileConfig
 	sources  []NamedSource
-	pub      Publisher
-	metrics  *Metrics
+	// shards are the publishers hosts are spread over; usually one.
+	shards  []Publisher
+	metrics *Metrics
 	// restartBackoff bounds how fast a crashed source is restarted.
 	restartBackoff time.Duration
 	now            func() time.Time
@@ -86,8 +89,16 @@ type allowRequest struct {
 	done   chan error
 }
 
-// New returns an adapter. metrics may be nil.
+// New returns an adapter that publishes to pub. metrics may be nil.
 func New(srcs []NamedSource, settings Settings, pub Publisher, m *Metrics, log *zap.Logger) *Adapter {
+	return NewSharded(srcs, settings, []Publisher{pub}, m, log)
+}
+
+// NewSharded returns an adapter that spreads hosts over shards by ShardOf, so
+// that each shard (one istiod config source) carries about 1/K of the
+// resources and a push costs istiod the decode of that share only. A host's
+// ServiceEntry and WorkloadEntries always go to the same shard.
+func NewSharded(srcs []NamedSource, settings Settings, shards []Publisher, m *Metrics, log *zap.Logger) *Adapter {
 	names := make([]string, len(srcs))
 	for i, s := range srcs {
 		names[i] = s.Name
@@ -98,7 +109,7 @@ func New(srcs []NamedSource, settings Settings, pub Publisher, m *Metrics, log *
 	guard.SetDefaults()
 	return &Adapter{
 		log: log, opts: settings.Output, debounce: settings.Debounce, guard: guard, state: settings.StateFile,
-		sources: srcs, pub: pub, metrics: m,
+		sources: srcs, shards: shards, metrics: m,
 		restartBackoff: time.Second,
 		now:            time.Now,
 		allow:          make(chan allowRequest),
@@ -376,7 +387,9 @@ func (a *Adapter) setHeld(source string, st *staged) {
 }
 
 func (a *Adapter) markReady() {
-	a.pub.MarkReady()
+	for _, p := range a.shards {
+		p.MarkReady()
+	}
 	a.ready.Store(true)
 	a.log.Info("every source synced; serving")
 }
@@ -439,7 +452,7 @@ func (a *Adapter) runSource(ctx context.Context, s NamedSource, updates chan<- u
 }
 
 // flush converts every dirty host, diffs it against what was published and
-// hands the differences to the publisher.
+// hands the differences to the publishers.
 func (a *Adapter) flush() {
 	start := time.Now()
 	a.commitStaged()
@@ -447,37 +460,56 @@ func (a *Adapter) flush() {
 	if a.writer != nil && len(hosts) > 0 {
 		a.writer.offer(a.store.snapshot())
 	}
-	upserts := make(map[convert.Kind][]server.Entry)
-	deletes := make(map[convert.Kind][]string)
-	for _, host := range hosts {
-		desired, rejected := convert.Service(host, a.store.Contributions(host), a.opts)
-		a.reportRejections(rejected)
-		for kind, change := range a.published.Diff(host, desired) {
-			for _, r := range change.Upserts {
-				anyRes, err := r.Any()
-				if err != nil {
-					a.log.Error("cannot serialize resource; leaving it out", zap.Error(err))
-					desired = without(desired, r)
-					continue
-				}
-				upserts[kind] = append(upserts[kind], server.Entry{Name: r.Key(), Version: r.Version, Resource: anyRes})
-			}
-			deletes[kind] = append(deletes[kind], change.Deletes...)
+	results := a.convertHosts(hosts)
+	type shardKind struct {
+		shard int
+		kind  convert.Kind
+	}
+	upserts := make(map[shardKind][]server.Entry)
+	deletes := make(map[shardKind][]string)
+	counts := make(map[convert.Kind][2]int)
+	for i, host := range hosts {
+		res := &results[i]
+		a.reportRejections(res.rejected)
+		for _, err := range res.errs {
+			a.log.Error("cannot serialize resource; leaving it out", zap.Error(err))
 		}
-		a.published.Commit(host, desired)
+		shard := ShardOf(host, len(a.shards))
+		for _, u := range res.upserts {
+			key := shardKind{shard, u.kind}
+			upserts[key] = append(upserts[key], u.entry)
+		}
+		for kind, names := range res.deletes {
+			key := shardKind{shard, kind}
+			deletes[key] = append(deletes[key], names...)
+		}
+		a.published.Commit(host, res.desired)
+	}
+	changed := false
+	for shard, pub := range a.shards {
+		for _, kind := range convert.Kinds {
+			key := shardKind{shard, kind}
+			u, d := upserts[key], deletes[key]
+			if len(u) == 0 && len(d) == 0 {
+				continue
+			}
+			changed = pub.Apply(kind, u, d) || changed
+			c := counts[kind]
+			c[0] += len(u)
+			c[1] += len(d)
+			counts[kind] = c
+		}
 	}
 	fields := []zap.Field{zap.Int("hostsChanged", len(hosts))}
-	changed := false
 	for _, kind := range convert.Kinds {
-		u, d := upserts[kind], deletes[kind]
-		if len(u) == 0 && len(d) == 0 {
+		c, ok := counts[kind]
+		if !ok {
 			continue
 		}
-		changed = a.pub.Apply(kind, u, d) || changed
-		fields = append(fields, zap.Int(string(kind)+"Upserts", len(u)), zap.Int(string(kind)+"Deletes", len(d)))
+		fields = append(fields, zap.Int(string(kind)+"Upserts", c[0]), zap.Int(string(kind)+"Deletes", c[1]))
 		if a.metrics != nil {
-			a.metrics.applied.WithLabelValues(string(kind), "upsert").Add(float64(len(u)))
-			a.metrics.applied.WithLabelValues(string(kind), "delete").Add(float64(len(d)))
+			a.metrics.applied.WithLabelValues(string(kind), "upsert").Add(float64(c[0]))
+			a.metrics.applied.WithLabelValues(string(kind), "delete").Add(float64(c[1]))
 		}
 	}
 	if a.metrics != nil {
@@ -490,6 +522,94 @@ func (a *Adapter) flush() {
 	} else if len(hosts) > 0 {
 		a.log.Debug("refresh changed nothing", fields...)
 	}
+}
+
+// ShardOf is the shard of host among k: a stable hash, the same in every
+// process and replica, so that a host never moves between config sources
+// while the shard count stays the same.
+func ShardOf(host string, k int) int {
+	if k <= 1 {
+		return 0
+	}
+	return int(xxhash.Sum64String(host) % uint64(k))
+}
+
+// hostResult is one host's conversion, diffed against what was published.
+type hostResult struct {
+	desired  []*convert.Resource
+	rejected []convert.Rejection
+	upserts  []kindEntry
+	deletes  map[convert.Kind][]string
+	errs     []error
+}
+
+type kindEntry struct {
+	kind  convert.Kind
+	entry server.Entry
+}
+
+// parallelFrom is the number of dirty hosts from which conversion is spread
+// over every CPU; below it, goroutines cost more than they save.
+const parallelFrom = 256
+
+// convertHosts converts, diffs and serializes every host. It reads the store
+// and the published state and writes neither, so hosts are converted in
+// parallel: a cold sync or a restart of a large source converts tens of
+// thousands of hosts, which is most of the time istiod waits for its first
+// reply.
+func (a *Adapter) convertHosts(hosts []string) []hostResult {
+	results := make([]hostResult, len(hosts))
+	workers := min(runtime.GOMAXPROCS(0), len(hosts)/parallelFrom+1)
+	if workers <= 1 {
+		for i, h := range hosts {
+			results[i] = a.convertHost(h)
+		}
+		return results
+	}
+	var next atomic.Int64
+	const chunk = 64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				lo := int(next.Add(chunk)) - chunk
+				if lo >= len(hosts) {
+					return
+				}
+				for i := lo; i < min(lo+chunk, len(hosts)); i++ {
+					results[i] = a.convertHost(hosts[i])
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+func (a *Adapter) convertHost(host string) hostResult {
+	desired, rejected := convert.Service(host, a.store.Contributions(host), a.opts)
+	res := hostResult{rejected: rejected}
+	for kind, change := range a.published.Diff(host, desired) {
+		for _, r := range change.Upserts {
+			anyRes, err := r.Any()
+			if err != nil {
+				res.errs = append(res.errs, fmt.Errorf("%s %s: %w", kind, r.Key(), err))
+				desired = without(desired, r)
+				continue
+			}
+			res.upserts = append(res.upserts, kindEntry{kind, server.Entry{Name: r.Key(), Version: r.Version, Resource: anyRes}})
+		}
+		if len(change.Deletes) > 0 {
+			if res.deletes == nil {
+				res.deletes = make(map[convert.Kind][]string, 1)
+			}
+			res.deletes[kind] = change.Deletes
+		}
+	}
+	res.desired = desired
+	return res
 }
 
 func without(rs []*convert.Resource, drop *convert.Resource) []*convert.Resource {
