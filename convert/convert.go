@@ -7,7 +7,6 @@ package convert
 import (
 	"cmp"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 
@@ -142,6 +141,13 @@ func Service(host string, contribs []Contribution, opts Options) ([]*Resource, [
 		seAnn[AnnotationSvcName] = base.Service.Name
 	}
 
+	var servicePorts map[string]struct{}
+	if opts.Mode == ModeInline {
+		servicePorts = make(map[string]struct{}, len(se.Ports))
+		for _, p := range se.Ports {
+			servicePorts[p.Name] = struct{}{}
+		}
+	}
 	var out []*Resource
 	var entries []*Resource
 	for _, s := range instances {
@@ -149,16 +155,19 @@ func Service(host string, contribs []Contribution, opts Options) ([]*Resource, [
 		for _, k := range errs {
 			rejected = append(rejected, labelRejection(KindWorkloadEntry, s.inst.ID, s.source, k))
 		}
-		name := ResourceName(seName + "-" + s.source + "-" + s.inst.ID)
 		if opts.Mode == ModeInline {
 			we.Labels = weLabels
-			if err := ValidateWorkloadEntry(name, opts.Namespace, we); err != nil {
+			// Validated here with the ServiceEntry's rules for endpoints, so
+			// that one bad instance is left out alone and the ServiceEntry's
+			// own validation need not look at endpoints again.
+			if err := validateInlineEndpoint(se, servicePorts, we); err != nil {
 				rejected = append(rejected, Rejection{Kind: KindWorkloadEntry, Name: s.inst.ID, Source: s.source, Code: CodeInvalid, Reason: err.Error()})
 				continue
 			}
 			se.Endpoints = append(se.Endpoints, we)
 			continue
 		}
+		name := ResourceName(seName + "-" + s.source + "-" + s.inst.ID)
 		weLabels[LabelManagedBy] = ManagedByValue
 		weLabels[LabelService] = selector
 		// Labels go on the metadata only: istiod merges metadata labels into
@@ -176,7 +185,11 @@ func Service(host string, contribs []Contribution, opts Options) ([]*Resource, [
 		se.WorkloadSelector = &networking.WorkloadSelector{Labels: map[string]string{LabelService: selector}}
 	}
 
-	if err := ValidateServiceEntryMeta(ValidationMeta{Name: seName, Namespace: opts.Namespace, Labels: seLabels, Annotations: seAnn}, se); err != nil {
+	validateSE := ValidateServiceEntryMeta
+	if opts.Mode == ModeInline {
+		validateSE = validateServiceEntryCheckedEndpoints
+	}
+	if err := validateSE(ValidationMeta{Name: seName, Namespace: opts.Namespace, Labels: seLabels, Annotations: seAnn}, se); err != nil {
 		// Without its ServiceEntry a WorkloadEntry serves no host; leave them
 		// out too rather than feed istiod orphans.
 		rejected = append(rejected, Rejection{Kind: KindServiceEntry, Name: seName, Source: base.Source, Code: CodeInvalid, Reason: err.Error()})
@@ -293,7 +306,7 @@ func describePorts(ports []model.Port) string {
 func sanitizeLabels(in map[string]string) (map[string]string, []string) {
 	out := make(map[string]string, len(in)+2)
 	var dropped []string
-	for _, k := range slices.Sorted(maps.Keys(in)) {
+	for _, k := range sortedKeys(in) {
 		key, ok := LabelKey(k)
 		if !ok || reservedKey(key) {
 			dropped = append(dropped, k)
@@ -309,7 +322,7 @@ func sanitizeLabels(in map[string]string) (map[string]string, []string) {
 func sanitizeAnnotations(in map[string]string) (map[string]string, []string) {
 	out := make(map[string]string, len(in)+3)
 	var reserved []string
-	for _, k := range slices.Sorted(maps.Keys(in)) {
+	for _, k := range sortedKeys(in) {
 		key, ok := LabelKey(k)
 		if !ok {
 			continue

@@ -286,3 +286,42 @@ func TestServiceAccountOnlyWhenConfigured(t *testing.T) {
 		}
 	}
 }
+
+// TestInlineEndpointRejectedAlone: an instance that breaks the ServiceEntry's
+// rules for endpoints is left out on its own; before, it passed the
+// standalone WorkloadEntry rules and then failed the whole ServiceEntry.
+func TestInlineEndpointRejectedAlone(t *testing.T) {
+	tests := []struct {
+		name string
+		bad  model.Instance
+		want networking.ServiceEntry_Resolution
+	}{
+		// A Unix socket is no IP, so the service resolves by DNS, where
+		// sockets are not accepted.
+		{"unix socket under DNS", inst("sock", "unix:///var/run/web.sock"), networking.ServiceEntry_DNS},
+		{"invalid FQDN under DNS", inst("bad", "-bad-.example.com"), networking.ServiceEntry_DNS},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := web(inst("a", "10.0.0.1"), tc.bad, inst("c", "10.0.0.3"))
+			res, rejected := Service(svc.Host, []Contribution{{Source: "dc1", Service: svc}}, defaultOpts(func(o *Options) { o.Mode = ModeInline }))
+			if len(res) != 1 {
+				t.Fatalf("served %d resources, want the ServiceEntry (rejections: %v)", len(res), rejected)
+			}
+			se := res[0].Spec.(*networking.ServiceEntry)
+			var addrs []string
+			for _, ep := range se.Endpoints {
+				addrs = append(addrs, ep.Address)
+			}
+			if !slices.Equal(addrs, []string{"10.0.0.1", "10.0.0.3"}) || se.Resolution != tc.want {
+				t.Errorf("endpoints %v resolution %v, want the two IPs and %v", addrs, se.Resolution, tc.want)
+			}
+			if len(rejected) != 1 || rejected[0].Name != tc.bad.ID || rejected[0].Code != CodeInvalid {
+				t.Errorf("rejections %v, want one %s for %q", rejected, CodeInvalid, tc.bad.ID)
+			}
+			if err := ValidateServiceEntry(res[0].Name, res[0].Namespace, se); err != nil {
+				t.Errorf("served ServiceEntry fails full validation: %v", err)
+			}
+		})
+	}
+}

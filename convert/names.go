@@ -3,6 +3,7 @@ package convert
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"slices"
 	"strings"
 )
 
@@ -102,6 +103,20 @@ func isSubdomain(s string) bool {
 
 // IsResourceName reports whether s is a valid DNS-1123 subdomain.
 func IsResourceName(s string) bool { return isSubdomain(s) }
+
+// sortedKeys returns m's keys in order. Unlike slices.Sorted(maps.Keys(m)) it
+// allocates once: label maps are small and converted by the tens of thousands.
+func sortedKeys[V any](m map[string]V) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
 
 func isAlnum(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'

@@ -3,8 +3,6 @@ package convert
 import (
 	"encoding/binary"
 	"fmt"
-	"maps"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -79,7 +77,7 @@ func contentVersion(body []byte, labels, ann map[string]string, createTime int64
 	for _, m := range []map[string]string{labels, ann} {
 		// A separator per map keeps {a:b} and {}+{a:b} from hashing alike.
 		_, _ = h.Write([]byte{0xff})
-		for _, k := range slices.Sorted(maps.Keys(m)) {
+		for _, k := range sortedKeys(m) {
 			writeString(h, k)
 			writeString(h, m[k])
 		}
