@@ -60,6 +60,8 @@ type loop struct {
 	failing      map[string]bool   // query ids whose last attempt failed
 	filtered     map[string]bool   // query ids whose last answer was filtered by ACLs
 	warned       map[string]string // scope -> host it lost a collision for (logged once)
+	// rotating records that watches outnumber request slots (logged on change).
+	rotating bool
 }
 
 func (l *loop) run() {
@@ -191,6 +193,28 @@ func (l *loop) handleList(ev listEvent) {
 		if !ev.names[name] {
 			l.stopWatch(watchKey{peer: ev.origin, name: name})
 		}
+	}
+	l.checkRotation()
+}
+
+// checkRotation tells the operator when watches outnumber request slots:
+// watches then take turns, and a change to a service is seen only when its
+// watch next gets a slot, up to one wait later (measured in BENCHMARKS.md:
+// at 10k services and 100 slots, most changes took minutes).
+func (l *loop) checkRotation() {
+	watched, slots := len(l.watches), l.s.cfg.MaxConcurrentQueries
+	rotating := watched > slots
+	l.s.metrics.slotsShort.Set(float64(max(watched-slots, 0)))
+	if rotating == l.rotating {
+		return
+	}
+	l.rotating = rotating
+	if rotating {
+		l.s.log.Warn("more services than maxConcurrentQueries: watches take turns and a change can take up to one wait to be seen; "+
+			"raise maxConcurrentQueries above the service count (and Consul's limits.http_max_conns_per_client to match)",
+			zap.Int("services", watched), zap.Int("maxConcurrentQueries", slots), zap.Duration("wait", l.s.cfg.Wait))
+	} else {
+		l.s.log.Info("every watched service has a request slot again", zap.Int("services", watched), zap.Int("maxConcurrentQueries", slots))
 	}
 }
 

@@ -11,6 +11,7 @@ type metrics struct {
 	requests      *prometheus.CounterVec
 	inflight      prometheus.Gauge
 	watches       prometheus.Gauge
+	slotsShort    prometheus.Gauge
 	indexResets   *prometheus.CounterVec
 	aclFiltered   *prometheus.CounterVec
 	invalid       *prometheus.CounterVec
@@ -35,6 +36,12 @@ func newMetrics(source string) *metrics {
 			Help:        "Services watched with a blocking health query.",
 			ConstLabels: cl,
 		}),
+		slotsShort: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "registry_adapter_consul_watches_without_slot",
+			Help: "Watched services beyond maxConcurrentQueries. Above 0, watches take turns and a change " +
+				"can take up to one wait to be seen.",
+			ConstLabels: cl,
+		}),
 		indexResets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name:        "registry_adapter_consul_index_resets_total",
 			Help:        "Blocking queries whose X-Consul-Index went backwards (Consul restored or replaced).",
@@ -51,7 +58,7 @@ func newMetrics(source string) *metrics {
 			ConstLabels: cl,
 		}, []string{"reason"}),
 	}
-	m.collectorList = []prometheus.Collector{m.requests, m.inflight, m.watches, m.indexResets, m.aclFiltered, m.invalid}
+	m.collectorList = []prometheus.Collector{m.requests, m.inflight, m.watches, m.slotsShort, m.indexResets, m.aclFiltered, m.invalid}
 	return m
 }
 

@@ -319,6 +319,11 @@ func TestConsulManyServicesFewSlots(t *testing.T) {
 	if got := h.counter(h.src.metrics.inflight); got > 2 {
 		t.Errorf("in flight %v > 2", got)
 	}
+	// Six services, two slots: four watches wait their turn, which the
+	// operator must be able to see.
+	if got := h.counter(h.src.metrics.slotsShort); got != 4 {
+		t.Errorf("watches without a slot = %v, want 4", got)
+	}
 }
 
 func TestConsulEnterpriseOnly(t *testing.T) {
