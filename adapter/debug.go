@@ -1,6 +1,7 @@
 package adapter
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,8 +25,9 @@ import (
 
 // Debug serves metrics, health and debug endpoints over HTTP.
 type Debug struct {
-	Adapter  *Adapter
-	Cache    *server.Cache
+	Adapter *Adapter
+	// Caches are the served sets, Caches[i] on Server's shard i.
+	Caches   []*server.Cache
 	Server   *server.Server
 	Sources  []NamedSource
 	Gatherer prometheus.Gatherer
@@ -92,12 +96,12 @@ func (d *Debug) statuses() []sources.Status {
 	return out
 }
 
-// healthz says whether the process can do its job at all: the xDS listener
-// is up. It does not depend on registries: restarting the adapter because
+// healthz says whether the process can do its job at all: every xDS
+// listener is up. It does not depend on registries: restarting the adapter because
 // Consul is down would only make things worse.
 func (d *Debug) healthz(w http.ResponseWriter, _ *http.Request) {
 	if !d.Server.Serving() {
-		http.Error(w, "xDS listener is not serving", http.StatusServiceUnavailable)
+		http.Error(w, "an xDS listener is not serving", http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = fmt.Fprintln(w, "ok")
@@ -109,13 +113,17 @@ type readiness struct {
 	Synced  bool             `json:"synced"`
 	Sources []sources.Status `json:"sources"`
 	Held    []HeldChange     `json:"heldDeletions,omitempty"`
+	// Shards lists every listener: istiod is ready only once each of its
+	// config sources answered, so one shard down makes the adapter unready.
+	Shards []server.ShardStatus `json:"shards"`
 }
 
 // readyz is ready once every source delivered its first state, that state
 // is published, and the listener is up. A source that fails later keeps the
 // adapter ready (its last good state is served) and shows up as stale.
 func (d *Debug) readyz(w http.ResponseWriter, _ *http.Request) {
-	r := readiness{Serving: d.Server.Serving(), Synced: d.Adapter.Ready(), Sources: d.statuses(), Held: d.Adapter.Held()}
+	r := readiness{Serving: d.Server.Serving(), Synced: d.Adapter.Ready(), Sources: d.statuses(), Held: d.Adapter.Held(),
+		Shards: d.Server.Status()}
 	r.Ready = r.Serving && r.Synced
 	code := http.StatusOK
 	if !r.Ready {
@@ -141,35 +149,75 @@ func (d *Debug) allowDeletions(w http.ResponseWriter, req *http.Request) {
 	_, _ = fmt.Fprintf(w, "applied the held change of %s\n", source)
 }
 
-// resources prints what is served now as YAML. ?kind=ServiceEntry limits the
-// kind, ?name=web keeps the resources whose name contains "web".
+// resources prints what is served now, the union of every shard, as YAML.
+// ?kind=ServiceEntry limits the kind, ?name=web keeps the resources whose
+// name contains "web", ?shard=N keeps shard N's. With more than one shard a
+// comment before each document names its shard and listener, which is the
+// config source istiod reads it from.
 func (d *Debug) resources(w http.ResponseWriter, req *http.Request) {
-	kindFilter := req.URL.Query().Get("kind")
-	nameFilter := req.URL.Query().Get("name")
-	var out []*convert.Resource
+	q := req.URL.Query()
+	kindFilter, nameFilter := q.Get("kind"), q.Get("name")
+	shardFilter := -1
+	if v := q.Get("shard"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n >= len(d.Caches) {
+			http.Error(w, fmt.Sprintf("shard %q: want 0 to %d", v, len(d.Caches)-1), http.StatusBadRequest)
+			return
+		}
+		shardFilter = n
+	}
+	var addrs []net.Addr
+	if d.Server != nil {
+		addrs = d.Server.Addrs()
+	}
+	type served struct {
+		shard int
+		entry server.Entry
+	}
+	var body bytes.Buffer
 	for _, kind := range convert.Kinds {
 		if kindFilter != "" && !strings.EqualFold(kindFilter, string(kind)) {
 			continue
 		}
-		for _, e := range d.Cache.Entries(kind) {
-			if nameFilter != "" && !strings.Contains(e.Name, nameFilter) {
+		var list []served
+		for i, c := range d.Caches {
+			if shardFilter >= 0 && i != shardFilter {
 				continue
 			}
-			r, err := convert.FromAny(e.Resource)
+			for _, e := range c.Entries(kind) {
+				if nameFilter == "" || strings.Contains(e.Name, nameFilter) {
+					list = append(list, served{i, e})
+				}
+			}
+		}
+		// The same order as with one shard: by name within a kind.
+		slices.SortFunc(list, func(a, b served) int { return strings.Compare(a.entry.Name, b.entry.Name) })
+		for _, s := range list {
+			r, err := convert.FromAny(s.entry.Resource)
+			if err != nil {
+				http.Error(w, fmt.Sprintf("shard %d %s %s: %v", s.shard, kind, s.entry.Name, err), http.StatusInternalServerError)
+				return
+			}
+			doc, err := convert.YAML([]*convert.Resource{r}, convert.RenderOptions{WithVersion: true})
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
 				return
 			}
-			out = append(out, r)
+			if body.Len() > 0 {
+				body.WriteString("---\n")
+			}
+			if len(d.Caches) > 1 {
+				fmt.Fprintf(&body, "# shard %d of %d", s.shard, len(d.Caches))
+				if s.shard < len(addrs) && addrs[s.shard] != nil {
+					fmt.Fprintf(&body, ", listener %s", addrs[s.shard])
+				}
+				body.WriteString("\n")
+			}
+			body.Write(doc)
 		}
 	}
-	body, err := convert.YAML(out, convert.RenderOptions{WithVersion: true})
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
 	w.Header().Set("Content-Type", "application/yaml")
-	_, _ = w.Write(body)
+	_, _ = w.Write(body.Bytes())
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

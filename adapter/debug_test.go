@@ -44,7 +44,7 @@ func TestDebugEndpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := New(named, Settings{Output: opts(), Debounce: DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond}}, cache, NewMetrics(reg), log)
-	dbg := &Debug{Adapter: a, Cache: cache, Server: srv, Sources: named, Gatherer: reg, Log: log}
+	dbg := &Debug{Adapter: a, Caches: []*server.Cache{cache}, Server: srv, Sources: named, Gatherer: reg, Log: log}
 	web := httptest.NewServer(dbg.Handler())
 	defer web.Close()
 
@@ -106,12 +106,12 @@ func TestDebugEndpoints(t *testing.T) {
 	}
 	_, metrics := get(t, web.URL+"/metrics")
 	for _, want := range []string{
-		`registry_adapter_server_resources{kind="ServiceEntry"} 2`,
-		`registry_adapter_server_resources{kind="WorkloadEntry"} 2`,
+		`registry_adapter_server_resources{kind="ServiceEntry",shard="0"} 2`,
+		`registry_adapter_server_resources{kind="WorkloadEntry",shard="0"} 2`,
 		`registry_adapter_source_services{source="vms"} 2`,
 		`registry_adapter_changes_applied_total{kind="WorkloadEntry",op="upsert"} 2`,
 		`registry_adapter_debounce_windows_total 1`,
-		`registry_adapter_server_connected_clients 0`,
+		`registry_adapter_server_connected_clients{shard="0"} 0`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)

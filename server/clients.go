@@ -16,6 +16,8 @@ import (
 
 // ClientInfo describes one connected stream, as shown on /debug/clients.
 type ClientInfo struct {
+	// Shard is the listener the stream is on; stream ids count per shard.
+	Shard          int                   `json:"shard"`
 	StreamID       int64                 `json:"streamId"`
 	Protocol       string                `json:"protocol"`
 	Peer           string                `json:"peer,omitempty"`
@@ -41,6 +43,7 @@ type clients struct {
 	log     *zap.Logger
 	metrics *Metrics
 	cache   *Cache
+	shard   int
 
 	mu      sync.Mutex
 	streams map[int64]*ClientInfo
@@ -48,12 +51,18 @@ type clients struct {
 
 var _ serverv3.Callbacks = (*clients)(nil)
 
-func newClients(log *zap.Logger, m *Metrics, c *Cache) *clients {
-	return &clients{log: log, metrics: m, cache: c, streams: make(map[int64]*ClientInfo)}
+func newClients(log *zap.Logger, m *Metrics, c *Cache, shard int) *clients {
+	return &clients{log: log.With(zap.Int("shard", shard)), metrics: m, cache: c, shard: shard, streams: make(map[int64]*ClientInfo)}
+}
+
+func (t *clients) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.streams)
 }
 
 func (t *clients) open(ctx context.Context, id int64, protocol string) error {
-	info := &ClientInfo{StreamID: id, Protocol: protocol, ConnectedSince: time.Now(), Types: map[string]*TypeState{}}
+	info := &ClientInfo{Shard: t.shard, StreamID: id, Protocol: protocol, ConnectedSince: time.Now(), Types: map[string]*TypeState{}}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		info.Peer = p.Addr.String()
 	}

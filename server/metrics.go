@@ -1,15 +1,27 @@
 package server
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"strconv"
 
-// Metrics are the serving metrics.
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the serving metrics of one shard. Every series carries a
+// shard label ("0" with a single listener), so that K listeners in one
+// process never write to the same series: their served sets, clients and
+// ACKed versions are distinct (two shards that both serve an empty type even
+// share its version). Dashboards that aggregate by kind or type keep working
+// unchanged with one shard.
 type Metrics struct {
+	vecs  *metricVecs
+	shard string
+
 	cache *cacheMetrics
 
 	clients    prometheus.Gauge
 	pushes     *prometheus.CounterVec
 	pushBytes  *prometheus.CounterVec
-	ackLatency *prometheus.HistogramVec
+	ackLatency prometheus.ObserverVec
 	nacks      *prometheus.CounterVec
 	acked      *prometheus.GaugeVec
 }
@@ -18,41 +30,76 @@ type cacheMetrics struct {
 	resources *prometheus.GaugeVec
 }
 
-// NewMetrics registers the server metrics with reg.
+// metricVecs are the registered collectors, shared by every shard's view.
+type metricVecs struct {
+	resources  *prometheus.GaugeVec
+	clients    *prometheus.GaugeVec
+	pushes     *prometheus.CounterVec
+	pushBytes  *prometheus.CounterVec
+	ackLatency *prometheus.HistogramVec
+	nacks      *prometheus.CounterVec
+	acked      *prometheus.GaugeVec
+}
+
+// NewMetrics registers the server metrics with reg and returns shard 0's
+// view; Shard gives the others.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
-		cache: &cacheMetrics{
-			resources: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-				Name: "registry_adapter_server_resources",
-				Help: "Resources currently served, by kind.",
-			}, []string{"kind"}),
-		},
-		clients: prometheus.NewGauge(prometheus.GaugeOpts{
+	v := &metricVecs{
+		resources: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "registry_adapter_server_resources",
+			Help: "Resources currently served, by kind and shard (listener).",
+		}, []string{"kind", "shard"}),
+		clients: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "registry_adapter_server_connected_clients",
-			Help: "Connected xDS streams (each istiod replica holds one).",
-		}),
+			Help: "Connected xDS streams, by shard (each istiod replica holds one per shard).",
+		}, []string{"shard"}),
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "registry_adapter_server_pushes_total",
-			Help: "Responses sent, by type URL and protocol (sotw or delta).",
-		}, []string{"type", "protocol"}),
+			Help: "Responses sent, by type URL, protocol (sotw or delta) and shard.",
+		}, []string{"type", "protocol", "shard"}),
 		pushBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "registry_adapter_server_push_bytes_total",
-			Help: "Serialized resource bytes sent, by type URL.",
-		}, []string{"type"}),
+			Help: "Serialized resource bytes sent, by type URL and shard.",
+		}, []string{"type", "shard"}),
 		ackLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "registry_adapter_server_change_to_ack_seconds",
-			Help:    "Time from a change of a kind's served set to a client's ACK of it.",
+			Help:    "Time from a change of a kind's served set to a client's ACK of it, by kind and shard.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 3, 12),
-		}, []string{"kind"}),
+		}, []string{"kind", "shard"}),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "registry_adapter_server_nacks_total",
-			Help: "Responses a client rejected (istiod never does; other clients may).",
-		}, []string{"type"}),
+			Help: "Responses a client rejected, by type URL and shard (istiod never does; other clients may).",
+		}, []string{"type", "shard"}),
 		acked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "registry_adapter_server_client_acked_info",
-			Help: "1 for the version of each type each client last ACKed (node id, type, version).",
-		}, []string{"node", "type", "version"}),
+			Help: "1 for the version of each type each client last ACKed (node id, type, version, shard).",
+		}, []string{"node", "type", "version", "shard"}),
 	}
-	reg.MustRegister(m.cache.resources, m.clients, m.pushes, m.pushBytes, m.ackLatency, m.nacks, m.acked)
-	return m
+	reg.MustRegister(v.resources, v.clients, v.pushes, v.pushBytes, v.ackLatency, v.nacks, v.acked)
+	return v.view(0)
+}
+
+// Shard returns the view of shard i, for its Cache and listener. It is nil
+// on a nil Metrics, so metrics stay optional.
+func (m *Metrics) Shard(i int) *Metrics {
+	if m == nil {
+		return nil
+	}
+	return m.vecs.view(i)
+}
+
+func (v *metricVecs) view(i int) *Metrics {
+	shard := strconv.Itoa(i)
+	l := prometheus.Labels{"shard": shard}
+	return &Metrics{
+		vecs:       v,
+		shard:      shard,
+		cache:      &cacheMetrics{resources: v.resources.MustCurryWith(l)},
+		clients:    v.clients.WithLabelValues(shard),
+		pushes:     v.pushes.MustCurryWith(l),
+		pushBytes:  v.pushBytes.MustCurryWith(l),
+		ackLatency: v.ackLatency.MustCurryWith(l),
+		nacks:      v.nacks.MustCurryWith(l),
+		acked:      v.acked.MustCurryWith(l),
+	}
 }

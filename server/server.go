@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -31,6 +32,44 @@ type Config struct {
 	// with GOAWAY too_many_pings after about two minutes, which forces a
 	// reconnect and a full resync.
 	KeepaliveMinTime time.Duration `yaml:"keepaliveMinTime"`
+	// Shards spreads the resources over this many listeners, shard i on the
+	// Listen port + i, each one xds:// config source in istiod: a push then
+	// costs istiod the decode of one shard instead of the whole set.
+	Shards int `yaml:"shards"`
+}
+
+// MaxShards bounds server.shards: beyond it the per-listener overhead (one
+// stream per istiod per shard) outweighs any gain in decode cost.
+const MaxShards = 64
+
+// ListenAddrs returns the address of each shard: the Listen port + i on the
+// Listen host. Port 0 stays 0 for every shard, so each takes its own
+// ephemeral port (tests; Server.Addrs tells which).
+func (c *Config) ListenAddrs() ([]string, error) {
+	shards := max(c.Shards, 1)
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("server.listen %q: %w", c.Listen, err)
+	}
+	if shards == 1 {
+		return []string{c.Listen}, nil
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return nil, fmt.Errorf("server.listen %q: with server.shards %d the port must be a number (shard i listens on port + i)", c.Listen, shards)
+	}
+	if p != 0 && p+shards-1 > 65535 {
+		return nil, fmt.Errorf("server.listen %q: server.shards %d needs ports %d-%d, beyond 65535", c.Listen, shards, p, p+shards-1)
+	}
+	addrs := make([]string, shards)
+	for i := range addrs {
+		n := p
+		if p != 0 {
+			n = p + i
+		}
+		addrs[i] = net.JoinHostPort(host, strconv.Itoa(n))
+	}
+	return addrs, nil
 }
 
 // TLSConfig enables server-side TLS. istiod can only verify the server
@@ -50,6 +89,9 @@ func (c *Config) SetDefaults() {
 	if c.KeepaliveMinTime == 0 {
 		c.KeepaliveMinTime = 10 * time.Second
 	}
+	if c.Shards == 0 {
+		c.Shards = 1
+	}
 }
 
 // Validate reports the first invalid field.
@@ -63,27 +105,55 @@ func (c *Config) Validate() error {
 	if c.KeepaliveMinTime < 0 || c.KeepaliveMinTime > 30*time.Second {
 		return fmt.Errorf("server.keepaliveMinTime %s: must be at most 30s, istiod's ping interval", c.KeepaliveMinTime)
 	}
+	if c.Shards < 1 || c.Shards > MaxShards {
+		return fmt.Errorf("server.shards %d: must be between 1 and %d", c.Shards, MaxShards)
+	}
+	if _, err := c.ListenAddrs(); err != nil {
+		return err
+	}
 	return nil
 }
 
-// Server is the MCP-over-xDS gRPC server.
+// Server is the MCP-over-xDS gRPC server: one listener, gRPC server and
+// Cache per shard. Shards share the TLS key pair, the keepalive policy and the
+// metric collectors (each under its own shard label).
 type Server struct {
-	cfg     Config
-	log     *zap.Logger
+	cfg    Config
+	log    *zap.Logger
+	shards []*shard
+	tls    *tls.Config
+	certs  *certReloader
+}
+
+// shard is one listener and what it serves.
+type shard struct {
+	index   int
 	cache   *Cache
 	clients *clients
-	tls     *tls.Config
-	certs   *certReloader
 
 	mu   sync.Mutex
 	addr net.Addr
 	up   bool
 }
 
-// New builds a server for cache. The TLS key pair, if configured, is loaded
-// now so that a bad path fails at start rather than at istiod's first dial.
+// New builds a single-listener server for cache.
 func New(cfg Config, cache *Cache, m *Metrics, log *zap.Logger) (*Server, error) {
-	s := &Server{cfg: cfg, log: log, cache: cache, clients: newClients(log, m, cache)}
+	return NewSharded(cfg, []*Cache{cache}, m, log)
+}
+
+// NewSharded builds a server with one listener per cache; caches[i] is
+// served on shard i's address (Config.ListenAddrs). Build each cache with
+// NewCache(m.Shard(i)) so its metrics carry its shard. The TLS key pair, if
+// configured, is loaded now so that a bad path fails at start rather than at
+// istiod's first dial.
+func NewSharded(cfg Config, caches []*Cache, m *Metrics, log *zap.Logger) (*Server, error) {
+	if len(caches) == 0 || len(caches) > MaxShards {
+		return nil, fmt.Errorf("server: %d caches, want 1 to %d", len(caches), MaxShards)
+	}
+	s := &Server{cfg: cfg, log: log}
+	for i, c := range caches {
+		s.shards = append(s.shards, &shard{index: i, cache: c, clients: newClients(log, m.Shard(i), c, i)})
+	}
 	if cfg.TLS.CertFile != "" {
 		r, err := newCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, log)
 		if err != nil {
@@ -95,17 +165,52 @@ func New(cfg Config, cache *Cache, m *Metrics, log *zap.Logger) (*Server, error)
 	return s, nil
 }
 
-// Run listens and serves until ctx is done, then stops gracefully.
-func (s *Server) Run(ctx context.Context) error {
-	lis, err := net.Listen("tcp", s.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("server: listen %s: %w", s.cfg.Listen, err)
+// NewCaches returns k empty caches, cache i counted under shard i.
+func NewCaches(k int, m *Metrics) []*Cache {
+	out := make([]*Cache, k)
+	for i := range out {
+		out[i] = NewCache(m.Shard(i))
 	}
-	return s.Serve(ctx, lis)
+	return out
 }
 
-// Serve serves on lis until ctx is done.
-func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+// Shards is the number of listeners.
+func (s *Server) Shards() int { return len(s.shards) }
+
+// Run listens on every shard's address and serves until ctx is done, then
+// stops gracefully. If any address cannot be bound, none is served.
+func (s *Server) Run(ctx context.Context) error {
+	cfg := s.cfg
+	cfg.Shards = len(s.shards)
+	addrs, err := cfg.ListenAddrs()
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	lis := make([]net.Listener, 0, len(addrs))
+	for i, addr := range addrs {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range lis {
+				_ = l.Close()
+			}
+			return fmt.Errorf("server: shard %d: listen %s: %w", i, addr, err)
+		}
+		lis = append(lis, l)
+	}
+	return s.Serve(ctx, lis...)
+}
+
+// Serve serves shard i on lis[i] until ctx is done, or until any listener
+// fails, which stops them all: a shard that is down leaves istiod without
+// its share of the resources, and the process should restart rather than
+// limp along.
+func (s *Server) Serve(ctx context.Context, lis ...net.Listener) error {
+	if len(lis) != len(s.shards) {
+		for _, l := range lis {
+			_ = l.Close()
+		}
+		return fmt.Errorf("server: %d listeners for %d shards", len(lis), len(s.shards))
+	}
 	opts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             s.cfg.KeepaliveMinTime,
@@ -117,63 +222,153 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	if s.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.tls)))
 	}
-	g := grpc.NewServer(opts...)
 	// Streams end when xdsCtx does; GracefulStop alone would wait forever on
 	// istiod's long-lived streams.
 	xdsCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	discovery.RegisterAggregatedDiscoveryServiceServer(g, serverv3.NewServer(xdsCtx, s.cache, s.clients))
+	type result struct {
+		shard int
+		err   error
+	}
+	errc := make(chan result, len(s.shards))
+	servers := make([]*grpc.Server, len(s.shards))
+	for i, sh := range s.shards {
+		g := grpc.NewServer(opts...)
+		discovery.RegisterAggregatedDiscoveryServiceServer(g, serverv3.NewServer(xdsCtx, sh.cache, sh.clients))
+		servers[i] = g
+		sh.setUp(lis[i].Addr())
+		fields := []zap.Field{zap.String("address", lis[i].Addr().String()), zap.Bool("tls", s.tls != nil)}
+		if len(s.shards) > 1 {
+			fields = append(fields, zap.Int("shard", i), zap.Int("shards", len(s.shards)))
+		}
+		s.log.Info("serving MCP-over-xDS", fields...)
+		go func() { errc <- result{i, g.Serve(lis[i])} }()
+	}
 
-	s.mu.Lock()
-	s.addr, s.up = lis.Addr(), true
-	s.mu.Unlock()
-	s.log.Info("serving MCP-over-xDS", zap.String("address", lis.Addr().String()), zap.Bool("tls", s.tls != nil))
-
-	errc := make(chan error, 1)
-	go func() { errc <- g.Serve(lis) }()
+	var failed error
+	pending := len(s.shards)
 	select {
-	case err := <-errc:
-		s.setDown()
-		return fmt.Errorf("server: serve: %w", err)
+	case r := <-errc:
+		pending--
+		s.shards[r.shard].setDown()
+		failed = fmt.Errorf("server: shard %d: serve: %w", r.shard, r.err)
+		s.log.Error("a listener failed; stopping every shard", zap.Int("shard", r.shard), zap.Error(r.err))
 	case <-ctx.Done():
 	}
-	s.setDown()
+	for _, sh := range s.shards {
+		sh.setDown()
+	}
 	cancel()
+	// Every shard drains in parallel within one grace period.
 	stopped := make(chan struct{})
-	go func() { g.GracefulStop(); close(stopped) }()
+	go func() {
+		var wg sync.WaitGroup
+		for _, g := range servers {
+			wg.Go(g.GracefulStop)
+		}
+		wg.Wait()
+		close(stopped)
+	}()
 	select {
 	case <-stopped:
 	case <-time.After(5 * time.Second):
-		g.Stop()
+		for _, g := range servers {
+			g.Stop()
+		}
 		<-stopped
 	}
-	<-errc
+	for range pending {
+		<-errc
+	}
 	s.log.Info("stopped serving")
-	return nil
+	return failed
 }
 
-func (s *Server) setDown() {
-	s.mu.Lock()
-	s.up = false
-	s.mu.Unlock()
+func (sh *shard) setUp(addr net.Addr) {
+	sh.mu.Lock()
+	sh.addr, sh.up = addr, true
+	sh.mu.Unlock()
 }
 
-// Addr is the listening address once serving (nil before).
+func (sh *shard) setDown() {
+	sh.mu.Lock()
+	sh.up = false
+	sh.mu.Unlock()
+}
+
+func (sh *shard) status() ShardStatus {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	st := ShardStatus{Shard: sh.index, Serving: sh.up, Clients: sh.clients.count()}
+	if sh.addr != nil {
+		st.Address = sh.addr.String()
+	}
+	return st
+}
+
+// ShardStatus is one listener's state, as /readyz shows it.
+type ShardStatus struct {
+	Shard   int    `json:"shard"`
+	Address string `json:"address,omitempty"`
+	Serving bool   `json:"serving"`
+	Clients int    `json:"clients"`
+}
+
+// Status returns every shard's state, in shard order.
+func (s *Server) Status() []ShardStatus {
+	out := make([]ShardStatus, len(s.shards))
+	for i, sh := range s.shards {
+		out[i] = sh.status()
+	}
+	return out
+}
+
+// Addr is shard 0's listening address once serving (nil before).
 func (s *Server) Addr() net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.addr
+	sh := s.shards[0]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.addr
 }
 
-// Serving reports whether the listener is up.
+// Addrs are every shard's listening addresses, in shard order, once serving
+// (nil entries before).
+func (s *Server) Addrs() []net.Addr {
+	out := make([]net.Addr, len(s.shards))
+	for i, sh := range s.shards {
+		sh.mu.Lock()
+		out[i] = sh.addr
+		sh.mu.Unlock()
+	}
+	return out
+}
+
+// Serving reports whether every shard's listener is up: istiod needs all of
+// its config sources to become ready, so one shard down is not serving.
 func (s *Server) Serving() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.up
+	for _, sh := range s.shards {
+		sh.mu.Lock()
+		up := sh.up
+		sh.mu.Unlock()
+		if !up {
+			return false
+		}
+	}
+	return true
 }
 
-// Clients returns the connected clients.
-func (s *Server) Clients() []ClientInfo { return s.clients.snapshot() }
+// Clients returns the connected clients of every shard, by shard then
+// stream id (stream ids are per listener).
+func (s *Server) Clients() []ClientInfo {
+	var out []ClientInfo
+	for _, sh := range s.shards {
+		out = append(out, sh.clients.snapshot()...)
+	}
+	if out == nil {
+		out = []ClientInfo{}
+	}
+	return out
+}
 
 // certReloader serves the key pair on disk, reloading it when either file
 // changes, so rotated certificates (cert-manager, a mounted Secret) take effect

@@ -417,6 +417,37 @@ func TestKindOf(t *testing.T) {
 	}
 }
 
+func TestListenAddrs(t *testing.T) {
+	for _, c := range []struct {
+		listen string
+		shards int
+		want   []string
+	}{
+		{"127.0.0.1:15010", 1, []string{"127.0.0.1:15010"}},
+		{":http", 1, []string{":http"}},
+		{"0.0.0.0:15010", 3, []string{"0.0.0.0:15010", "0.0.0.0:15011", "0.0.0.0:15012"}},
+		// Port 0: each shard takes its own ephemeral port.
+		{"127.0.0.1:0", 2, []string{"127.0.0.1:0", "127.0.0.1:0"}},
+		{"[::1]:15010", 2, []string{"[::1]:15010", "[::1]:15011"}},
+		{"0.0.0.0:65534", 2, []string{"0.0.0.0:65534", "0.0.0.0:65535"}},
+	} {
+		cfg := Config{Listen: c.listen, Shards: c.shards}
+		cfg.SetDefaults()
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%s x%d: Validate: %v", c.listen, c.shards, err)
+		}
+		got, err := cfg.ListenAddrs()
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("%s x%d: ListenAddrs = %v, %v; want %v", c.listen, c.shards, got, err, c.want)
+		}
+	}
+	var unset Config
+	unset.SetDefaults()
+	if unset.Shards != 1 {
+		t.Errorf("default shards %d, want 1", unset.Shards)
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	for _, c := range []struct {
 		cfg  Config
@@ -425,6 +456,10 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Listen: "nope"}, "server.listen"},
 		{Config{Listen: ":1", TLS: TLSConfig{CertFile: "x"}}, "together"},
 		{Config{Listen: ":1", KeepaliveMinTime: time.Minute}, "keepaliveMinTime"},
+		{Config{Listen: ":1", Shards: -1}, "server.shards -1: must be between 1 and 64"},
+		{Config{Listen: ":1", Shards: 65}, "server.shards 65: must be between 1 and 64"},
+		{Config{Listen: ":http", Shards: 2}, "the port must be a number"},
+		{Config{Listen: "0.0.0.0:65535", Shards: 2}, "needs ports 65535-65536"},
 	} {
 		err := c.cfg.Validate()
 		if err == nil || !strings.Contains(err.Error(), c.want) {

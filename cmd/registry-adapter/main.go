@@ -110,7 +110,12 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 	if _, err := adapter.BuildSources(cfg, nil, zap.NewNop()); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: valid (%d sources, output %s in namespace %s)\n", *path, len(cfg.Sources), cfg.Output.Mode, cfg.Output.Namespace)
+	shards := ""
+	if cfg.Server.Shards > 1 {
+		addrs, _ := cfg.Server.ListenAddrs()
+		shards = fmt.Sprintf(", %d shards on %s", cfg.Server.Shards, strings.Join(addrs, " "))
+	}
+	fmt.Fprintf(stdout, "%s: valid (%d sources, output %s in namespace %s%s)\n", *path, len(cfg.Sources), cfg.Output.Mode, cfg.Output.Namespace, shards)
 	return nil
 }
 
@@ -200,7 +205,8 @@ func runCmd(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	log.Info("starting", zap.String("version", version), zap.String("config", *path), zap.Int("sources", len(cfg.Sources)))
+	log.Info("starting", zap.String("version", version), zap.String("config", *path), zap.Int("sources", len(cfg.Sources)),
+		zap.Int("shards", cfg.Server.Shards))
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -209,13 +215,19 @@ func runCmd(args []string, stderr io.Writer) error {
 		return err
 	}
 	serverMetrics := server.NewMetrics(reg)
-	cache := server.NewCache(serverMetrics)
-	srv, err := server.New(cfg.Server.Config, cache, serverMetrics, log.Named("server"))
+	// One cache and one listener per shard; the adapter routes each host to
+	// the shard adapter.ShardOf picks.
+	caches := server.NewCaches(cfg.Server.Shards, serverMetrics)
+	srv, err := server.NewSharded(cfg.Server.Config, caches, serverMetrics, log.Named("server"))
 	if err != nil {
 		return err
 	}
-	a := adapter.New(srcs, cfg.Settings(), cache, adapter.NewMetrics(reg), log.Named("adapter"))
-	dbg := &adapter.Debug{Adapter: a, Cache: cache, Server: srv, Sources: srcs, Gatherer: reg, Log: log.Named("debug")}
+	pubs := make([]adapter.Publisher, len(caches))
+	for i, c := range caches {
+		pubs[i] = c
+	}
+	a := adapter.NewSharded(srcs, cfg.Settings(), pubs, adapter.NewMetrics(reg), log.Named("adapter"))
+	dbg := &adapter.Debug{Adapter: a, Caches: caches, Server: srv, Sources: srcs, Gatherer: reg, Log: log.Named("debug")}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

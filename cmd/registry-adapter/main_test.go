@@ -40,12 +40,48 @@ func TestRenderExample(t *testing.T) {
 	}
 }
 
+// TestRenderIgnoresShards: render prints every resource whatever the
+// number of listeners; sharding is how they are served, not what they are.
+func TestRenderIgnoresShards(t *testing.T) {
+	example, err := os.ReadFile("../../examples/static.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sharded := filepath.Join(t.TempDir(), "sharded.yaml")
+	if err := os.WriteFile(sharded, []byte(strings.Replace(string(example), "server:\n", "server:\n  shards: 4\n", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var one, four, errOut bytes.Buffer
+	if code := Main([]string{"render", "--config", "../../examples/static.yaml"}, &one, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if code := Main([]string{"render", "--config", sharded}, &four, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if one.String() != four.String() || one.Len() == 0 {
+		t.Errorf("render with shards: 4 differs from one listener:\n%s\n---- vs ----\n%s", four.String(), one.String())
+	}
+}
+
 func TestValidateAndErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte("sources:\n- name: vms\n  static: {servcies: []}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	example, err := os.ReadFile("../../examples/static.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	withShards := func(name, shards string) string {
+		p := filepath.Join(dir, name)
+		cfg := strings.Replace(string(example), "server:\n", "server:\n  shards: "+shards+"\n", 1)
+		if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	sharded, tooMany := withShards("sharded.yaml", "3"), withShards("too-many.yaml", "100")
 	cases := []struct {
 		args     []string
 		code     int
@@ -53,6 +89,8 @@ func TestValidateAndErrors(t *testing.T) {
 	}{
 		{[]string{"validate", "--config", "../../examples/static.yaml"}, 0, "valid (1 sources"},
 		{[]string{"validate", "--config", bad}, 1, "sources[0].static.servcies: unknown key"},
+		{[]string{"validate", "--config", sharded}, 0, "3 shards on 127.0.0.1:15010 127.0.0.1:15011 127.0.0.1:15012)"},
+		{[]string{"validate", "--config", tooMany}, 1, "server.shards 100: must be between 1 and 64"},
 		{[]string{"validate"}, 1, "--config is required"},
 		{[]string{"render", "--config", filepath.Join(dir, "missing.yaml")}, 1, "no such file"},
 		{[]string{"version"}, 0, "registry-adapter "},
