@@ -86,3 +86,22 @@ func BenchmarkNoopRefresh(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkColdFlush is the first publication of a source's whole state:
+// every host converted, serialized and handed to an empty cache. It is most of
+// the time istiod waits for its first reply after a restart.
+func BenchmarkColdFlush(b *testing.B) {
+	for _, n := range []int{10000, 50000} {
+		b.Run(fmt.Sprintf("mode=inline/N=%d", n), func(b *testing.B) {
+			reg := gen.NewRegistry(gen.ServicesFor(n, convert.ModeInline))
+			groups := gen.Groups(reg.Services)
+			b.ReportAllocs()
+			for b.Loop() {
+				c := server.NewCache(nil)
+				a := New([]NamedSource{{Name: "bench"}}, Settings{Output: gen.Options(convert.ModeInline)}, c, nil, zap.NewNop())
+				a.apply(update{source: "bench", groups: groups, full: true})
+				a.flush()
+			}
+		})
+	}
+}

@@ -21,6 +21,9 @@ const (
 // that sanitize alike ("Web_1" and "web-1") still get distinct names, and the
 // same original always gets the same name.
 func ResourceName(raw string) string {
+	if isSubdomain(raw) {
+		return raw
+	}
 	clean := sanitizeSubdomain(raw)
 	if clean == raw && len(raw) <= maxNameLen && raw != "" {
 		return raw
@@ -97,8 +100,11 @@ func isLabelName(s string) bool {
 	return isAlnum(s[0]) && isAlnum(s[len(s)-1])
 }
 
+// isSubdomain is sanitizeSubdomain(s) == s for a non-empty s of at most 253
+// characters, without building the sanitized string (syntax_test.go checks
+// the equivalence).
 func isSubdomain(s string) bool {
-	return s != "" && len(s) <= maxNameLen && sanitizeSubdomain(s) == s
+	return len(s) <= maxNameLen && isDNS1123Subdomain(s, false)
 }
 
 // IsResourceName reports whether s is a valid DNS-1123 subdomain.

@@ -117,9 +117,11 @@ func (r *Resource) MCP() *mcp.Resource {
 }
 
 // Any serializes the MCP envelope once, ready to be shared by every response
-// that carries this resource.
+// that carries this resource. The envelope need not be byte-stable (the
+// version is hashed from the deterministic body and metadata, not from these
+// bytes), and sorting its label maps was a tenth of a cold sync.
 func (r *Resource) Any() (*anypb.Any, error) {
-	b, err := deterministic.Marshal(r.MCP())
+	b, err := proto.Marshal(r.MCP())
 	if err != nil {
 		return nil, fmt.Errorf("convert: marshal %s %s: %w", r.Kind, r.Key(), err)
 	}

@@ -36,6 +36,7 @@ func checkSyntaxAgrees(t *testing.T, s string) {
 		{"wildcard label", istioIsWildcardDNS1123Label(s), len(s) <= istioDNS1123LabelMaxLength && refWildcard.MatchString(s)},
 		{"label value", s == "" || isQualifiedName(s), refLabelValue.MatchString(s)},
 		{"tag key", istioValidateTagKey(s) == nil, refTagKeyOK(s)},
+		{"subdomain as sanitizing keeps it", isSubdomain(s), s != "" && len(s) <= maxNameLen && sanitizeSubdomain(s) == s},
 	}
 	for _, c := range checks {
 		if c.loop != c.ref {

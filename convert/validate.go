@@ -113,24 +113,32 @@ func istioValidateSEEndpoint(errs *istioErrs, res networking.ServiceEntry_Resolu
 	case networking.ServiceEntry_STATIC:
 		// STATIC endpoints go through the WorkloadEntry rules, but must be
 		// IP addresses or Unix sockets: Envoy would not resolve a hostname.
-		istioValidateWorkloadEntry(errs, istioEndpointField(ep), ep, servicePorts, false)
+		istioValidateWorkloadEntry(errs, true, ep, servicePorts, false)
 	case networking.ServiceEntry_DNS, networking.ServiceEntry_DNS_ROUND_ROBIN:
-		field := istioEndpointField(ep)
+		// Message prefixes are built only for errors: this runs for every
+		// endpoint of every service.
+		field := func() string { return istioEndpointField(ep) }
 		// Unlike STATIC, the address is not required to be set and Unix
 		// sockets are not accepted: it must be an IP or an FQDN.
 		if !istioIsValidIPAddress(ep.Address) {
 			if err := istioValidateFQDN(ep.Address); err != nil {
-				errs.addf("%s: address %q is not a valid FQDN or an IP address", field, ep.Address)
+				errs.addf("%s: address %q is not a valid FQDN or an IP address", field(), ep.Address)
 			}
 		}
-		errs.addPrefixed(field+" labels", istioValidateLabels(ep.Labels))
+		if err := istioValidateLabels(ep.Labels); err != nil {
+			errs.addPrefixed(field()+" labels", err)
+		}
 		for _, name := range istioSortedKeys(ep.Ports) {
 			port := ep.Ports[name]
 			if _, ok := servicePorts[name]; !ok {
-				errs.addf("%s: port name %q (%d) is not defined by the service entry", field, name, port)
+				errs.addf("%s: port name %q (%d) is not defined by the service entry", field(), name, port)
 			}
-			errs.addPrefixed(fmt.Sprintf("%s ports[%q] name", field, name), istioValidatePortName(name))
-			errs.addPrefixed(fmt.Sprintf("%s ports[%q]", field, name), istioValidatePort(int(port)))
+			if err := istioValidatePortName(name); err != nil {
+				errs.addPrefixed(fmt.Sprintf("%s ports[%q] name", field(), name), err)
+			}
+			if err := istioValidatePort(int(port)); err != nil {
+				errs.addPrefixed(fmt.Sprintf("%s ports[%q]", field(), name), err)
+			}
 		}
 	}
 }
@@ -149,7 +157,7 @@ func ValidateWorkloadEntryMeta(meta ValidationMeta, we *networking.WorkloadEntry
 	// serves, so its port names are not checked against any service, and an
 	// FQDN address is allowed (it may be selected by a DNS ServiceEntry).
 	var errs istioErrs
-	istioValidateWorkloadEntry(&errs, "", we, nil, true)
+	istioValidateWorkloadEntry(&errs, false, we, nil, true)
 	return errors.Join(nameErr, errs.join())
 }
 
@@ -296,21 +304,29 @@ func istioValidateServiceEntrySpec(meta ValidationMeta, se *networking.ServiceEn
 			errs.addf("ports[%d]: service entry port may not be null", i)
 			continue
 		}
-		field := fmt.Sprintf("ports[%d] %q", i, p.Name)
+		field := func() string { return fmt.Sprintf("ports[%d] %q", i, p.Name) }
 		if _, dup := servicePorts[p.Name]; dup {
-			errs.addf("%s: service entry port name %q already defined", field, p.Name)
+			errs.addf("%s: service entry port name %q already defined", field(), p.Name)
 		}
 		servicePorts[p.Name] = struct{}{}
 		if _, dup := servicePortNumbers[p.Number]; dup {
-			errs.addf("%s: service entry port number %d already defined", field, p.Number)
+			errs.addf("%s: service entry port number %d already defined", field(), p.Number)
 		}
 		servicePortNumbers[p.Number] = struct{}{}
 		if p.TargetPort != 0 {
-			errs.addPrefixed(field+" targetPort", istioValidatePort(int(p.TargetPort)))
+			if err := istioValidatePort(int(p.TargetPort)); err != nil {
+				errs.addPrefixed(field()+" targetPort", err)
+			}
 		}
-		errs.addPrefixed(field+" name", istioValidatePortName(p.Name))
-		errs.addPrefixed(field+" protocol", istioValidateProtocol(p.Protocol))
-		errs.addPrefixed(field+" number", istioValidatePort(int(p.Number)))
+		if err := istioValidatePortName(p.Name); err != nil {
+			errs.addPrefixed(field()+" name", err)
+		}
+		if err := istioValidateProtocol(p.Protocol); err != nil {
+			errs.addPrefixed(field()+" protocol", err)
+		}
+		if err := istioValidatePort(int(p.Number)); err != nil {
+			errs.addPrefixed(field()+" number", err)
+		}
 	}
 
 	switch se.Resolution {
@@ -424,15 +440,22 @@ func istioValidateServiceEntrySpec(meta ValidationMeta, se *networking.ServiceEn
 // istioValidateWorkloadEntry ports validateWorkloadEntry, shared by
 // standalone WorkloadEntries (servicePorts nil, FQDN addresses allowed) and
 // STATIC ServiceEntry endpoints (servicePorts non-nil, IPs or Unix sockets).
-// field prefixes the messages; "" means a standalone WorkloadEntry.
-func istioValidateWorkloadEntry(errs *istioErrs, field string, we *networking.WorkloadEntry,
+// endpoint says we is a ServiceEntry endpoint, named in messages by its
+// address; messages are built only for errors.
+func istioValidateWorkloadEntry(errs *istioErrs, endpoint bool, we *networking.WorkloadEntry,
 	servicePorts map[string]struct{}, allowFQDNAddresses bool,
 ) {
+	field := func() string {
+		if !endpoint {
+			return ""
+		}
+		return istioEndpointField(we)
+	}
 	prefix := func(f string) string {
-		if field == "" {
+		if !endpoint {
 			return f
 		}
-		return field + " " + f
+		return field() + " " + f
 	}
 	addr := we.GetAddress()
 	if addr == "" {
@@ -461,17 +484,23 @@ func istioValidateWorkloadEntry(errs *istioErrs, field string, we *networking.Wo
 		port := we.Ports[name]
 		if servicePorts != nil {
 			if _, ok := servicePorts[name]; !ok {
-				errs.addf("%s: port name %q (%d) is not defined by the service entry", istioOr(field, "ports"), name, port)
+				errs.addf("%s: port name %q (%d) is not defined by the service entry", istioOr(field(), "ports"), name, port)
 			}
 		}
-		errs.addPrefixed(prefix(fmt.Sprintf("ports[%q] name", name)), istioValidatePortName(name))
-		errs.addPrefixed(prefix(fmt.Sprintf("ports[%q]", name)), istioValidatePort(int(port)))
+		if err := istioValidatePortName(name); err != nil {
+			errs.addPrefixed(prefix(fmt.Sprintf("ports[%q] name", name)), err)
+		}
+		if err := istioValidatePort(int(port)); err != nil {
+			errs.addPrefixed(prefix(fmt.Sprintf("ports[%q]", name)), err)
+		}
 	}
-	errs.addPrefixed(prefix("labels"), istioValidateLabels(we.Labels))
+	if err := istioValidateLabels(we.Labels); err != nil {
+		errs.addPrefixed(prefix("labels"), err)
+	}
 	// A Unix socket carries a single stream, so the service may only have
 	// one port to map onto it.
 	if unixEndpoint && servicePorts != nil && len(servicePorts) != 1 {
-		errs.addf("%s: exactly 1 service port required for unix endpoints, the service entry has %d", istioOr(field, "ports"), len(servicePorts))
+		errs.addf("%s: exactly 1 service port required for unix endpoints, the service entry has %d", istioOr(field(), "ports"), len(servicePorts))
 	}
 }
 
