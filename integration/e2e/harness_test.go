@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -351,10 +352,28 @@ func startIstiodErr(t *testing.T, meshConfig string) (*istiodProc, error) {
 	if err := os.WriteFile(mesh, []byte(meshConfig), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := append(scriptsEnv, "ISTIOD_RUN_DIR="+runDir, "ISTIOD_KUBECONFIG="+kubeconfig, "ISTIOD_WAIT=listen",
+	return launchIstiod(t, runDir, nil, mesh)
+}
+
+// startIstiodSources starts istiod with the mesh config start-istiod.sh
+// generates for these config sources (ISTIOD_CONFIG_SOURCE, comma-separated).
+func startIstiodSources(t *testing.T, sources ...string) *istiodProc {
+	t.Helper()
+	p, err := launchIstiod(t, t.TempDir(), []string{"ISTIOD_CONFIG_SOURCE=" + strings.Join(sources, ",")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func launchIstiod(t *testing.T, runDir string, extraEnv []string, args ...string) (*istiodProc, error) {
+	t.Helper()
+	// A copy: parallel tests must not append into scriptsEnv's spare capacity.
+	env := append(slices.Clone(scriptsEnv), "ISTIOD_RUN_DIR="+runDir, "ISTIOD_KUBECONFIG="+kubeconfig, "ISTIOD_WAIT=listen",
 		"ISTIOD_LOG_LEVEL=default:info,adsc:debug")
+	env = append(env, extraEnv...)
 	var out bytes.Buffer
-	startErr := command(repoRoot, env, &out, "bash", "integration/istiod/start-istiod.sh", mesh)
+	startErr := command(repoRoot, env, &out, "bash", append([]string{"integration/istiod/start-istiod.sh"}, args...)...)
 	p := &istiodProc{runDir: runDir, logPath: filepath.Join(runDir, "istiod.log")}
 	for _, kv := range parseExports(out.String()) {
 		if v, ok := strings.CutPrefix(kv, "ISTIOD_HTTP_ADDR="); ok {

@@ -5,8 +5,10 @@
 #   start-istiod.sh [--no-wait|--wait-listen|--wait-ready] [MESH_CONFIG.yaml] [-- EXTRA pilot-discovery ARGS]
 #
 # Mesh config, first match wins: the MESH_CONFIG argument; $ISTIOD_MESH_CONFIG; a generated one with
-#   configSources: [{address: $ISTIOD_CONFIG_SOURCE}] when ISTIOD_CONFIG_SOURCE is set (e.g. xds://127.0.0.1:15999);
-#   otherwise a generated one without configSources (istiod then becomes ready on its own).
+#   configSources: [{address: $ISTIOD_CONFIG_SOURCE}] when ISTIOD_CONFIG_SOURCE is set (e.g. xds://127.0.0.1:15999;
+#   several sources, e.g. the shards of one adapter, separated by spaces or commas:
+#   "xds://127.0.0.1:15999,xds://127.0.0.1:16000"); otherwise a generated one without configSources (istiod then
+#   becomes ready on its own).
 # With an xds:// config source istiod exits at start if the source refuses the connection, and is ready only once
 # the source answered every requested type: start the source first, and use --no-wait/--wait-listen if the
 # caller wants to check readiness itself.
@@ -65,7 +67,13 @@ else
   {
     echo "rootNamespace: istio-system"
     echo "trustDomain: cluster.local"
-    if [ -n "${ISTIOD_CONFIG_SOURCE:-}" ]; then printf 'configSources:\n- address: %s\n' "$ISTIOD_CONFIG_SOURCE"; fi
+    sources=()
+    IFS=', ' read -r -a fields <<< "${ISTIOD_CONFIG_SOURCE:-}"
+    for f in ${fields[@]+"${fields[@]}"}; do [ -z "$f" ] || sources+=("$f"); done
+    if [ ${#sources[@]} -gt 0 ]; then
+      echo "configSources:"
+      printf -- '- address: %s\n' "${sources[@]}"
+    fi
   } > "$RUN_DIR/mesh.yaml"
 fi
 echo "networks: {}" > "$RUN_DIR/meshNetworks.yaml"
