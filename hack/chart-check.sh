@@ -61,7 +61,8 @@ done
 step "helm lint --strict and helm template: ${VARIANTS[*]}"
 
 # values.schema.json must turn typos and chart-owned config keys into errors.
-for bad in "replicas=3" "config.server.listen=127.0.0.1:15010" "tls.enabeld=true" "podAntiAffinity=maybe"; do
+for bad in "replicas=3" "config.server.listen=127.0.0.1:15010" "config.server.shards=2" "shards=0" "shards=65" \
+  "tls.enabeld=true" "podAntiAffinity=maybe"; do
   if "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --set "$bad" >/dev/null 2>"$WORK/neg.log"; then
     die "values.schema.json accepts --set $bad"
   fi

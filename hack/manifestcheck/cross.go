@@ -23,6 +23,7 @@ type adapterConfig struct {
 	Server struct {
 		Listen      string `json:"listen"`
 		DebugListen string `json:"debugListen"`
+		Shards      int    `json:"shards"`
 		TLS         struct {
 			CertFile string `json:"certFile"`
 			KeyFile  string `json:"keyFile"`
@@ -95,6 +96,14 @@ func crossCheck(docs []*doc) []error {
 	for _, name := range []string{xdsPort, monitorPort} {
 		if ports[name] == 0 {
 			bad("Deployment %s: no container port named %s", dep.Name, name)
+		}
+	}
+	// With server.shards K the adapter listens on the grpc-xds port + i for shard i: grpc-xds-<i>. xdsPorts maps
+	// each of those port numbers to its name.
+	xdsPorts := map[int32]string{}
+	for name, n := range ports {
+		if name == xdsPort || strings.HasPrefix(name, xdsPort+"-") {
+			xdsPorts[n] = name
 		}
 	}
 	podPort := func(p intstr.IntOrString) (int32, bool) {
@@ -189,6 +198,16 @@ func crossCheck(docs []*doc) []error {
 			}
 		}
 		checkListen("server.listen", cfg.Server.Listen, xdsPort, true)
+		shards := max(cfg.Server.Shards, 1)
+		for i := 1; i < shards; i++ {
+			name := fmt.Sprintf("%s-%d", xdsPort, i)
+			if want := ports[xdsPort] + int32(i); ports[name] != want {
+				bad("config server.shards %d: shard %d listens on %d, want a container port %s %d", shards, i, want, name, want)
+			}
+		}
+		if len(xdsPorts) != shards {
+			bad("config server.shards %d: %d xDS container ports (%s, %s-<i>)", shards, len(xdsPorts), xdsPort, xdsPort)
+		}
 		checkListen("server.debugListen", cfg.Server.DebugListen, monitorPort, true)
 		inMount := func(key, file string) {
 			if file == "" {
@@ -213,7 +232,7 @@ func crossCheck(docs []*doc) []error {
 
 	// Services: each selects the pods and targets existing ports; the monitoring port only on a headless one.
 	var metricsServices []*corev1.Service
-	xdsServices := 0
+	xdsServices := map[int32]bool{}
 	for _, s := range services {
 		if !labels.SelectorFromSet(s.Spec.Selector).Matches(podLabels) || len(s.Spec.Selector) == 0 {
 			bad("Service %s: selector %v does not select the pods", s.Name, s.Spec.Selector)
@@ -228,12 +247,16 @@ func crossCheck(docs []*doc) []error {
 				bad("Service %s port %s: targetPort %s is no container port", s.Name, p.Name, target.String())
 				continue
 			}
-			switch n {
-			case ports[xdsPort]:
-				xdsServices++
-				if p.Name != xdsPort || p.AppProtocol == nil || *p.AppProtocol != "grpc" {
-					bad("Service %s: the xDS port must be named %s with appProtocol grpc", s.Name, xdsPort)
+			if name, ok := xdsPorts[n]; ok {
+				xdsServices[n] = true
+				if p.Name != name || p.AppProtocol == nil || *p.AppProtocol != "grpc" {
+					bad("Service %s: the xDS port %d must be named %s with appProtocol grpc", s.Name, n, name)
 				}
+				if p.Port != n {
+					bad("Service %s port %s: %d, want the container port %d (istiod lists <service>:%d)", s.Name, p.Name, p.Port, n, n)
+				}
+			}
+			switch n {
 			case ports[monitorPort]:
 				if s.Spec.ClusterIP != corev1.ClusterIPNone {
 					bad("Service %s: carries the monitoring port (pprof, resource dump) but is not headless", s.Name)
@@ -242,8 +265,8 @@ func crossCheck(docs []*doc) []error {
 			}
 		}
 	}
-	if xdsServices != 1 {
-		bad("want one Service port for xDS, found %d", xdsServices)
+	if len(xdsServices) != len(xdsPorts) {
+		bad("want one Service port per xDS container port (%d), found %d", len(xdsPorts), len(xdsServices))
 	}
 
 	for _, p := range pdbs {
@@ -277,8 +300,10 @@ func crossCheck(docs []*doc) []error {
 				admitted[n] = true
 			}
 		}
-		if !admitted[ports[xdsPort]] {
-			bad("NetworkPolicy %s: admits nobody to the xDS port: istiod cannot connect", np.Name)
+		for n, name := range xdsPorts {
+			if !admitted[n] {
+				bad("NetworkPolicy %s: admits nobody to the xDS port %s: istiod cannot connect to that shard", np.Name, name)
+			}
 		}
 	}
 

@@ -3,7 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -12,10 +14,12 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
-// adapterSource is the configSources address the chart's Service answers with its default values.
+// adapterSource is the configSources address the chart's Service answers with its default values; with shards,
+// shard i answers on adapterPort + i.
 const (
 	adapterSource = "xds://registry-adapter.istio-system.svc:15010"
 	adapterHost   = "registry-adapter.istio-system.svc"
+	adapterPort   = 15010
 )
 
 // checkIstiodValues checks istiod Helm values files that add the adapter as a config source. meshConfig is
@@ -57,13 +61,26 @@ func checkIstiodFile(file string) error {
 	}
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	var k8s, adapter bool
+	var k8s bool
+	shards := map[int]bool{} // adapter ports listed, as offsets from adapterPort
+	isAdapter := func(addr string) bool {
+		host, port, err := net.SplitHostPort(strings.TrimPrefix(addr, "xds://"))
+		return strings.HasPrefix(addr, "xds://") && err == nil && host == adapterHost && port != ""
+	}
 	for i, cs := range mc.GetConfigSources() {
-		switch cs.GetAddress() {
-		case "k8s://":
+		switch addr := cs.GetAddress(); {
+		case addr == "k8s://":
 			k8s = true
-		case adapterSource:
-			adapter = true
+		case isAdapter(addr):
+			_, port, _ := net.SplitHostPort(strings.TrimPrefix(addr, "xds://"))
+			n, err := strconv.Atoi(port)
+			if err != nil || n < adapterPort || n >= adapterPort+64 {
+				bad("meshConfig.configSources[%d] %s: want port %d (+ shard, up to 63)", i, addr, adapterPort)
+			} else if shards[n-adapterPort] {
+				bad("meshConfig.configSources[%d] %s: listed twice", i, addr)
+			} else {
+				shards[n-adapterPort] = true
+			}
 		}
 		tls := cs.GetTlsSettings()
 		if tls == nil {
@@ -82,7 +99,7 @@ func checkIstiodFile(file string) error {
 		if tls.GetInsecureSkipVerify().GetValue() {
 			bad("%s.insecureSkipVerify: anyone could pose as the adapter", p)
 		}
-		if cs.GetAddress() == adapterSource {
+		if isAdapter(cs.GetAddress()) {
 			found := false
 			for _, san := range tls.GetSubjectAltNames() {
 				found = found || san == adapterHost
@@ -95,8 +112,14 @@ func checkIstiodFile(file string) error {
 	if !k8s {
 		bad("meshConfig.configSources: no k8s://, which silently turns off istiod's Kubernetes CRDs")
 	}
-	if !adapter {
+	if !shards[0] {
 		bad("meshConfig.configSources: no %s", adapterSource)
+	}
+	// Shards are the ports adapterPort..adapterPort+K-1: a gap is a shard whose hosts istiod never sees.
+	for i := range len(shards) {
+		if !shards[i] {
+			bad("meshConfig.configSources: %d adapter shards listed but not xds://%s:%d: its share of the services would be missing", len(shards), adapterHost, adapterPort+i)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -28,6 +28,7 @@ func TestRenderedManifests(t *testing.T) {
 		{"root allowed (pod security)", "runAsNonRoot: true", "runAsNonRoot: false", "pod security (restricted)"},
 		{"loopback debug listener", "debugListen: 0.0.0.0:15014", "debugListen: 127.0.0.1:15014", "loopback"},
 		{"listener port mismatch", "listen: 0.0.0.0:15010", "listen: 0.0.0.0:15011", "is not the grpc-xds container port"},
+		{"shards without their ports", "shards: 1", "shards: 2", "shard 1 listens on 15011, want a container port grpc-xds-1 15011"},
 		{"token outside mounts", "tokenFile: /etc/registry-adapter/consul/token", "tokenFile: /etc/consul/token", "not a volume mount"},
 		{"service misses the pods", "targetPort: grpc-xds", "targetPort: grpc", "is no container port"},
 		{"readiness probe path", "path: /readyz", "path: /ready", `readinessProbe path "/ready"`},

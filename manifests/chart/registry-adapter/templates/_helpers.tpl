@@ -67,6 +67,7 @@ once here so that the ConfigMap and the Deployment's checksum agree.
 {{- $server := deepCopy (get $cfg "server" | default dict) }}
 {{- $_ := set $server "listen" (printf "0.0.0.0:%d" (int .Values.ports.grpc)) }}
 {{- $_ := set $server "debugListen" (printf "0.0.0.0:%d" (int .Values.ports.monitoring)) }}
+{{- $_ := set $server "shards" (int .Values.shards) }}
 {{- if .Values.tls.enabled }}
 {{- $_ := set $server "tls" (dict "certFile" (printf "%s/tls.crt" .Values.tls.mountPath) "keyFile" (printf "%s/tls.key" .Values.tls.mountPath)) }}
 {{- end }}
@@ -84,4 +85,17 @@ when empty: namespaceSelector {} means every namespace, while no namespaceSelect
 {{- if hasKey . "podSelector" }}{{ $_ := set $peer "podSelector" (.podSelector | default dict) }}{{ end }}
 {{- if not $peer }}{{ fail "networkPolicy: a peer needs namespaceSelector or podSelector" }}{{ end }}
 {{- toYaml (list $peer) }}
+{{- end }}
+
+{{/*
+The xDS ports, one per shard, as a list of dicts {name, port}: grpc-xds on ports.grpc, then grpc-xds-<i> on
+ports.grpc + i. The adapter listens on the same ports (server.listen's port + i).
+*/}}
+{{- define "registry-adapter.xdsPorts" -}}
+{{- $out := list }}
+{{- range $i := until (int .Values.shards) }}
+{{- $name := ternary "grpc-xds" (printf "grpc-xds-%d" $i) (eq $i 0) }}
+{{- $out = append $out (dict "name" $name "port" (add (int $.Values.ports.grpc) $i)) }}
+{{- end }}
+{{- toYaml $out }}
 {{- end }}
