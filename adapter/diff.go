@@ -85,14 +85,28 @@ func (p *Published) Diff(host string, desired []*convert.Resource) map[convert.K
 
 // Commit records desired as what is now published for host.
 func (p *Published) Commit(host string, desired []*convert.Resource) {
-	if len(desired) == 0 {
+	p.commit(host, publishedList(desired))
+}
+
+// commit records a list made by publishedList.
+func (p *Published) commit(host string, list []publishedResource) {
+	if len(list) == 0 {
 		delete(p.byHost, host)
 		return
+	}
+	p.byHost[host] = list
+}
+
+// publishedList is what Published keeps of desired: names and versions,
+// sorted.
+func publishedList(desired []*convert.Resource) []publishedResource {
+	if len(desired) == 0 {
+		return nil
 	}
 	list := make([]publishedResource, len(desired))
 	for i, r := range desired {
 		list[i] = publishedResource{kind: r.Kind, key: r.Key(), version: r.Version}
 	}
 	slices.SortFunc(list, comparePublished)
-	p.byHost[host] = list
+	return list
 }
