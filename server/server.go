@@ -38,8 +38,8 @@ type Config struct {
 	Shards int `yaml:"shards"`
 }
 
-// MaxShards bounds server.shards: beyond it the per-listener overhead (one
-// stream per istiod per shard) outweighs any gain in decode cost.
+// MaxShards bounds server.shards. It is a sanity limit, not a measured
+// optimum: each shard costs a port, a gRPC server and one stream per istiod.
 const MaxShards = 64
 
 // ListenAddrs returns the address of each shard: the Listen port + i on the
@@ -136,9 +136,10 @@ type shard struct {
 	up   bool
 }
 
-// New builds a single-listener server for cache.
+// New builds a single-listener server for cache; m is used as given, so a
+// shard's view (Metrics.Shard) keeps its label.
 func New(cfg Config, cache *Cache, m *Metrics, log *zap.Logger) (*Server, error) {
-	return NewSharded(cfg, []*Cache{cache}, m, log)
+	return newServer(cfg, []*Cache{cache}, []*Metrics{m}, log)
 }
 
 // NewSharded builds a server with one listener per cache; caches[i] is
@@ -147,12 +148,24 @@ func New(cfg Config, cache *Cache, m *Metrics, log *zap.Logger) (*Server, error)
 // configured, is loaded now so that a bad path fails at start rather than at
 // istiod's first dial.
 func NewSharded(cfg Config, caches []*Cache, m *Metrics, log *zap.Logger) (*Server, error) {
+	ms := make([]*Metrics, len(caches))
+	for i := range ms {
+		ms[i] = m.Shard(i)
+	}
+	return newServer(cfg, caches, ms, log)
+}
+
+func newServer(cfg Config, caches []*Cache, ms []*Metrics, log *zap.Logger) (*Server, error) {
 	if len(caches) == 0 || len(caches) > MaxShards {
 		return nil, fmt.Errorf("server: %d caches, want 1 to %d", len(caches), MaxShards)
 	}
+	// A mismatch would serve some shard's hosts nowhere, or on the wrong port.
+	if cfg.Shards > 0 && cfg.Shards != len(caches) {
+		return nil, fmt.Errorf("server: server.shards is %d but there are %d caches", cfg.Shards, len(caches))
+	}
 	s := &Server{cfg: cfg, log: log}
 	for i, c := range caches {
-		s.shards = append(s.shards, &shard{index: i, cache: c, clients: newClients(log, m.Shard(i), c, i)})
+		s.shards = append(s.shards, &shard{index: i, cache: c, clients: newClients(log, ms[i], c, i)})
 	}
 	if cfg.TLS.CertFile != "" {
 		r, err := newCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, log)

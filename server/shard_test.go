@@ -235,10 +235,14 @@ func TestRunFailsWhenAShardCannotListen(t *testing.T) {
 }
 
 func TestNewShardedRejectsBadCounts(t *testing.T) {
-	for _, n := range []int{0, MaxShards + 1} {
-		if _, err := NewSharded(Config{Listen: "127.0.0.1:0"}, NewCaches(n, nil), nil, zaptest.NewLogger(t)); err == nil {
-			t.Errorf("%d caches accepted", n)
+	for _, c := range []struct{ shards, caches int }{{0, 0}, {0, MaxShards + 1}, {3, 2}, {1, 2}} {
+		cfg := Config{Listen: "127.0.0.1:0", Shards: c.shards}
+		if _, err := NewSharded(cfg, NewCaches(c.caches, nil), nil, zaptest.NewLogger(t)); err == nil {
+			t.Errorf("server.shards %d with %d caches accepted", c.shards, c.caches)
 		}
+	}
+	if _, err := New(Config{Listen: "127.0.0.1:0", Shards: 2}, NewCache(nil), nil, zaptest.NewLogger(t)); err == nil {
+		t.Error("New with server.shards 2 accepted one cache")
 	}
 }
 
