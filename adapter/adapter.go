@@ -540,9 +540,9 @@ func ShardOf(host string, k int) int {
 type hostResult struct {
 	published []publishedResource
 	rejected  []convert.Rejection
-	upserts  []kindEntry
-	deletes  map[convert.Kind][]string
-	errs     []error
+	upserts   []kindEntry
+	deletes   map[convert.Kind][]string
+	errs      []error
 }
 
 type kindEntry struct {

@@ -12,6 +12,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/registry-adapter/registry-adapter/convert"
@@ -25,6 +26,10 @@ type Entry struct {
 	// Resource is the MCP envelope, serialized once and shared by every
 	// response to every client.
 	Resource *anypb.Any
+
+	// record is Resource as a DiscoveryResponse encodes it, set by Apply;
+	// see responseCodec.
+	record mem.Buffer
 }
 
 // Cache is a full-state xDS cache for MCP-over-xDS clients such as istiod.
@@ -60,8 +65,10 @@ type kindState struct {
 	bytes   int
 	changed time.Time
 	// snapshot is the shared, read-only resource slice for the current
-	// version, built on first use after a change.
+	// version, built on first use after a change; records holds the same
+	// resources encoded, in the same order.
 	snapshot []*anypb.Any
+	records  []mem.Buffer
 }
 
 // NewCache returns an empty cache that replies to nobody until MarkReady.
@@ -125,10 +132,12 @@ func (c *Cache) Apply(kind convert.Kind, upserts []Entry, deletes []string) bool
 			if old.Version == e.Version {
 				continue
 			}
+			e = withRecord(e)
 			ks.hash ^= entryHash(old.Name, old.Version) ^ entryHash(e.Name, e.Version)
 			ks.bytes += len(e.Resource.GetValue()) - len(old.Resource.GetValue())
 			ks.list[i] = e
 		} else {
+			e = withRecord(e)
 			ks.byName[e.Name] = len(ks.list)
 			ks.list = append(ks.list, e)
 			ks.hash ^= entryHash(e.Name, e.Version)
@@ -157,7 +166,7 @@ func (c *Cache) Apply(kind convert.Kind, upserts []Entry, deletes []string) bool
 	if !changed {
 		return false
 	}
-	ks.snapshot = nil
+	ks.snapshot, ks.records = nil, nil
 	ks.changed = c.now()
 	if c.metrics != nil {
 		c.metrics.resources.WithLabelValues(string(kind)).Set(float64(len(ks.list)))
@@ -239,12 +248,38 @@ func (c *Cache) snapshotLocked(kind convert.Kind) []*anypb.Any {
 	}
 	if ks.snapshot == nil {
 		snap := make([]*anypb.Any, len(ks.list))
+		records := make([]mem.Buffer, len(ks.list))
+		complete := true
 		for i, e := range ks.list {
 			snap[i] = e.Resource
+			records[i] = e.record
+			// A nil resource has no record: the proto codec handles (and
+			// reports) such a snapshot.
+			complete = complete && e.record != nil
 		}
-		ks.snapshot = snap
+		if !complete {
+			records = nil
+		}
+		ks.snapshot, ks.records = snap, records
 	}
 	return ks.snapshot
+}
+
+// encodedResources returns the encoded records of resources when resources
+// is the current snapshot of a kind, and nil otherwise (an older snapshot, or
+// a slice the cache did not make).
+func (c *Cache) encodedResources(resources []*anypb.Any) []mem.Buffer {
+	if len(resources) == 0 {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ks := range c.kinds {
+		if len(ks.snapshot) == len(resources) && &ks.snapshot[0] == &resources[0] {
+			return ks.records
+		}
+	}
+	return nil
 }
 
 // sotwWatch is one outstanding state-of-the-world request.

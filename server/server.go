@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -246,7 +247,7 @@ func (s *Server) Serve(ctx context.Context, lis ...net.Listener) error {
 	errc := make(chan result, len(s.shards))
 	servers := make([]*grpc.Server, len(s.shards))
 	for i, sh := range s.shards {
-		g := grpc.NewServer(opts...)
+		g := grpc.NewServer(append(slices.Clip(opts), grpc.ForceServerCodecV2(newResponseCodec(sh.cache)))...)
 		discovery.RegisterAggregatedDiscoveryServiceServer(g, serverv3.NewServer(xdsCtx, sh.cache, sh.clients))
 		servers[i] = g
 		sh.setUp(lis[i].Addr())
