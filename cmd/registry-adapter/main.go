@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
@@ -207,6 +208,7 @@ func runCmd(args []string, stderr io.Writer) error {
 	defer func() { _ = log.Sync() }()
 	log.Info("starting", zap.String("version", version), zap.String("config", *path), zap.Int("sources", len(cfg.Sources)),
 		zap.Int("shards", cfg.Server.Shards))
+	setMemoryLimit(log, memlimit.FromCgroup)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
