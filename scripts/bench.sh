@@ -39,7 +39,7 @@ fi
 
 log "Go benchmarks (go test -bench -benchmem)"
 go test -run '^$' -benchmem -benchtime "${BENCH_TIME:-300ms}" -timeout 20m \
-  -bench 'Floor|EncodeShared|Snapshot|CacheApply|ResponseEncode|FlushOneChange|NoopRefresh|BenchmarkService|ResourceAny' \
+  -bench 'Floor|EncodeShared|Snapshot|CacheApply|ResponseEncode|FlushOneChange|NoopRefresh|ColdFlush|BenchmarkService|ResourceAny' \
   ./bench/floor ./server ./adapter ./convert > "$OUT/gobench.txt" 2>&1 || gofail=1
 grep -E '^(Benchmark|ok|FAIL|---)' "$OUT/gobench.txt" >&2 || true
 if [ "${gofail:-0}" = 1 ]; then
