@@ -305,6 +305,14 @@ func describePorts(ports []model.Port) string {
 // sanitizeLabels returns a valid label map, and the keys it had to drop.
 func sanitizeLabels(in map[string]string) (map[string]string, []string) {
 	out := make(map[string]string, len(in)+2)
+	if keysClean(in) {
+		// Nothing to rename, so no two keys can collide and the order does
+		// not matter: skip sorting, which every instance would pay.
+		for k, v := range in {
+			out[k] = LabelValue(v)
+		}
+		return out, nil
+	}
 	var dropped []string
 	for _, k := range sortedKeys(in) {
 		key, ok := LabelKey(k)
@@ -317,10 +325,27 @@ func sanitizeLabels(in map[string]string) (map[string]string, []string) {
 	return out, dropped
 }
 
+// keysClean reports whether every key of m is a valid label key the adapter
+// may pass on unchanged.
+func keysClean(m map[string]string) bool {
+	for k := range m {
+		if !IsLabelKey(k) || reservedKey(k) {
+			return false
+		}
+	}
+	return true
+}
+
 // sanitizeAnnotations keeps the annotations whose keys are valid, and
 // returns the reserved ones it dropped.
 func sanitizeAnnotations(in map[string]string) (map[string]string, []string) {
 	out := make(map[string]string, len(in)+3)
+	if keysClean(in) {
+		for k, v := range in {
+			out[k] = v
+		}
+		return out, nil
+	}
 	var reserved []string
 	for _, k := range sortedKeys(in) {
 		key, ok := LabelKey(k)
