@@ -50,6 +50,8 @@ type command struct {
 	Census bool `json:"census,omitempty"`
 	// profile: start a CPU profile into Path ("" stops it).
 	Path string `json:"path,omitempty"`
+	// move, addport: the service changed (shards.go).
+	Index int `json:"index,omitempty"`
 }
 
 // stats is what the child reports about itself.
@@ -94,6 +96,10 @@ type applyRec struct {
 type reply struct {
 	Err     string      `json:"err,omitempty"`
 	Addr    string      `json:"addr,omitempty"`
+	Addrs   []string    `json:"addrs,omitempty"` // every shard's listener (Addr is the first)
+	Host    string      `json:"host,omitempty"`  // move, addport: the service's host
+	Address string      `json:"address,omitempty"`
+	Port    int         `json:"port,omitempty"`
 	Stats   *stats      `json:"stats,omitempty"`
 	Changes []changeRec `json:"changes,omitempty"`
 	Applies []applyRec  `json:"applies,omitempty"`
@@ -115,12 +121,29 @@ type tracker struct {
 }
 
 func (t *tracker) Apply(kind convert.Kind, upserts []server.Entry, deletes []string) bool {
-	changed := t.cache.Apply(kind, upserts, deletes)
+	return t.applyTo(t.cache, kind, upserts, deletes)
+}
+
+// shardPub is one more shard's cache, recorded by the same tracker (whose
+// versions and stats are the first shard's).
+type shardPub struct {
+	t     *tracker
+	cache *server.Cache
+}
+
+func (p shardPub) Apply(kind convert.Kind, upserts []server.Entry, deletes []string) bool {
+	return p.t.applyTo(p.cache, kind, upserts, deletes)
+}
+
+func (p shardPub) MarkReady() { p.cache.MarkReady() }
+
+func (t *tracker) applyTo(cache *server.Cache, kind convert.Kind, upserts []server.Entry, deletes []string) bool {
+	changed := cache.Apply(kind, upserts, deletes)
 	if !changed {
 		return false
 	}
 	now := time.Now().UnixNano()
-	v := t.cache.Version(kind)
+	v := cache.Version(kind)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.seq++
@@ -228,6 +251,9 @@ type childConfig struct {
 	consulMode string
 	consulMaxQ int
 	consulGlob string
+	// shards: listeners (one cache each) hosts are spread over by
+	// adapter.ShardOf; 0 or 1: one.
+	shards int
 }
 
 func runChild(cfg childConfig) error {
@@ -267,24 +293,34 @@ func runChild(cfg childConfig) error {
 
 	promReg := prometheus.NewRegistry()
 	sm := server.NewMetrics(promReg)
-	cache := server.NewCache(sm)
-	srv, err := server.New(server.Config{Listen: "127.0.0.1:0", KeepaliveMinTime: 10 * time.Second}, cache, sm, log)
-	if err != nil {
-		return err
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { _ = srv.Serve(ctx, lis) }()
+	caches := make([]*server.Cache, max(cfg.shards, 1))
+	addrs := make([]string, len(caches))
+	for i := range caches {
+		caches[i] = server.NewCache(sm)
+		srv, err := server.New(server.Config{Listen: "127.0.0.1:0", KeepaliveMinTime: 10 * time.Second}, caches[i], sm, log)
+		if err != nil {
+			return err
+		}
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		go func() { _ = srv.Serve(ctx, lis) }()
+		addrs[i] = lis.Addr().String()
+	}
+	cache := caches[0]
 
 	tr := &tracker{cache: cache, pending: map[string][]int{}}
 	tr.cond = sync.NewCond(&tr.mu)
+	pubs := []adapter.Publisher{tr}
+	for _, c := range caches[1:] {
+		pubs = append(pubs, shardPub{t: tr, cache: c})
+	}
 	settings := adapter.Settings{Output: opts, Debounce: adapter.DebounceConfig{Quiet: cfg.quiet, Max: cfg.max}}
-	a := adapter.New([]adapter.NamedSource{{Name: sourceName, Source: src, Reporter: sources.NewReporter(sourceName, nil)}},
-		settings, tr, adapter.NewMetrics(promReg), log)
+	a := adapter.NewSharded([]adapter.NamedSource{{Name: sourceName, Source: src, Reporter: sources.NewReporter(sourceName, nil)}},
+		settings, pubs, adapter.NewMetrics(promReg), log)
 	var readyAt atomic.Int64
 	go func() { _ = a.Run(ctx) }()
 	go func() {
@@ -298,7 +334,7 @@ func runChild(cfg childConfig) error {
 	}()
 
 	out := json.NewEncoder(os.Stdout)
-	if err := out.Encode(reply{Addr: lis.Addr().String()}); err != nil {
+	if err := out.Encode(reply{Addr: addrs[0], Addrs: addrs}); err != nil {
 		return err
 	}
 	in := bufio.NewScanner(os.Stdin)
@@ -369,6 +405,12 @@ func runChild(cfg childConfig) error {
 				}
 				r.T1 = time.Now().UnixNano()
 			}
+		case "move", "addport":
+			if gs == nil {
+				r.Err = "no generated source"
+				break
+			}
+			r = shardChange(gs, reg, c)
 		case "quit":
 			cancel()
 			_ = out.Encode(reply{})

@@ -42,9 +42,10 @@ func main() {
 		cmode := fs.String("consul-mode", "default", "")
 		cmaxq := fs.Int("consul-max-queries", 0, "")
 		cglob := fs.String("consul-services-glob", "", "")
+		shards := fs.Int("shards", 1, "")
 		_ = fs.Parse(os.Args[2:])
 		err := runChild(childConfig{mode: convert.Mode(*mode), services: *services, quiet: *quiet, max: *maxd,
-			consulAddr: *caddr, consulMode: *cmode, consulMaxQ: *cmaxq, consulGlob: *cglob})
+			consulAddr: *caddr, consulMode: *cmode, consulMaxQ: *cmaxq, consulGlob: *cglob, shards: *shards})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "adapter child:", err)
 			os.Exit(1)
@@ -72,6 +73,10 @@ type options struct {
 	consulChurn    time.Duration
 	istiod         bool
 	istiodServices int
+	shardKs        []int
+	shardSizes     []int
+	shardChanges   int
+	shardColds     int
 	gobench        string
 	out            string
 	repo           string
@@ -97,6 +102,10 @@ func driverMain() int {
 	flag.DurationVar(&o.consulChurn, "consul-churn", 20*time.Second, "Consul request-rate sample under churn")
 	flag.BoolVar(&o.istiod, "istiod", true, "run the real-istiod scenario (needs integration/istiod)")
 	flag.IntVar(&o.istiodServices, "istiod-services", 1000, "services in the real-istiod scenario")
+	shardKs := flag.String("istiod-shards", "", "sharding with the real istiod: listener counts K to compare, e.g. 1,4 (empty: skip; about 2-3 minutes per N and K)")
+	shardSizes := flag.String("istiod-shard-sizes", "10000,50000", "sharding with the real istiod: inline ServiceEntry counts N")
+	flag.IntVar(&o.shardChanges, "istiod-shard-changes", 20, "sharding with the real istiod: endpoint changes per N and K")
+	flag.IntVar(&o.shardColds, "istiod-shard-colds", 3, "sharding with the real istiod: cold syncs (istiod restarts) per N and K")
 	flag.StringVar(&o.gobench, "gobench", "", "`go test -bench` output to fold into the table")
 	flag.StringVar(&o.out, "out", "", "also write the table to this file")
 	flag.StringVar(&o.repo, "repo", ".", "repository root (for the integration scripts)")
@@ -106,6 +115,8 @@ func driverMain() int {
 	o.clients = ints(*clients)
 	o.consulServices = ints(*csizes)
 	o.consulModes = strings.Split(*cmodes, ",")
+	o.shardKs = ints(*shardKs)
+	o.shardSizes = ints(*shardSizes)
 
 	rep := &report{start: time.Now(), opts: o}
 	rep.machine()
@@ -127,6 +138,11 @@ func driverMain() int {
 	if o.istiod {
 		if err := runIstiod(rep, o); err != nil {
 			rep.fail("istiod", err)
+		}
+	}
+	if len(o.shardKs) > 0 {
+		if err := runShards(rep, o); err != nil {
+			rep.fail("istiod shards", err)
 		}
 	}
 	if o.gobench != "" {
@@ -253,7 +269,9 @@ type childProc struct {
 	in   io.WriteCloser
 	dec  *json.Decoder
 	addr string
-	done chan error
+	// addrs are every shard's listener (addr is the first).
+	addrs []string
+	done  chan error
 }
 
 func startChild(args ...string) (*childProc, error) {
@@ -289,7 +307,7 @@ func startChild(args ...string) (*childProc, error) {
 		_ = cmd.Wait()
 		return nil, fmt.Errorf("adapter child did not start: %w", err)
 	}
-	p.addr = r.Addr
+	p.addr, p.addrs = r.Addr, r.Addrs
 	return p, nil
 }
 

@@ -111,6 +111,7 @@ type report struct {
 	sections []*section
 	consul   []string
 	istiod   []string
+	shards   []string
 	notes    []string
 	gobench  []string
 	failures []string
@@ -273,6 +274,12 @@ func (rep *report) render() string {
 	if len(rep.istiod) > 0 {
 		w("\n### Real istiod\n\n")
 		for _, l := range rep.istiod {
+			w("%s\n", l)
+		}
+	}
+	if len(rep.shards) > 0 {
+		w("\n### Sharding with the real istiod\n\n")
+		for _, l := range rep.shards {
 			w("%s\n", l)
 		}
 	}
