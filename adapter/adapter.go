@@ -595,13 +595,14 @@ func (a *Adapter) convertHost(host string) hostResult {
 	res := hostResult{rejected: rejected}
 	for kind, change := range a.published.Diff(host, desired) {
 		for _, r := range change.Upserts {
-			anyRes, err := r.Any()
+			// Serialized straight into the form every reply shares.
+			entry, err := server.NewEntry(r.Key(), r.Version, r.MCP())
 			if err != nil {
 				res.errs = append(res.errs, fmt.Errorf("%s %s: %w", kind, r.Key(), err))
 				desired = without(desired, r)
 				continue
 			}
-			res.upserts = append(res.upserts, kindEntry{kind, server.Entry{Name: r.Key(), Version: r.Version, Resource: anyRes}})
+			res.upserts = append(res.upserts, kindEntry{kind, entry})
 		}
 		if len(change.Deletes) > 0 {
 			if res.deletes == nil {

@@ -16,23 +16,61 @@ import (
 // discoveryResponseResources is the field number of DiscoveryResponse.resources.
 const discoveryResponseResources = 2
 
-// withRecord encodes e's resource once, as field 2 of a DiscoveryResponse,
-// and points e.Resource's value into that encoding, so that the record costs
-// no more memory than the resource did.
-func withRecord(e Entry) Entry {
-	a := e.Resource
-	if a == nil {
-		return e
+// recordHeadroom is room enough in front of a marshalled MCP resource for its
+// record's header: two tags, the type URL and two varints.
+const recordHeadroom = 1 + 5 + 1 + 1 + len(mcpResourceTypeURL) + 1 + 5
+
+// mcpResourceTypeURL is the type URL of every resource this server sends.
+const mcpResourceTypeURL = "type.googleapis.com/istio.mcp.v1alpha1.Resource"
+
+// NewEntry serializes an MCP resource (istio.mcp.v1alpha1.Resource) straight
+// into its record (see responseCodec), without the copy Apply would make of
+// an Entry built from an Any.
+func NewEntry(name, version string, mcpResource proto.Message) (Entry, error) {
+	// Size first, so that the buffer is allocated once and exactly; the
+	// marshal then reuses the sizes it cached.
+	size := proto.Size(mcpResource)
+	buf, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(make([]byte, recordHeadroom, recordHeadroom+size), mcpResource)
+	if err != nil {
+		return Entry{}, fmt.Errorf("server: marshal %s: %w", name, err)
 	}
-	anySize := protowire.SizeTag(1) + protowire.SizeBytes(len(a.TypeUrl)) +
-		protowire.SizeTag(2) + protowire.SizeBytes(len(a.Value))
-	b := make([]byte, 0, protowire.SizeTag(discoveryResponseResources)+protowire.SizeBytes(anySize))
+	value := buf[recordHeadroom:]
+	head := recordHeader(mcpResourceTypeURL, len(value))
+	start := recordHeadroom - len(head)
+	copy(buf[start:], head)
+	return Entry{
+		Name: name, Version: version,
+		Resource: &anypb.Any{TypeUrl: mcpResourceTypeURL, Value: value[:len(value):len(value)]},
+		record:   mem.SliceBuffer(buf[start:]),
+	}, nil
+}
+
+// recordHeader is what precedes an Any's value in its record: the
+// DiscoveryResponse.resources tag and length, then the Any's type URL field
+// and its value's tag and length.
+func recordHeader(typeURL string, valueLen int) []byte {
+	anySize := protowire.SizeTag(1) + protowire.SizeBytes(len(typeURL)) +
+		protowire.SizeTag(2) + protowire.SizeBytes(valueLen)
+	b := make([]byte, 0, protowire.SizeTag(discoveryResponseResources)+protowire.SizeVarint(uint64(anySize))+anySize-valueLen)
 	b = protowire.AppendTag(b, discoveryResponseResources, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(anySize))
 	b = protowire.AppendTag(b, 1, protowire.BytesType)
-	b = protowire.AppendString(b, a.TypeUrl)
+	b = protowire.AppendString(b, typeURL)
 	b = protowire.AppendTag(b, 2, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(len(a.Value)))
+	return protowire.AppendVarint(b, uint64(valueLen))
+}
+
+// withRecord encodes e's resource once, as field 2 of a DiscoveryResponse,
+// and points e.Resource's value into that encoding, so that the record costs
+// no more memory than the resource did. Entries made by NewEntry have theirs.
+func withRecord(e Entry) Entry {
+	a := e.Resource
+	if a == nil || e.record != nil {
+		return e
+	}
+	head := recordHeader(a.TypeUrl, len(a.Value))
+	b := make([]byte, len(head), len(head)+len(a.Value))
+	copy(b, head)
 	valueAt := len(b)
 	b = append(b, a.Value...)
 	e.Resource = &anypb.Any{TypeUrl: a.TypeUrl, Value: b[valueAt:len(b):len(b)]}

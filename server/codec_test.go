@@ -9,6 +9,7 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	mcp "istio.io/api/mcp/v1alpha1"
 
 	"github.com/registry-adapter/registry-adapter/convert"
 )
@@ -84,6 +85,30 @@ func TestResponseCodecSharesRecords(t *testing.T) {
 		back := msg.ProtoReflect().New().Interface()
 		if err := proto.Unmarshal(out.Materialize(), back); err != nil || !proto.Equal(back, msg) {
 			t.Errorf("%s: does not round-trip (%v)", name, err)
+		}
+	}
+}
+
+// TestNewEntryMatchesAny: an entry serialized by NewEntry carries the same
+// Any as one built the usual way, and its record is what withRecord makes.
+func TestNewEntryMatchesAny(t *testing.T) {
+	res := &mcp.Resource{Metadata: &mcp.Metadata{Name: "ns/x", Version: "1", Labels: map[string]string{"a": "b"}}}
+	for _, body := range []int{0, 100, 200_000} { // varint lengths of 1, 2 and 3 bytes
+		res.Body = &anypb.Any{TypeUrl: "t", Value: make([]byte, body)}
+		e, err := NewEntry("ns/x", "1", res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := anypb.New(res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(e.Resource, want) {
+			t.Fatalf("body %d: NewEntry's Any differs from anypb.New's", body)
+		}
+		ref := withRecord(Entry{Name: e.Name, Version: e.Version, Resource: want})
+		if got, exp := e.record.ReadOnlyData(), ref.record.ReadOnlyData(); string(got) != string(exp) {
+			t.Errorf("body %d: record differs from withRecord's (%d vs %d bytes)", body, len(got), len(exp))
 		}
 	}
 }
