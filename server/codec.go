@@ -11,17 +11,16 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/registry-adapter/registry-adapter/convert"
 )
 
 // discoveryResponseResources is the field number of DiscoveryResponse.resources.
 const discoveryResponseResources = 2
 
 // recordHeadroom is room enough in front of a marshalled MCP resource for its
-// record's header: two tags, the type URL and two varints.
-const recordHeadroom = 1 + 5 + 1 + 1 + len(mcpResourceTypeURL) + 1 + 5
-
-// mcpResourceTypeURL is the type URL of every resource this server sends.
-const mcpResourceTypeURL = "type.googleapis.com/istio.mcp.v1alpha1.Resource"
+// record's header: three tags, the type URL and its length, two varints.
+const recordHeadroom = 1 + 5 + 1 + 1 + len(convert.MCPResourceTypeURL) + 1 + 5
 
 // NewEntry serializes an MCP resource (istio.mcp.v1alpha1.Resource) straight
 // into its record (see responseCodec), without the copy Apply would make of
@@ -35,23 +34,23 @@ func NewEntry(name, version string, mcpResource proto.Message) (Entry, error) {
 		return Entry{}, fmt.Errorf("server: marshal %s: %w", name, err)
 	}
 	value := buf[recordHeadroom:]
-	head := recordHeader(mcpResourceTypeURL, len(value))
+	var hb [recordHeadroom]byte
+	head := appendRecordHeader(hb[:0], convert.MCPResourceTypeURL, len(value))
 	start := recordHeadroom - len(head)
 	copy(buf[start:], head)
 	return Entry{
 		Name: name, Version: version,
-		Resource: &anypb.Any{TypeUrl: mcpResourceTypeURL, Value: value[:len(value):len(value)]},
+		Resource: &anypb.Any{TypeUrl: convert.MCPResourceTypeURL, Value: value[:len(value):len(value)]},
 		record:   mem.SliceBuffer(buf[start:]),
 	}, nil
 }
 
-// recordHeader is what precedes an Any's value in its record: the
+// appendRecordHeader appends what precedes an Any's value in its record: the
 // DiscoveryResponse.resources tag and length, then the Any's type URL field
 // and its value's tag and length.
-func recordHeader(typeURL string, valueLen int) []byte {
+func appendRecordHeader(b []byte, typeURL string, valueLen int) []byte {
 	anySize := protowire.SizeTag(1) + protowire.SizeBytes(len(typeURL)) +
 		protowire.SizeTag(2) + protowire.SizeBytes(valueLen)
-	b := make([]byte, 0, protowire.SizeTag(discoveryResponseResources)+protowire.SizeVarint(uint64(anySize))+anySize-valueLen)
 	b = protowire.AppendTag(b, discoveryResponseResources, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(anySize))
 	b = protowire.AppendTag(b, 1, protowire.BytesType)
@@ -68,9 +67,7 @@ func withRecord(e Entry) Entry {
 	if a == nil || e.record != nil {
 		return e
 	}
-	head := recordHeader(a.TypeUrl, len(a.Value))
-	b := make([]byte, len(head), len(head)+len(a.Value))
-	copy(b, head)
+	b := appendRecordHeader(make([]byte, 0, recordHeadroom+len(a.Value)), a.TypeUrl, len(a.Value))
 	valueAt := len(b)
 	b = append(b, a.Value...)
 	e.Resource = &anypb.Any{TypeUrl: a.TypeUrl, Value: b[valueAt:len(b):len(b)]}
