@@ -286,6 +286,21 @@ func connectLikeIstiod(t *testing.T, addr string) *istiodClient {
 	return c
 }
 
+// missingReplies names the requested types c has no reply for.
+func missingReplies(c *istiodClient, requested []*discovery.DiscoveryRequest) error {
+	got := c.repliedTypes()
+	var missing []string
+	for _, r := range requested {
+		if got[r.TypeUrl] == 0 {
+			missing = append(missing, r.TypeUrl)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("no reply for %v", missing)
+	}
+	return nil
+}
+
 // synced is istiod's readiness condition for this config source.
 func (c *istiodClient) synced() error {
 	if !c.mcp.HasSynced() {
@@ -518,15 +533,13 @@ func TestIstiodConfigSourceClient(t *testing.T) {
 
 	t.Run("every requested type synced", func(t *testing.T) {
 		eventually(t, waitFor, istiod.synced)
-		got := istiod.repliedTypes()
 		if len(requested) != 16 {
 			t.Errorf("ConfigInitialRequests has %d types, the protocol notes say 16", len(requested))
 		}
-		for _, r := range requested {
-			if got[r.TypeUrl] == 0 {
-				t.Errorf("no reply for %s", r.TypeUrl)
-			}
-		}
+		// adsc marks a type synced before it hands the reply to the
+		// goroutine counting replies, so the count may lag a moment.
+		eventually(t, waitFor, func() error { return missingReplies(istiod, requested) })
+		got := istiod.repliedTypes()
 		for typ := range got {
 			if !slices.ContainsFunc(requested, func(r *discovery.DiscoveryRequest) bool { return r.TypeUrl == typ }) {
 				t.Errorf("reply for %s, which was never requested", typ)
@@ -621,11 +634,7 @@ func TestIstiodConfigSourceClient(t *testing.T) {
 		late := connectLikeIstiod(t, env.addr)
 		eventually(t, waitFor, late.synced)
 		eventually(t, waitFor, func() error { return late.diff(initial, opts) })
-		for _, r := range requested {
-			if late.repliedTypes()[r.TypeUrl] == 0 {
-				t.Errorf("late client: no reply for %s", r.TypeUrl)
-			}
-		}
+		eventually(t, waitFor, func() error { return missingReplies(late, requested) })
 		if err := istiod.diff(initial, opts); err != nil {
 			t.Errorf("first client drifted: %v", err)
 		}
