@@ -33,7 +33,7 @@ fi
 [ "${BENCH_CONSUL:-1}" = 0 ] && args+=(-consul=false -istiod=false)
 [ "${BENCH_ISTIOD:-1}" = 0 ] && args+=(-istiod=false)
 if [ "${BENCH_CONSUL:-1}" != 0 ]; then
-  log "building or locating consul (integration/consul/consul.sh; first time 6-10 minutes)"
+  log "building or locating consul (integration/consul/consul.sh; the first time about 3 minutes on an idle machine)"
   bash integration/consul/consul.sh install >/dev/null
 fi
 
