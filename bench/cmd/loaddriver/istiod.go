@@ -42,6 +42,22 @@ func istiodCached() bool {
 	return true
 }
 
+// istiodHarness makes a private run directory for integration/istiod's
+// scripts and returns it with their environment (what build.sh prints, plus
+// ISTIOD_RUN_DIR). The caller removes run once the scripts are stopped.
+func istiodHarness(repo, prefix string) (run string, env []string, err error) {
+	run, err = os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	built, err := runScript(repo, nil, "integration/istiod/build.sh")
+	if err != nil {
+		_ = os.RemoveAll(run)
+		return "", nil, fmt.Errorf("build.sh: %w", err)
+	}
+	return run, append(strings.Fields(strings.ReplaceAll(built, "export ", "")), "ISTIOD_RUN_DIR="+run), nil
+}
+
 func cpuOf(pid int) time.Duration {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -99,16 +115,11 @@ func istiodScenario(rep *report, o options, proxy *countingProxy, reg *consulReg
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	run, err := os.MkdirTemp("", "bench-istiod-")
+	run, env, err := istiodHarness(o.repo, "bench-istiod-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(run)
-	built, err := runScript(o.repo, nil, "integration/istiod/build.sh")
-	if err != nil {
-		return fmt.Errorf("build.sh: %w", err)
-	}
-	env := append(strings.Fields(strings.ReplaceAll(built, "export ", "")), "ISTIOD_RUN_DIR="+run)
 	defer func() { _, _ = runScript(o.repo, env, "integration/istiod/stop.sh") }()
 	progress("istiod: starting etcd and kube-apiserver")
 	if _, err := runScript(o.repo, env, "integration/istiod/start-kube.sh"); err != nil {

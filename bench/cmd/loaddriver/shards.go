@@ -111,16 +111,11 @@ func runShards(rep *report, o options) error {
 		rep.shards = append(rep.shards, "skipped: istiod is not built yet (`make e2e` builds it once, about 15 minutes; or set BENCH_ISTIOD_BUILD=1)")
 		return nil
 	}
-	run, err := os.MkdirTemp("", "bench-shards-")
+	run, env, err := istiodHarness(o.repo, "bench-shards-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(run)
-	built, err := runScript(o.repo, nil, "integration/istiod/build.sh")
-	if err != nil {
-		return fmt.Errorf("build.sh: %w", err)
-	}
-	env := append(strings.Fields(strings.ReplaceAll(built, "export ", "")), "ISTIOD_RUN_DIR="+run)
 	stop := func(what string) { _, _ = runScript(o.repo, env, "integration/istiod/stop.sh", what) }
 	// Interrupted: stop istiod, kube-apiserver and etcd (which makes whatever
 	// waits on them fail), and start nothing more; the deferred stop catches
