@@ -322,11 +322,10 @@ func (c *Cache) cancelFunc(unpark func(), done chan struct{}) func() {
 }
 
 func (c *Cache) respondLocked(w *sotwWatch) {
-	resp := &sotwResponse{
-		req:       w.req,
-		version:   c.versionLocked(w.kind),
-		resources: c.snapshotLocked(w.kind),
-	}
+	// The reply's content is taken when the stream sends it, not here:
+	// building a version's resource slice is O(N), and here it would run on
+	// the adapter's flush (Apply notifies under the cache lock).
+	resp := &sotwResponse{req: w.req, cache: c, kind: w.kind}
 	send(w.out, cache.Response(resp), w.done)
 }
 
@@ -369,14 +368,29 @@ func (c *Cache) Fetch(context.Context, *cache.Request) (cache.Response, error) {
 }
 
 type sotwResponse struct {
-	req       *discovery.DiscoveryRequest
+	req   *discovery.DiscoveryRequest
+	cache *Cache
+	kind  convert.Kind
+
+	once      sync.Once
 	version   string
 	resources []*anypb.Any
+}
+
+// resolve takes the kind's current version and resources, once: whatever
+// changed since the watch fired goes out with it, under its own version.
+func (r *sotwResponse) resolve() {
+	r.once.Do(func() {
+		r.cache.mu.Lock()
+		defer r.cache.mu.Unlock()
+		r.version, r.resources = r.cache.versionLocked(r.kind), r.cache.snapshotLocked(r.kind)
+	})
 }
 
 // GetDiscoveryResponse builds a fresh envelope per send: the server writes the
 // nonce into it, so only the resource slice may be shared.
 func (r *sotwResponse) GetDiscoveryResponse() (*discovery.DiscoveryResponse, error) {
+	r.resolve()
 	return &discovery.DiscoveryResponse{
 		VersionInfo: r.version,
 		Resources:   r.resources,
@@ -385,7 +399,7 @@ func (r *sotwResponse) GetDiscoveryResponse() (*discovery.DiscoveryResponse, err
 }
 
 func (r *sotwResponse) GetRequest() *discovery.DiscoveryRequest { return r.req }
-func (r *sotwResponse) GetVersion() (string, error)             { return r.version, nil }
-func (r *sotwResponse) GetResponseVersion() string              { return r.version }
+func (r *sotwResponse) GetVersion() (string, error)             { r.resolve(); return r.version, nil }
+func (r *sotwResponse) GetResponseVersion() string              { r.resolve(); return r.version }
 func (r *sotwResponse) GetReturnedResources() map[string]string { return nil }
 func (r *sotwResponse) GetContext() context.Context             { return context.Background() }

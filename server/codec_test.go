@@ -112,3 +112,36 @@ func TestNewEntryMatchesAny(t *testing.T) {
 		}
 	}
 }
+
+// TestReplyTakesContentWhenSent: a watch answered by a change carries the
+// content and version current when the stream sends it, consistently, so a
+// second change made in between goes out in the same reply under its own
+// version.
+func TestReplyTakesContentWhenSent(t *testing.T) {
+	c := NewCache(nil)
+	c.Apply(convert.KindServiceEntry, []Entry{entry(t, "ns/a", "1")}, nil)
+	c.MarkReady()
+	ch := make(chan cachev3.Response, 1)
+	cancel, err := c.CreateWatch(&discovery.DiscoveryRequest{TypeUrl: seV1, VersionInfo: c.Version(convert.KindServiceEntry), ResponseNonce: "1"}, nil, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	c.Apply(convert.KindServiceEntry, []Entry{entry(t, "ns/b", "1")}, nil)
+	resp := <-ch
+	c.Apply(convert.KindServiceEntry, []Entry{entry(t, "ns/c", "1")}, nil)
+
+	out, err := resp.GetDiscoveryResponse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := c.Version(convert.KindServiceEntry); out.VersionInfo != want {
+		t.Errorf("reply version %s, want the current %s", out.VersionInfo, want)
+	}
+	if v, _ := resp.GetVersion(); v != out.VersionInfo {
+		t.Errorf("GetVersion %s disagrees with the reply's %s", v, out.VersionInfo)
+	}
+	if len(out.Resources) != 3 {
+		t.Errorf("reply carries %d resources, want all 3", len(out.Resources))
+	}
+}
