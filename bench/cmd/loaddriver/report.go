@@ -265,27 +265,20 @@ func (rep *report) render() string {
 	for _, n := range rep.notes {
 		w("\n%s\n", n)
 	}
-	if len(rep.consul) > 0 {
-		w("\n### Consul\n\n")
-		for _, l := range rep.consul {
-			w("%s\n", l)
+	for _, sec := range []struct {
+		title string
+		lines []string
+	}{
+		{"Consul", rep.consul},
+		{"Real istiod", rep.istiod},
+		{"Sharding with the real istiod", rep.shards},
+		{"Go benchmarks (go test -bench -benchmem, same run)", rep.gobench},
+	} {
+		if len(sec.lines) == 0 {
+			continue
 		}
-	}
-	if len(rep.istiod) > 0 {
-		w("\n### Real istiod\n\n")
-		for _, l := range rep.istiod {
-			w("%s\n", l)
-		}
-	}
-	if len(rep.shards) > 0 {
-		w("\n### Sharding with the real istiod\n\n")
-		for _, l := range rep.shards {
-			w("%s\n", l)
-		}
-	}
-	if len(rep.gobench) > 0 {
-		w("\n### Go benchmarks (go test -bench -benchmem, same run)\n\n")
-		for _, l := range rep.gobench {
+		w("\n### %s\n\n", sec.title)
+		for _, l := range sec.lines {
 			w("%s\n", l)
 		}
 	}
