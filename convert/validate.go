@@ -128,7 +128,7 @@ func istioValidateSEEndpoint(errs *istioErrs, res networking.ServiceEntry_Resolu
 		if err := istioValidateLabels(ep.Labels); err != nil {
 			errs.addPrefixed(field()+" labels", err)
 		}
-		for _, name := range istioSortedKeys(ep.Ports) {
+		for _, name := range sortedKeys(ep.Ports) {
 			port := ep.Ports[name]
 			if _, ok := servicePorts[name]; !ok {
 				errs.addf("%s: port name %q (%d) is not defined by the service entry", field(), name, port)
@@ -253,7 +253,7 @@ func istioValidateServiceEntrySpec(meta ValidationMeta, se *networking.ServiceEn
 	// selector is not validated for ServiceEntry. A selector without labels
 	// only draws a warning.
 	if sel := se.GetWorkloadSelector(); sel != nil {
-		for _, k := range istioSortedKeys(sel.GetLabels()) {
+		for _, k := range sortedKeys(sel.GetLabels()) {
 			v := sel.GetLabels()[k]
 			if k == "" {
 				errs.addf("workloadSelector.labels %q: empty key is not supported in selector", k+"="+v)
@@ -480,7 +480,7 @@ func istioValidateWorkloadEntry(errs *istioErrs, endpoint bool, we *networking.W
 			errs.addf("%s: endpoint address %q is not a valid FQDN or an IP address", prefix("address"), addr)
 		}
 	}
-	for _, name := range istioSortedKeys(we.Ports) {
+	for _, name := range sortedKeys(we.Ports) {
 		port := we.Ports[name]
 		if servicePorts != nil {
 			if _, ok := servicePorts[name]; !ok {
@@ -813,7 +813,7 @@ func istioValidateLabels(labels map[string]string) error {
 		return nil
 	}
 	var errs []error
-	for _, k := range istioSortedKeys(labels) {
+	for _, k := range sortedKeys(labels) {
 		if err := istioValidateTagKey(k); err != nil {
 			errs = append(errs, err)
 		}
@@ -914,7 +914,3 @@ func (p istioProtocol) isTCP() bool {
 func (p istioProtocol) isTLS() bool {
 	return p == istioProtoHTTPS || p == istioProtoTLS
 }
-
-// istioSortedKeys gives map iteration a stable order so messages are
-// deterministic.
-func istioSortedKeys[V any](m map[string]V) []string { return sortedKeys(m) }
