@@ -30,6 +30,11 @@ type Service struct {
 	Host string
 	// Ports are the service ports clients connect to.
 	Ports []Port
+	// Addresses are virtual IPs the registry itself gives the service (for
+	// example Consul's "consul-virtual" tagged address, or a configured meta or
+	// tag key). They come first when the adapter chooses the ServiceEntry's
+	// spec.addresses; a service without one may get an allocated address.
+	Addresses []string
 	// Labels and Annotations go on the ServiceEntry's metadata.
 	Labels      map[string]string
 	Annotations map[string]string
