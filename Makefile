@@ -39,7 +39,7 @@ unit:
 FUZZTIME ?= 10s
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzService -fuzztime=$(FUZZTIME) ./convert
-	$(GO) test -run='^$$' -fuzz=FuzzSyntaxMatchesRegexps -fuzztime=$(FUZZTIME) ./convert
+	$(GO) test -run='^$$' -fuzz=FuzzSyntaxMatchesUpstream -fuzztime=$(FUZZTIME) ./convert/validation
 	$(GO) test -run='^$$' -fuzz=FuzzParseConfig -fuzztime=$(FUZZTIME) ./adapter
 
 # The integration module (integration/go.mod) keeps Istio's ~400 modules out

@@ -12,6 +12,7 @@ import (
 
 	networking "istio.io/api/networking/v1alpha3"
 
+	"github.com/registry-adapter/registry-adapter/convert/validation"
 	"github.com/registry-adapter/registry-adapter/model"
 )
 
@@ -68,136 +69,188 @@ func Service(host string, contribs []Contribution, opts Options) ([]*Resource, [
 	if len(contribs) == 0 {
 		return nil, nil
 	}
-	var rejected []Rejection
-	base := contribs[0]
-	seName := ResourceName(host)
-	ports, dropped := normalizePorts(base.Service.Ports)
-	for _, reason := range dropped {
-		rejected = append(rejected, Rejection{Kind: KindServiceEntry, Name: host, Source: base.Source, Code: CodePort, Reason: reason})
-	}
+	c := conversion{host: host, seName: ResourceName(host), base: contribs[0], opts: opts}
+	c.normalizePorts()
+	c.collectInstances(contribs)
+	se := c.serviceEntrySpec()
+	seMeta := c.serviceEntryMeta()
+	entries := c.instances(se)
+	return c.finish(se, seMeta, entries)
+}
 
-	type sourced struct {
-		source string
-		inst   model.Instance
+// conversion is the state of one Service call, passed from step to step.
+type conversion struct {
+	host, seName string
+	base         Contribution // the first contribution, whose ports and metadata win
+	opts         Options
+	ports        []model.Port
+	served       []sourcedInstance // instances not critical, in contribution order
+	sourceNames  []string          // the sources that contributed, for the annotation
+	rejected     []Rejection
+}
+
+type sourcedInstance struct {
+	source string
+	inst   model.Instance
+}
+
+func (c *conversion) reject(r Rejection) { c.rejected = append(c.rejected, r) }
+
+// normalizePorts takes the first contribution's ports, leaving out the ones
+// istiod would reject the whole ServiceEntry for.
+func (c *conversion) normalizePorts() {
+	var dropped []string
+	c.ports, dropped = normalizePorts(c.base.Service.Ports)
+	for _, reason := range dropped {
+		c.reject(Rejection{Kind: KindServiceEntry, Name: c.host, Source: c.base.Source, Code: CodePort, Reason: reason})
 	}
-	var instances []sourced
-	var sourceNames []string
-	for i, c := range contribs {
-		if i > 0 && !samePorts(ports, c.Service.Ports) {
-			rejected = append(rejected, Rejection{
-				Kind: KindServiceEntry, Name: host, Source: c.Source, Code: CodeConflict,
+}
+
+// collectInstances gathers the instances to serve from every contribution
+// whose ports agree with the first one's; a duplicate instance id within a
+// source is rejected, and critical instances are left out.
+func (c *conversion) collectInstances(contribs []Contribution) {
+	for i, contrib := range contribs {
+		if i > 0 && !samePorts(c.ports, contrib.Service.Ports) {
+			c.reject(Rejection{
+				Kind: KindServiceEntry, Name: c.host, Source: contrib.Source, Code: CodeConflict,
 				Reason: fmt.Sprintf("conflict: ports %s differ from %s of source %q, which wins by configuration order",
-					describePorts(c.Service.Ports), describePorts(ports), base.Source),
+					describePorts(contrib.Service.Ports), describePorts(c.ports), c.base.Source),
 			})
 			continue
 		}
-		sourceNames = append(sourceNames, c.Source)
-		seen := make(map[string]bool, len(c.Service.Instances))
-		for _, inst := range c.Service.Instances {
+		c.sourceNames = append(c.sourceNames, contrib.Source)
+		seen := make(map[string]bool, len(contrib.Service.Instances))
+		for _, inst := range contrib.Service.Instances {
 			if seen[inst.ID] {
-				rejected = append(rejected, Rejection{Kind: KindWorkloadEntry, Name: inst.ID, Source: c.Source, Code: CodeDuplicate,
-					Reason: fmt.Sprintf("duplicate instance id in service %q", host)})
+				c.reject(Rejection{Kind: KindWorkloadEntry, Name: inst.ID, Source: contrib.Source, Code: CodeDuplicate,
+					Reason: fmt.Sprintf("duplicate instance id in service %q", c.host)})
 				continue
 			}
 			seen[inst.ID] = true
 			if inst.Health == model.HealthCritical {
 				continue
 			}
-			instances = append(instances, sourced{c.Source, inst})
+			c.served = append(c.served, sourcedInstance{contrib.Source, inst})
 		}
 	}
+}
 
-	selector := LabelValue(seName)
+// serviceEntrySpec builds the ServiceEntry without endpoints or selector.
+func (c *conversion) serviceEntrySpec() *networking.ServiceEntry {
 	se := &networking.ServiceEntry{
-		Hosts:      []string{host},
-		Location:   networking.ServiceEntry_Location(networking.ServiceEntry_Location_value[opts.Location]),
+		Hosts:      []string{c.host},
+		Location:   networking.ServiceEntry_Location(networking.ServiceEntry_Location_value[c.opts.Location]),
 		Resolution: networking.ServiceEntry_STATIC,
-		ExportTo:   opts.ExportTo,
+		ExportTo:   c.opts.ExportTo,
 	}
-	for _, p := range ports {
+	for _, p := range c.ports {
 		se.Ports = append(se.Ports, &networking.ServicePort{Number: p.Number, Protocol: string(p.Protocol), Name: PortName(p)})
 	}
-	for _, s := range instances {
+	for _, s := range c.served {
 		if !model.IsIP(s.inst.Address) {
 			// A hostname endpoint needs istiod to resolve it.
 			se.Resolution = networking.ServiceEntry_DNS
 			break
 		}
 	}
+	return se
+}
 
-	seLabels, bad := sanitizeLabels(base.Service.Labels)
+// serviceEntryMeta builds the ServiceEntry's labels and annotations from the
+// first contribution's, dropping what a registry may not set.
+func (c *conversion) serviceEntryMeta() validation.Meta {
+	labels, bad := sanitizeLabels(c.base.Service.Labels)
 	for _, k := range bad {
-		rejected = append(rejected, labelRejection(KindServiceEntry, host, base.Source, k))
+		c.reject(labelRejection(KindServiceEntry, c.host, c.base.Source, k))
 	}
-	seLabels[LabelManagedBy] = ManagedByValue
-	seLabels[LabelService] = selector
-	seAnn, reserved := sanitizeAnnotations(base.Service.Annotations)
+	labels[LabelManagedBy] = ManagedByValue
+	labels[LabelService] = LabelValue(c.seName)
+	ann, reserved := sanitizeAnnotations(c.base.Service.Annotations)
 	for _, k := range reserved {
-		rejected = append(rejected, Rejection{Kind: KindServiceEntry, Name: host, Source: base.Source, Code: CodeReserved,
+		c.reject(Rejection{Kind: KindServiceEntry, Name: c.host, Source: c.base.Source, Code: CodeReserved,
 			Reason: fmt.Sprintf("%q is reserved for Istio; dropped it", k)})
 	}
-	seAnn[AnnotationSource] = strings.Join(sourceNames, ",")
-	if base.Service.Name != "" {
-		seAnn[AnnotationSvcName] = base.Service.Name
+	ann[AnnotationSource] = strings.Join(c.sourceNames, ",")
+	if c.base.Service.Name != "" {
+		ann[AnnotationSvcName] = c.base.Service.Name
 	}
+	return validation.Meta{Name: c.seName, Namespace: c.opts.Namespace, Labels: labels, Annotations: ann}
+}
 
-	var servicePorts map[string]struct{}
-	if opts.Mode == ModeInline {
-		servicePorts = make(map[string]struct{}, len(se.Ports))
-		for _, p := range se.Ports {
-			servicePorts[p.Name] = struct{}{}
-		}
+// instances represents each served instance: inline mode adds it to se's
+// endpoints; workloadentry mode returns a WorkloadEntry for it and gives se
+// the selector. An instance that would fail validation is rejected alone.
+func (c *conversion) instances(se *networking.ServiceEntry) []*Resource {
+	if c.opts.Mode == ModeInline {
+		c.inlineEndpoints(se)
+		return nil
 	}
-	var out []*Resource
+	selector := LabelValue(c.seName)
 	var entries []*Resource
-	for _, s := range instances {
-		we, weLabels, weAnn, errs := workloadEntry(s.inst, s.source, ports, opts)
+	for _, s := range c.served {
+		we, labels, ann, errs := workloadEntry(s.inst, s.source, c.ports, c.opts)
 		for _, k := range errs {
-			rejected = append(rejected, labelRejection(KindWorkloadEntry, s.inst.ID, s.source, k))
+			c.reject(labelRejection(KindWorkloadEntry, s.inst.ID, s.source, k))
 		}
-		if opts.Mode == ModeInline {
-			we.Labels = weLabels
-			// Validated here with the ServiceEntry's rules for endpoints, so
-			// that one bad instance is left out alone and the ServiceEntry's
-			// own validation need not look at endpoints again.
-			if err := validateInlineEndpoint(se, servicePorts, we); err != nil {
-				rejected = append(rejected, Rejection{Kind: KindWorkloadEntry, Name: s.inst.ID, Source: s.source, Code: CodeInvalid, Reason: err.Error()})
-				continue
-			}
-			se.Endpoints = append(se.Endpoints, we)
-			continue
-		}
-		name := ResourceName(seName + "-" + s.source + "-" + s.inst.ID)
-		weLabels[LabelManagedBy] = ManagedByValue
-		weLabels[LabelService] = selector
+		name := ResourceName(c.seName + "-" + s.source + "-" + s.inst.ID)
+		labels[LabelManagedBy] = ManagedByValue
+		labels[LabelService] = selector
 		// Labels go on the metadata only: istiod merges metadata labels into
 		// the spec's (ConvertWorkloadEntry), so a copy in the spec would only
 		// add bytes to every push.
-		if err := ValidateWorkloadEntryMeta(ValidationMeta{Name: name, Namespace: opts.Namespace, Labels: weLabels, Annotations: weAnn}, we); err != nil {
-			rejected = append(rejected, Rejection{Kind: KindWorkloadEntry, Name: name, Source: s.source, Code: CodeInvalid, Reason: err.Error()})
+		if err := validation.WorkloadEntry(validation.Meta{Name: name, Namespace: c.opts.Namespace, Labels: labels, Annotations: ann}, we); err != nil {
+			c.reject(Rejection{Kind: KindWorkloadEntry, Name: name, Source: s.source, Code: CodeInvalid, Reason: err.Error()})
 			continue
 		}
-		entries = append(entries, newResource(KindWorkloadEntry, opts.Namespace, name, weLabels, weAnn, we, opts))
+		entries = append(entries, newResource(KindWorkloadEntry, c.opts.Namespace, name, labels, ann, we, c.opts))
 	}
-	if opts.Mode == ModeInline {
-		slices.SortStableFunc(se.Endpoints, func(a, b *networking.WorkloadEntry) int { return cmp.Compare(a.Address, b.Address) })
-	} else {
-		se.WorkloadSelector = &networking.WorkloadSelector{Labels: map[string]string{LabelService: selector}}
-	}
+	se.WorkloadSelector = &networking.WorkloadSelector{Labels: map[string]string{LabelService: selector}}
+	return entries
+}
 
-	validateSE := ValidateServiceEntryMeta
-	if opts.Mode == ModeInline {
-		validateSE = validateServiceEntryCheckedEndpoints
+// inlineEndpoints puts the served instances into se's endpoints, sorted by
+// address.
+func (c *conversion) inlineEndpoints(se *networking.ServiceEntry) {
+	servicePorts := make(map[string]struct{}, len(se.Ports))
+	for _, p := range se.Ports {
+		servicePorts[p.Name] = struct{}{}
 	}
-	if err := validateSE(ValidationMeta{Name: seName, Namespace: opts.Namespace, Labels: seLabels, Annotations: seAnn}, se); err != nil {
+	for _, s := range c.served {
+		we, labels, _, errs := workloadEntry(s.inst, s.source, c.ports, c.opts)
+		for _, k := range errs {
+			c.reject(labelRejection(KindWorkloadEntry, s.inst.ID, s.source, k))
+		}
+		we.Labels = labels
+		// Validated here with the ServiceEntry's rules for endpoints, so
+		// that one bad instance is left out alone and the ServiceEntry's
+		// own validation need not look at endpoints again.
+		if err := validation.InlineEndpoint(se, servicePorts, we); err != nil {
+			c.reject(Rejection{Kind: KindWorkloadEntry, Name: s.inst.ID, Source: s.source, Code: CodeInvalid, Reason: err.Error()})
+			continue
+		}
+		se.Endpoints = append(se.Endpoints, we)
+	}
+	slices.SortStableFunc(se.Endpoints, func(a, b *networking.WorkloadEntry) int { return cmp.Compare(a.Address, b.Address) })
+}
+
+// finish validates the ServiceEntry and returns it first, then the
+// WorkloadEntries, with every rejection.
+func (c *conversion) finish(se *networking.ServiceEntry, meta validation.Meta, entries []*Resource) ([]*Resource, []Rejection) {
+	validate := validation.ServiceEntry
+	if c.opts.Mode == ModeInline {
+		validate = validation.ServiceEntryCheckedEndpoints
+	}
+	if err := validate(meta, se); err != nil {
 		// Without its ServiceEntry a WorkloadEntry serves no host; leave them
 		// out too rather than feed istiod orphans.
-		rejected = append(rejected, Rejection{Kind: KindServiceEntry, Name: seName, Source: base.Source, Code: CodeInvalid, Reason: err.Error()})
-		return nil, rejected
+		c.reject(Rejection{Kind: KindServiceEntry, Name: c.seName, Source: c.base.Source, Code: CodeInvalid, Reason: err.Error()})
+		return nil, c.rejected
 	}
-	out = append(out, newResource(KindServiceEntry, opts.Namespace, seName, seLabels, seAnn, se, opts))
+	out := make([]*Resource, 0, 1+len(entries))
+	out = append(out, newResource(KindServiceEntry, c.opts.Namespace, c.seName, meta.Labels, meta.Annotations, se, c.opts))
 	out = append(out, entries...)
-	return out, rejected
+	return out, c.rejected
 }
 
 // labelRejection explains a label or annotation key that was dropped.

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 
+	"github.com/registry-adapter/registry-adapter/convert/validation"
 	"github.com/registry-adapter/registry-adapter/model"
 )
 
@@ -132,9 +133,9 @@ func TestGolden(t *testing.T) {
 				var err error
 				switch spec := r.Spec.(type) {
 				case *networking.ServiceEntry:
-					err = ValidateServiceEntry(r.Name, r.Namespace, spec)
+					err = validation.ServiceEntry(metaOf(r), spec)
 				case *networking.WorkloadEntry:
-					err = ValidateWorkloadEntry(r.Name, r.Namespace, spec)
+					err = validation.WorkloadEntry(metaOf(r), spec)
 				}
 				if err != nil {
 					t.Errorf("%s %s fails validation: %v", r.Kind, r.Key(), err)
@@ -319,9 +320,14 @@ func TestInlineEndpointRejectedAlone(t *testing.T) {
 			if len(rejected) != 1 || rejected[0].Name != tc.bad.ID || rejected[0].Code != CodeInvalid {
 				t.Errorf("rejections %v, want one %s for %q", rejected, CodeInvalid, tc.bad.ID)
 			}
-			if err := ValidateServiceEntry(res[0].Name, res[0].Namespace, se); err != nil {
+			if err := validation.ServiceEntry(metaOf(res[0]), se); err != nil {
 				t.Errorf("served ServiceEntry fails full validation: %v", err)
 			}
 		})
 	}
+}
+
+// metaOf is the metadata istiod validates alongside r's spec.
+func metaOf(r *Resource) validation.Meta {
+	return validation.Meta{Name: r.Name, Namespace: r.Namespace, Labels: r.Labels, Annotations: r.Annotations}
 }

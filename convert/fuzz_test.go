@@ -7,6 +7,7 @@ import (
 
 	networking "istio.io/api/networking/v1alpha3"
 
+	"github.com/registry-adapter/registry-adapter/convert/validation"
 	"github.com/registry-adapter/registry-adapter/model"
 )
 
@@ -51,9 +52,9 @@ func FuzzService(f *testing.F) {
 			var err error
 			switch spec := r.Spec.(type) {
 			case *networking.ServiceEntry:
-				err = ValidateServiceEntry(r.Name, r.Namespace, spec)
+				err = validation.ServiceEntry(metaOf(r), spec)
 			case *networking.WorkloadEntry:
-				err = ValidateWorkloadEntry(r.Name, r.Namespace, spec)
+				err = validation.WorkloadEntry(metaOf(r), spec)
 			}
 			if err != nil {
 				t.Errorf("served %s %s fails validation: %v", r.Kind, r.Key(), err)

@@ -5,12 +5,14 @@ import (
 	"encoding/hex"
 	"slices"
 	"strings"
+
+	"github.com/registry-adapter/registry-adapter/convert/validation"
 )
 
 const (
-	maxNameLen       = 253 // DNS-1123 subdomain, Kubernetes object names
-	maxLabelValueLen = 63
-	maxLabelNameLen  = 63
+	maxNameLen       = validation.DNS1123SubdomainMaxLength // Kubernetes object names
+	maxLabelValueLen = validation.DNS1123LabelMaxLength
+	maxLabelNameLen  = validation.DNS1123LabelMaxLength
 	hashSuffixLen    = 10 // hex digits of the disambiguating hash
 )
 
@@ -35,7 +37,7 @@ func ResourceName(raw string) string {
 // characters of [A-Za-z0-9_.-], beginning and ending alphanumeric), with the
 // same keep-if-valid, hash-if-changed rule as ResourceName.
 func LabelValue(s string) string {
-	if s == "" || isLabelName(s) {
+	if validation.IsValidLabelValue(s) {
 		return s
 	}
 	clean := sanitizeLabelName(s)
@@ -72,40 +74,15 @@ func LabelKey(k string) (string, bool) {
 }
 
 // IsLabelKey reports whether k is a valid Kubernetes label key.
-func IsLabelKey(k string) bool {
-	prefix, name := "", k
-	if i := strings.LastIndexByte(k, '/'); i >= 0 {
-		prefix, name = k[:i], k[i+1:]
-		if !isSubdomain(prefix) {
-			return false
-		}
-	}
-	return name != "" && isLabelName(name)
-}
+func IsLabelKey(k string) bool { return validation.IsQualifiedName(k) }
 
 // IsLabelValue reports whether v is a valid Kubernetes label value.
-func IsLabelValue(v string) bool { return v == "" || isLabelName(v) }
-
-// isLabelName: at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends.
-func isLabelName(s string) bool {
-	if len(s) == 0 || len(s) > maxLabelNameLen {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !isAlnum(c) && c != '-' && c != '_' && c != '.' {
-			return false
-		}
-	}
-	return isAlnum(s[0]) && isAlnum(s[len(s)-1])
-}
+func IsLabelValue(v string) bool { return validation.IsValidLabelValue(v) }
 
 // isSubdomain is sanitizeSubdomain(s) == s for a non-empty s of at most 253
-// characters, without building the sanitized string (syntax_test.go checks
+// characters, without building the sanitized string (names_test.go checks
 // the equivalence).
-func isSubdomain(s string) bool {
-	return len(s) <= maxNameLen && isDNS1123Subdomain(s, false)
-}
+func isSubdomain(s string) bool { return validation.IsDNS1123Subdomain(s) }
 
 // IsResourceName reports whether s is a valid DNS-1123 subdomain.
 func IsResourceName(s string) bool { return isSubdomain(s) }
@@ -124,12 +101,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-func isAlnum(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-}
-
-func isLowerAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
-
 // sanitizeSubdomain lowercases s, turns every other character into '-', and
 // repairs dots so that every dot-separated label starts and ends alphanumeric.
 func sanitizeSubdomain(s string) string {
@@ -138,7 +109,7 @@ func sanitizeSubdomain(s string) string {
 	for _, l := range labels {
 		b := []byte(l)
 		for i, c := range b {
-			if !isLowerAlnum(c) && c != '-' {
+			if !validation.IsLowerAlnum(c) && c != '-' {
 				b[i] = '-'
 			}
 		}
@@ -153,7 +124,7 @@ func sanitizeSubdomain(s string) string {
 func sanitizeLabelName(s string) string {
 	b := []byte(s)
 	for i, c := range b {
-		if !isAlnum(c) && c != '-' && c != '_' && c != '.' {
+		if !validation.IsAlnum(c) && c != '-' && c != '_' && c != '.' {
 			b[i] = '_'
 		}
 	}

@@ -131,3 +131,16 @@ func TestReservedMetadataDropped(t *testing.T) {
 		t.Errorf("labels %v annotations %v", res[0].Labels, res[0].Annotations)
 	}
 }
+
+// isSubdomain promises the same verdict as "sanitizing keeps it".
+func TestIsSubdomainMatchesSanitizing(t *testing.T) {
+	for _, s := range []string{
+		"", "a", "A", "-", "a-", "a.b", "a..b", ".a", "a.", "a_b", "ünï", "a b",
+		strings.Repeat("a", 253), strings.Repeat("a", 254), strings.Repeat("a.", 126) + "a",
+	} {
+		want := s != "" && len(s) <= maxNameLen && sanitizeSubdomain(s) == s
+		if got := isSubdomain(s); got != want {
+			t.Errorf("isSubdomain(%q) = %v, sanitizing keeps it: %v", s, got, want)
+		}
+	}
+}

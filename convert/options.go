@@ -2,8 +2,9 @@ package convert
 
 import (
 	"fmt"
-	"strings"
 	"time"
+
+	"github.com/registry-adapter/registry-adapter/convert/validation"
 )
 
 // Mode chooses how instances are represented.
@@ -60,7 +61,7 @@ func (o *Options) SetDefaults() {
 
 // Validate reports the first invalid option.
 func (o *Options) Validate() error {
-	if !IsResourceName(o.Namespace) || len(o.Namespace) > maxLabelValueLen || strings.Contains(o.Namespace, ".") {
+	if !validation.IsDNS1123Label(o.Namespace) {
 		return fmt.Errorf("output.namespace %q: not a valid namespace name", o.Namespace)
 	}
 	switch o.Mode {
@@ -76,9 +77,7 @@ func (o *Options) Validate() error {
 	// istiod's own rules (duplicates, "." next to the own namespace, "*" or
 	// "~" mixed with others): breaking one would make it drop every
 	// ServiceEntry silently, so it is a configuration error here.
-	var errs istioErrs
-	istioValidateExportTo(&errs, o.Namespace, o.ExportTo)
-	if err := errs.join(); err != nil {
+	if err := validation.ExportTo(o.Namespace, o.ExportTo); err != nil {
 		return fmt.Errorf("output.exportTo %q: %w", o.ExportTo, err)
 	}
 	return nil

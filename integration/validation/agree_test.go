@@ -1,13 +1,13 @@
 // Package validation_test proves that the adapter's port of Istio's
-// ServiceEntry/WorkloadEntry validation (convert.ValidateServiceEntryMeta,
-// convert.ValidateWorkloadEntryMeta) accepts and rejects exactly what Istio's
+// ServiceEntry/WorkloadEntry validation (validation.ServiceEntry,
+// validation.WorkloadEntry) accepts and rejects exactly what Istio's
 // real validation does, as istiod runs it: the validation function registered
 // on the schema (collections.ServiceEntry.ValidateConfig), which is what the
 // in-memory config store behind an xds:// config source calls on every
 // Create and Update.
 //
 // Name errors are left out of the comparison: convert insists on Kubernetes
-// resource names (errors wrapping convert.ErrInvalidResourceName), while
+// resource names (errors wrapping validation.ErrInvalidResourceName), while
 // Istio's spec validation does not look at names at all.
 package validation_test
 
@@ -35,6 +35,7 @@ import (
 	"istio.io/istio/pkg/config/schema/gvk"
 
 	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/convert/validation"
 	"github.com/registry-adapter/registry-adapter/model"
 )
 
@@ -42,7 +43,7 @@ import (
 
 // istioValidate runs Istio's validation for the spec's kind, through the
 // schema exactly as the memory config store does.
-func istioValidate(meta convert.ValidationMeta, spec proto.Message) error {
+func istioValidate(meta validation.Meta, spec proto.Message) error {
 	cfg := config.Config{
 		Meta: config.Meta{
 			Name: meta.Name, Namespace: meta.Namespace,
@@ -64,13 +65,13 @@ func istioValidate(meta convert.ValidationMeta, spec proto.Message) error {
 }
 
 // convertValidate runs the adapter's validation and drops name-only errors.
-func convertValidate(meta convert.ValidationMeta, spec proto.Message) error {
+func convertValidate(meta validation.Meta, spec proto.Message) error {
 	var err error
 	switch s := spec.(type) {
 	case *networking.ServiceEntry:
-		err = convert.ValidateServiceEntryMeta(meta, s)
+		err = validation.ServiceEntry(meta, s)
 	case *networking.WorkloadEntry:
-		err = convert.ValidateWorkloadEntryMeta(meta, s)
+		err = validation.WorkloadEntry(meta, s)
 	default:
 		panic(fmt.Sprintf("unexpected spec %T", spec))
 	}
@@ -89,7 +90,7 @@ func specErrors(err error) []error {
 		}
 		return out
 	}
-	if errors.Is(err, convert.ErrInvalidResourceName) {
+	if errors.Is(err, validation.ErrInvalidResourceName) {
 		return nil
 	}
 	return []error{err}
@@ -97,7 +98,7 @@ func specErrors(err error) []error {
 
 // checkAgree fails when exactly one of the validators rejects, unless the
 // disagreement is a known, reported one.
-func checkAgree(t *testing.T, what string, meta convert.ValidationMeta, spec proto.Message) (accepted bool) {
+func checkAgree(t *testing.T, what string, meta validation.Meta, spec proto.Message) (accepted bool) {
 	t.Helper()
 	ours, theirs := convertValidate(meta, spec), istioValidate(meta, spec)
 	if (ours == nil) != (theirs == nil) {
@@ -111,7 +112,7 @@ func checkAgree(t *testing.T, what string, meta convert.ValidationMeta, spec pro
 	return theirs == nil
 }
 
-// knownDisagreements are bugs in convert/validate.go, reported to its
+// knownDisagreements are bugs in convert/validation, reported to its
 // owners with the reproducer given here. While one is open, inputs it
 // matches are logged instead of failing; TestKnownDisagreementsReproduce
 // fails once a reproducer no longer disagrees, so the entry gets deleted
@@ -120,15 +121,15 @@ var knownDisagreements = []struct {
 	id string
 	// matches must be narrow: only inputs whose disagreement this bug
 	// explains.
-	matches func(convert.ValidationMeta, proto.Message) bool
-	meta    convert.ValidationMeta
+	matches func(validation.Meta, proto.Message) bool
+	meta    validation.Meta
 	spec    proto.Message
 }{
 	// None open. (internal-parent-annotations, found by this suite, was fixed
-	// in convert/validate.go.)
+	// in convert/validation.)
 }
 
-func knownDisagreement(meta convert.ValidationMeta, spec proto.Message) string {
+func knownDisagreement(meta validation.Meta, spec proto.Message) string {
 	for _, k := range knownDisagreements {
 		if k.matches(meta, spec) {
 			return k.id
@@ -160,8 +161,8 @@ func orAccepted(err error) string {
 	return err.Error()
 }
 
-func metaOf(r *convert.Resource) convert.ValidationMeta {
-	return convert.ValidationMeta{Name: r.Name, Namespace: r.Namespace, Labels: r.Labels, Annotations: r.Annotations}
+func metaOf(r *convert.Resource) validation.Meta {
+	return validation.Meta{Name: r.Name, Namespace: r.Namespace, Labels: r.Labels, Annotations: r.Annotations}
 }
 
 // --- (a) everything convert produces -----------------------------------------
@@ -200,7 +201,7 @@ func TestGoldenOutputsAgree(t *testing.T) {
 
 // decodeDoc reads one rendered resource; ok is false for a document without
 // a resource (a file of rejections only).
-func decodeDoc(t *testing.T, file string, doc []byte) (convert.ValidationMeta, proto.Message, bool) {
+func decodeDoc(t *testing.T, file string, doc []byte) (validation.Meta, proto.Message, bool) {
 	t.Helper()
 	var obj struct {
 		Kind     string `json:"kind"`
@@ -222,7 +223,7 @@ func decodeDoc(t *testing.T, file string, doc []byte) (convert.ValidationMeta, p
 	var spec proto.Message
 	switch obj.Kind {
 	case "":
-		return convert.ValidationMeta{}, nil, false
+		return validation.Meta{}, nil, false
 	case string(convert.KindServiceEntry):
 		spec = &networking.ServiceEntry{}
 	case string(convert.KindWorkloadEntry):
@@ -233,7 +234,7 @@ func decodeDoc(t *testing.T, file string, doc []byte) (convert.ValidationMeta, p
 	if err := protojson.Unmarshal(obj.Spec, spec); err != nil {
 		t.Fatalf("%s: spec of %s: %v", file, obj.Metadata.Name, err)
 	}
-	return convert.ValidationMeta{
+	return validation.Meta{
 		Name: obj.Metadata.Name, Namespace: obj.Metadata.Namespace,
 		Labels: obj.Metadata.Labels, Annotations: obj.Metadata.Annotations,
 	}, spec, true
@@ -387,7 +388,7 @@ func TestCorpusAgrees(t *testing.T) {
 				}
 				// The name check is convert's own, stricter than istiod's
 				// "namespace/name" split: everything served must pass it.
-				if err := convert.ValidateResourceName(r.Name, r.Namespace); err != nil {
+				if err := validation.ResourceName(r.Name, r.Namespace); err != nil {
 					t.Errorf("%s: served name %s: %v", what, r.Key(), err)
 				}
 			}
@@ -414,7 +415,7 @@ func TestKnownRejections(t *testing.T) {
 			Hosts: []string{host}, Resolution: networking.ServiceEntry_STATIC,
 			Ports: []*networking.ServicePort{{Number: 80, Protocol: "HTTP", Name: "http-80"}},
 		}
-		meta := convert.ValidationMeta{Name: "x", Namespace: "istio-system"}
+		meta := validation.Meta{Name: "x", Namespace: "istio-system"}
 		if checkAgree(t, "host "+host, meta, se) {
 			t.Errorf("host %q: Istio accepts it; the case is wrong", host)
 		}
@@ -540,8 +541,8 @@ var (
 	saPool    = []string{"", "web-sa", "Bad SA!"}
 )
 
-func (g gen) meta() convert.ValidationMeta {
-	return convert.ValidationMeta{
+func (g gen) meta() validation.Meta {
+	return validation.Meta{
 		Name: g.str(namePool...), Namespace: g.str(nsPool...),
 		Labels:      g.strMap(metaLabelKeys, metaLabelVals, 2),
 		Annotations: g.strMap(annKeys, annVals, 2),
@@ -625,7 +626,7 @@ func (g gen) serviceEntry() *networking.ServiceEntry {
 }
 
 // generate builds one case from the decisions of c.
-func generate(c chooser) (convert.ValidationMeta, proto.Message) {
+func generate(c chooser) (validation.Meta, proto.Message) {
 	g := gen{c}
 	meta := g.meta()
 	if g.oneIn(3) {

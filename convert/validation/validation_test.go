@@ -1,4 +1,4 @@
-package convert
+package validation
 
 import (
 	"errors"
@@ -65,7 +65,7 @@ func TestValidateServiceEntry(t *testing.T) {
 
 	tests := []struct {
 		name    string
-		meta    *ValidationMeta // default: name "se", namespace "default"
+		meta    *Meta // default: name "se", namespace "default"
 		se      *networking.ServiceEntry
 		want    []string // substrings; empty means valid
 		notWant []string
@@ -259,24 +259,24 @@ func TestValidateServiceEntry(t *testing.T) {
 			want: []string{`ports[0] "https" protocol "HTTPS": only HTTP, TLS, GRPC, and HTTP2 protocols`}},
 		{name: "DYNAMIC_DNS nil port", se: vtSE(DYN, []string{"*.example.com"}, nil), want: []string{"ports[0]: port cannot be nil"}},
 		{name: "DYNAMIC_DNS MESH_INTERNAL with waypoint",
-			meta: &ValidationMeta{Name: "se", Namespace: "default", Labels: map[string]string{"istio.io/use-waypoint": "waypoint"}},
+			meta: &Meta{Name: "se", Namespace: "default", Labels: map[string]string{"istio.io/use-waypoint": "waypoint"}},
 			se: vtWith(vtSE(DYN, []string{"*.svc.cluster.local"}, http), func(s *networking.ServiceEntry) {
 				s.Location = networking.ServiceEntry_MESH_INTERNAL
 			}), want: []string{"location MESH_INTERNAL: not supported with resolution type DYNAMIC_DNS when the ServiceEntry uses a waypoint"}},
 		{name: "DYNAMIC_DNS MESH_INTERNAL with use-waypoint none",
-			meta: &ValidationMeta{Name: "se", Namespace: "default", Labels: map[string]string{"istio.io/use-waypoint": "None"}},
+			meta: &Meta{Name: "se", Namespace: "default", Labels: map[string]string{"istio.io/use-waypoint": "None"}},
 			se: vtWith(vtSE(DYN, []string{"*.svc.cluster.local"}, http), func(s *networking.ServiceEntry) {
 				s.Location = networking.ServiceEntry_MESH_INTERNAL
 			})},
 
 		// ---- metadata ----
-		{name: "dry-run annotation", meta: &ValidationMeta{Name: "se", Namespace: "default", Annotations: map[string]string{"istio.io/dry-run": "true"}},
+		{name: "dry-run annotation", meta: &Meta{Name: "se", Namespace: "default", Annotations: map[string]string{"istio.io/dry-run": "true"}},
 			se: vtSE(NONE, nil, http), want: []string{`metadata.annotations["istio.io/dry-run"]`}, notWant: []string{"at least one host"}},
-		{name: "always-reject annotation", meta: &ValidationMeta{Name: "se", Namespace: "default", Annotations: map[string]string{"internal.istio.io/webhook-always-reject": ""}},
+		{name: "always-reject annotation", meta: &Meta{Name: "se", Namespace: "default", Annotations: map[string]string{"internal.istio.io/webhook-always-reject": ""}},
 			se: vtSE(DNS, host, http), want: []string{"annotation found, rejecting"}},
-		{name: "invalid name", meta: &ValidationMeta{Name: "My_SE", Namespace: "default"}, se: vtSE(DNS, host, http),
+		{name: "invalid name", meta: &Meta{Name: "My_SE", Namespace: "default"}, se: vtSE(DNS, host, http),
 			want: []string{`metadata.name "My_SE": must be a lowercase RFC 1123 subdomain`}},
-		{name: "empty namespace", meta: &ValidationMeta{Name: "se"}, se: vtSE(DNS, host, http), want: []string{"metadata.namespace: must not be empty"}},
+		{name: "empty namespace", meta: &Meta{Name: "se"}, se: vtSE(DNS, host, http), want: []string{"metadata.namespace: must not be empty"}},
 		{name: "nil spec", se: nil, want: []string{"spec: service entry spec is nil"}},
 	}
 	if len(tests) < 40 {
@@ -284,17 +284,11 @@ func TestValidateServiceEntry(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			meta := ValidationMeta{Name: "se", Namespace: "default"}
+			meta := Meta{Name: "se", Namespace: "default"}
 			if tt.meta != nil {
 				meta = *tt.meta
 			}
-			var err error
-			if tt.meta == nil || (tt.meta.Labels == nil && tt.meta.Annotations == nil) {
-				err = ValidateServiceEntry(meta.Name, meta.Namespace, tt.se)
-			} else {
-				err = ValidateServiceEntryMeta(meta, tt.se)
-			}
-			vtCheck(t, err, tt.want, tt.notWant)
+			vtCheck(t, ServiceEntry(meta, tt.se), tt.want, tt.notWant)
 		})
 	}
 }
@@ -336,12 +330,12 @@ func TestValidateWorkloadEntry(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			vtCheck(t, ValidateWorkloadEntry("we", "default", tt.we), tt.want, tt.notWant)
+			vtCheck(t, WorkloadEntry(Meta{Name: "we", Namespace: "default"}, tt.we), tt.want, tt.notWant)
 		})
 	}
 
 	t.Run("dry-run annotation", func(t *testing.T) {
-		err := ValidateWorkloadEntryMeta(ValidationMeta{Name: "we", Namespace: "default",
+		err := WorkloadEntry(Meta{Name: "we", Namespace: "default",
 			Annotations: map[string]string{"istio.io/dry-run": "false"}}, &networking.WorkloadEntry{Address: "10.1.2.3"})
 		vtCheck(t, err, []string{"istio.io/dry-run"}, nil)
 	})
@@ -365,7 +359,7 @@ func TestValidateResourceName(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"/"+tt.ns, func(t *testing.T) {
-			err := ValidateResourceName(tt.name, tt.ns)
+			err := ResourceName(tt.name, tt.ns)
 			vtCheck(t, err, tt.want, nil)
 			if err != nil && !errors.Is(err, ErrInvalidResourceName) {
 				t.Errorf("error does not wrap ErrInvalidResourceName: %v", err)
@@ -374,12 +368,12 @@ func TestValidateResourceName(t *testing.T) {
 	}
 
 	// Name errors are reported alongside spec errors, and stay identifiable.
-	err := ValidateServiceEntry("Bad", "default", &networking.ServiceEntry{})
+	err := ServiceEntry(Meta{Name: "Bad", Namespace: "default"}, &networking.ServiceEntry{})
 	vtCheck(t, err, []string{"metadata.name", "at least one host"}, nil)
 	if !errors.Is(err, ErrInvalidResourceName) {
 		t.Errorf("joined error does not wrap ErrInvalidResourceName: %v", err)
 	}
-	if err := ValidateServiceEntry("ok", "default", &networking.ServiceEntry{}); errors.Is(err, ErrInvalidResourceName) {
+	if err := ServiceEntry(Meta{Name: "ok", Namespace: "default"}, &networking.ServiceEntry{}); errors.Is(err, ErrInvalidResourceName) {
 		t.Errorf("spec-only error wrongly wraps ErrInvalidResourceName: %v", err)
 	}
 }

@@ -1,0 +1,90 @@
+package validation
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// Ports pkg/config/validation/agent/validation.go.
+
+func validatePort(port int) error {
+	if 1 <= port && port <= 65535 {
+		return nil
+	}
+	return fmt.Errorf("port number %d must be in the range 1..65535", port)
+}
+
+func checkDNS1123Preconditions(name string) error {
+	if len(name) > 255 {
+		return fmt.Errorf("domain name %q too long (max 255)", name)
+	}
+	if len(name) == 0 {
+		return errors.New("empty domain name not allowed")
+	}
+	return nil
+}
+
+// validateDNS1123Labels: every label a DNS-1123 label, a trailing dot
+// allowed, and an all-numeric top-level label refused (which is what keeps
+// IPv4 addresses out of hosts).
+func validateDNS1123Labels(domain string) error {
+	parts := strings.Split(domain, ".")
+	tld := parts[len(parts)-1]
+	if _, err := strconv.Atoi(tld); err == nil {
+		return fmt.Errorf("domain name %q invalid (top level domain %q cannot be all-numeric)", domain, tld)
+	}
+	for i, l := range parts {
+		if i == len(parts)-1 && l == "" {
+			return nil
+		}
+		if !isDNS1123Label(l) {
+			return fmt.Errorf("domain name %q invalid (label %q invalid)", domain, l)
+		}
+	}
+	return nil
+}
+
+// validateFQDN: Istio's "FQDN" does not require a dot; it only rejects
+// wildcards and malformed labels.
+func validateFQDN(fqdn string) error {
+	if err := checkDNS1123Preconditions(fqdn); err != nil {
+		return err
+	}
+	return validateDNS1123Labels(fqdn)
+}
+
+// validateWildcardDomain: like FQDN but the first label may be a wildcard
+// ("*", "*foo", "*-foo").
+func validateWildcardDomain(domain string) error {
+	if err := checkDNS1123Preconditions(domain); err != nil {
+		return err
+	}
+	parts := strings.SplitN(domain, ".", 2)
+	if !isWildcardDNS1123Label(parts[0]) {
+		return fmt.Errorf("domain name %q invalid (label %q invalid)", domain, parts[0])
+	} else if len(parts) > 1 {
+		return validateDNS1123Labels(parts[1])
+	}
+	return nil
+}
+
+func validateIPAddress(addr string) error {
+	if _, err := netip.ParseAddr(addr); err != nil {
+		return fmt.Errorf("%s is not a valid IP", addr)
+	}
+	return nil
+}
+
+// validateIPSubnet accepts "a.b.c.d", "a.b.c.d/xx" and the IPv6 forms.
+func validateIPSubnet(subnet string) error {
+	if strings.Count(subnet, "/") == 1 {
+		if _, err := netip.ParsePrefix(subnet); err != nil {
+			return fmt.Errorf("%s is not a valid CIDR block", subnet)
+		}
+		return nil
+	}
+	return validateIPAddress(subnet)
+}
