@@ -4,10 +4,12 @@ GO ?= go
 export GOTOOLCHAIN ?= local
 ISTIOD ?= 0
 CACHE_DIR ?= $(or $(REGISTRY_ADAPTER_CACHE),$(HOME)/.cache/registry-adapter)
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X main.version=$(VERSION)
+# The one version of binary, image and chart lives in cmd/registry-adapter/version.go (make release-check).
+VERSION := $(shell sed -n 's/^var version = "\(.*\)"$$/\1/p' cmd/registry-adapter/version.go)
+COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo +dirty)
+LDFLAGS := -s -w -X main.commit=$(COMMIT)
 
-.PHONY: all build test unit vet fmt-check consul fuzz integration e2e soak demo bench chart-check chart-update docker-check clean
+.PHONY: all build test unit vet fmt-check consul fuzz integration e2e soak demo bench chart-check chart-update docker-check release-check version clean
 
 all: build
 
@@ -16,7 +18,7 @@ build:
 
 # The test suite: static checks, unit tests (race detector on), tests against
 # a real Consul agent, and the conformance tests with istiod's own client.
-test: vet fmt-check consul unit fuzz integration chart-check
+test: vet fmt-check release-check consul unit fuzz integration chart-check
 
 vet:
 	$(GO) vet ./...
@@ -24,6 +26,12 @@ vet:
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+# The binary, image, chart and changelog carry one version (hack/release-check.sh).
+release-check:
+	bash hack/release-check.sh
+version:
+	@echo $(VERSION)
 
 # Builds (once, then cached) the consul binary the Consul source tests run.
 consul:

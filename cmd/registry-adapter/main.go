@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -30,35 +29,21 @@ import (
 	"github.com/registry-adapter/registry-adapter/server"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
-const usage = `registry-adapter serves registry services to istiod over MCP-over-xDS.
-
-Usage:
-  registry-adapter run      --config FILE   watch the sources and serve istiod
-  registry-adapter render   --config FILE   sync every source once and print the resources as YAML
-  registry-adapter validate --config FILE   check the configuration and exit
-  registry-adapter check    --config FILE --istiod URL
-                                            compare the registries with istiod's view (its debug HTTP address)
-  registry-adapter version                  print the version
-`
-
 func main() {
 	os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// Main runs the command line and returns the exit code.
+// Main runs the command line and returns the exit code (exit* constants).
 func Main(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
+		mainUsage(stderr)
+		return exitUsage
 	}
 	cmd, rest := args[0], args[1:]
 	var err error
 	switch cmd {
 	case "run":
-		err = runCmd(rest, stderr)
+		err = runCmd(rest, stdout, stderr)
 	case "render":
 		err = renderCmd(rest, stdout, stderr)
 	case "validate":
@@ -66,45 +51,49 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case "check":
 		err = checkCmd(rest, stdout, stderr)
 	case "version":
-		fmt.Fprintf(stdout, "registry-adapter %s (%s)\n", version, runtime.Version())
-		return 0
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return 0
+		err = versionCmd(rest, stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		if len(rest) == 1 {
+			if _, ok := lookup(rest[0]); ok {
+				return Main([]string{rest[0], "--help"}, stdout, stderr)
+			}
+		}
+		mainUsage(stdout)
+		return exitOK
 	default:
-		fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usage)
-		return 2
+		fmt.Fprintf(stderr, "unknown command %q\n\n", cmd)
+		mainUsage(stderr)
+		return exitUsage
 	}
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
+	var usage usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.As(err, &usage):
 		fmt.Fprintf(stderr, "registry-adapter %s: %v\n", cmd, err)
-		return 1
+		return exitUsage
+	case errors.Is(err, errDifferences):
+		fmt.Fprintf(stderr, "registry-adapter %s: %v\n", cmd, err)
+		return exitDifferences
+	default:
+		fmt.Fprintf(stderr, "registry-adapter %s: %v\n", cmd, err)
+		return exitError
 	}
-	return 0
 }
 
-func configFlag(name string, stderr io.Writer) (*flag.FlagSet, *string) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "", "configuration file (YAML)")
-	return fs, path
-}
-
-func loadConfig(fs *flag.FlagSet, path *string, args []string) (*adapter.Config, error) {
-	if err := fs.Parse(args); err != nil {
-		return nil, err
+func versionCmd(args []string, stdout, stderr io.Writer) error {
+	if err := parseFlags(newFlags("version", stderr), args, stdout); err != nil {
+		return err
 	}
-	if *path == "" {
-		return nil, errors.New("--config is required")
-	}
-	return adapter.LoadConfig(*path)
+	v, rev := buildInfo()
+	fmt.Fprintf(stdout, "registry-adapter %s (commit %s, %s)\n", v, rev, runtime.Version())
+	return nil
 }
 
 func validateCmd(args []string, stdout, stderr io.Writer) error {
-	fs, path := configFlag("validate", stderr)
-	cfg, err := loadConfig(fs, path, args)
+	fs := newFlags("validate", stderr)
+	path := configFlag(fs)
+	cfg, err := loadConfig(fs, path, args, stdout)
 	if err != nil {
 		return err
 	}
@@ -121,10 +110,15 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 func renderCmd(args []string, stdout, stderr io.Writer) error {
-	fs, path := configFlag("render", stderr)
+	fs := newFlags("render", stderr)
+	path := configFlag(fs)
+	logf := addLogFlags(fs)
 	timeout := fs.Duration("timeout", time.Minute, "how long to wait for every source's first sync")
-	cfg, err := loadConfig(fs, path, args)
+	cfg, err := loadConfig(fs, path, args, stdout)
 	if err != nil {
+		return err
+	}
+	if err := logf.apply(&cfg.Log); err != nil {
 		return err
 	}
 	// Logs go to stderr so that stdout is exactly what kubectl apply reads.
@@ -158,12 +152,24 @@ func renderCmd(args []string, stdout, stderr io.Writer) error {
 // checkCmd prints every difference between what the registries hold now
 // and what istiod holds, and fails when there is any.
 func checkCmd(args []string, stdout, stderr io.Writer) error {
-	fs, path := configFlag("check", stderr)
-	istiod := fs.String("istiod", "http://127.0.0.1:8080", "istiod's debug HTTP address (--httpAddr)")
+	fs := newFlags("check", stderr)
+	path := configFlag(fs)
+	logf := addLogFlags(fs)
+	istiod := fs.String("istiod", "http://127.0.0.1:15014", "istiod's debug HTTP API: its monitoring port (15014), or --httpAddr (8080) on istiod's own host")
+	tokenFile := fs.String("istiod-token-file", "", "bearer token for istiod, re-read at each request: a Kubernetes service-account token with\nthe audience istio-ca, of a service account in istiod's namespace (istiod admits\nnon-loopback callers to its debug API only with one)")
 	timeout := fs.Duration("timeout", time.Minute, "how long to wait for every source's first sync")
-	cfg, err := loadConfig(fs, path, args)
+	cfg, err := loadConfig(fs, path, args, stdout)
 	if err != nil {
 		return err
+	}
+	if err := logf.apply(&cfg.Log); err != nil {
+		return err
+	}
+	client := http.DefaultClient
+	if *tokenFile != "" {
+		if client, err = bearerClient(*tokenFile); err != nil {
+			return err
+		}
 	}
 	log, err := newLogger(cfg.Log, stderr)
 	if err != nil {
@@ -180,7 +186,7 @@ func checkCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	want := fidelity.Expected(resources)
-	got, err := fidelity.Istiod(ctx, http.DefaultClient, strings.TrimSuffix(*istiod, "/"))
+	got, err := fidelity.Istiod(ctx, client, strings.TrimSuffix(*istiod, "/"))
 	if err != nil {
 		return err
 	}
@@ -189,16 +195,21 @@ func checkCmd(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, line)
 	}
 	if len(diff) > 0 {
-		return fmt.Errorf("%d differences (registries: %s; istiod: %s)", len(diff), want.Summary(), got.Summary())
+		return fmt.Errorf("%w: %d differences (registries: %s; istiod: %s)", errDifferences, len(diff), want.Summary(), got.Summary())
 	}
 	fmt.Fprintf(stdout, "istiod is faithful: %s\n", got.Summary())
 	return nil
 }
 
-func runCmd(args []string, stderr io.Writer) error {
-	fs, path := configFlag("run", stderr)
-	cfg, err := loadConfig(fs, path, args)
+func runCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("run", stderr)
+	path := configFlag(fs)
+	logf := addLogFlags(fs)
+	cfg, err := loadConfig(fs, path, args, stdout)
 	if err != nil {
+		return err
+	}
+	if err := logf.apply(&cfg.Log); err != nil {
 		return err
 	}
 	log, err := newLogger(cfg.Log, stderr)
@@ -206,12 +217,14 @@ func runCmd(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	log.Info("starting", zap.String("version", version), zap.String("config", *path), zap.Int("sources", len(cfg.Sources)),
+	v, rev := buildInfo()
+	log.Info("starting", zap.String("version", v), zap.String("commit", rev), zap.String("config", *path), zap.Int("sources", len(cfg.Sources)),
 		zap.Int("shards", cfg.Server.Shards))
 	setMemoryLimit(log, memlimit.FromCgroup)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBuildInfo(reg)
 	srcs, err := adapter.BuildSources(cfg, reg, log)
 	if err != nil {
 		return err
@@ -268,10 +281,4 @@ func newLogger(cfg adapter.LogConfig, w io.Writer) (*zap.Logger, error) {
 	}
 	core := zapcore.NewCore(enc, zapcore.AddSync(w), level)
 	return zap.New(core), nil
-}
-
-func init() {
-	if info, ok := debug.ReadBuildInfo(); ok && version == "dev" && info.Main.Version != "" && info.Main.Version != "(devel)" {
-		version = info.Main.Version
-	}
 }

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -64,6 +67,7 @@ func TestRenderIgnoresShards(t *testing.T) {
 }
 
 func TestValidateAndErrors(t *testing.T) {
+	t.Setenv(configEnv, "")
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte("sources:\n- name: vms\n  static: {servcies: []}\n"), 0o644); err != nil {
@@ -91,7 +95,7 @@ func TestValidateAndErrors(t *testing.T) {
 		{[]string{"validate", "--config", bad}, 1, "sources[0].static.servcies: unknown key"},
 		{[]string{"validate", "--config", sharded}, 0, "3 shards on 127.0.0.1:15010 127.0.0.1:15011 127.0.0.1:15012)"},
 		{[]string{"validate", "--config", tooMany}, 1, "server.shards 100: must be between 1 and 64"},
-		{[]string{"validate"}, 1, "--config is required"},
+		{[]string{"validate"}, 2, "--config (or $REGISTRY_ADAPTER_CONFIG) is required"},
 		{[]string{"render", "--config", filepath.Join(dir, "missing.yaml")}, 1, "no such file"},
 		{[]string{"version"}, 0, "registry-adapter "},
 		{[]string{"frobnicate"}, 2, "unknown command"},
@@ -104,5 +108,43 @@ func TestValidateAndErrors(t *testing.T) {
 		if code != c.code || !strings.Contains(all, c.contains) {
 			t.Errorf("%v: exit %d, output %q; want exit %d containing %q", c.args, code, all, c.code, c.contains)
 		}
+	}
+}
+
+// TestVersionAndBuildInfo: the version command and the build_info metric
+// report the same version and commit, and the version is a release version
+// (the chart, the image and CHANGELOG.md follow it: make release-check).
+func TestVersionAndBuildInfo(t *testing.T) {
+	oldCommit := commit
+	commit = "0123456789ab"
+	t.Cleanup(func() { commit = oldCommit })
+
+	var out, errOut bytes.Buffer
+	if code := Main([]string{"version"}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if want := "registry-adapter " + version + " (commit 0123456789ab, go"; !strings.HasPrefix(out.String(), want) {
+		t.Errorf("version printed %q, want prefix %q", out.String(), want)
+	}
+	if !regexp.MustCompile(`^\d+\.\d+\.\d+$`).MatchString(version) {
+		t.Errorf("version %q is not MAJOR.MINOR.PATCH", version)
+	}
+
+	reg := prometheus.NewRegistry()
+	registerBuildInfo(reg)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 1 || mfs[0].GetName() != "registry_adapter_build_info" || len(mfs[0].GetMetric()) != 1 {
+		t.Fatalf("gathered %v, want one registry_adapter_build_info series", mfs)
+	}
+	m := mfs[0].GetMetric()[0]
+	labels := map[string]string{}
+	for _, l := range m.GetLabel() {
+		labels[l.GetName()] = l.GetValue()
+	}
+	if labels["version"] != version || labels["revision"] != "0123456789ab" || labels["goversion"] != runtime.Version() || m.GetGauge().GetValue() != 1 {
+		t.Errorf("build_info %v = %v, want version %s revision 0123456789ab goversion %s, value 1", labels, m.GetGauge().GetValue(), version, runtime.Version())
 	}
 }

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestHelpEverywhere: every command answers --help (and `help CMD`) on
+// stdout with its flags and examples, exit 0.
+func TestHelpEverywhere(t *testing.T) {
+	for _, c := range commands {
+		for _, args := range [][]string{{c.name, "--help"}, {c.name, "-h"}, {"help", c.name}} {
+			var out, errOut bytes.Buffer
+			code := Main(args, &out, &errOut)
+			if code != exitOK || errOut.Len() != 0 {
+				t.Errorf("%v: exit %d, stderr %q", args, code, errOut.String())
+			}
+			for _, want := range []string{"registry-adapter " + c.name, "Examples:", "Exit codes:"} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("%v: help lacks %q:\n%s", args, want, out.String())
+				}
+			}
+		}
+	}
+	var out, errOut bytes.Buffer
+	if code := Main([]string{"check", "--help"}, &out, &errOut); code != exitOK || !strings.Contains(out.String(), "--istiod-token-file") ||
+		!strings.Contains(out.String(), "3 differences found") {
+		t.Errorf("check --help: exit %d:\n%s", code, out.String())
+	}
+	out.Reset()
+	if code := Main([]string{"--help"}, &out, &errOut); code != exitOK || !strings.Contains(out.String(), "REGISTRY_ADAPTER_CONFIG") {
+		t.Errorf("--help: exit %d:\n%s", code, out.String())
+	}
+}
+
+func TestUsageErrorsAndEnvConfig(t *testing.T) {
+	t.Setenv(configEnv, "")
+	cases := []struct {
+		name     string
+		env      string
+		args     []string
+		code     int
+		contains string
+	}{
+		{"env names the config", "../../examples/static.yaml", []string{"validate"}, exitOK, "static.yaml: valid"},
+		{"--config wins over env", "/nonexistent.yaml", []string{"validate", "--config", "../../examples/static.yaml"}, exitOK, "valid"},
+		{"no config at all", "", []string{"validate"}, exitUsage, "--config (or $REGISTRY_ADAPTER_CONFIG) is required"},
+		{"unknown flag", "", []string{"render", "--confg", "x"}, exitUsage, "flag provided but not defined: -confg"},
+		{"stray argument", "", []string{"validate", "--config", "../../examples/static.yaml", "extra"}, exitUsage, "unexpected arguments: extra"},
+		{"bad log format", "", []string{"render", "--config", "../../examples/static.yaml", "--log-format", "xml"}, exitUsage, "--log-format \"xml\""},
+		{"bad log level", "", []string{"render", "--config", "../../examples/static.yaml", "--log-level", "loud"}, exitError, "log.level"},
+		{"log flags accepted", "", []string{"render", "--config", "../../examples/static.yaml", "--log-level", "error", "--log-format", "console"}, exitOK, "kind: ServiceEntry"},
+		{"unreadable token file", "", []string{"check", "--config", "../../examples/static.yaml", "--istiod-token-file", "/nonexistent/token"}, exitError, "--istiod-token-file"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv(configEnv, c.env)
+			var out, errOut bytes.Buffer
+			code := Main(c.args, &out, &errOut)
+			if all := out.String() + errOut.String(); code != c.code || !strings.Contains(all, c.contains) {
+				t.Errorf("%v: exit %d, output %q; want exit %d containing %q", c.args, code, all, c.code, c.contains)
+			}
+		})
+	}
+}
+
+// fakeIstiod serves an empty registry to callers presenting want as their
+// bearer token, 401 to everyone else, like istiod's debug API does to
+// non-loopback callers.
+type fakeIstiod struct {
+	mu   sync.Mutex
+	want string
+	seen []string
+}
+
+func (f *fakeIstiod) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.seen = append(f.seen, r.Header.Get("Authorization"))
+	if r.Header.Get("Authorization") != "Bearer "+f.want {
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
+	switch r.URL.Path {
+	case "/debug/registryz":
+		_, _ = w.Write([]byte("[]"))
+	case "/debug/endpointShardz":
+		_, _ = w.Write([]byte("{}"))
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// TestCheckBearerToken: the token file's content goes to istiod on every
+// request, re-read after a rotation; without it istiod's 401 is an error
+// (exit 1), with it the differences are found (exit 3: the fake istiod
+// holds nothing of what examples/static.yaml has).
+func TestCheckBearerToken(t *testing.T) {
+	f := &fakeIstiod{want: "token-1"}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	tok := filepath.Join(t.TempDir(), "token")
+	write := func(s string) {
+		if err := os.WriteFile(tok, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(args ...string) (int, string) {
+		var out, errOut bytes.Buffer
+		code := Main(append([]string{"check", "--config", "../../examples/static.yaml", "--istiod", srv.URL, "--log-level", "error"}, args...), &out, &errOut)
+		return code, out.String() + errOut.String()
+	}
+
+	if code, out := check(); code != exitError || !strings.Contains(out, "401") {
+		t.Errorf("without a token: exit %d, %q; want exit 1 naming the 401", code, out)
+	}
+	write("token-1\n")
+	if code, out := check("--istiod-token-file", tok); code != exitDifferences || !strings.Contains(out, "differences") {
+		t.Errorf("with the token: exit %d, %q; want exit 3 and the differences", code, out)
+	}
+	// The kubelet rotates the projected token in place.
+	f.mu.Lock()
+	f.want = "token-2"
+	f.mu.Unlock()
+	write("token-2")
+	if code, out := check("--istiod-token-file", tok); code != exitDifferences {
+		t.Errorf("after rotation: exit %d, %q; want exit 3", code, out)
+	}
+	write("two tokens\n")
+	if code, out := check("--istiod-token-file", tok); code != exitError || strings.Contains(out, "two tokens") {
+		t.Errorf("malformed token: exit %d, %q; want exit 1 without the file's content", code, out)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.seen) < 5 || f.seen[0] != "" || f.seen[len(f.seen)-1] != "Bearer token-2" {
+		t.Errorf("istiod saw Authorization headers %q", f.seen)
+	}
+}
