@@ -386,3 +386,38 @@ func TestStoreRepeatedScopeIsNotDirty(t *testing.T) {
 		t.Errorf("after replace: dirty %v, instances %d", got, st.instances["dc1"])
 	}
 }
+
+// stuckSource ignores its context: it returns only when release is closed,
+// as a client call without a context would.
+type stuckSource struct{ release chan struct{} }
+
+func (s stuckSource) Run(_ context.Context, out chan<- []model.Group) error {
+	out <- []model.Group{group(svc("web", "10.0.0.1"))}
+	<-s.release
+	return nil
+}
+
+// TestAdapterShutdownDoesNotWaitForStuckSource: Run returns once the stop
+// timeout is up even though a source never does.
+func TestAdapterShutdownDoesNotWaitForStuckSource(t *testing.T) {
+	src := stuckSource{release: make(chan struct{})}
+	// The source goroutine is released once the test is over, for goleak.
+	t.Cleanup(func() { close(src.release) })
+	named := []NamedSource{{Name: "stuck", Source: src, Reporter: sources.NewReporter("stuck", nil)}}
+	a := New(named, Settings{Output: opts(), Debounce: DebounceConfig{Quiet: time.Millisecond, Max: time.Millisecond}},
+		newRecorder(), nil, zaptest.NewLogger(t))
+	a.stopTimeout = 50 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	waitUntil(t, "ready", a.Ready)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run still waits for a source that ignores its context")
+	}
+}

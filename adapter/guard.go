@@ -2,7 +2,12 @@ package adapter
 
 import (
 	"fmt"
+	"slices"
+	"strings"
+	"sync"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/model"
 )
@@ -59,6 +64,175 @@ func (c *GuardConfig) Validate() error {
 		return fmt.Errorf("guard: minInstances, holdFor and window must not be negative")
 	}
 	return nil
+}
+
+// Guard is the mass-deletion guard at work: it stages what each source sent
+// during a debounce window, and at each flush decides which staged changes go
+// into the store and which it holds. It owns everything the decision needs:
+// the staged changes, the operator's releases, the windows over which
+// removals add up, and the list of held changes shown to operators.
+//
+// Everything but that list is owned by the adapter loop (Stage, Commit,
+// Allow, NextRelease); Held may be called from any goroutine.
+type Guard struct {
+	cfg     GuardConfig
+	log     *zap.Logger
+	metrics *Metrics
+	now     func() time.Time
+
+	staging map[string]*staged
+	allowed map[string]bool
+	windows map[string]*guardWindow
+
+	mu   sync.Mutex
+	held map[string]HeldChange
+}
+
+// HeldChange describes a change the mass-deletion guard holds.
+type HeldChange struct {
+	Source    string    `json:"source"`
+	Since     time.Time `json:"since"`
+	Removes   int       `json:"removesInstances"`
+	Of        int       `json:"ofInstances"`
+	ReleaseAt time.Time `json:"releaseAt,omitzero"`
+}
+
+// NewGuard returns a guard with cfg, which must have its defaults set.
+// metrics may be nil.
+func NewGuard(cfg GuardConfig, metrics *Metrics, log *zap.Logger) *Guard {
+	return &Guard{
+		cfg: cfg, log: log, metrics: metrics, now: time.Now,
+		staging: make(map[string]*staged),
+		allowed: make(map[string]bool),
+		windows: make(map[string]*guardWindow),
+		held:    make(map[string]HeldChange),
+	}
+}
+
+// Stage adds a batch of source to what the next Commit judges. full marks a
+// complete state, which replaces whatever was staged before it.
+func (g *Guard) Stage(source string, groups []model.Group, full bool) {
+	st := g.staging[source]
+	if st == nil {
+		st = &staged{groups: make(map[string]model.Group)}
+		g.staging[source] = st
+	}
+	st.add(groups, full)
+}
+
+// Allow records an operator's release of the change held for source; the
+// next Commit applies it. It fails when nothing is held for source.
+func (g *Guard) Allow(source string) error {
+	if st, ok := g.staging[source]; !ok || st.heldSince.IsZero() {
+		return fmt.Errorf("source %q has no held change", source)
+	}
+	g.allowed[source] = true
+	return nil
+}
+
+// NextRelease is when the earliest held change's hold time ends.
+func (g *Guard) NextRelease() (time.Time, bool) {
+	var next time.Time
+	for _, st := range g.staging {
+		if st.heldSince.IsZero() || g.cfg.Manual {
+			continue
+		}
+		if due := st.heldSince.Add(g.cfg.HoldFor); next.IsZero() || due.Before(next) {
+			next = due
+		}
+	}
+	return next, !next.IsZero()
+}
+
+// Held returns the changes held now, by source.
+func (g *Guard) Held() []HeldChange {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]HeldChange, 0, len(g.held))
+	for _, h := range g.held {
+		out = append(out, h)
+	}
+	slices.SortFunc(out, func(x, y HeldChange) int { return strings.Compare(x.Source, y.Source) })
+	return out
+}
+
+// Commit moves the staged changes into store, except those the guard holds.
+func (g *Guard) Commit(store *Store) {
+	now := g.now()
+	for source, st := range g.staging {
+		removed, before := store.removals(source, st)
+		// The guard window opens at the first removal, with the instances the
+		// source had then as its baseline.
+		gw := g.windows[source]
+		if gw != nil && now.Sub(gw.start) >= g.cfg.Window {
+			gw = nil
+			delete(g.windows, source)
+		}
+		inWindow, baseline := removed, before
+		if gw != nil {
+			inWindow, baseline = gw.removed+removed, gw.baseline
+		}
+		verdict := g.cfg.judge(st, removed, inWindow, baseline, now, g.allowed[source])
+		log := g.log.With(zap.String("source", source), zap.Int("removes", removed),
+			zap.Int("removedInWindow", inWindow), zap.Int("of", baseline))
+		switch verdict {
+		case guardHold:
+			if st.heldSince.IsZero() {
+				st.heldSince = now
+				log.Warn("holding a change that removes most of the source's instances; it is applied if it persists or an operator allows it",
+					zap.Float64("maxDeletionShare", g.cfg.MaxDeletionShare), zap.Duration("holdFor", g.cfg.HoldFor),
+					zap.Bool("manual", g.cfg.Manual))
+				if g.metrics != nil {
+					g.metrics.heldTotal.WithLabelValues(source).Inc()
+				}
+			}
+			st.removed, st.before = removed, baseline
+			g.setHeld(source, st)
+			continue
+		case guardRelease:
+			log.Warn("applying a held mass deletion", zap.Bool("operatorAllowed", g.allowed[source]),
+				zap.Duration("heldFor", now.Sub(st.heldSince)))
+			// A decided deletion starts a fresh window from what is left.
+			delete(g.windows, source)
+		case guardApply:
+			if removed > 0 {
+				if gw == nil {
+					gw = &guardWindow{start: now, baseline: before}
+					g.windows[source] = gw
+				}
+				gw.removed += removed
+			}
+		}
+		if st.full {
+			store.Replace(source, st.list())
+		} else {
+			store.Update(source, st.list())
+		}
+		delete(g.staging, source)
+		delete(g.allowed, source)
+		g.setHeld(source, nil)
+	}
+}
+
+func (g *Guard) setHeld(source string, st *staged) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if st == nil {
+		delete(g.held, source)
+	} else {
+		h := HeldChange{Source: source, Since: st.heldSince, Removes: st.removed, Of: st.before}
+		if !g.cfg.Manual {
+			h.ReleaseAt = st.heldSince.Add(g.cfg.HoldFor)
+		}
+		g.held[source] = h
+	}
+	if g.metrics != nil {
+		v := 0.0
+		if st != nil {
+			v = 1
+		}
+		g.metrics.held.WithLabelValues(source).Set(v)
+	}
 }
 
 // staged is what a source sent during the current window, not yet in the

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
@@ -180,5 +181,70 @@ func TestGuardAddsUpPiecemealDeletions(t *testing.T) {
 	}
 	if got := len(pub.names(convert.KindWorkloadEntry)); got != 14 {
 		t.Errorf("%d WorkloadEntries while held, want 14", got)
+	}
+}
+
+// TestGuardCommit drives the guard type alone, on a store, with a fake
+// clock: what it stages, holds, lists, releases on time or on request, and
+// what it lets through.
+func TestGuardCommit(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	now := t0
+	cfg := GuardConfig{HoldFor: time.Minute}
+	cfg.SetDefaults()
+	g := NewGuard(cfg, nil, zaptest.NewLogger(t))
+	g.now = func() time.Time { return now }
+	st := NewStore([]string{"src"})
+	instances := func() int { return st.instances["src"] }
+
+	g.Stage("src", fleet(20), true)
+	g.Commit(st)
+	if instances() != 20 || len(g.Held()) != 0 {
+		t.Fatalf("first state: %d instances, held %+v", instances(), g.Held())
+	}
+	if err := g.Allow("src"); err == nil {
+		t.Error("Allow with nothing held succeeded")
+	}
+
+	// 15 of 20 gone: held, listed, due a minute later.
+	g.Stage("src", fleet(5), false)
+	g.Commit(st)
+	held := g.Held()
+	if instances() != 20 || len(held) != 1 || held[0].Removes != 15 || held[0].Of != 20 || !held[0].ReleaseAt.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("after a mass deletion: %d instances, held %+v", instances(), held)
+	}
+	if due, ok := g.NextRelease(); !ok || !due.Equal(t0.Add(time.Minute)) {
+		t.Errorf("next release %v %v", due, ok)
+	}
+	// Not yet persisted long enough.
+	now = t0.Add(30 * time.Second)
+	g.Commit(st)
+	if instances() != 20 {
+		t.Fatalf("released after 30s of a 1m hold: %d instances", instances())
+	}
+	// Persisted: applied, and the list is empty.
+	now = t0.Add(time.Minute)
+	g.Commit(st)
+	if instances() != 5 || len(g.Held()) != 0 {
+		t.Fatalf("after the hold time: %d instances, held %+v", instances(), g.Held())
+	}
+	if _, ok := g.NextRelease(); ok {
+		t.Error("a release is due with nothing held")
+	}
+
+	// Held again, then released by an operator before its time.
+	g.Stage("src", fleet(20), false)
+	g.Commit(st)
+	g.Stage("src", fleet(2), false)
+	g.Commit(st)
+	if len(g.Held()) != 1 {
+		t.Fatalf("18 of 20 removed: held %+v", g.Held())
+	}
+	if err := g.Allow("src"); err != nil {
+		t.Fatal(err)
+	}
+	g.Commit(st)
+	if instances() != 2 || len(g.Held()) != 0 {
+		t.Fatalf("after the operator's release: %d instances, held %+v", instances(), g.Held())
 	}
 }

@@ -5,63 +5,49 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
-	"sync"
 
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/server"
 )
 
 // Render runs every source until it has delivered its first full state, then
-// converts everything, as `registry-adapter render` prints it. Resources come
-// ServiceEntries first, then WorkloadEntries, each sorted by name.
+// passes it once through the same pipeline the daemon runs (store, convert,
+// diff, serialize) into a publisher that collects it, as
+// `registry-adapter render` prints it. Resources come ServiceEntries first,
+// then WorkloadEntries, each sorted by name.
 func Render(ctx context.Context, srcs []NamedSource, opts convert.Options, log *zap.Logger) ([]*convert.Resource, []convert.Rejection, error) {
+	var c collector
 	// Render shows what the registries say now: no guard.
-	a := New(srcs, Settings{Output: opts, Guard: GuardConfig{MaxDeletionShare: 1}}, nil, nil, log)
-	ctx, cancel := context.WithCancel(ctx)
-	updates := make(chan update)
-	var wg sync.WaitGroup
-	for _, s := range srcs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a.runSource(ctx, s, updates)
-		}()
-	}
-	synced := map[string]bool{}
-	var err error
-	for len(synced) < len(srcs) && err == nil {
-		select {
-		case u := <-updates:
-			a.apply(u)
-			synced[u.source] = true
-		case <-ctx.Done():
-			var waiting []string
-			for _, s := range srcs {
-				if !synced[s.Name] {
-					waiting = append(waiting, fmt.Sprintf("%s (%s)", s.Name, s.Reporter.Status().LastError))
-				}
-			}
-			err = fmt.Errorf("render: sources not synced: %s: %w", strings.Join(waiting, ", "), ctx.Err())
-		}
-	}
-	cancel()
-	wg.Wait()
-	if err != nil {
-		return nil, nil, err
-	}
-	a.commitStaged()
-	var out []*convert.Resource
+	a := New(srcs, Settings{Output: opts, Guard: GuardConfig{MaxDeletionShare: 1}}, &c, nil, log)
 	var rejected []convert.Rejection
-	for _, host := range a.store.Hosts() {
-		res, rej := convert.Service(host, a.store.Contributions(host), opts)
-		out = append(out, res...)
-		rejected = append(rejected, rej...)
+	a.onReject = func(r convert.Rejection) { rejected = append(rejected, r) }
+	if err := a.run(ctx, true); err != nil {
+		return nil, nil, fmt.Errorf("render: %w", err)
+	}
+	out := make([]*convert.Resource, 0, len(c.entries))
+	for _, e := range c.entries {
+		r, err := convert.FromAny(e.Resource)
+		if err != nil {
+			return nil, nil, fmt.Errorf("render: %s: %w", e.Name, err)
+		}
+		out = append(out, r)
 	}
 	SortResources(out)
 	return out, rejected, nil
 }
+
+// collector is the publisher of a render: it keeps every upsert. A render
+// publishes once, into nothing, so there are no deletes.
+type collector struct{ entries []server.Entry }
+
+func (c *collector) Apply(_ convert.Kind, upserts []server.Entry, _ []string) bool {
+	c.entries = append(c.entries, upserts...)
+	return len(upserts) > 0
+}
+
+func (c *collector) MarkReady() {}
 
 // SortResources orders resources the way they are applied: ServiceEntries
 // before the WorkloadEntries they select, each kind by name.

@@ -189,3 +189,32 @@ func (w *stateWriter) run(ctx context.Context) {
 		}
 	}
 }
+
+// restoreState loads the state file into the store, for the sources still
+// configured, and reports whether there was anything to restore.
+func (a *Adapter) restoreState() bool {
+	saved, err := loadState(a.state.Path)
+	if err != nil {
+		a.log.Error("ignoring the state file", zap.Error(err))
+		return false
+	}
+	if saved == nil {
+		return false
+	}
+	restored := false
+	for _, src := range a.sources {
+		scopes, ok := saved.Sources[src.Name]
+		if !ok {
+			continue
+		}
+		groups := make([]model.Group, 0, len(scopes))
+		for scope, svcs := range scopes {
+			groups = append(groups, model.Group{Scope: scope, Services: svcs})
+		}
+		a.store.Replace(src.Name, groups)
+		restored = true
+	}
+	a.log.Info("loaded the saved state", zap.String("path", a.state.Path), zap.Time("savedAt", saved.SavedAt),
+		zap.Int("hosts", len(a.store.hosts)))
+	return restored
+}

@@ -1,4 +1,8 @@
-package adapter
+// Package admin is the operator's HTTP surface of the daemon: metrics,
+// health and readiness probes, the debug dumps, pprof and the release of
+// held deletions. It needs the concrete server and adapter, so it lives
+// apart from both, wired together by cmd/registry-adapter.
+package admin
 
 import (
 	"bytes"
@@ -18,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/registry-adapter/registry-adapter/adapter"
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/server"
 	"github.com/registry-adapter/registry-adapter/sources"
@@ -25,11 +30,11 @@ import (
 
 // Debug serves metrics, health and debug endpoints over HTTP.
 type Debug struct {
-	Adapter *Adapter
+	Adapter *adapter.Adapter
 	// Caches are the served sets, Caches[i] on Server's shard i.
 	Caches   []*server.Cache
 	Server   *server.Server
-	Sources  []NamedSource
+	Sources  []adapter.NamedSource
 	Gatherer prometheus.Gatherer
 	Log      *zap.Logger
 }
@@ -108,11 +113,11 @@ func (d *Debug) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 type readiness struct {
-	Ready   bool             `json:"ready"`
-	Serving bool             `json:"serving"`
-	Synced  bool             `json:"synced"`
-	Sources []sources.Status `json:"sources"`
-	Held    []HeldChange     `json:"heldDeletions,omitempty"`
+	Ready   bool                 `json:"ready"`
+	Serving bool                 `json:"serving"`
+	Synced  bool                 `json:"synced"`
+	Sources []sources.Status     `json:"sources"`
+	Held    []adapter.HeldChange `json:"heldDeletions,omitempty"`
 	// Shards lists every listener: istiod is ready only once each of its
 	// config sources answered, so one shard down makes the adapter unready.
 	Shards []server.ShardStatus `json:"shards"`

@@ -1,4 +1,4 @@
-package adapter
+package admin
 
 import (
 	"context"
@@ -12,12 +12,66 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/registry-adapter/registry-adapter/adapter"
+	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/server"
 	"github.com/registry-adapter/registry-adapter/sources"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func svc(name string, addrs ...string) model.Service {
+	s := model.Service{Name: name, Host: name + ".example.com", Ports: []model.Port{{Number: 80, Protocol: model.ProtocolHTTP}}}
+	for _, a := range addrs {
+		s.Instances = append(s.Instances, model.Instance{ID: a, Address: a})
+	}
+	return s
+}
+
+func group(services ...model.Service) model.Group {
+	return model.Group{Scope: services[0].Name, Services: services}
+}
+
+func opts() convert.Options {
+	o := convert.Options{}
+	o.SetDefaults()
+	return o
+}
+
+// chanSource is a test source driven by the test through a channel.
+type chanSource struct{ batches chan []model.Group }
+
+func newChanSource() *chanSource { return &chanSource{batches: make(chan []model.Group)} }
+
+func (s *chanSource) Run(ctx context.Context, out chan<- []model.Group) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case b := <-s.batches:
+			select {
+			case out <- b:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
@@ -36,14 +90,14 @@ func TestDebugEndpoints(t *testing.T) {
 	srcMetrics := sources.NewMetrics(reg)
 	src := newChanSource()
 	rep := sources.NewReporter("vms", srcMetrics)
-	named := []NamedSource{{Name: "vms", Source: src, Reporter: rep}}
+	named := []adapter.NamedSource{{Name: "vms", Source: src, Reporter: rep}}
 	sm := server.NewMetrics(reg)
 	cache := server.NewCache(sm)
 	srv, err := server.New(server.Config{Listen: "127.0.0.1:0", KeepaliveMinTime: 10 * time.Second}, cache, sm, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := New(named, Settings{Output: opts(), Debounce: DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond}}, cache, NewMetrics(reg), log)
+	a := adapter.New(named, adapter.Settings{Output: opts(), Debounce: adapter.DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond}}, cache, adapter.NewMetrics(reg), log)
 	dbg := &Debug{Adapter: a, Caches: []*server.Cache{cache}, Server: srv, Sources: named, Gatherer: reg, Log: log}
 	web := httptest.NewServer(dbg.Handler())
 	defer web.Close()

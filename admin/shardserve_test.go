@@ -1,4 +1,4 @@
-package adapter
+package admin
 
 import (
 	"context"
@@ -17,40 +17,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/registry-adapter/registry-adapter/adapter"
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/server"
 	"github.com/registry-adapter/registry-adapter/sources"
 )
-
-func TestServerShardsConfig(t *testing.T) {
-	base := "sources: [{name: vms, static: {services: [{name: web, ports: [{number: 80}]}]}}]\n"
-	for _, c := range []struct {
-		server  string
-		shards  int
-		wantErr string
-	}{
-		{"", 1, ""},
-		{"server: {shards: 1}", 1, ""},
-		{"server: {shards: 4, listen: 0.0.0.0:15010}", 4, ""},
-		{"server: {shards: 64, listen: 127.0.0.1:0}", 64, ""},
-		{"server: {shards: -1}", 0, "server.shards -1: must be between 1 and 64"},
-		{"server: {shards: 65}", 0, "server.shards 65: must be between 1 and 64"},
-		{"server: {shards: two}", 0, "cannot unmarshal"},
-		{"server: {shards: 8, listen: 0.0.0.0:65530}", 0, "server.listen \"0.0.0.0:65530\": server.shards 8 needs ports 65530-65537"},
-		{"server: {shard: 2}", 0, "server.shard: unknown key"},
-	} {
-		cfg, err := ParseConfig(strings.NewReader(c.server + "\n" + base))
-		switch {
-		case c.wantErr == "" && err != nil:
-			t.Errorf("%q: %v", c.server, err)
-		case c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)):
-			t.Errorf("%q: error %v, want one containing %q", c.server, err, c.wantErr)
-		case c.wantErr == "" && cfg.Server.Shards != c.shards:
-			t.Errorf("%q: shards %d, want %d", c.server, cfg.Server.Shards, c.shards)
-		}
-	}
-}
 
 // mcpClient is a minimal state-of-the-world ADS client, as istiod's config
 // source client behaves: one request per type, every reply ACKed.
@@ -108,7 +80,7 @@ func TestShardedServing(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	src := newChanSource()
 	rep := sources.NewReporter("vms", sources.NewMetrics(reg))
-	named := []NamedSource{{Name: "vms", Source: src, Reporter: rep}}
+	named := []adapter.NamedSource{{Name: "vms", Source: src, Reporter: rep}}
 	sm := server.NewMetrics(reg)
 	caches := server.NewCaches(k, sm)
 	cfg := server.Config{Listen: "127.0.0.1:0", Shards: k}
@@ -117,11 +89,11 @@ func TestShardedServing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pubs := make([]Publisher, k)
+	pubs := make([]adapter.Publisher, k)
 	for i, c := range caches {
 		pubs[i] = c
 	}
-	a := NewSharded(named, Settings{Output: opts(), Debounce: DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond}}, pubs, NewMetrics(reg), log)
+	a := adapter.NewSharded(named, adapter.Settings{Output: opts(), Debounce: adapter.DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond}}, pubs, adapter.NewMetrics(reg), log)
 	dbg := &Debug{Adapter: a, Caches: caches, Server: srv, Sources: named, Gatherer: reg, Log: log}
 	web := httptest.NewServer(dbg.Handler())
 	defer web.Close()
@@ -162,7 +134,7 @@ func TestShardedServing(t *testing.T) {
 		selectors := map[string]bool{}
 		for _, r := range ses {
 			host := r.Spec.(interface{ GetHosts() []string }).GetHosts()[0]
-			if got := ShardOf(host, k); got != i {
+			if got := adapter.ShardOf(host, k); got != i {
 				t.Errorf("shard %d serves %s, whose shard is %d", i, host, got)
 			}
 			selectors[r.Labels[convert.LabelService]] = true
@@ -199,8 +171,8 @@ func TestShardedServing(t *testing.T) {
 			t.Errorf("shard %d listener %s, want %s", shard, listener, srv.Addrs()[shard])
 		}
 		for _, h := range hosts {
-			if strings.Contains(doc, "\n  name: "+h+"\n") && ShardOf(h, k) != shard {
-				t.Errorf("/debug/resources puts %s in shard %d, want %d", h, shard, ShardOf(h, k))
+			if strings.Contains(doc, "\n  name: "+h+"\n") && adapter.ShardOf(h, k) != shard {
+				t.Errorf("/debug/resources puts %s in shard %d, want %d", h, shard, adapter.ShardOf(h, k))
 			}
 		}
 	}

@@ -1,0 +1,203 @@
+package adapter
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"go.uber.org/zap"
+
+	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/server"
+)
+
+// flush is one pass of the pipeline: the guard commits what it does not
+// hold into the store, every dirty host is converted and diffed against what
+// was published, and the differences go to the publishers, which apply them.
+func (a *Adapter) flush() {
+	start := time.Now()
+	a.guard.Commit(a.store)
+	hosts := a.store.TakeDirty()
+	if a.writer != nil && len(hosts) > 0 {
+		a.writer.offer(a.store.snapshot())
+	}
+	results := a.convertHosts(hosts)
+	type shardKind struct {
+		shard int
+		kind  convert.Kind
+	}
+	upserts := make(map[shardKind][]server.Entry)
+	deletes := make(map[shardKind][]string)
+	counts := make(map[convert.Kind][2]int)
+	for i, host := range hosts {
+		res := &results[i]
+		a.reportRejections(res.rejected)
+		for _, err := range res.errs {
+			a.log.Error("cannot serialize resource; leaving it out", zap.Error(err))
+		}
+		shard := ShardOf(host, len(a.shards))
+		for _, u := range res.upserts {
+			key := shardKind{shard, u.kind}
+			upserts[key] = append(upserts[key], u.entry)
+		}
+		for kind, names := range res.deletes {
+			key := shardKind{shard, kind}
+			deletes[key] = append(deletes[key], names...)
+		}
+		a.published.commit(host, res.published)
+	}
+	changed := false
+	for shard, pub := range a.shards {
+		for _, kind := range convert.Kinds {
+			key := shardKind{shard, kind}
+			u, d := upserts[key], deletes[key]
+			if len(u) == 0 && len(d) == 0 {
+				continue
+			}
+			changed = pub.Apply(kind, u, d) || changed
+			c := counts[kind]
+			c[0] += len(u)
+			c[1] += len(d)
+			counts[kind] = c
+		}
+	}
+	fields := []zap.Field{zap.Int("hostsChanged", len(hosts))}
+	for _, kind := range convert.Kinds {
+		c, ok := counts[kind]
+		if !ok {
+			continue
+		}
+		fields = append(fields, zap.Int(string(kind)+"Upserts", c[0]), zap.Int(string(kind)+"Deletes", c[1]))
+		if a.metrics != nil {
+			a.metrics.applied.WithLabelValues(string(kind), "upsert").Add(float64(c[0]))
+			a.metrics.applied.WithLabelValues(string(kind), "delete").Add(float64(c[1]))
+		}
+	}
+	if a.metrics != nil {
+		a.metrics.windows.Inc()
+		a.metrics.flushDuration.Observe(time.Since(start).Seconds())
+		a.metrics.hosts.Set(float64(len(a.store.hosts)))
+	}
+	if changed {
+		a.log.Info("published changes", append(fields, zap.Duration("took", time.Since(start)))...)
+	} else if len(hosts) > 0 {
+		a.log.Debug("refresh changed nothing", fields...)
+	}
+}
+
+// ShardOf is the shard of host among k: a stable hash, the same in every
+// process and replica, so that a host never moves between config sources
+// while the shard count stays the same.
+func ShardOf(host string, k int) int {
+	if k <= 1 {
+		return 0
+	}
+	return int(xxhash.Sum64String(host) % uint64(k))
+}
+
+// hostResult is one host's conversion, diffed against what was published.
+// It keeps no converted resource: their specs are garbage as soon as they are
+// serialized, which at a cold sync of 50k services halves the peak heap.
+type hostResult struct {
+	published []publishedResource
+	rejected  []convert.Rejection
+	upserts   []kindEntry
+	deletes   map[convert.Kind][]string
+	errs      []error
+}
+
+type kindEntry struct {
+	kind  convert.Kind
+	entry server.Entry
+}
+
+// parallelFrom is the number of dirty hosts from which conversion is spread
+// over every CPU; below it, goroutines cost more than they save.
+const parallelFrom = 256
+
+// convertHosts converts, diffs and serializes every host. It reads the store
+// and the published state and writes neither, so hosts are converted in
+// parallel: a cold sync or a restart of a large source converts tens of
+// thousands of hosts, which is most of the time istiod waits for its first
+// reply.
+func (a *Adapter) convertHosts(hosts []string) []hostResult {
+	results := make([]hostResult, len(hosts))
+	workers := min(runtime.GOMAXPROCS(0), len(hosts)/parallelFrom+1)
+	if workers <= 1 {
+		for i, h := range hosts {
+			results[i] = a.convertHost(h)
+		}
+		return results
+	}
+	var next atomic.Int64
+	const chunk = 64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				lo := int(next.Add(chunk)) - chunk
+				if lo >= len(hosts) {
+					return
+				}
+				for i := lo; i < min(lo+chunk, len(hosts)); i++ {
+					results[i] = a.convertHost(hosts[i])
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+func (a *Adapter) convertHost(host string) hostResult {
+	desired, rejected := convert.Service(host, a.store.Contributions(host), a.opts)
+	res := hostResult{rejected: rejected}
+	for kind, change := range a.published.Diff(host, desired) {
+		for _, r := range change.Upserts {
+			// Serialized straight into the form every reply shares.
+			entry, err := server.NewEntry(r.Key(), r.Version, r.MCP())
+			if err != nil {
+				res.errs = append(res.errs, fmt.Errorf("%s %s: %w", kind, r.Key(), err))
+				desired = without(desired, r)
+				continue
+			}
+			res.upserts = append(res.upserts, kindEntry{kind, entry})
+		}
+		if len(change.Deletes) > 0 {
+			if res.deletes == nil {
+				res.deletes = make(map[convert.Kind][]string, 1)
+			}
+			res.deletes[kind] = change.Deletes
+		}
+	}
+	res.published = publishedList(desired)
+	return res
+}
+
+func without(rs []*convert.Resource, drop *convert.Resource) []*convert.Resource {
+	out := rs[:0:0]
+	for _, r := range rs {
+		if r != drop {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (a *Adapter) reportRejections(rejected []convert.Rejection) {
+	for _, r := range rejected {
+		if a.onReject != nil {
+			a.onReject(r)
+			continue
+		}
+		a.log.Warn("left out of what istiod receives",
+			zap.String("source", r.Source), zap.String("kind", string(r.Kind)), zap.String("item", r.Name),
+			zap.String("code", r.Code), zap.String("reason", r.Reason))
+		if a.metrics != nil {
+			a.metrics.rejected.WithLabelValues(r.Source, r.Code).Inc()
+		}
+	}
+}

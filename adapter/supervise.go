@@ -1,0 +1,68 @@
+package adapter
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/registry-adapter/registry-adapter/model"
+)
+
+// runSource runs one source, restarting it if it fails, and forwards its
+// batches until ctx is done. The store keeps the source's last state while
+// it restarts: a crashed watcher must not empty istiod's view.
+func (a *Adapter) runSource(ctx context.Context, s NamedSource, updates chan<- update) {
+	log := a.log.With(zap.String("source", s.Name))
+	for {
+		out := make(chan []model.Group)
+		done := make(chan error, 1)
+		go func() { done <- s.Source.Run(ctx, out) }()
+		first := true
+	forward:
+		for {
+			select {
+			case groups := <-out:
+				select {
+				case updates <- update{source: s.Name, groups: groups, full: first}:
+					first = false
+				case <-ctx.Done():
+					a.awaitStop(log, done)
+					return
+				}
+			case err := <-done:
+				if ctx.Err() != nil {
+					return
+				}
+				log.Error("source stopped unexpectedly; keeping its last state and restarting", zap.Error(err))
+				if err != nil {
+					s.Reporter.Failed("crashed", err)
+				}
+				break forward
+			case <-ctx.Done():
+				a.awaitStop(log, done)
+				return
+			}
+		}
+		select {
+		case <-time.After(a.restartBackoff):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// awaitStop waits for a source to return after its context ended, but not
+// longer than stopTimeout: a source that ignores its context (a client call
+// without one, a stuck SDK) must not hang shutdown. Its goroutine is left
+// behind, blocked at worst on a channel nobody reads; the process is exiting.
+func (a *Adapter) awaitStop(log *zap.Logger, done <-chan error) {
+	t := time.NewTimer(a.stopTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		log.Error("source did not stop within the shutdown timeout; leaving it behind",
+			zap.Duration("timeout", a.stopTimeout))
+	}
+}
