@@ -97,10 +97,12 @@ func NewSharded(srcs []NamedSource, settings Settings, shards []Publisher, m *Me
 	for i, s := range srcs {
 		names[i] = s.Name
 	}
-	// SetDefaults keeps what is set: render's share of 1 stays, its window
-	// gets the default like everyone else's.
+	// Settings without a guard get the default one; a guard that is set is
+	// taken as it is, zeros included.
 	guard := settings.Guard
-	guard.SetDefaults()
+	if guard == (GuardConfig{}) {
+		guard = DefaultGuardConfig()
+	}
 	return &Adapter{
 		log: log, opts: settings.Output, debounce: settings.Debounce, state: settings.StateFile,
 		sources: srcs, shards: shards, metrics: m,
@@ -124,6 +126,8 @@ type update struct {
 	source string
 	groups []model.Group
 	full   bool
+	// reset: the source reported a registry reset before sending it.
+	reset bool
 }
 
 // Run feeds the publishers until ctx is done.
@@ -283,7 +287,7 @@ func (a *Adapter) markReady() {
 
 // apply stages a batch; flush commits it.
 func (a *Adapter) apply(u update) {
-	a.guard.Stage(u.source, u.groups, u.full)
+	a.guard.Stage(u.source, u.groups, u.full, u.reset)
 	if a.metrics != nil {
 		a.metrics.updates.WithLabelValues(u.source).Inc()
 	}

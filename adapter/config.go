@@ -100,7 +100,8 @@ func ParseConfig(r io.Reader) (*Config, error) {
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, fmt.Errorf("parse: %w", err)
 	}
-	cfg := &Config{}
+	// Decoded onto the defaults, so that a key set to zero stays zero.
+	cfg := &Config{Debounce: DefaultDebounceConfig(), Guard: DefaultGuardConfig()}
 	if len(root.Content) > 0 {
 		if err := checkKeys(root.Content[0], reflect.TypeOf(cfg).Elem(), ""); err != nil {
 			return nil, err
@@ -125,8 +126,8 @@ func (c *Config) SetDefaults() {
 		c.Server.DebugListen = "127.0.0.1:15014"
 	}
 	c.Output.SetDefaults()
-	c.Debounce.SetDefaults()
-	c.Guard.SetDefaults()
+	// Debounce and Guard are not filled here: ParseConfig decodes onto
+	// their defaults, so that a key set to zero stays zero.
 	c.StateFile.SetDefaults()
 	if c.Log.Level == "" {
 		c.Log.Level = "info"

@@ -54,6 +54,10 @@ sources:
 		{"bad namespace", "output: {namespace: Istio.System}\n", []string{"output.namespace"}},
 		{"bad debounce", "debounce: {quiet: 2s, max: 1s}\n", []string{"debounce.max"}},
 		{"bad duration", "debounce: {quiet: soon}\n", []string{"parse"}},
+		{"debounce max 0", "debounce: {quiet: 0s, max: 0s}\n", []string{"max must be positive"}},
+		{"debounce max 0 alone", "debounce: {max: 0s}\n", []string{"max must be positive"}},
+		{"guard holdFor 0", "guard: {holdFor: 0s}\n", []string{"guard.holdFor 0"}},
+		{"guard share over 1", "guard: {maxDeletionShare: 1.5}\n", []string{"guard.maxDeletionShare 1.5"}},
 		{"bad static port", `
 sources:
 - name: vms
@@ -103,5 +107,34 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if got := cfg.Sources[0].Static.Services[0].Host; got != "web.static" {
 		t.Errorf("static host default %q", got)
+	}
+}
+
+// TestConfigExplicitZeros: issue 18 item 6: a key set to zero stays zero
+// instead of silently becoming the default; a section left out, or null,
+// is the default.
+func TestConfigExplicitZeros(t *testing.T) {
+	cases := []struct {
+		yaml  string
+		guard GuardConfig
+		deb   DebounceConfig
+	}{
+		{"", DefaultGuardConfig(), DefaultDebounceConfig()},
+		{"guard: {}\ndebounce: {}\n", DefaultGuardConfig(), DefaultDebounceConfig()},
+		{"guard:\ndebounce:\n", DefaultGuardConfig(), DefaultDebounceConfig()},
+		{"guard: {minInstances: 0, maxDeletionShare: 0, window: 0s}\ndebounce: {quiet: 0s}\n",
+			GuardConfig{HoldFor: 10 * time.Minute}, DebounceConfig{Max: time.Second}},
+		{"guard: {manual: true, holdFor: 0s}\n",
+			GuardConfig{MaxDeletionShare: 0.5, MinInstances: 10, Manual: true, Window: time.Minute}, DefaultDebounceConfig()},
+	}
+	for _, c := range cases {
+		cfg, err := ParseConfig(strings.NewReader(c.yaml))
+		if err != nil {
+			t.Errorf("%q: %v", c.yaml, err)
+			continue
+		}
+		if cfg.Guard != c.guard || cfg.Debounce != c.deb {
+			t.Errorf("%q: guard %+v debounce %+v, want %+v %+v", c.yaml, cfg.Guard, cfg.Debounce, c.guard, c.deb)
+		}
 	}
 }

@@ -15,20 +15,28 @@ type DebounceConfig struct {
 	Max   time.Duration `yaml:"max"`
 }
 
-// SetDefaults fills unset fields.
+// DefaultDebounceConfig is the debounce a configuration starts from; an
+// explicit quiet: 0 stays zero (publish as soon as a change arrives, batching
+// only what arrives together).
+func DefaultDebounceConfig() DebounceConfig {
+	return DebounceConfig{Quiet: 100 * time.Millisecond, Max: time.Second}
+}
+
+// SetDefaults fills the fields left at zero, for a configuration built in Go.
 func (c *DebounceConfig) SetDefaults() {
+	d := DefaultDebounceConfig()
 	if c.Quiet == 0 {
-		c.Quiet = 100 * time.Millisecond
+		c.Quiet = d.Quiet
 	}
 	if c.Max == 0 {
-		c.Max = time.Second
+		c.Max = d.Max
 	}
 }
 
 // Validate reports an inconsistent configuration.
 func (c *DebounceConfig) Validate() error {
-	if c.Quiet < 0 || c.Max < 0 {
-		return fmt.Errorf("debounce: durations must not be negative (quiet %s, max %s)", c.Quiet, c.Max)
+	if c.Quiet < 0 || c.Max <= 0 {
+		return fmt.Errorf("debounce: quiet must not be negative and max must be positive (quiet %s, max %s)", c.Quiet, c.Max)
 	}
 	if c.Max < c.Quiet {
 		return fmt.Errorf("debounce.max %s is shorter than debounce.quiet %s", c.Max, c.Quiet)

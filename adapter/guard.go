@@ -20,10 +20,13 @@ import (
 // persisted, or an operator allows it.
 type GuardConfig struct {
 	// MaxDeletionShare is the share of a source's instances one debounce
-	// window may remove without being held (default 0.5). 1 disables the guard.
+	// window may remove without being held (default 0.5). 1 disables the
+	// guard; 0 holds every removal.
 	MaxDeletionShare float64 `yaml:"maxDeletionShare"`
-	// MinInstances: sources with fewer instances are not guarded (default 10),
-	// so that removing one of two instances is not an incident.
+	// MinInstances: the share rule applies to sources with at least this
+	// many instances (default 10; 0: every source), so that removing one of
+	// two instances is not an incident. Emptying a source, or shrinking it
+	// after a registry reset, is held whatever its size.
 	MinInstances int `yaml:"minInstances"`
 	// HoldFor is how long a held change must persist before it is applied
 	// anyway (default 10m). Zero with Manual set means only an operator can
@@ -39,29 +42,42 @@ type GuardConfig struct {
 	Window time.Duration `yaml:"window"`
 }
 
-// SetDefaults fills unset fields.
+// DefaultGuardConfig is the guard a configuration starts from. A parsed
+// configuration is decoded onto it, so that a key set to zero stays zero:
+// minInstances: 0 guards every source, maxDeletionShare: 0 holds every
+// removal, window: 0 judges each debounce window alone.
+func DefaultGuardConfig() GuardConfig {
+	return GuardConfig{MaxDeletionShare: 0.5, MinInstances: 10, HoldFor: 10 * time.Minute, Window: time.Minute}
+}
+
+// SetDefaults fills the fields left at zero, for a configuration built in
+// Go (tests, render); ParseConfig does not use it, see DefaultGuardConfig.
 func (c *GuardConfig) SetDefaults() {
+	d := DefaultGuardConfig()
 	if c.MaxDeletionShare == 0 {
-		c.MaxDeletionShare = 0.5
+		c.MaxDeletionShare = d.MaxDeletionShare
 	}
 	if c.MinInstances == 0 {
-		c.MinInstances = 10
+		c.MinInstances = d.MinInstances
 	}
 	if c.HoldFor == 0 && !c.Manual {
-		c.HoldFor = 10 * time.Minute
+		c.HoldFor = d.HoldFor
 	}
 	if c.Window == 0 {
-		c.Window = time.Minute
+		c.Window = d.Window
 	}
 }
 
 // Validate reports an invalid guard configuration.
 func (c *GuardConfig) Validate() error {
-	if c.MaxDeletionShare <= 0 || c.MaxDeletionShare > 1 {
-		return fmt.Errorf("guard.maxDeletionShare %v: must be in (0, 1]", c.MaxDeletionShare)
+	if c.MaxDeletionShare < 0 || c.MaxDeletionShare > 1 {
+		return fmt.Errorf("guard.maxDeletionShare %v: must be between 0 and 1", c.MaxDeletionShare)
 	}
 	if c.MinInstances < 0 || c.HoldFor < 0 || c.Window < 0 {
 		return fmt.Errorf("guard: minInstances, holdFor and window must not be negative")
+	}
+	if c.HoldFor == 0 && !c.Manual && c.MaxDeletionShare < 1 {
+		return fmt.Errorf("guard.holdFor 0 would apply every held change at once: set guard.manual to hold until an operator allows it, or guard.maxDeletionShare: 1 to turn the guard off")
 	}
 	return nil
 }
@@ -83,6 +99,8 @@ type Guard struct {
 	staging map[string]*staged
 	allowed map[string]bool
 	windows map[string]*guardWindow
+	// resets is when each source last reported a registry reset.
+	resets map[string]time.Time
 
 	mu   sync.Mutex
 	held map[string]HeldChange
@@ -105,19 +123,24 @@ func NewGuard(cfg GuardConfig, metrics *Metrics, log *zap.Logger) *Guard {
 		staging: make(map[string]*staged),
 		allowed: make(map[string]bool),
 		windows: make(map[string]*guardWindow),
+		resets:  make(map[string]time.Time),
 		held:    make(map[string]HeldChange),
 	}
 }
 
 // Stage adds a batch of source to what the next Commit judges. full marks a
-// complete state, which replaces whatever was staged before it.
-func (g *Guard) Stage(source string, groups []model.Group, full bool) {
+// complete state, which replaces whatever was staged before it; reset marks
+// a batch sent after the registry was reset (its index went backwards).
+func (g *Guard) Stage(source string, groups []model.Group, full, reset bool) {
+	if reset {
+		g.resets[source] = g.now()
+	}
 	st := g.staging[source]
 	if st == nil {
 		st = &staged{groups: make(map[string]model.Group)}
 		g.staging[source] = st
 	}
-	st.add(groups, full)
+	st.add(groups, full, reset)
 }
 
 // Allow records an operator's release of the change held for source; the
@@ -160,7 +183,7 @@ func (g *Guard) Held() []HeldChange {
 func (g *Guard) Commit(store *Store) {
 	now := g.now()
 	for source, st := range g.staging {
-		removed, before := store.removals(source, st)
+		removed, before, after := store.removals(source, st)
 		// The guard window opens at the first removal, with the instances the
 		// source had then as its baseline.
 		gw := g.windows[source]
@@ -172,14 +195,27 @@ func (g *Guard) Commit(store *Store) {
 		if gw != nil {
 			inWindow, baseline = gw.removed+removed, gw.baseline
 		}
-		verdict := g.cfg.judge(st, removed, inWindow, baseline, now, g.allowed[source])
+		// A reset keeps counting for one guard window: Consul re-reads the
+		// catalog first and each service's instances after, in later
+		// batches.
+		reset := st.reset
+		if at, ok := g.resets[source]; ok {
+			if now.Sub(at) < g.cfg.Window {
+				reset = true
+			} else {
+				delete(g.resets, source)
+			}
+		}
+		verdict := g.cfg.judge(st, change{removed: removed, inWindow: inWindow, baseline: baseline,
+			before: before, after: after, reset: reset}, now, g.allowed[source])
 		log := g.log.With(zap.String("source", source), zap.Int("removes", removed),
 			zap.Int("removedInWindow", inWindow), zap.Int("of", baseline))
 		switch verdict {
 		case guardHold:
 			if st.heldSince.IsZero() {
 				st.heldSince = now
-				log.Warn("holding a change that removes most of the source's instances; it is applied if it persists or an operator allows it",
+				log.Warn("holding a change that removes most of the source's instances, empties it, or shrinks it after a registry reset; it is applied if it persists or an operator allows it",
+					zap.Bool("registryReset", reset), zap.Int("leaves", after),
 					zap.Float64("maxDeletionShare", g.cfg.MaxDeletionShare), zap.Duration("holdFor", g.cfg.HoldFor),
 					zap.Bool("manual", g.cfg.Manual))
 				if g.metrics != nil {
@@ -240,13 +276,17 @@ func (g *Guard) setHeld(source string, st *staged) {
 type staged struct {
 	full   bool
 	groups map[string]model.Group
+	// reset: a batch of this change came after the registry reported a
+	// reset.
+	reset bool
 	// heldSince is set while the guard holds this change.
 	heldSince time.Time
 	removed   int
 	before    int
 }
 
-func (s *staged) add(groups []model.Group, full bool) {
+func (s *staged) add(groups []model.Group, full, reset bool) {
+	s.reset = s.reset || reset
 	if full {
 		// A complete state replaces whatever was staged before it.
 		s.full = true
@@ -265,26 +305,30 @@ func (s *staged) list() []model.Group {
 	return out
 }
 
-// removals counts the instances of source that applying s would remove, and
-// the instances the source holds now. An instance is identified by its scope,
+// removals counts the instances of source that applying s would remove, the
+// instances the source holds now, and those it would hold after. An instance is identified by its scope,
 // host and id, so replacing instances is not counted as removing them. Only
 // the scopes s touches are read, except for a complete state, which touches
 // them all.
-func (st *Store) removals(source string, s *staged) (removed, before int) {
+func (st *Store) removals(source string, s *staged) (removed, before, after int) {
 	scopes := st.scopes[source]
 	before = st.instances[source]
+	after = before
 	if s.full {
 		for scope, services := range scopes {
 			if _, touched := s.groups[scope]; !touched {
 				removed += countInstances(services)
+				after -= countInstances(services)
 			}
 		}
 	}
 	for scope, g := range s.groups {
+		after += countInstances(g.Services)
 		services, ok := scopes[scope]
 		if !ok {
 			continue
 		}
+		after -= countInstances(services)
 		keep := make(map[string]struct{})
 		for _, svc := range g.Services {
 			for _, in := range svc.Instances {
@@ -299,7 +343,7 @@ func (st *Store) removals(source string, s *staged) (removed, before int) {
 			}
 		}
 	}
-	return removed, before
+	return removed, before, after
 }
 
 // guardVerdict decides whether a staged change goes in now.
@@ -318,17 +362,35 @@ type guardWindow struct {
 	removed  int // removals applied since
 }
 
-// judge decides on a staged change that removes `removed` instances, given
-// `inWindow` removals in the current guard window (this change included) out
-// of `baseline` instances at the window's start.
-func (c GuardConfig) judge(s *staged, removed, inWindow, baseline int, now time.Time, allowed bool) guardVerdict {
-	risky := removed > 0 && baseline >= c.MinInstances && float64(inWindow) > c.MaxDeletionShare*float64(baseline)
+// change is what the guard knows of one staged change when it judges it.
+type change struct {
+	removed  int // instances it removes
+	inWindow int // removals in the current guard window, this change included
+	baseline int // instances at the window's start
+	before   int // instances the source has now
+	after    int // instances it would have
+	// reset: the registry reported a reset (its index went backwards) in
+	// this change or within the guard window before it.
+	reset bool
+}
+
+// judge decides on a staged change.
+func (c GuardConfig) judge(s *staged, ch change, now time.Time, allowed bool) guardVerdict {
+	risky := ch.removed > 0 && ch.baseline >= c.MinInstances &&
+		float64(ch.inWindow) > c.MaxDeletionShare*float64(ch.baseline)
+	if c.MaxDeletionShare < 1 {
+		// Whatever the source's size: emptying it is never normal churn
+		// (Slime and Higress keep the last endpoints when a registry turns
+		// empty too), and neither is shrinking it right after the registry
+		// was reset or replaced. maxDeletionShare: 1 turns the guard off.
+		risky = risky || (ch.before > 0 && ch.after == 0) || (ch.reset && ch.removed > 0)
+	}
 	if !s.heldSince.IsZero() {
 		// Once held, a change stays held while it removes anything at all. A
 		// registry re-populates piecemeal (Consul answers one service watch
 		// at a time), and judging each piece against the threshold again
 		// would let the rest of the deletion through unasked.
-		risky = removed > 0
+		risky = ch.removed > 0
 	}
 	switch {
 	case !risky:

@@ -18,32 +18,47 @@ func TestGuardJudge(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	held := &staged{heldSince: t0}
 	fresh := &staged{}
+	// shrink is a change from `before` instances that removes `removed`.
+	shrink := func(removed, before int) change {
+		return change{removed: removed, inWindow: removed, baseline: before, before: before, after: before - removed}
+	}
+	reset := func(c change) change { c.reset = true; return c }
 	cases := []struct {
-		name            string
-		s               *staged
-		removed, before int
-		now             time.Time
-		allowed         bool
-		want            guardVerdict
+		name    string
+		g       GuardConfig
+		s       *staged
+		ch      change
+		now     time.Time
+		allowed bool
+		want    guardVerdict
 	}{
-		{"small share", fresh, 5, 20, t0, false, guardApply},
-		{"exactly half", fresh, 10, 20, t0, false, guardApply},
-		{"most removed", fresh, 11, 20, t0, false, guardHold},
-		{"small source", fresh, 9, 9, t0, false, guardApply},
-		{"still held", held, 20, 20, t0.Add(30 * time.Second), false, guardHold},
-		{"persisted", held, 20, 20, t0.Add(time.Minute), false, guardRelease},
-		{"operator", held, 20, 20, t0, true, guardRelease},
+		{"small share", g, fresh, shrink(5, 20), t0, false, guardApply},
+		{"exactly half", g, fresh, shrink(10, 20), t0, false, guardApply},
+		{"most removed", g, fresh, shrink(11, 20), t0, false, guardHold},
+		{"small source, most removed", g, fresh, shrink(8, 9), t0, false, guardApply},
+		{"small source, one service of two gone", g, fresh, shrink(2, 4), t0, false, guardApply},
+		// Issue 15 item 6: emptying a source is held whatever its size.
+		{"small source emptied", g, fresh, shrink(4, 4), t0, false, guardHold},
+		{"one-instance source emptied", g, fresh, shrink(1, 1), t0, false, guardHold},
+		{"small source shrinks after a reset", g, fresh, reset(shrink(2, 4)), t0, false, guardHold},
+		{"a reset that removes nothing", g, fresh, reset(shrink(0, 4)), t0, false, guardApply},
+		{"guard off, emptied", GuardConfig{MaxDeletionShare: 1, MinInstances: 10}, fresh, reset(shrink(4, 4)), t0, false, guardApply},
+		{"minInstances 0 guards every source", GuardConfig{MaxDeletionShare: 0.5}, fresh, shrink(3, 4), t0, false, guardHold},
+		{"maxDeletionShare 0 holds any removal", GuardConfig{MinInstances: 10}, fresh, shrink(1, 20), t0, false, guardHold},
+		{"still held", g, held, shrink(20, 20), t0.Add(30 * time.Second), false, guardHold},
+		{"persisted", g, held, shrink(20, 20), t0.Add(time.Minute), false, guardRelease},
+		{"operator", g, held, shrink(20, 20), t0, true, guardRelease},
 		// Partly re-populated: below the threshold now, but still held.
-		{"held, partial recovery", held, 5, 20, t0.Add(time.Second), false, guardHold},
-		{"held, full recovery", held, 0, 20, t0.Add(time.Second), false, guardApply},
+		{"held, partial recovery", g, held, shrink(5, 20), t0.Add(time.Second), false, guardHold},
+		{"held, full recovery", g, held, shrink(0, 20), t0.Add(time.Second), false, guardApply},
 	}
 	for _, c := range cases {
-		if got := g.judge(c.s, c.removed, c.removed, c.before, c.now, c.allowed); got != c.want {
+		if got := c.g.judge(c.s, c.ch, c.now, c.allowed); got != c.want {
 			t.Errorf("%s: verdict %v, want %v", c.name, got, c.want)
 		}
 	}
 	manual := GuardConfig{MaxDeletionShare: 0.5, MinInstances: 10, Manual: true}
-	if got := manual.judge(held, 20, 20, 20, t0.Add(time.Hour), false); got != guardHold {
+	if got := manual.judge(held, shrink(20, 20), t0.Add(time.Hour), false); got != guardHold {
 		t.Errorf("manual guard released on its own")
 	}
 }
@@ -197,7 +212,7 @@ func TestGuardCommit(t *testing.T) {
 	st := NewStore([]string{"src"})
 	instances := func() int { return st.instances["src"] }
 
-	g.Stage("src", fleet(20), true)
+	g.Stage("src", fleet(20), true, false)
 	g.Commit(st)
 	if instances() != 20 || len(g.Held()) != 0 {
 		t.Fatalf("first state: %d instances, held %+v", instances(), g.Held())
@@ -207,7 +222,7 @@ func TestGuardCommit(t *testing.T) {
 	}
 
 	// 15 of 20 gone: held, listed, due a minute later.
-	g.Stage("src", fleet(5), false)
+	g.Stage("src", fleet(5), false, false)
 	g.Commit(st)
 	held := g.Held()
 	if instances() != 20 || len(held) != 1 || held[0].Removes != 15 || held[0].Of != 20 || !held[0].ReleaseAt.Equal(t0.Add(time.Minute)) {
@@ -233,9 +248,9 @@ func TestGuardCommit(t *testing.T) {
 	}
 
 	// Held again, then released by an operator before its time.
-	g.Stage("src", fleet(20), false)
+	g.Stage("src", fleet(20), false, false)
 	g.Commit(st)
-	g.Stage("src", fleet(2), false)
+	g.Stage("src", fleet(2), false, false)
 	g.Commit(st)
 	if len(g.Held()) != 1 {
 		t.Fatalf("18 of 20 removed: held %+v", g.Held())
@@ -247,4 +262,71 @@ func TestGuardCommit(t *testing.T) {
 	if instances() != 2 || len(g.Held()) != 0 {
 		t.Fatalf("after the operator's release: %d instances, held %+v", instances(), g.Held())
 	}
+}
+
+// TestGuardSmallSource: issue 15 item 6, measured on main: a source of 4
+// instances whose Consul was replaced by an empty agent was emptied at once,
+// because sources under minInstances were not guarded. Emptying is held
+// whatever the size, and so is shrinking after a registry reset; a normal
+// small change (one service of two deregistered) is not.
+func TestGuardSmallSource(t *testing.T) {
+	two := func(web, api int) []model.Group {
+		w, a := fleet(web), fleet(api)
+		a[0].Scope = "api"
+		a[0].Services[0].Name, a[0].Services[0].Host = "api", "api.example.com"
+		for i := range a[0].Services[0].Instances {
+			a[0].Services[0].Instances[i].ID = fmt.Sprintf("api-%d", i)
+		}
+		return []model.Group{w[0], a[0]}
+	}
+	start := func(t *testing.T) (*Adapter, *recordingPublisher, *chanSource) {
+		src := newChanSource()
+		a, pub, _ := startAdapterGuarded(t, DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond},
+			GuardConfig{Manual: true}, src)
+		src.batches <- two(2, 2)
+		pub.waitApply(t)
+		pub.waitApply(t)
+		waitUntil(t, "ready", a.Ready)
+		return a, pub, src
+	}
+	t.Run("one service deregistered is free", func(t *testing.T) {
+		a, pub, src := start(t)
+		src.batches <- []model.Group{{Scope: "api"}}
+		waitUntil(t, "applied", func() bool { return len(pub.names(convert.KindServiceEntry)) == 1 })
+		if len(a.Held()) != 0 {
+			t.Errorf("held %+v", a.Held())
+		}
+	})
+	t.Run("emptied is held", func(t *testing.T) {
+		a, pub, src := start(t)
+		// The replaced agent's catalog: a complete state with nothing in it.
+		src.fail <- fmt.Errorf("restart")
+		src.batches <- nil
+		waitUntil(t, "held", func() bool { return len(a.Held()) == 1 })
+		if h := a.Held()[0]; h.Removes != 4 || h.Of != 4 {
+			t.Errorf("held %+v", h)
+		}
+		if got := len(pub.names(convert.KindWorkloadEntry)); got != 4 {
+			t.Errorf("%d WorkloadEntries served while held, want 4", got)
+		}
+		if err := a.AllowDeletions(context.Background(), "src0"); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "released", func() bool { return len(pub.names(convert.KindServiceEntry)) == 0 })
+	})
+	t.Run("shrinking after a registry reset is held", func(t *testing.T) {
+		a, pub, src := start(t)
+		a.sources[0].Reporter.RegistryReset()
+		src.batches <- []model.Group{{Scope: "api"}}
+		waitUntil(t, "held", func() bool { return len(a.Held()) == 1 })
+		if got := len(pub.names(convert.KindServiceEntry)); got != 2 {
+			t.Errorf("%d ServiceEntries served while held, want 2", got)
+		}
+		// Re-populated as before the reset: nothing is removed any more.
+		src.batches <- two(2, 2)[1:]
+		waitUntil(t, "cleared", func() bool { return len(a.Held()) == 0 })
+		if got := len(pub.names(convert.KindWorkloadEntry)); got != 4 {
+			t.Errorf("%d WorkloadEntries after recovery, want 4", got)
+		}
+	})
 }

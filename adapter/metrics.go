@@ -47,9 +47,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "registry_adapter_deletions_held",
 		Help: "1 while the mass-deletion guard holds a change of the source.",
 	}, []string{"source"})
+	// Not deletions_held_total: OpenMetrics names a counter's family without
+	// _total, which would collide with the gauge above.
 	m.heldTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "registry_adapter_deletions_held_total",
-		Help: "Changes the mass-deletion guard held, by source.",
+		Name: "registry_adapter_guard_holds_total",
+		Help: "Changes the mass-deletion guard started holding, by source.",
 	}, []string{"source"})
 	reg.MustRegister(m.updates, m.windows, m.flushDuration, m.applied, m.rejected, m.hosts, m.held, m.heldTotal)
 	return m

@@ -20,7 +20,9 @@ import (
 func Render(ctx context.Context, srcs []NamedSource, opts convert.Options, log *zap.Logger) ([]*convert.Resource, []convert.Rejection, error) {
 	var c collector
 	// Render shows what the registries say now: no guard.
-	a := New(srcs, Settings{Output: opts, Guard: GuardConfig{MaxDeletionShare: 1}}, &c, nil, log)
+	guard := GuardConfig{MaxDeletionShare: 1}
+	guard.SetDefaults()
+	a := New(srcs, Settings{Output: opts, Guard: guard}, &c, nil, log)
 	var rejected []convert.Rejection
 	a.onReject = func(r convert.Rejection) { rejected = append(rejected, r) }
 	if err := a.run(ctx, true); err != nil {

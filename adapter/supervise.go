@@ -14,6 +14,10 @@ import (
 // it restarts: a crashed watcher must not empty istiod's view.
 func (a *Adapter) runSource(ctx context.Context, s NamedSource, updates chan<- update) {
 	log := a.log.With(zap.String("source", s.Name))
+	var resets uint64
+	if s.Reporter != nil {
+		resets = s.Reporter.Resets()
+	}
 	for {
 		out := make(chan []model.Group)
 		done := make(chan error, 1)
@@ -23,8 +27,15 @@ func (a *Adapter) runSource(ctx context.Context, s NamedSource, updates chan<- u
 		for {
 			select {
 			case groups := <-out:
+				u := update{source: s.Name, groups: groups, full: first}
+				if s.Reporter != nil {
+					// A source reports a reset before it sends what follows.
+					if n := s.Reporter.Resets(); n != resets {
+						resets, u.reset = n, true
+					}
+				}
 				select {
-				case updates <- update{source: s.Name, groups: groups, full: first}:
+				case updates <- u:
 					first = false
 				case <-ctx.Done():
 					a.awaitStop(log, done)

@@ -101,6 +101,7 @@ type Reporter struct {
 
 	mu     sync.Mutex
 	status Status
+	resets uint64
 }
 
 // NewReporter returns the reporter for the source called name. metrics may be
@@ -144,6 +145,24 @@ func (r *Reporter) Failed(kind string, err error) {
 	}
 	r.metrics.errors.WithLabelValues(name, kind).Inc()
 	r.metrics.stale.WithLabelValues(name).Set(1)
+}
+
+// RegistryReset records that the registry was reset or replaced (its index
+// went backwards). Call it before sending the batches that follow from the
+// reset: the adapter's mass-deletion guard then holds any shrinking of the
+// source, whatever its size, until it persists or an operator allows it.
+func (r *Reporter) RegistryReset() {
+	r.mu.Lock()
+	r.resets++
+	r.mu.Unlock()
+}
+
+// Resets is how many registry resets were recorded; a reader compares it
+// with the count it saw last.
+func (r *Reporter) Resets() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.resets
 }
 
 // Status returns a copy of the current status.

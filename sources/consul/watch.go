@@ -269,6 +269,8 @@ func (s *Source) blockingLoop(ctx context.Context, id, endpoint string, events c
 			s.log.Info("Consul index went backwards (Consul restored or replaced); re-reading",
 				zap.String("query", id), zap.Uint64("previous", index), zap.Uint64("index", meta.LastIndex))
 			force = true
+			// Before the answer goes out: the guard must know it follows a reset.
+			s.reporter.RegistryReset()
 		}
 		if !handle(meta, force) {
 			return
