@@ -21,6 +21,10 @@ import (
 type Service struct {
 	Host      string
 	Namespace string
+	// Addresses are the service's own addresses (VIPs), when the side that
+	// describes it knows them; the registry-side check compares them with
+	// the sidecar's name table.
+	Addresses []string
 	Ports     map[string]Port     // by port name
 	Endpoints map[string]Endpoint // by "address/portName"
 }
@@ -60,7 +64,7 @@ func Expected(resources []*convert.Resource) View {
 			continue
 		}
 		for _, host := range se.Hosts {
-			svc := &Service{Host: host, Namespace: r.Namespace, Ports: map[string]Port{}, Endpoints: map[string]Endpoint{}}
+			svc := &Service{Host: host, Namespace: r.Namespace, Addresses: se.Addresses, Ports: map[string]Port{}, Endpoints: map[string]Endpoint{}}
 			for _, p := range se.Ports {
 				svc.Ports[p.Name] = Port{Number: p.Number, Protocol: p.Protocol}
 			}

@@ -159,6 +159,8 @@ func checkCmd(args []string, stdout, stderr io.Writer) error {
 	istiod := fs.String("istiod", "http://127.0.0.1:15014", "istiod's debug HTTP API: its monitoring port (15014), or --httpAddr (8080) on istiod's own host")
 	tokenFile := fs.String("istiod-token-file", "", "bearer token for istiod, re-read at each request: a Kubernetes service-account token with\nthe audience istio-ca, of a service account in istiod's namespace (istiod admits\nnon-loopback callers to its debug API only with one)")
 	timeout := fs.Duration("timeout", time.Minute, "how long to wait for every source's first sync")
+	var pc proxyCheck
+	pc.flags(fs)
 	cfg, err := loadConfig(fs, path, args, stdout)
 	if err != nil {
 		return err
@@ -191,7 +193,16 @@ func checkCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The expectation is the adapter's own conversion: this half proves
+	// delivery to istiod's registry, not that the conversion is right.
 	diff := fidelity.Diff(want, got)
+	fmt.Fprintf(stdout, "istiod's registry (%s) against the adapter's conversion of the configured sources (%s): %d differences\n",
+		got.Summary(), want.Summary(), len(diff))
+	proxyDiff, err := pc.run(ctx, stdout, want)
+	if err != nil {
+		return err
+	}
+	diff = append(diff, proxyDiff...)
 	for _, line := range diff {
 		fmt.Fprintln(stdout, line)
 	}
