@@ -35,7 +35,7 @@ type ProxyConfig struct {
 	// Address is istiod's xDS address: its plaintext gRPC port (15010 in a
 	// cluster, --grpcAddr), which answers without credentials. For an istiod
 	// that serves only 15012, pass DialOptions with TLS credentials and a
-	// bearer token (see README, "Checking what istiod serves").
+	// bearer token (see README, "Checking what a sidecar receives").
 	Address string
 	// Namespace is the namespace the sidecar runs in: exportTo and Sidecar
 	// resources decide what it sees.

@@ -16,7 +16,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,13 +27,15 @@ import (
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/registry-adapter/registry-adapter/fidelity"
 )
 
 // ---------------------------------------------------------------------------
 // istiod's endpoints, watched during a fault
 
-// shardClient has a short timeout: a sample that does not come back quickly
-// is counted as failed, not waited for.
+// shardClient has a short timeout: a read of istiod's debug API that does
+// not come back quickly is an error, not waited for.
 var shardClient = &http.Client{Timeout: 3 * time.Second}
 
 // istiodEndpoints reads /debug/endpointShardz as a set of
@@ -73,135 +77,120 @@ func istiodEndpoints(httpAddr string) (map[string]bool, error) {
 	return out, nil
 }
 
-// shardWatcher samples istiod's endpoints every 100ms and remembers every
-// endpoint that went missing after it had been seen: the minimum set istiod
-// held during the fault is what it started with minus what went missing.
-type shardWatcher struct {
-	name   string
-	cancel context.CancelFunc
-	done   chan struct{}
-
-	mu       sync.Mutex
-	start    time.Time
-	samples  int
-	failures int
-	lastErr  error
-	seen     map[string]bool
-	lost     map[string]time.Duration // endpoint -> when it first went missing, since start
+// edsWatcher holds a sidecar's ADS stream on istiod and records every
+// endpoint assignment istiod sends during a fault (fidelity.Watch), so that
+// a loss of any length that istiod pushes is seen, not only those that
+// happen to span a sample. istiod runs with EDS debouncing off in the fault
+// tests (startFaultIstiod), so it pushes each endpoint change as it comes.
+// The stream is never re-opened: if it breaks, the watch has a gap and the
+// check fails.
+type edsWatcher struct {
+	name  string
+	px    *fidelity.Proxy
+	watch *fidelity.Watch
 }
 
-// watchEndpoints waits until istiod holds every endpoint of want, then
-// watches it until check is called.
-func watchEndpoints(t *testing.T, name string, p *istiodProc, want []string) *shardWatcher {
+// watchEndpoints waits until a sidecar's view holds every endpoint of want
+// ("host address/portName", as endpointShardz shows them), then watches.
+func watchEndpoints(t *testing.T, name string, p *istiodProc, want []string) *edsWatcher {
 	t.Helper()
-	eventually(t, 60*time.Second, name+": istiod holds the initial endpoints", func() error {
-		got, err := istiodEndpoints(p.httpAddr)
-		if err != nil {
+	px, err := fidelity.DialProxy(fidelity.ProxyConfig{Address: p.grpcAddr, Namespace: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(px.Close)
+	kept := edsKeys(t, want)
+	eventually(t, 60*time.Second, name+": a sidecar holds the initial endpoints", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := px.Wait(ctx); err != nil {
 			return err
 		}
-		if missing := missingFrom(got, want); len(missing) > 0 {
-			return fmt.Errorf("missing %v", missing)
-		}
-		return nil
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &shardWatcher{name: name, cancel: cancel, done: make(chan struct{}), start: time.Now(),
-		seen: map[string]bool{}, lost: map[string]time.Duration{}}
-	for _, e := range want {
-		w.seen[e] = true
-	}
-	go w.run(ctx, p.httpAddr)
-	t.Cleanup(w.stop)
-	return w
-}
-
-func (w *shardWatcher) run(ctx context.Context, addr string) {
-	defer close(w.done)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		got, err := istiodEndpoints(addr)
-		w.mu.Lock()
-		if err != nil {
-			w.failures++
-			w.lastErr = err
-		} else {
-			w.samples++
-			for e := range w.seen {
-				if !got[e] {
-					if _, ok := w.lost[e]; !ok {
-						w.lost[e] = time.Since(w.start)
-					}
+		v := px.View()
+		for c, eps := range kept {
+			for _, e := range eps {
+				if !slices.Contains(v.Clusters[c].Endpoints, e) {
+					return fmt.Errorf("%s lacks %s", c, e)
 				}
 			}
-			for e := range got {
-				w.seen[e] = true
-			}
-		}
-		w.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
-}
-
-// observe waits until the watcher has taken n more good samples: the fault
-// under way is held for at least that long under observation.
-func (w *shardWatcher) observe(t *testing.T, n int) {
-	t.Helper()
-	w.mu.Lock()
-	target := w.samples + n
-	w.mu.Unlock()
-	eventually(t, time.Duration(n)*time.Second, fmt.Sprintf("%s: %d more samples", w.name, n), func() error {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if w.samples < target {
-			return fmt.Errorf("%d samples", w.samples)
 		}
 		return nil
 	})
+	return &edsWatcher{name: name, px: px, watch: px.Watch()}
 }
 
-func (w *shardWatcher) stop() {
-	w.cancel()
-	<-w.done
-}
-
-// check stops the watcher and fails the test if any endpoint of kept went
-// missing from istiod at any sample, or if too few samples were taken to
-// tell. It returns the number of samples.
-func (w *shardWatcher) check(t *testing.T, kept []string) int {
+// edsKeys turns "host address/portName" into cluster -> "address:port";
+// the adapter names ports "<protocol>-<number>".
+func edsKeys(t *testing.T, eps []string) map[string][]string {
 	t.Helper()
-	w.stop()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, e := range kept {
-		if at, ok := w.lost[e]; ok {
-			t.Errorf("%s: istiod lost %q %s into the fault, while it existed in the source", w.name, e, at.Round(time.Millisecond))
+	out := map[string][]string{}
+	for _, e := range eps {
+		host, rest, _ := strings.Cut(e, " ")
+		addr, portName, _ := strings.Cut(rest, "/")
+		port := portName[strings.LastIndex(portName, "-")+1:]
+		if _, err := strconv.Atoi(port); err != nil {
+			t.Fatalf("endpoint %q: no port number in port name %q", e, portName)
 		}
+		c := "outbound|" + port + "||" + host
+		out[c] = append(out[c], addr+":"+port)
 	}
-	if w.samples < 5 || w.failures > w.samples/2 {
-		t.Errorf("%s: only %d good samples of istiod's endpoints (%d failed, last error %v)", w.name, w.samples, w.failures, w.lastErr)
-	}
-	lost := 0
-	for _, e := range kept {
-		if _, ok := w.lost[e]; ok {
-			lost++
-		}
-	}
-	t.Logf("%s: %d samples of istiod's endpoints over %s (%d failed); of the %d instances that existed throughout, %d went missing",
-		w.name, w.samples, time.Since(w.start).Round(time.Millisecond), w.failures, len(kept), lost)
-	return w.samples
+	return out
 }
 
-// wentMissing reports whether e was seen and then went missing.
-func (w *shardWatcher) wentMissing(e string) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	_, ok := w.lost[e]
-	return ok
+// observe keeps the fault under way under observation for n tenths of a
+// second, failing at once if the stream breaks.
+func (w *edsWatcher) observe(t *testing.T, n int) {
+	t.Helper()
+	end := time.After(time.Duration(n) * 100 * time.Millisecond)
+	for {
+		select {
+		case <-end:
+			return
+		case <-w.px.Changed():
+			if err := w.px.Err(); err != nil {
+				t.Fatalf("%s: the sidecar stream broke during the fault, so the watch has a gap: %v", w.name, err)
+			}
+		}
+	}
+}
+
+// check fails the test if any endpoint of kept went missing from any
+// assignment istiod sent during the watch, or if the stream broke. It
+// returns the number of assignments seen.
+func (w *edsWatcher) check(t *testing.T, kept []string) int {
+	t.Helper()
+	r := w.watch.Report(edsKeys(t, kept))
+	for _, l := range r.Losses {
+		t.Errorf("%s: istiod lost an instance that existed in the source: %v", w.name, l)
+	}
+	if r.Broken != nil {
+		t.Errorf("%s: the sidecar stream broke, so the watch has a gap: %v", w.name, r.Broken)
+	}
+	t.Logf("%s: %d endpoint assignments from istiod over %s; of the %d instances that existed throughout, %d went missing",
+		w.name, r.Assignments, r.Duration.Round(time.Millisecond), len(kept), len(r.Losses))
+	return r.Assignments
+}
+
+// wentMissing reports whether e went missing from an assignment.
+func (w *edsWatcher) wentMissing(t *testing.T, e string) bool {
+	t.Helper()
+	return len(w.watch.Report(edsKeys(t, []string{e})).Losses) > 0
+}
+
+// startFaultIstiod starts istiod with EDS debouncing off, so that a watcher
+// sees every endpoint change istiod makes.
+func startFaultIstiod(t *testing.T, meshConfig string) *istiodProc {
+	t.Helper()
+	runDir := t.TempDir()
+	mesh := filepath.Join(runDir, "mesh.yaml")
+	if err := os.WriteFile(mesh, []byte(meshConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := launchIstiod(t, runDir, []string{"PILOT_ENABLE_EDS_DEBOUNCE=false"}, mesh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func missingFrom(got map[string]bool, want []string) []string {
@@ -721,10 +710,16 @@ func runCmd(name string, args ...string) error {
 
 // makeNetns creates the namespace and the veth pair, or skips the test when
 // the machine does not allow it (not root, no iproute2, no CAP_NET_ADMIN).
+// With REGISTRY_ADAPTER_REQUIRE_NETNS=1 (make e2e, .ci/run) each of those
+// cases fails instead: CI must not pass without the partition test.
 func makeNetns(t *testing.T) *netnsLink {
 	t.Helper()
+	skip := t.Skipf
+	if os.Getenv("REGISTRY_ADAPTER_REQUIRE_NETNS") == "1" {
+		skip = t.Fatalf
+	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("network partition test needs iproute2 (`ip`): apt-get install -y iproute2")
+		skip("network partition test needs iproute2 (`ip`): apt-get install -y iproute2 (or make e2e, which installs it)")
 	}
 	id := os.Getpid() % 100000
 	l := &netnsLink{
@@ -738,10 +733,10 @@ func makeNetns(t *testing.T) *netnsLink {
 	l.hostIP = fmt.Sprintf("10.254.%d.%d", base/256, base%256+1)
 	l.nsIP = fmt.Sprintf("10.254.%d.%d", base/256, base%256+2)
 	if out, _ := exec.Command("ip", "-4", "addr").Output(); bytes.Contains(out, []byte(" "+l.hostIP+"/")) || bytes.Contains(out, []byte(" "+l.nsIP+"/")) {
-		t.Skipf("addresses %s/%s already in use here", l.hostIP, l.nsIP)
+		skip("addresses %s/%s already in use here", l.hostIP, l.nsIP)
 	}
 	if err := runCmd("ip", "netns", "add", l.ns); err != nil {
-		t.Skipf("cannot create a network namespace here (needs root / CAP_SYS_ADMIN): %v", err)
+		skip("cannot create a network namespace here (needs root / CAP_SYS_ADMIN): %v", err)
 	}
 	t.Cleanup(func() {
 		_ = runCmd("ip", "netns", "del", l.ns) // takes the namespace's end of the pair, and so the pair, along
@@ -758,7 +753,7 @@ func makeNetns(t *testing.T) *netnsLink {
 		inNS("link", "set", "lo", "up"),
 	} {
 		if err := runCmd("ip", args...); err != nil {
-			t.Skipf("cannot set up the veth pair here: %v", err)
+			skip("cannot set up the veth pair here: %v", err)
 		}
 	}
 	return l

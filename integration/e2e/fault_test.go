@@ -3,9 +3,9 @@ package e2e
 // Fault tests: real Consul agents, the real adapter binary and real istiods,
 // with the fault made by the test (killed processes, a stalling or cutting
 // TCP proxy, a throttling cloud API, a network namespace taken off the
-// link). Each one watches istiod's own endpoint view every 100ms for the
-// whole fault and fails if an instance that still existed in the registry
-// ever went missing from it.
+// link). Each one holds a sidecar's EDS stream on istiod for the whole
+// fault, records every assignment, and fails if an instance that still
+// existed in the registry went missing from any of them.
 
 import (
 	"errors"
@@ -68,7 +68,7 @@ func TestFaultConsulKilledWipedRestarted(t *testing.T) {
 
 	// Manual release only; the fleet is below the default minInstances.
 	a := startAdapter(t, faultConsulConfig(c.addr, wipeGuard), 0)
-	p := startIstiod(t, meshFor(a.xdsAddr))
+	p := startFaultIstiod(t, meshFor(a.xdsAddr))
 	p.waitReady(t)
 	w := watchEndpoints(t, "kill, wipe, re-register", p, endpointsOf(vms))
 
@@ -164,7 +164,7 @@ func TestFaultConsulKilledWipedRestarted(t *testing.T) {
 	// The watcher does see a loss: the released deletion.
 	eventually(t, 10*time.Second, "the watcher saw the released deletion", func() error {
 		for _, e := range endpointsOf(gone) {
-			if !w2.wentMissing(e) {
+			if !w2.wentMissing(t, e) {
 				return fmt.Errorf("%s not seen missing", e)
 			}
 		}
@@ -184,7 +184,7 @@ func TestFaultConsulUnreachableAtStart(t *testing.T) {
 	px := startProxy(t, c.addr)
 	px.stall()
 	a := startAdapter(t, faultConsulConfig(px.addr(), ""), 0)
-	p := startIstiod(t, meshFor(a.xdsAddr))
+	p := startFaultIstiod(t, meshFor(a.xdsAddr))
 	eventually(t, 60*time.Second, "the adapter failed to reach Consul twice, istiod connected", func() error {
 		if p.ready() {
 			t.Fatal("istiod became ready while Consul was unreachable")
@@ -251,7 +251,7 @@ func TestFaultConsulSlow(t *testing.T) {
 	registerTxn(t, c.client, vms...)
 	px := startProxy(t, c.addr)
 	a := startAdapter(t, faultConsulConfig(px.addr(), ""), 0)
-	p := startIstiod(t, meshFor(a.xdsAddr))
+	p := startFaultIstiod(t, meshFor(a.xdsAddr))
 	p.waitReady(t)
 	w := watchEndpoints(t, "slow Consul", p, endpointsOf(vms))
 
@@ -296,7 +296,7 @@ func TestFaultIstiodStreamCut100(t *testing.T) {
 	registerTxn(t, c.client, vms...)
 	a := startAdapter(t, faultConsulConfig(c.addr, ""), 0)
 	px := startProxy(t, a.xdsAddr)
-	p := startIstiod(t, meshFor(px.addr()))
+	p := startFaultIstiod(t, meshFor(px.addr()))
 	p.waitReady(t)
 	w := watchEndpoints(t, "100 stream cuts", p, endpointsOf(vms))
 
@@ -378,9 +378,9 @@ func TestFaultAdapterRestartThreeIstiods(t *testing.T) {
 	a := startAdapter(t, faultConsulConfig(c.addr, ""), 0)
 	ps := make([]*istiodProc, 3)
 	for i := range ps {
-		ps[i] = startIstiod(t, meshFor(a.xdsAddr))
+		ps[i] = startFaultIstiod(t, meshFor(a.xdsAddr))
 	}
-	ws := make([]*shardWatcher, 3)
+	ws := make([]*edsWatcher, 3)
 	for i, p := range ps {
 		p.waitReady(t)
 		ws[i] = watchEndpoints(t, fmt.Sprintf("istiod %d", i+1), p, endpointsOf(vms))
@@ -533,7 +533,7 @@ sources:
     maxBackoff: 2s
     ports: [{number: 8080, protocol: http}]
 `, cloud.URL), 0)
-	p := startIstiod(t, meshFor(ad.xdsAddr))
+	p := startFaultIstiod(t, meshFor(ad.xdsAddr))
 	p.waitReady(t)
 	w := watchEndpoints(t, "cloud API faults", p, hosts(vms))
 	errs := func(kind string) float64 {
@@ -620,7 +620,7 @@ func TestFaultNetworkPartition(t *testing.T) {
 	vms := fleet(66, 3)
 	registerTxn(t, client, vms...)
 	a := startAdapter(t, faultConsulConfig(addr, ""), 0)
-	p := startIstiod(t, meshFor(a.xdsAddr))
+	p := startFaultIstiod(t, meshFor(a.xdsAddr))
 	p.waitReady(t)
 	w := watchEndpoints(t, "network partition", p, endpointsOf(vms))
 
@@ -655,7 +655,7 @@ func TestFaultAdapterRestartWhileConsulDown(t *testing.T) {
 	state := t.TempDir() + "/state.json"
 	a := startAdapter(t, faultConsulConfig(c.addr, fmt.Sprintf(`stateFile: {path: %q, serveAfter: 2s, minInterval: 100ms}
 guard: {minInstances: 1, holdFor: 1h}`, state)), 0)
-	p1 := startIstiod(t, meshFor(a.xdsAddr))
+	p1 := startFaultIstiod(t, meshFor(a.xdsAddr))
 	p1.waitReady(t)
 	w := watchEndpoints(t, "restart with Consul down", p1, endpointsOf(vms))
 	eventually(t, 30*time.Second, "state saved", func() error {
@@ -673,9 +673,16 @@ guard: {minInstances: 1, holdFor: 1h}`, state)), 0)
 
 	c.kill(t)
 	a.restart(t)
-	p2 := startIstiod(t, meshFor(a.xdsAddr))
+	p2 := startFaultIstiod(t, meshFor(a.xdsAddr))
 	p2.waitReady(t)
-	hasEndpoints(t, p2, 30*time.Second, "a new istiod gets the saved state", endpointsOf(vms)...)
+	// At readiness, not eventually: istiod reports ready once the adapter
+	// answered every type, and that answer is the saved state, so the
+	// whole fleet must be there at the first look.
+	if got, err := istiodEndpoints(p2.httpAddr); err != nil {
+		t.Fatal(err)
+	} else if m := missingFrom(got, endpointsOf(vms)); len(m) > 0 {
+		t.Errorf("a new istiod became ready without %v of the saved state", m)
+	}
 	if s, err := sourceState(t, a.debugAddr, "dc1"); err != nil || s.Synced {
 		t.Errorf("source %+v (%v): it cannot have synced with Consul down", s, err)
 	}
@@ -727,7 +734,7 @@ func TestFaultGuardPartialRepopulation(t *testing.T) {
 	vms := fleet(68, 3)
 	registerTxn(t, c.client, vms...)
 	a := startAdapter(t, faultConsulConfig(c.addr, wipeGuard), 0)
-	p := startIstiod(t, meshFor(a.xdsAddr))
+	p := startFaultIstiod(t, meshFor(a.xdsAddr))
 	p.waitReady(t)
 	w := watchEndpoints(t, "partial re-population", p, endpointsOf(vms))
 	c.kill(t)

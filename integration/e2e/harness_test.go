@@ -329,8 +329,13 @@ func metric(t *testing.T, url, name string, labels ...string) float64 {
 type istiodProc struct {
 	runDir     string
 	httpAddr   string
+	grpcAddr   string // plaintext xDS, where a sidecar's view is asked for
 	monitoring string
 	logPath    string
+
+	proxyOnce sync.Once
+	proxy     *fidelity.Proxy
+	proxyErr  error
 }
 
 // startIstiod starts istiod with meshConfig and does not wait for it to be
@@ -382,8 +387,14 @@ func launchIstiod(t *testing.T, runDir string, extraEnv []string, args ...string
 		if v, ok := strings.CutPrefix(kv, "ISTIOD_MONITORING_ADDR="); ok {
 			p.monitoring = v
 		}
+		if v, ok := strings.CutPrefix(kv, "ISTIOD_GRPC_ADDR="); ok {
+			p.grpcAddr = v
+		}
 	}
 	t.Cleanup(func() {
+		if p.proxy != nil {
+			p.proxy.Close()
+		}
 		if t.Failed() {
 			t.Logf("istiod log tail:\n%s", tail(p.log(), 40))
 		}
@@ -478,8 +489,12 @@ func (a *adapterProc) served(t *testing.T) []string {
 	return sortStrings(out)
 }
 
-// faithful checks istiod against what the adapter's config yields now, with
-// the fidelity checker the check subcommand uses.
+// faithful checks istiod against the adapter's own conversion of its
+// config (BuildSources + Render), in istiod's registry and in what a sidecar
+// in namespace default receives. Because the expectation comes from the code
+// under test, this proves delivery, not conversion; tests that register
+// content compare the sidecar's view with expectations written by hand too
+// (reaches).
 func faithful(t *testing.T, a *adapterProc, p *istiodProc) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -501,8 +516,46 @@ func faithful(t *testing.T, a *adapterProc, p *istiodProc) error {
 	if err != nil {
 		return err
 	}
-	if d := fidelity.Diff(fidelity.Expected(res), got); len(d) > 0 {
-		return fmt.Errorf("istiod differs from the registries:\n%s", strings.Join(d, "\n"))
+	want := fidelity.Expected(res)
+	if d := fidelity.Diff(want, got); len(d) > 0 {
+		return fmt.Errorf("istiod's registry differs from the adapter's own conversion:\n%s", strings.Join(d, "\n"))
+	}
+	if err := reaches(t, p, want); err != nil {
+		return fmt.Errorf("against the adapter's own conversion: %w", err)
+	}
+	return nil
+}
+
+// sidecar is a sidecar's ADS stream to istiod (namespace default, DNS
+// capture on), opened at the first call and held until the test ends.
+func (p *istiodProc) sidecar(t *testing.T) (*fidelity.Proxy, error) {
+	t.Helper()
+	p.proxyOnce.Do(func() {
+		p.proxy, p.proxyErr = fidelity.DialProxy(fidelity.ProxyConfig{Address: p.grpcAddr, Namespace: "default"})
+	})
+	if p.proxyErr != nil {
+		return nil, p.proxyErr
+	}
+	if err := p.proxy.Err(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return p.proxy, p.proxy.Wait(ctx)
+}
+
+// reaches checks what a sidecar receives from istiod against want: an
+// outbound cluster per service port with exactly the healthy endpoints at
+// their target ports, each host in the DNS name table, a listener of its own
+// per TCP port (fidelity.DiffSidecar).
+func reaches(t *testing.T, p *istiodProc, want fidelity.View) error {
+	t.Helper()
+	px, err := p.sidecar(t)
+	if err != nil {
+		return err
+	}
+	if d := fidelity.DiffSidecar(want, px.View()); len(d) > 0 {
+		return fmt.Errorf("a sidecar's view differs:\n%s", strings.Join(d, "\n"))
 	}
 	return nil
 }
