@@ -16,12 +16,6 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/server"
-	"github.com/registry-adapter/registry-adapter/sources/azure"
-	"github.com/registry-adapter/registry-adapter/sources/cloudmap"
-	"github.com/registry-adapter/registry-adapter/sources/consul"
-	"github.com/registry-adapter/registry-adapter/sources/ec2"
-	"github.com/registry-adapter/registry-adapter/sources/gce"
-	"github.com/registry-adapter/registry-adapter/sources/static"
 )
 
 // Config is the adapter's whole configuration file.
@@ -58,19 +52,6 @@ type LogConfig struct {
 	Format string `yaml:"format"`
 	// Level is debug, info (default), warn or error.
 	Level string `yaml:"level"`
-}
-
-// SourceConfig is one entry of `sources`: a name and exactly one registry.
-type SourceConfig struct {
-	// Name identifies the source in metrics, logs and annotations. Its
-	// position in the list decides conflicts: earlier sources win.
-	Name     string           `yaml:"name"`
-	Static   *static.Config   `yaml:"static"`
-	Consul   *consul.Config   `yaml:"consul"`
-	GCE      *gce.Config      `yaml:"gce"`
-	Azure    *azure.Config    `yaml:"azure"`
-	EC2      *ec2.Config      `yaml:"ec2"`
-	CloudMap *cloudmap.Config `yaml:"cloudmap"`
 }
 
 var sourceNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
@@ -133,8 +114,8 @@ func (c *Config) SetDefaults() {
 		c.Log.Level = "info"
 	}
 	for i := range c.Sources {
-		if k, err := c.Sources[i].kind(); err == nil {
-			k.setDefaults(&c.Sources[i])
+		if r, err := c.Sources[i].registry(); err == nil {
+			r.SetDefaults()
 		}
 	}
 }
@@ -180,13 +161,13 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s.name %q: used by another source", path, s.Name))
 		}
 		seen[s.Name] = true
-		k, err := s.kind()
+		r, err := s.registry()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s (%s): %w", path, s.Name, err))
 			continue
 		}
-		if err := k.validate(s); err != nil {
-			errs = append(errs, fmt.Errorf("%s.%s: %w", path, k.key, err))
+		if err := r.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%s.%s: %w", path, r.Key(), err))
 		}
 	}
 	return errors.Join(errs...)
@@ -253,6 +234,9 @@ func checkKeys(n *yaml.Node, t reflect.Type, path string) error {
 // yamlFields maps the YAML keys of a struct (inline fields flattened) to
 // their types.
 func yamlFields(t reflect.Type) map[string]reflect.Type {
+	if t == sourceConfigType {
+		return sourceFields()
+	}
 	out := map[string]reflect.Type{}
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/sources/static"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -105,7 +106,7 @@ func TestConfigDefaults(t *testing.T) {
 	if cfg.Debounce.Quiet != 100*time.Millisecond || cfg.Debounce.Max != time.Second {
 		t.Errorf("debounce defaults %+v", cfg.Debounce)
 	}
-	if got := cfg.Sources[0].Static.Services[0].Host; got != "web.static" {
+	if got := cfg.Sources[0].Registry.(*static.Config).Services[0].Host; got != "web.static" {
 		t.Errorf("static host default %q", got)
 	}
 }

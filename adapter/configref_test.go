@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/registry-adapter/registry-adapter/sources/kinds"
 )
 
 // TestConfigReferenceComplete keeps docs/configuration.md in step with the
@@ -41,13 +43,13 @@ func TestConfigReferenceComplete(t *testing.T) {
 			t.Errorf("config key %q is not documented in docs/configuration.md", k)
 		}
 	}
-	for _, k := range sourceKinds {
-		readme := "../sources/" + k.key + "/README.md"
+	for _, k := range kinds.All {
+		readme := "../sources/" + k.Key + "/README.md"
 		if _, err := os.Stat(readme); err != nil {
-			t.Errorf("source %q has no README: %v", k.key, err)
+			t.Errorf("source %q has no README: %v", k.Key, err)
 		}
-		if !strings.Contains(string(doc), "`"+k.key+"`") {
-			t.Errorf("source %q is not listed in docs/configuration.md", k.key)
+		if !strings.Contains(string(doc), "`"+k.Key+"`") {
+			t.Errorf("source %q is not listed in docs/configuration.md", k.Key)
 		}
 	}
 }

@@ -5,6 +5,7 @@ package sources
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -25,6 +26,42 @@ type Source interface {
 	Run(ctx context.Context, out chan<- []model.Group) error
 }
 
+// Config is one kind of source's configuration, and its factory: the
+// configuration key it is read from, its defaults, its validation and its
+// constructor. Every source package's *Config implements it; the kinds
+// package lists them (an explicit list, as Prometheus' discovery does, so
+// that what a binary can watch is visible in one place).
+type Config interface {
+	// Key is the configuration key of this kind of source ("consul"); it
+	// is also the name of the source's package directory.
+	Key() string
+	// SetDefaults fills in every unset field that has a default; applying
+	// it twice changes nothing more.
+	SetDefaults()
+	// Validate checks the configuration after SetDefaults. Errors name the
+	// field, relative to the source's key.
+	Validate() error
+	// New makes the source. It does no I/O that can fail for a registry
+	// that is down: a registry's trouble shows as a failing source.
+	New(Options) (Source, error)
+}
+
+// Kind is one kind of source, as listed by the kinds package.
+type Kind struct {
+	// Key is Config.Key.
+	Key string
+	// New returns an empty configuration of this kind, for decoding.
+	New func() Config
+}
+
+// KindOf returns the Kind whose configuration is a C.
+func KindOf[C any, PC interface {
+	*C
+	Config
+}]() Kind {
+	return Kind{Key: PC(new(C)).Key(), New: func() Config { return PC(new(C)) }}
+}
+
 // Options are what every source constructor receives besides its own config.
 type Options struct {
 	// Name is the source's name from the configuration, used in metrics,
@@ -32,6 +69,24 @@ type Options struct {
 	Name     string
 	Logger   *zap.Logger
 	Reporter *Reporter
+	// Registerer takes the metrics of the source's own, beyond the shared
+	// ones the Reporter records; nil (tests, one-shot commands): they are
+	// kept but not registered.
+	Registerer prometheus.Registerer
+}
+
+// Register registers a source's own metrics with Registerer, if there is
+// one.
+func (o Options) Register(cs ...prometheus.Collector) error {
+	if o.Registerer == nil {
+		return nil
+	}
+	for _, c := range cs {
+		if err := o.Registerer.Register(c); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 // Status is a source's health as shown on /readyz and /debug/sources.

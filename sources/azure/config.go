@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
@@ -133,4 +134,16 @@ func (c *Config) Validate() error {
 		bad("clientId", "%q is not a client ID (a GUID)", c.ClientID)
 	}
 	return errors.Join(errs...)
+}
+
+// Key is the configuration key of Azure sources.
+func (*Config) Key() string { return "azure" }
+
+// New makes the source (sources.Config); see the package's New.
+func (c *Config) New(opts sources.Options) (sources.Source, error) {
+	s, err := New(*c, opts)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }

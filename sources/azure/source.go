@@ -8,7 +8,6 @@ package azure
 import (
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/sources"
@@ -36,12 +35,12 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 		return nil, err
 	}
 	met := newMetrics(opts.Name)
+	if err := opts.Register(met); err != nil {
+		return nil, err
+	}
 	l := &lister{cfg: &cfg, mapper: m, metrics: met, log: opts.Logger}
 	if u := cfg.Endpoint; strings.HasPrefix(u, "http://") {
 		opts.Logger.Warn("endpoint is plain http: access tokens are sent in clear text", zap.String("endpoint", u))
 	}
 	return &Source{Source: poll.New(cfg.Config, l, opts), lister: l, metrics: met}, nil
 }
-
-// Collector returns the Azure-specific metrics, for registration by the caller.
-func (s *Source) Collector() prometheus.Collector { return s.metrics }

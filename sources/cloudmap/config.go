@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/awsapi"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
@@ -152,4 +153,16 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.MappingConfig.Validate(hostSample, addressTypes...), c.Role.Validate())
 	return errors.Join(errs...)
+}
+
+// Key is the configuration key of Cloud Map sources.
+func (*Config) Key() string { return "cloudmap" }
+
+// New makes the source (sources.Config); see the package's New.
+func (c *Config) New(opts sources.Options) (sources.Source, error) {
+	s, err := New(*c, opts)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }

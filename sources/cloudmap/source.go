@@ -10,8 +10,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
@@ -38,6 +36,9 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 		return nil, err
 	}
 	met := newMetrics(opts.Name)
+	if err := opts.Register(met); err != nil {
+		return nil, err
+	}
 	l := &lister{cfg: &cfg, name: opts.Name, mapper: m, metrics: met, log: opts.Logger, now: time.Now}
 	return &Source{poll: poll.New(cfg.Config, l, opts), lister: l, metrics: met}, nil
 }
@@ -47,7 +48,3 @@ func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
 	defer s.lister.close()
 	return s.poll.Run(ctx, out)
 }
-
-// Collector returns the Cloud Map-specific metrics, for registration by the
-// caller.
-func (s *Source) Collector() prometheus.Collector { return s.metrics }

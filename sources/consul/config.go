@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
 )
 
 // Config is the configuration of one Consul source. Every field is optional;
@@ -253,4 +254,16 @@ func (c *Config) selected(name string) bool {
 		}
 	}
 	return false
+}
+
+// Key is the configuration key of Consul sources.
+func (*Config) Key() string { return "consul" }
+
+// New makes the source (sources.Config); see the package's New.
+func (c *Config) New(opts sources.Options) (sources.Source, error) {
+	s, err := New(*c, opts)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }

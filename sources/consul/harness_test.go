@@ -258,11 +258,10 @@ func runSource(t *testing.T, cfg Config) *harness {
 	logger := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Core()))
 	reg := prometheus.NewRegistry()
 	rep := sources.NewReporter("consul-test", sources.NewMetrics(reg))
-	src, err := New(cfg, sources.Options{Name: "consul-test", Logger: logger, Reporter: rep})
+	src, err := New(cfg, sources.Options{Name: "consul-test", Logger: logger, Reporter: rep, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg.MustRegister(src.Collector())
 	h := &harness{t: t, src: src, out: make(chan []model.Group), logs: logs, reporter: rep, reg: reg, state: view{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

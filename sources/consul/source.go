@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/model"
@@ -101,12 +100,16 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 		return nil, fmt.Errorf("consul client: %w", tokens.redactErr(err))
 	}
 
+	met := newMetrics(opts.Name)
+	if err := opts.Register(met); err != nil {
+		return nil, err
+	}
 	s := &Source{
 		cfg:      cfg,
 		name:     opts.Name,
 		log:      log,
 		reporter: rep,
-		metrics:  newMetrics(opts.Name),
+		metrics:  met,
 		mapper:   mp,
 		client:   client,
 		http:     ac.HttpClient,
@@ -118,11 +121,6 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 	s.catalogFilter.Store(&f)
 	return s, nil
 }
-
-// Collector returns the Consul-specific metrics of this source, labelled
-// source=<name>, for the caller to register (the shared per-source metrics go
-// through sources.Reporter).
-func (s *Source) Collector() prometheus.Collector { return s.metrics }
 
 // Run watches Consul until ctx is done. The first batch sent on out is the
 // complete state, sent once the catalog and every selected service have

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/awsapi"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
@@ -176,4 +177,16 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// Key is the configuration key of EC2 sources.
+func (*Config) Key() string { return "ec2" }
+
+// New makes the source (sources.Config); see the package's New.
+func (c *Config) New(opts sources.Options) (sources.Source, error) {
+	s, err := New(*c, opts)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }

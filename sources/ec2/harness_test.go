@@ -253,12 +253,11 @@ func startSource(t *testing.T, cfg Config) *cloudsourcetest.Running {
 	cfg.Config = poll.Config{RefreshInterval: time.Second}
 	reg := prometheus.NewRegistry()
 	rep := sources.NewReporter("ec2-test", sources.NewMetrics(reg))
-	opts := sources.Options{Name: "ec2-test", Logger: zaptest.NewLogger(t), Reporter: rep}
+	opts := sources.Options{Name: "ec2-test", Logger: zaptest.NewLogger(t), Reporter: rep, Registerer: reg}
 	src, err := New(cfg, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	reg.MustRegister(src.Collector())
 	src.lister.maxAttempts = 1
 	src.poll = poll.New(testPoll, src.lister, opts)
 	return cloudsourcetest.Start(t, src, cloudsourcetest.Options{Buffer: 100, Reporter: rep, Registry: reg})

@@ -8,8 +8,6 @@ package ec2
 import (
 	"context"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
@@ -36,6 +34,9 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 		return nil, err
 	}
 	met := newMetrics(opts.Name)
+	if err := opts.Register(met); err != nil {
+		return nil, err
+	}
 	l := &lister{
 		cfg: &cfg, name: opts.Name, mapper: m, metrics: met, log: opts.Logger,
 		filters: requestFilters(&cfg),
@@ -48,6 +49,3 @@ func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
 	defer s.lister.close()
 	return s.poll.Run(ctx, out)
 }
-
-// Collector returns the EC2-specific metrics, for registration by the caller.
-func (s *Source) Collector() prometheus.Collector { return s.metrics }

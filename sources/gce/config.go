@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 
+	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
@@ -130,4 +131,16 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.MappingConfig.Validate(hostSample, cloudsource.VMAddressTypes...))
 	errs = append(errs, cloudsource.CheckEndpoint("endpoint", c.Endpoint))
 	return errors.Join(errs...)
+}
+
+// Key is the configuration key of GCE sources.
+func (*Config) Key() string { return "gce" }
+
+// New makes the source (sources.Config); see the package's New.
+func (c *Config) New(opts sources.Options) (sources.Source, error) {
+	s, err := New(*c, opts)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }

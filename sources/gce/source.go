@@ -8,7 +8,6 @@ package gce
 import (
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/sources"
@@ -39,9 +38,9 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 		opts.Logger.Warn("endpoint is plain http: access tokens are sent in clear text", zap.String("endpoint", u))
 	}
 	met := newMetrics(opts.Name)
+	if err := opts.Register(met); err != nil {
+		return nil, err
+	}
 	l := &lister{cfg: &cfg, mapper: m, metrics: met, log: opts.Logger}
 	return &Source{Source: poll.New(cfg.Config, l, opts), lister: l, metrics: met}, nil
 }
-
-// Collector returns the GCE-specific metrics, for registration by the caller.
-func (s *Source) Collector() prometheus.Collector { return s.metrics }

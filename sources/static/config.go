@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
 )
 
 // Config lists services and their instances directly in the configuration
@@ -117,4 +118,16 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Key is the configuration key of static sources.
+func (*Config) Key() string { return "static" }
+
+// New makes the source (sources.Config); see the package's New.
+func (c *Config) New(opts sources.Options) (sources.Source, error) {
+	s, err := New(*c, opts)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
