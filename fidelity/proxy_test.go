@@ -369,7 +369,8 @@ func TestDecodeNameTableRejectsGarbage(t *testing.T) {
 
 // TestWatchDetectsBriefLoss is the control for the fault tests' watcher: an
 // endpoint removed and re-added 20 ms later is reported, with how long it
-// was gone; assignments that keep it are not.
+// was gone (as received: arrival jitter makes it shorter or longer than
+// the 20 ms the fake held it); assignments that keep it are not.
 func TestWatchDetectsBriefLoss(t *testing.T) {
 	f := meshWithAddresses()
 	p := dialFake(t, f)
@@ -389,7 +390,7 @@ func TestWatchDetectsBriefLoss(t *testing.T) {
 	if len(r.Losses) != 1 {
 		t.Fatalf("losses %v, want the one brief loss", r.Losses)
 	}
-	if l := r.Losses[0]; l.Endpoint != "10.0.1.1:5432" || l.For < 20*time.Millisecond || l.For > 5*time.Second {
+	if l := r.Losses[0]; l.Endpoint != "10.0.1.1:5432" || l.For <= 0 || l.For > 5*time.Second {
 		t.Errorf("loss %v", l)
 	}
 	t.Logf("detected: %v", r.Losses[0])
