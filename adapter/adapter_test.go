@@ -255,7 +255,7 @@ func TestAdapterReadyOnlyAfterEverySource(t *testing.T) {
 	if !pub.Ready() {
 		t.Error("cache not marked ready")
 	}
-	if got := pub.names(convert.KindServiceEntry); !slices.Equal(got, []string{"istio-system/db.example.com", "istio-system/web.example.com"}) {
+	if got := pub.names(convert.KindServiceEntry); !slices.Equal(got, []string{convert.DefaultNamespace + "/db.example.com", convert.DefaultNamespace + "/web.example.com"}) {
 		t.Errorf("served %v", got)
 	}
 }

@@ -82,7 +82,7 @@ func TestShardedAdapterRoutesByHost(t *testing.T) {
 			t.Errorf("shard %d is empty", i)
 		}
 		for _, name := range names {
-			host := name[len("istio-system/"):]
+			host := name[len(convert.DefaultNamespace+"/"):]
 			if got := ShardOf(host, k); got != i {
 				t.Errorf("%s served by shard %d, belongs to %d", name, i, got)
 			}
@@ -101,6 +101,6 @@ func TestShardedAdapterRoutesByHost(t *testing.T) {
 	owner := sharded[ShardOf(gone.Services[0].Host, k)]
 	src.batches <- []model.Group{{Scope: gone.Scope}}
 	waitUntil(t, "deletion reaches the owning shard", func() bool {
-		return !slices.Contains(owner.names(convert.KindServiceEntry), "istio-system/"+gone.Services[0].Host)
+		return !slices.Contains(owner.names(convert.KindServiceEntry), convert.DefaultNamespace+"/"+gone.Services[0].Host)
 	})
 }

@@ -160,7 +160,7 @@ func (c *conversion) serviceEntrySpec() *networking.ServiceEntry {
 // serviceEntryMeta builds the ServiceEntry's labels and annotations from the
 // first contribution's, dropping what a registry may not set.
 func (c *conversion) serviceEntryMeta() validation.Meta {
-	labels, bad := sanitizeLabels(c.base.Service.Labels)
+	labels, bad := sanitizeLabels(c.base.Service.Labels, c.opts.Labels)
 	for _, k := range bad {
 		c.reject(labelRejection(KindServiceEntry, c.host, c.base.Source, k))
 	}
@@ -168,8 +168,7 @@ func (c *conversion) serviceEntryMeta() validation.Meta {
 	labels[LabelService] = LabelValue(c.seName)
 	ann, reserved := sanitizeAnnotations(c.base.Service.Annotations)
 	for _, k := range reserved {
-		c.reject(Rejection{Kind: KindServiceEntry, Name: c.host, Source: c.base.Source, Code: CodeReserved,
-			Reason: fmt.Sprintf("%q is reserved for Istio; dropped it", k)})
+		c.reject(labelRejection(KindServiceEntry, c.host, c.base.Source, k))
 	}
 	ann[AnnotationSource] = strings.Join(c.sourceNames, ",")
 	if c.base.Service.Name != "" {
@@ -253,24 +252,6 @@ func (c *conversion) finish(se *networking.ServiceEntry, meta validation.Meta, e
 	return out, c.rejected
 }
 
-// labelRejection explains a label or annotation key that was dropped.
-func labelRejection(kind Kind, name, source, key string) Rejection {
-	if reservedKey(key) {
-		return Rejection{Kind: kind, Name: name, Source: source, Code: CodeReserved,
-			Reason: fmt.Sprintf("%q is reserved for Istio; dropped it", key)}
-	}
-	return Rejection{Kind: kind, Name: name, Source: source, Code: CodeLabel,
-		Reason: fmt.Sprintf("label key %q is not a valid label key; dropped the label", key)}
-}
-
-// reservedKey reports metadata a registry must not set: istiod rejects a
-// resource carrying istio.io/dry-run or internal.istio.io/* annotations, and
-// an istio.io/rev label would hide the resource from every istiod of
-// another revision.
-func reservedKey(k string) bool {
-	return k == "istio.io/dry-run" || k == "istio.io/rev" || strings.HasPrefix(k, "internal.istio.io/")
-}
-
 // workloadEntry builds the spec and metadata of one instance. It returns the
 // keys of the labels and annotations it had to drop.
 func workloadEntry(inst model.Instance, source string, ports []model.Port, opts Options) (*networking.WorkloadEntry, map[string]string, map[string]string, []string) {
@@ -291,7 +272,7 @@ func workloadEntry(inst model.Instance, source string, ports []model.Port, opts 
 			we.Ports[PortName(p)] = target
 		}
 	}
-	labels, dropped := sanitizeLabels(inst.Labels)
+	labels, dropped := sanitizeLabels(inst.Labels, opts.Labels)
 	ann, reserved := sanitizeAnnotations(inst.Annotations)
 	dropped = append(dropped, reserved...)
 	ann[AnnotationSource] = source
@@ -353,63 +334,4 @@ func describePorts(ports []model.Port) string {
 		parts = append(parts, PortName(p))
 	}
 	return "[" + strings.Join(parts, ",") + "]"
-}
-
-// sanitizeLabels returns a valid label map, and the keys it had to drop.
-func sanitizeLabels(in map[string]string) (map[string]string, []string) {
-	out := make(map[string]string, len(in)+2)
-	if keysClean(in) {
-		// Nothing to rename, so no two keys can collide and the order does
-		// not matter: skip sorting, which every instance would pay.
-		for k, v := range in {
-			out[k] = LabelValue(v)
-		}
-		return out, nil
-	}
-	var dropped []string
-	for _, k := range sortedKeys(in) {
-		key, ok := LabelKey(k)
-		if !ok || reservedKey(key) {
-			dropped = append(dropped, k)
-			continue
-		}
-		out[key] = LabelValue(in[k])
-	}
-	return out, dropped
-}
-
-// keysClean reports whether every key of m is a valid label key the adapter
-// may pass on unchanged.
-func keysClean(m map[string]string) bool {
-	for k := range m {
-		if !IsLabelKey(k) || reservedKey(k) {
-			return false
-		}
-	}
-	return true
-}
-
-// sanitizeAnnotations keeps the annotations whose keys are valid, and
-// returns the reserved ones it dropped.
-func sanitizeAnnotations(in map[string]string) (map[string]string, []string) {
-	out := make(map[string]string, len(in)+3)
-	if keysClean(in) {
-		for k, v := range in {
-			out[k] = v
-		}
-		return out, nil
-	}
-	var reserved []string
-	for _, k := range sortedKeys(in) {
-		key, ok := LabelKey(k)
-		if !ok {
-			continue
-		}
-		if reservedKey(key) {
-			reserved = append(reserved, k)
-			continue
-		}
-		out[key] = in[k]
-	}
-	return out, reserved
 }

@@ -99,7 +99,7 @@ func TestOptionsValidateExportTo(t *testing.T) {
 		ok       bool
 	}{
 		{nil, true}, {[]string{"*"}, true}, {[]string{".", "team-a"}, true},
-		{[]string{".", "istio-system"}, false}, {[]string{"*", "team-a"}, false}, {[]string{"a", "a"}, false},
+		{[]string{".", DefaultNamespace}, false}, {[]string{"*", "team-a"}, false}, {[]string{"a", "a"}, false},
 		{[]string{"Bad_NS"}, false},
 	} {
 		o := defaultOpts(func(o *Options) { o.ExportTo = c.exportTo })

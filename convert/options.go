@@ -2,6 +2,7 @@ package convert
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/registry-adapter/registry-adapter/convert/validation"
@@ -24,6 +25,9 @@ const (
 type Options struct {
 	// Namespace the resources are placed in. A ServiceEntry's workloadSelector
 	// only selects WorkloadEntries in its own namespace, so both kinds share it.
+	// istiod also lets a Kubernetes Service select the WorkloadEntries of its
+	// namespace by label, so the default is a namespace of the adapter's own
+	// that holds no Kubernetes Services (DefaultNamespace).
 	Namespace string `yaml:"namespace"`
 	Mode      Mode   `yaml:"mode"`
 	// Location is MESH_INTERNAL (default) or MESH_EXTERNAL.
@@ -38,7 +42,27 @@ type Options struct {
 	// WorkloadEntry.serviceAccount. Off by default: istiod then insists on
 	// mutual TLS toward the workload, which only a workload with a sidecar can do.
 	SetServiceAccount bool `yaml:"setServiceAccount"`
+	// Labels narrows which registry labels reach the resources. Reserved keys
+	// (istio, *istio.io/*, *kubernetes.io/*, *k8s.io/*) never do.
+	Labels LabelOptions `yaml:"labels"`
 }
+
+// LabelOptions narrows the registry labels copied onto the resources.
+type LabelOptions struct {
+	// Allow lists the registry label keys that are copied; an entry ending
+	// in "*" allows every key with that prefix. Empty: every key that is not
+	// reserved.
+	Allow []string `yaml:"allow"`
+	// Prefix is put before every copied key, e.g. "consul.example.com/", so
+	// that no selector written for Kubernetes labels matches a registry
+	// label. Subsets then name the prefixed key.
+	Prefix string `yaml:"prefix"`
+}
+
+// DefaultNamespace is the output namespace unless configured: one that holds
+// no Kubernetes Services (istiod never needs it to exist in Kubernetes), so
+// no Service can select a registry's WorkloadEntries by label.
+const DefaultNamespace = "registry-adapter-entries"
 
 // DefaultCreateTime is the creation time stamped on resources unless configured.
 var DefaultCreateTime = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -46,7 +70,7 @@ var DefaultCreateTime = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
 // SetDefaults fills unset options.
 func (o *Options) SetDefaults() {
 	if o.Namespace == "" {
-		o.Namespace = "istio-system"
+		o.Namespace = DefaultNamespace
 	}
 	if o.Mode == "" {
 		o.Mode = ModeWorkloadEntry
@@ -79,6 +103,31 @@ func (o *Options) Validate() error {
 	// ServiceEntry silently, so it is a configuration error here.
 	if err := validation.ExportTo(o.Namespace, o.ExportTo); err != nil {
 		return fmt.Errorf("output.exportTo %q: %w", o.ExportTo, err)
+	}
+	return o.Labels.validate()
+}
+
+func (o LabelOptions) validate() error {
+	for i, a := range o.Allow {
+		key := strings.TrimSuffix(a, "*")
+		if key == "" && a != "*" {
+			return fmt.Errorf("output.labels.allow[%d]: empty key", i)
+		}
+		if strings.Contains(key, "*") {
+			return fmt.Errorf("output.labels.allow[%d] %q: \"*\" may only end an entry", i, a)
+		}
+		if reservedKey(key) || key == "istio" {
+			return fmt.Errorf("output.labels.allow[%d] %q: reserved for Istio and Kubernetes, never copied from a registry", i, a)
+		}
+	}
+	if o.Prefix != "" {
+		// The prefix must make a valid key with any valid name after it.
+		if !IsLabelKey(o.Prefix+"x") || !IsLabelKey(o.Prefix+"x.y") {
+			return fmt.Errorf("output.labels.prefix %q: with a label name after it, it must form a valid label key (e.g. \"consul.example.com/\")", o.Prefix)
+		}
+		if reservedKey(o.Prefix + "x") {
+			return fmt.Errorf("output.labels.prefix %q: reserved for Istio and Kubernetes", o.Prefix)
+		}
 	}
 	return nil
 }

@@ -1,0 +1,204 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/registry-adapter/registry-adapter/convert"
+)
+
+// TestRegistryLabelsCannotJoinKubernetesServices (issue 15 item 1): with the
+// adapter's default settings, a Consul service that carries app=X and
+// istio=Y does not become an endpoint of the Kubernetes Services in
+// istio-system that select app: X or istio: Y, and its reserved tags
+// (security.istio.io/tlsMode) do not reach istiod.
+//
+// The in-run control: a Service in the adapter's own output namespace that
+// selects app: X does get the VM. That proves both that istiod processed the
+// WorkloadEntry for Kubernetes Services before the negative checks run, and
+// that the check would see such an endpoint (it is what happened in
+// istio-system when istio-system was the default).
+func TestRegistryLabelsCannotJoinKubernetesServices(t *testing.T) {
+	t.Parallel()
+	kube := kubeAPI(t)
+	id := randomSuffix(t)
+	ns := convert.DefaultNamespace
+	app, istioSel, vm := "victim-"+id, "gw-"+id, "10.77.0.1"
+
+	kube.ensureNamespace(t, ns)
+	kube.createService(t, "istio-system", "victim-"+id, map[string]string{"app": app})
+	kube.createService(t, "istio-system", "gw-"+id, map[string]string{"istio": istioSel})
+	kube.createService(t, ns, "control-"+id, map[string]string{"app": app})
+	kube.createService(t, ns, "gwcontrol-"+id, map[string]string{"istio": istioSel})
+
+	c, addr := startConsul(t, 0)
+	a := startAdapter(t, consulConfig(addr), 0)
+	p := startIstiod(t, meshFor(a.xdsAddr))
+	p.waitReady(t)
+
+	evil := "evil-" + id
+	register(t, c, evil, "node-"+id, vm, 8080,
+		[]string{"security.istio.io/tlsMode=istio", "istio.io/rev=canary", "topology.kubernetes.io/zone=z"},
+		map[string]string{"app": app, "istio": istioSel, "version": "v1"})
+
+	host := func(name, namespace string) string { return name + "." + namespace + ".svc.cluster.local" }
+	eventually(t, 90*time.Second, "the VM in istiod, and in the control Service of the output namespace", func() error {
+		if got := p.endpointDetails(t, evil+".service.consul"); len(got) != 1 || got[0].Addresses[0] != vm {
+			return fmt.Errorf("%s.service.consul endpoints %+v", evil, got)
+		}
+		if got := p.endpoints(t, host("control-"+id, ns)); !slices.ContainsFunc(got, func(e string) bool { return strings.HasPrefix(e, vm+"/") }) {
+			return fmt.Errorf("control Service endpoints %q", got)
+		}
+		return nil
+	})
+
+	for _, h := range []string{host("victim-"+id, "istio-system"), host("gw-"+id, "istio-system"), host("gwcontrol-"+id, ns)} {
+		if got := p.endpoints(t, h); len(got) != 0 {
+			t.Errorf("Kubernetes Service %s selected the registry's VM: endpoints %q", h, got)
+		}
+	}
+	ep := p.endpointDetails(t, evil+".service.consul")[0]
+	if ep.TLSMode == "istio" {
+		t.Errorf("the registry set the endpoint's TLS mode: %+v", ep)
+	}
+	for k := range ep.Labels {
+		if k == "istio" || strings.Contains(k, "istio.io/") || strings.Contains(k, "kubernetes.io/") {
+			t.Errorf("reserved label %q reached istiod: %v", k, ep.Labels)
+		}
+	}
+	if ep.Labels["app"] != app || ep.Labels["version"] != "v1" {
+		t.Errorf("app and version should stay usable: %v", ep.Labels)
+	}
+}
+
+type endpointDetail struct {
+	Addresses []string
+	Labels    map[string]string
+	TLSMode   string
+}
+
+// endpointDetails reads istiod's endpoints of host with their labels and TLS
+// mode (/debug/endpointShardz).
+func (p *istiodProc) endpointDetails(t *testing.T, host string) []endpointDetail {
+	t.Helper()
+	_, body, err := httpGet("http://" + p.httpAddr + "/debug/endpointShardz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shards map[string]map[string]struct {
+		Shards map[string][]endpointDetail
+	}
+	if err := json.Unmarshal(body, &shards); err != nil {
+		t.Fatal(err)
+	}
+	var out []endpointDetail
+	for _, ns := range shards[host] {
+		for _, eps := range ns.Shards {
+			out = append(out, eps...)
+		}
+	}
+	return out
+}
+
+func randomSuffix(t *testing.T) string {
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// kubeClient talks to the harness's kube-apiserver with the admin token of
+// its kubeconfig. The API server is on loopback with a self-signed
+// certificate, hence no verification.
+type kubeClient struct {
+	server, token string
+	http          *http.Client
+}
+
+func kubeAPI(t *testing.T) *kubeClient {
+	t.Helper()
+	b, err := os.ReadFile(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &kubeClient{http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // loopback test API server
+	}}}
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "server: "); ok {
+			k.server = v
+		}
+		if v, ok := strings.CutPrefix(line, "token: "); ok {
+			k.token = v
+		}
+	}
+	if k.server == "" || k.token == "" {
+		t.Fatalf("kubeconfig %s: no server or token", kubeconfig)
+	}
+	return k
+}
+
+func (k *kubeClient) post(t *testing.T, path string, obj any) int {
+	t.Helper()
+	body, err := json.Marshal(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPost, k.server+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+k.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := k.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var msg bytes.Buffer
+	_, _ = msg.ReadFrom(resp.Body)
+	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusConflict {
+		t.Fatalf("POST %s: %s: %s", path, resp.Status, msg.String())
+	}
+	return resp.StatusCode
+}
+
+func (k *kubeClient) ensureNamespace(t *testing.T, name string) {
+	t.Helper()
+	k.post(t, "/api/v1/namespaces", map[string]any{
+		"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": name},
+	})
+}
+
+func (k *kubeClient) createService(t *testing.T, namespace, name string, selector map[string]string) {
+	t.Helper()
+	if code := k.post(t, "/api/v1/namespaces/"+namespace+"/services", map[string]any{
+		"apiVersion": "v1", "kind": "Service",
+		"metadata": map[string]any{"name": name, "namespace": namespace},
+		"spec": map[string]any{
+			"selector": selector,
+			"ports":    []map[string]any{{"name": "http", "port": 8080, "protocol": "TCP"}},
+		},
+	}); code == http.StatusConflict {
+		t.Fatalf("Service %s/%s exists already", namespace, name)
+	}
+	t.Cleanup(func() {
+		req, _ := http.NewRequest(http.MethodDelete, k.server+"/api/v1/namespaces/"+namespace+"/services/"+name, nil)
+		req.Header.Set("Authorization", "Bearer "+k.token)
+		if resp, err := k.http.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	})
+}
