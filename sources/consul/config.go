@@ -31,6 +31,9 @@ type Config struct {
 	// and then CONSUL_HTTP_TOKEN are used.
 	Token     string `yaml:"token"`
 	TokenFile string `yaml:"tokenFile"`
+	// Login exchanges a JWT for a token with a Consul auth method, instead
+	// of Token or TokenFile.
+	Login *LoginConfig `yaml:"login"`
 	// TokenFileCheckInterval is how often TokenFile is checked for changes.
 	TokenFileCheckInterval time.Duration `yaml:"tokenFileCheckInterval"`
 	// TLS to Consul; unset fields fall back to the CONSUL_CACERT-style
@@ -50,6 +53,10 @@ type Config struct {
 	// MaxConcurrentQueries caps the requests in flight to Consul (each
 	// blocking query holds one connection; Consul allows 200 per client IP).
 	MaxConcurrentQueries int `yaml:"maxConcurrentQueries"`
+	// MaxStreams caps the requests in flight once Consul answers over HTTP/2
+	// (its HTTPS listener): each is a stream, Consul serves 250 per
+	// connection, so every watched service can have its own blocking query.
+	MaxStreams int `yaml:"maxStreams"`
 	// MinQueryInterval is the least time between two queries of one watch.
 	MinQueryInterval time.Duration `yaml:"minQueryInterval"`
 	// RequestTimeout bounds a non-blocking request, and is added to the wait
@@ -82,6 +89,10 @@ type Config struct {
 	// TaggedAddresses are tagged address keys (lan, wan, lan_ipv4, wan_ipv6,
 	// ...) preferred, in order, over the service and node address.
 	TaggedAddresses []string `yaml:"taggedAddresses"`
+	// VirtualAddressKey is a service meta key (or key=value tag key) whose
+	// value is a virtual IP of the service (e.g. mesh-vip), used besides
+	// Consul's own consul-virtual tagged address.
+	VirtualAddressKey string `yaml:"virtualAddressKey"`
 	// ProtocolMetaKey is the meta key (and tag key) naming the protocol.
 	ProtocolMetaKey string `yaml:"protocolMetaKey"`
 	// DefaultProtocol is the protocol of ports that declare none.
@@ -110,7 +121,10 @@ const (
 	DefaultHostTemplate     = "{{.Service}}.service.consul"
 	DefaultPeerHostTemplate = "{{.Service}}.service.{{.Peer}}.peer.consul"
 	DefaultWait             = 5 * time.Minute
-	maxWait                 = 10 * time.Minute
+	// DefaultMaxStreams: 20,000 streams fill 80 connections at Consul's 250
+	// streams per connection, well within its 200 connections per client.
+	DefaultMaxStreams = 20000
+	maxWait           = 10 * time.Minute
 )
 
 // SetDefaults fills in every unset field that has a default.
@@ -127,11 +141,21 @@ func (c *Config) SetDefaults() {
 	setDur(&c.BackoffMax, time.Minute)
 	setDur(&c.PeerRefreshInterval, 30*time.Second)
 	setDur(&c.TokenFileCheckInterval, 5*time.Second)
+	if c.Login != nil {
+		lc := *c.Login // the caller's configuration stays as written
+		if lc.BearerTokenFile == "" {
+			lc.BearerTokenFile = DefaultBearerTokenFile
+		}
+		c.Login = &lc
+	}
 	if c.WaitJitter == 0 {
 		c.WaitJitter = 0.1
 	}
 	if c.MaxConcurrentQueries == 0 {
 		c.MaxConcurrentQueries = 100
+	}
+	if c.MaxStreams == 0 {
+		c.MaxStreams = DefaultMaxStreams
 	}
 	if c.HostTemplate == "" {
 		c.HostTemplate = DefaultHostTemplate
@@ -164,6 +188,14 @@ func (c *Config) Validate() error {
 	if c.Token != "" && c.TokenFile != "" {
 		bad("token", "set together with tokenFile; use one")
 	}
+	if c.Login != nil {
+		if c.Token != "" || c.TokenFile != "" {
+			bad("login", "set together with token or tokenFile; use one")
+		}
+		if c.Login.AuthMethod == "" {
+			bad("login.authMethod", "must be set")
+		}
+	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls.certFile", "certFile and keyFile go together")
 	}
@@ -187,6 +219,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConcurrentQueries < 1 {
 		bad("maxConcurrentQueries", "must be at least 1, got %d", c.MaxConcurrentQueries)
+	}
+	if c.MaxStreams < 1 {
+		bad("maxStreams", "must be at least 1, got %d", c.MaxStreams)
 	}
 	if c.MinQueryInterval < 0 {
 		bad("minQueryInterval", "must not be negative, got %s", c.MinQueryInterval)

@@ -32,16 +32,28 @@ type watch struct {
 	scope    string
 	cancel   context.CancelFunc
 	answered bool
+	// nudge (buffered 1) asks the watch to read its service at once.
+	nudge chan struct{}
+	nodes []string // the nodes of its instances, last answer
+}
+
+// poke asks the watch to read its service at once (a feed showed a change).
+func (w *watch) poke() bool {
+	select {
+	case w.nudge <- struct{}{}:
+		return true
+	default:
+		return false // a read is already asked for
+	}
 }
 
 // loop owns the source's state; only its goroutine touches it. Watchers send
 // it events; it decides what to publish and sends batches on out.
 type loop struct {
 	s      *Source
-	ctx    context.Context
 	wg     *sync.WaitGroup
 	out    chan<- []model.Group
-	events chan any
+	events chan event
 	start  time.Time
 
 	lists  map[string]map[string]bool // origin ("" or peer) -> selected names
@@ -49,6 +61,11 @@ type loop struct {
 
 	watches    map[watchKey]*watch
 	unanswered int
+	// nodeWatches: node -> local watches with an instance on it, for node
+	// checks the checks feed reports.
+	nodeWatches map[string]map[*watch]bool
+	// stopFeed stops the checks feed (nil: not running).
+	stopFeed context.CancelFunc
 
 	desired   map[string]*model.Service  // scope -> mapped service (nil: nothing)
 	published map[string]model.Group     // scope -> what downstream has (or will have)
@@ -64,7 +81,7 @@ type loop struct {
 	rotating bool
 }
 
-func (l *loop) run() {
+func (l *loop) run(ctx context.Context) {
 	for {
 		var out chan<- []model.Group
 		var batch []model.Group
@@ -72,10 +89,12 @@ func (l *loop) run() {
 			out, batch = l.out, l.batch()
 		}
 		select {
-		case <-l.ctx.Done():
+		case <-ctx.Done():
 			return
 		case ev := <-l.events:
-			l.handle(ev)
+			ev.apply(ctx, l)
+		case <-l.s.slots.flips:
+			l.checkRotation(ctx)
 		case out <- batch:
 			l.sent(batch)
 		}
@@ -138,18 +157,7 @@ func (l *loop) synced(took time.Duration) {
 	l.s.reporter.Synced(took, services, instances)
 }
 
-func (l *loop) handle(ev any) {
-	switch ev := ev.(type) {
-	case listEvent:
-		l.handleList(ev)
-	case healthEvent:
-		l.handleHealth(ev)
-	case errEvent:
-		l.handleErr(ev)
-	case okEvent:
-		l.recovered(ev.id)
-	}
-}
+func (ev okEvent) apply(_ context.Context, l *loop) { l.recovered(ev.id) }
 
 func listID(origin string) string {
 	if origin == "" {
@@ -158,7 +166,7 @@ func listID(origin string) string {
 	return "peer/" + origin
 }
 
-func (l *loop) handleList(ev listEvent) {
+func (ev listEvent) apply(ctx context.Context, l *loop) {
 	id := listID(ev.origin)
 	l.recovered(id)
 	log := l.s.log.With(zap.String("query", id))
@@ -186,7 +194,7 @@ func (l *loop) handleList(ev listEvent) {
 	l.lists[ev.origin] = ev.names
 	for _, name := range slices.Sorted(maps.Keys(ev.names)) {
 		if !old[name] {
-			l.startWatch(watchKey{peer: ev.origin, name: name})
+			l.startWatch(ctx, watchKey{peer: ev.origin, name: name})
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(old)) {
@@ -194,38 +202,102 @@ func (l *loop) handleList(ev listEvent) {
 			l.stopWatch(watchKey{peer: ev.origin, name: name})
 		}
 	}
-	l.checkRotation()
+	for _, name := range ev.changed {
+		l.poke(watchKey{peer: ev.origin, name: name}, "catalog")
+	}
+	l.checkRotation(ctx)
 }
 
-// checkRotation tells the operator when watches outnumber request slots:
-// watches then take turns, and a change to a service is seen only when its
-// watch next gets a slot, up to one wait later (measured in BENCHMARKS.md:
-// at 10k services and 100 slots, most changes took minutes).
-func (l *loop) checkRotation() {
-	watched, slots := len(l.watches), l.s.cfg.MaxConcurrentQueries
-	rotating := watched > slots
-	l.s.metrics.slotsShort.Set(float64(max(watched-slots, 0)))
+// poke asks a watch to read its service at once, when it is waiting for its
+// turn (a watch with a blocking query of its own sees the change itself).
+func (l *loop) poke(key watchKey, feed string) {
+	if w := l.watches[key]; w != nil && l.rotating && w.poke() {
+		l.s.metrics.feedChanges.WithLabelValues(feed).Inc()
+	}
+}
+
+func (ev changedEvent) apply(_ context.Context, l *loop) {
+	for _, name := range ev.services {
+		l.poke(watchKey{name: name}, "checks")
+	}
+	for _, node := range ev.nodes {
+		for w := range l.nodeWatches[node] {
+			l.poke(w.key, "checks")
+		}
+	}
+}
+
+// checkRotation follows whether watches outnumber the blocking queries that
+// can be in flight. Over HTTP/2 that takes maxStreams services. Over
+// HTTP/1.1 watches then take turns, and the checks feed runs: a check or
+// catalog change makes its service read at once; a registration change that
+// moves no check and no tag (an address, port or meta change) is seen at its
+// watch's turn, up to one wait later. The operator is told once.
+func (l *loop) checkRotation(ctx context.Context) {
+	watched, capacity := len(l.watches), l.s.slots.blockingCapacity()
+	h2 := l.s.slots.http2()
+	rotating := watched > capacity
+	l.s.metrics.slotsShort.Set(float64(max(watched-capacity, 0)))
+	wantFeed := rotating && !h2 && l.s.slots.feedsPossible()
+	if wantFeed && l.stopFeed == nil {
+		fctx, cancel := context.WithCancel(ctx)
+		l.stopFeed = cancel
+		l.wg.Go(func() { l.s.watchChecks(fctx, l.events) })
+	} else if !wantFeed && l.stopFeed != nil {
+		l.stopFeed()
+		l.stopFeed = nil
+	}
 	if rotating == l.rotating {
 		return
 	}
 	l.rotating = rotating
-	if rotating {
-		l.s.log.Warn("more services than maxConcurrentQueries: watches take turns and a change can take up to one wait to be seen; "+
-			"raise maxConcurrentQueries above the service count (and Consul's limits.http_max_conns_per_client to match)",
-			zap.Int("services", watched), zap.Int("maxConcurrentQueries", slots), zap.Duration("wait", l.s.cfg.Wait))
-	} else {
-		l.s.log.Info("every watched service has a request slot again", zap.Int("services", watched), zap.Int("maxConcurrentQueries", slots))
+	switch {
+	case rotating && h2:
+		l.s.log.Warn("more services than maxStreams: watches take turns and a change can take up to one wait to be seen; "+
+			"raise maxStreams above the service count",
+			zap.Int("services", watched), zap.Int("maxStreams", capacity), zap.Duration("wait", l.s.cfg.Wait))
+	case rotating:
+		l.s.log.Warn("more services than Consul connections (maxConcurrentQueries, HTTP/1.1): watches take turns. "+
+			"Check changes (health, instances with checks coming and going) and tag changes are still read at once "+
+			"through the checks and catalog feeds, but a change that moves neither (a new address, port or meta "+
+			"with the same checks) waits for its watch's turn, up to one wait. To remove this, use Consul's HTTPS "+
+			"listener (HTTP/2: every service gets its own stream), or raise maxConcurrentQueries above the service "+
+			"count and Consul's limits.http_max_conns_per_client to match",
+			zap.Int("services", watched), zap.Int("blockingQueries", capacity), zap.Duration("wait", l.s.cfg.Wait))
+	default:
+		l.s.log.Info("every watched service has a blocking query of its own again", zap.Int("services", watched),
+			zap.Int("blockingQueries", capacity), zap.Bool("http2", h2))
 	}
 }
 
-func (l *loop) startWatch(key watchKey) {
-	ctx, cancel := context.WithCancel(l.ctx)
-	w := &watch{key: key, scope: key.scope(), cancel: cancel}
+func (l *loop) startWatch(ctx context.Context, key watchKey) {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &watch{key: key, scope: key.scope(), cancel: cancel, nudge: make(chan struct{}, 1)}
 	l.watches[key] = w
 	l.unanswered++
 	l.s.watched.Add(1)
 	l.s.metrics.watches.Inc()
 	l.wg.Go(func() { l.s.watchHealth(ctx, w, l.events) })
+}
+
+// setNodes records the nodes of a local watch's instances.
+func (l *loop) setNodes(w *watch, nodes []string) {
+	if w.key.peer != "" || slices.Equal(w.nodes, nodes) {
+		return
+	}
+	for _, n := range w.nodes {
+		delete(l.nodeWatches[n], w)
+		if len(l.nodeWatches[n]) == 0 {
+			delete(l.nodeWatches, n)
+		}
+	}
+	w.nodes = nodes
+	for _, n := range nodes {
+		if l.nodeWatches[n] == nil {
+			l.nodeWatches[n] = map[*watch]bool{}
+		}
+		l.nodeWatches[n][w] = true
+	}
 }
 
 func (l *loop) stopWatch(key watchKey) {
@@ -240,6 +312,7 @@ func (l *loop) stopWatch(key watchKey) {
 	}
 	l.s.watched.Add(-1)
 	l.s.metrics.watches.Dec()
+	l.setNodes(w, nil)
 	id := "health/" + w.scope
 	delete(l.filtered, id)
 	delete(l.warned, w.scope)
@@ -248,11 +321,12 @@ func (l *loop) stopWatch(key watchKey) {
 	l.setDesired(w.scope, nil)
 }
 
-func (l *loop) handleHealth(ev healthEvent) {
+func (ev healthEvent) apply(_ context.Context, l *loop) {
 	w := ev.w
 	if l.watches[w.key] != w {
 		return // from a watch stopped meanwhile
 	}
+	l.setNodes(w, ev.nodes)
 	id := "health/" + w.scope
 	l.recovered(id)
 	if !w.answered {
@@ -293,7 +367,7 @@ func (l *loop) handleHealth(ev healthEvent) {
 	l.setDesired(w.scope, svc)
 }
 
-func (l *loop) handleErr(ev errEvent) {
+func (ev errEvent) apply(_ context.Context, l *loop) {
 	log := l.s.log.With(zap.String("query", ev.id), zap.String("kind", ev.kind), zap.Error(ev.err))
 	switch {
 	case l.failing[ev.id]:

@@ -44,6 +44,7 @@ type mapper struct {
 	protocolKey      string
 	defaultProtocol  model.Protocol
 	taggedAddresses  []string
+	vipKey           string
 	regionKey        string
 	zoneKey          string
 	network          string
@@ -75,6 +76,7 @@ func newMapper(c *Config) (*mapper, error) {
 		protocolKey:      c.ProtocolMetaKey,
 		defaultProtocol:  proto,
 		taggedAddresses:  c.TaggedAddresses,
+		vipKey:           c.VirtualAddressKey,
 		regionKey:        c.RegionMetaKey,
 		zoneKey:          c.ZoneMetaKey,
 		network:          c.Network,
@@ -371,7 +373,7 @@ func (m *mapper) isProtocolKey(k string) bool {
 func (m *mapper) instanceLabels(s *api.AgentService) map[string]string {
 	labels := map[string]string{}
 	add := func(k, v string) {
-		if m.isProtocolKey(k) {
+		if m.isProtocolKey(k) || (m.vipKey != "" && k == m.vipKey) {
 			return
 		}
 		if k = sanitizeLabelKey(k); k != "" {
@@ -602,7 +604,7 @@ func (m *mapper) mapService(name, peer string, entries []*api.ServiceEntry) mapR
 	}
 	slices.SortFunc(ports, func(a, b model.Port) int { return int(a.Number) - int(b.Number) })
 
-	svc := &model.Service{Name: name, Host: host, Ports: ports}
+	svc := &model.Service{Name: name, Host: host, Ports: ports, Addresses: m.virtualAddresses(cands, problem)}
 	for _, c := range cands {
 		h, _ := instanceHealth(c.e.Checks)
 		if h == model.HealthCritical || (h == model.HealthWarning && !m.includeWarning) {
@@ -636,6 +638,57 @@ func (m *mapper) mapService(name, peer string, entries []*api.ServiceEntry) mapR
 	slices.SortFunc(svc.Instances, func(a, b model.Instance) int { return strings.Compare(a.ID, b.ID) })
 	r.svc = svc
 	return r
+}
+
+// consulVirtual is the tagged address in which Consul gives a service its
+// virtual IP (transparent proxy): Consul writes it on Connect-native services
+// and on sidecar proxies (structs.TaggedAddressVirtualIP).
+const consulVirtual = "consul-virtual"
+
+// virtualAddresses are the service's own virtual IPs: Consul's
+// consul-virtual tagged address, then the value of the configured meta key
+// (or key=value tag), each the most common among the instances. Only IP
+// addresses count; anything else is reported and left out.
+func (m *mapper) virtualAddresses(cands []candidate, problem func(reason, format string, args ...any)) []string {
+	var vips, keyed []string
+	for _, c := range cands {
+		s := c.e.Service
+		if a := s.TaggedAddresses[consulVirtual].Address; a != "" {
+			vips = append(vips, a)
+		}
+		if m.vipKey == "" {
+			continue
+		}
+		if v := s.Meta[m.vipKey]; v != "" {
+			keyed = append(keyed, v)
+			continue
+		}
+		for _, t := range s.Tags {
+			if k, v, ok := splitTag(t); ok && k == m.vipKey && v != "" {
+				keyed = append(keyed, v)
+				break
+			}
+		}
+	}
+	var out []string
+	for _, group := range []struct {
+		what string
+		vals []string
+	}{{consulVirtual, vips}, {m.vipKey, keyed}} {
+		v, ok := mostCommon(group.vals)
+		if !ok {
+			continue
+		}
+		ip, err := netip.ParseAddr(v)
+		if err != nil || ip.Zone() != "" || ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast() {
+			problem("address", "virtual address %q (%s) is not a usable IP address; left out", v, group.what)
+			continue
+		}
+		if a := ip.Unmap().String(); !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // portName turns a Consul port name into a port name Istio accepts (a DNS

@@ -318,6 +318,7 @@ func testEntry(node, addr string, svc api.AgentService, checks ...string) *api.S
 func TestMapService(t *testing.T) {
 	m := testMapper(t, nil)
 	warn := testMapper(t, func(c *Config) { c.IncludeWarning = true; c.Network = "vm-net"; c.NetworkMetaKey = "network" })
+	vip := testMapper(t, func(c *Config) { c.VirtualAddressKey = "mesh-vip" })
 	web := func(id string, port int, tags ...string) api.AgentService {
 		return api.AgentService{ID: id, Service: "web", Port: port, Tags: tags, Weights: api.AgentWeights{Passing: 1, Warning: 1}}
 	}
@@ -480,6 +481,41 @@ func TestMapService(t *testing.T) {
 			entries:    []*api.ServiceEntry{testEntry("n1", "10.0.0.1", api.AgentService{ID: "a"})},
 			invalid:    true,
 			issueCount: 1,
+		},
+		{
+			name: "virtual addresses: consul-virtual, then the configured key (meta or tag), not a label",
+			m:    vip,
+			entries: []*api.ServiceEntry{
+				testEntry("n1", "10.0.0.1", api.AgentService{ID: "a", Service: "web", Port: 80, Meta: map[string]string{"mesh-vip": "10.96.0.7"},
+					TaggedAddresses: map[string]api.ServiceAddress{"consul-virtual": {Address: "240.0.0.3", Port: 80}}}),
+				testEntry("n2", "10.0.0.2", api.AgentService{ID: "b", Service: "web", Port: 80, Tags: []string{"mesh-vip=10.96.0.7"},
+					TaggedAddresses: map[string]api.ServiceAddress{"consul-virtual": {Address: "240.0.0.3", Port: 80}}}),
+			},
+			want: &model.Service{Name: "web", Host: "web.service.consul", Addresses: []string{"240.0.0.3", "10.96.0.7"},
+				Ports: []model.Port{{Number: 80, Protocol: model.ProtocolTCP}},
+				Instances: []model.Instance{
+					{ID: "n1/a", Address: "10.0.0.1", Locality: "dc1", Health: model.HealthPassing},
+					{ID: "n2/b", Address: "10.0.0.2", Locality: "dc1", Health: model.HealthPassing},
+				}},
+		},
+		{
+			name: "virtual addresses: not an IP address is left out and reported; the same IP once",
+			m:    vip,
+			entries: []*api.ServiceEntry{
+				testEntry("n1", "10.0.0.1", api.AgentService{ID: "a", Service: "web", Port: 80, Meta: map[string]string{"mesh-vip": "db.example"},
+					TaggedAddresses: map[string]api.ServiceAddress{"consul-virtual": {Address: "240.0.0.3"}}}),
+				testEntry("n2", "10.0.0.2", api.AgentService{ID: "b", Service: "web", Port: 80, Meta: map[string]string{"mesh-vip": "240.0.0.3"},
+					TaggedAddresses: map[string]api.ServiceAddress{"consul-virtual": {Address: "240.0.0.3"}}}),
+				testEntry("n3", "10.0.0.3", api.AgentService{ID: "c", Service: "web", Port: 80, Meta: map[string]string{"mesh-vip": "db.example"}}),
+			},
+			issueCount: 1,
+			want: &model.Service{Name: "web", Host: "web.service.consul", Addresses: []string{"240.0.0.3"},
+				Ports: []model.Port{{Number: 80, Protocol: model.ProtocolTCP}},
+				Instances: []model.Instance{
+					{ID: "n1/a", Address: "10.0.0.1", Locality: "dc1", Health: model.HealthPassing},
+					{ID: "n2/b", Address: "10.0.0.2", Locality: "dc1", Health: model.HealthPassing},
+					{ID: "n3/c", Address: "10.0.0.3", Locality: "dc1", Health: model.HealthPassing},
+				}},
 		},
 		{
 			name:    "only sidecars: nothing",

@@ -10,6 +10,9 @@ import (
 type metrics struct {
 	requests      *prometheus.CounterVec
 	inflight      prometheus.Gauge
+	http2         prometheus.Gauge
+	connections   prometheus.Gauge
+	feedChanges   *prometheus.CounterVec
 	watches       prometheus.Gauge
 	slotsShort    prometheus.Gauge
 	indexResets   *prometheus.CounterVec
@@ -27,10 +30,27 @@ func newMetrics(source string) *metrics {
 			ConstLabels: cl,
 		}, []string{"endpoint", "result"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name:        "registry_adapter_consul_requests_in_flight",
-			Help:        "Requests to Consul in flight (blocking queries included), capped by maxConcurrentQueries.",
+			Name: "registry_adapter_consul_requests_in_flight",
+			Help: "Requests to Consul in flight (blocking queries included): HTTP/1.1 connections in use, capped by " +
+				"maxConcurrentQueries, or HTTP/2 streams, capped by maxStreams.",
 			ConstLabels: cl,
 		}),
+		http2: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name:        "registry_adapter_consul_http2",
+			Help:        "1 when Consul's last answer came over HTTP/2 (every watch then has its own stream), else 0.",
+			ConstLabels: cl,
+		}),
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name:        "registry_adapter_consul_connections",
+			Help:        "Open TCP (or unix socket) connections to Consul.",
+			ConstLabels: cl,
+		}),
+		feedChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "registry_adapter_consul_feed_reads_total",
+			Help: "Services read at once because a change feed (checks, catalog) showed they changed while their " +
+				"watch waited for its turn, by feed.",
+			ConstLabels: cl,
+		}, []string{"feed"}),
 		watches: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name:        "registry_adapter_consul_watched_services",
 			Help:        "Services watched with a blocking health query.",
@@ -38,8 +58,8 @@ func newMetrics(source string) *metrics {
 		}),
 		slotsShort: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "registry_adapter_consul_watches_without_slot",
-			Help: "Watched services beyond maxConcurrentQueries. Above 0, watches take turns and a change " +
-				"can take up to one wait to be seen.",
+			Help: "Watched services beyond the blocking queries that can be in flight. Above 0, watches take turns; " +
+				"over HTTP/1.1 the change feeds still show check and catalog changes at once (see the README).",
 			ConstLabels: cl,
 		}),
 		indexResets: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -58,7 +78,7 @@ func newMetrics(source string) *metrics {
 			ConstLabels: cl,
 		}, []string{"reason"}),
 	}
-	m.collectorList = []prometheus.Collector{m.requests, m.inflight, m.watches, m.slotsShort, m.indexResets, m.aclFiltered, m.invalid}
+	m.collectorList = []prometheus.Collector{m.requests, m.inflight, m.http2, m.connections, m.feedChanges, m.watches, m.slotsShort, m.indexResets, m.aclFiltered, m.invalid}
 	return m
 }
 

@@ -28,12 +28,15 @@ type Source struct {
 	metrics  *metrics
 	mapper   *mapper
 	client   *api.Client
-	http     *http.Client
+	http     *http.Transport
 	tokens   *tokenSource
 	epochs   *epochs
 
-	// sem caps the requests in flight.
-	sem chan struct{}
+	// slots caps the requests in flight.
+	slots *slots
+	// refused (buffered 1, with a login only) tells the login that Consul
+	// refused the token.
+	refused chan struct{}
 	// watched is the number of health watches, for the fair-share wait.
 	watched atomic.Int64
 	// catalogFilter is the server-side filter of the catalog query; it is
@@ -61,7 +64,7 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	tokens, err := newTokenSource(cfg.Token, cfg.TokenFile)
+	tokens, err := newTokenSource(cfg.Token, cfg.TokenFile, cfg.Login == nil)
 	if err != nil {
 		return nil, err
 	}
@@ -71,6 +74,14 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 	// CONSUL_TLS_SERVER_NAME; the configuration overrides them. Namespace,
 	// partition, datacenter and token are set per request instead.
 	ac := api.DefaultConfig()
+	// CONSUL_NAMESPACE and CONSUL_PARTITION (read by api.DefaultConfig) stand
+	// in for unset namespace and partition, as for Consul's own tools.
+	if cfg.Namespace == "" {
+		cfg.Namespace = ac.Namespace
+	}
+	if cfg.Partition == "" {
+		cfg.Partition = ac.Partition
+	}
 	ac.Namespace, ac.Partition, ac.Datacenter = "", "", ""
 	ac.Token, ac.TokenFile = "", ""
 	if cfg.Address != "" {
@@ -92,16 +103,24 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 	if t.InsecureSkipVerify {
 		ac.TLSConfig.InsecureSkipVerify = true
 	}
-	// Every blocking query holds a connection: keep them all reusable.
-	ac.Transport.MaxIdleConnsPerHost = cfg.MaxConcurrentQueries + 2
-	ac.Transport.MaxIdleConns = cfg.MaxConcurrentQueries + 2
+
+	m := newMetrics(opts.Name)
+	sl := newSlots(cfg.MaxConcurrentQueries, cfg.MaxStreams, m)
+	tr, err := newTransport(ac, sl, m, log)
+	if err != nil {
+		return nil, fmt.Errorf("consul client: %w", tokens.redactErr(err))
+	}
+	ac.HttpClient = &http.Client{Transport: &roundTripper{base: tr, slots: sl}}
 	client, err := api.NewClient(ac)
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", tokens.redactErr(err))
 	}
+	if cfg.plainHTTPToRemote(ac) && (tokens.get() != "" || tokens.file != "" || cfg.Login != nil) {
+		log.Warn("the ACL token is sent to Consul over plain HTTP to a non-loopback address: anyone on the network path "+
+			"can read it and act with its rights; use an https:// address", zap.String("address", ac.Address))
+	}
 
-	met := newMetrics(opts.Name)
-	if err := opts.Register(met); err != nil {
+	if err := opts.Register(m); err != nil {
 		return nil, err
 	}
 	s := &Source{
@@ -109,13 +128,16 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 		name:     opts.Name,
 		log:      log,
 		reporter: rep,
-		metrics:  met,
+		metrics:  m,
 		mapper:   mp,
 		client:   client,
-		http:     ac.HttpClient,
+		http:     tr,
 		tokens:   tokens,
 		epochs:   newEpochs(),
-		sem:      make(chan struct{}, cfg.MaxConcurrentQueries),
+		slots:    sl,
+	}
+	if cfg.Login != nil {
+		s.refused = make(chan struct{}, 1)
 	}
 	f := catalogFilter(&cfg)
 	s.catalogFilter.Store(&f)
@@ -128,28 +150,44 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	defer s.http.CloseIdleConnections()
-	defer s.epochs.close()
-	defer wg.Wait()
-	defer cancel()
+	var loggedIn string // the login's token; written by keepLoggedIn, read after wg.Wait
+	defer func() {
+		cancel()
+		wg.Wait()
+		if s.cfg.Login != nil {
+			s.logout(loggedIn) // no query uses the token any more
+		}
+		s.epochs.close()
+		s.http.CloseIdleConnections()
+	}()
 
 	l := &loop{
-		s:         s,
-		ctx:       ctx,
-		wg:        &wg,
-		out:       out,
-		events:    make(chan any),
-		start:     time.Now(),
-		lists:     map[string]map[string]bool{},
-		listed:    map[string]bool{},
-		watches:   map[watchKey]*watch{},
-		desired:   map[string]*model.Service{},
-		published: map[string]model.Group{},
-		pending:   map[string]model.Group{},
-		claims:    map[string]map[string]bool{},
-		failing:   map[string]bool{},
-		filtered:  map[string]bool{},
-		warned:    map[string]string{},
+		s:           s,
+		wg:          &wg,
+		out:         out,
+		events:      make(chan event),
+		nodeWatches: map[string]map[*watch]bool{},
+		start:       time.Now(),
+		lists:       map[string]map[string]bool{},
+		listed:      map[string]bool{},
+		watches:     map[watchKey]*watch{},
+		desired:     map[string]*model.Service{},
+		published:   map[string]model.Group{},
+		pending:     map[string]model.Group{},
+		claims:      map[string]map[string]bool{},
+		failing:     map[string]bool{},
+		filtered:    map[string]bool{},
+		warned:      map[string]string{},
+	}
+	if s.cfg.Login != nil {
+		tok, err := s.firstLogin(ctx)
+		if err != nil {
+			return nil // ctx ended
+		}
+		s.tokens.set(tok.SecretID)
+		s.log.Info("logged in to Consul", zap.String("authMethod", s.cfg.Login.AuthMethod), zap.String("accessor", tok.AccessorID))
+		loggedIn = tok.SecretID
+		wg.Go(func() { loggedIn = s.keepLoggedIn(ctx, tok) })
 	}
 	wg.Go(func() { s.watchCatalog(ctx, l.events) })
 	for _, p := range s.cfg.Peers {
@@ -158,7 +196,7 @@ func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
 	if s.tokens.file != "" {
 		wg.Go(func() { s.watchTokenFile(ctx) })
 	}
-	l.run()
+	l.run(ctx)
 	return nil
 }
 

@@ -390,6 +390,16 @@ func TestConsulACL(t *testing.T) {
 		t.Fatalf("after the token came back: %v", b)
 	}
 
+	// The token file is emptied (a rewrite caught half-way, a broken mount):
+	// an error that keeps the current token, not a switch to the anonymous
+	// token, which sees nothing here.
+	must(t, os.WriteFile(file, nil, 0o600))
+	h.waitLog("cannot re-read the ACL token file; keeping the current token")
+	must(t, c.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "acl-new2-1", Name: "acl-new2", Port: 80}))
+	if b := h.next("acl-new2 registered"); len(b) != 1 || b[0].Scope != "acl-new2" {
+		t.Fatalf("with an empty token file: %v", b)
+	}
+
 	// A token without node:read from the start: an empty, synced state, logged.
 	cfg2 := testConfig(a.addr, "acl-")
 	cfg2.Token = noNodeRead
@@ -548,29 +558,17 @@ func TestConsulPeering(t *testing.T) {
 
 // TestConsulTLS is not parallel: it sets CONSUL_* environment variables.
 func TestConsulTLS(t *testing.T) {
-	bin := requireConsul(t)
 	dir := t.TempDir()
-	for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-server", "-dc", "dc1"}, {"tls", "cert", "create", "-client", "-dc", "dc1"}} {
-		cmd := exec.Command(bin, args...)
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("consul %v: %v\n%s", args, err, out)
-		}
-	}
+	consulCerts(t, dir)
 	f := func(name string) string { return filepath.Join(dir, name) }
 	httpsPort := freePort(t)
-	a := startAgent(t, agentOpts{args: []string{"-hcl", `ports { https = ` + httpsPort + ` }
-tls {
-  defaults { ca_file = "` + f("consul-agent-ca.pem") + `" cert_file = "` + f("dc1-server-consul-0.pem") + `" key_file = "` + f("dc1-server-consul-0-key.pem") + `" }
-  https { verify_incoming = true }
-}`}})
+	a := startAgent(t, agentOpts{args: tlsAgentArgs(httpsPort, dir)})
 	must(t, a.client(t, "").Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "tls-1", Name: "tls-web", Port: 443}))
 	addr := "https://127.0.0.1:" + httpsPort
 
 	// From the configuration: CA, client certificate, server name.
 	cfg := testConfig(addr, "tls-")
-	cfg.TLS = TLSConfig{CAFile: f("consul-agent-ca.pem"), CertFile: f("dc1-client-consul-0.pem"), KeyFile: f("dc1-client-consul-0-key.pem"),
-		ServerName: "server.dc1.consul"}
+	cfg.TLS = tlsClient(dir)
 	h := runSource(t, cfg)
 	h.next("initial over TLS")
 	if ids(h.state.svc("tls-web")) != "dev/tls-1" {
@@ -599,4 +597,79 @@ tls {
 		t.Errorf("status %+v", st)
 	}
 	h3.noBatch("no state without a client certificate")
+}
+
+// consulCerts writes a CA, a server and a client certificate for dc1 into
+// dir with `consul tls` (consul-agent-ca.pem, dc1-server-consul-0.pem,
+// dc1-client-consul-0.pem and their -key.pem files).
+func consulCerts(t testing.TB, dir string) {
+	t.Helper()
+	bin := requireConsul(t)
+	for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-server", "-dc", "dc1"}, {"tls", "cert", "create", "-client", "-dc", "dc1"}} {
+		cmd := exec.Command(bin, args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("consul %v: %v\n%s", args, err, out)
+		}
+	}
+}
+
+// tlsAgentArgs serve HTTPS on httpsPort with the certificates of dir,
+// requiring client certificates.
+func tlsAgentArgs(httpsPort, dir string) []string {
+	f := func(name string) string { return filepath.Join(dir, name) }
+	return []string{"-hcl", `ports { https = ` + httpsPort + ` }
+tls {
+  defaults { ca_file = "` + f("consul-agent-ca.pem") + `" cert_file = "` + f("dc1-server-consul-0.pem") + `" key_file = "` + f("dc1-server-consul-0-key.pem") + `" }
+  https { verify_incoming = true }
+}`}
+}
+
+// tlsClient is the source's TLS configuration for the certificates of dir.
+func tlsClient(dir string) TLSConfig {
+	f := func(name string) string { return filepath.Join(dir, name) }
+	return TLSConfig{CAFile: f("consul-agent-ca.pem"), CertFile: f("dc1-client-consul-0.pem"), KeyFile: f("dc1-client-consul-0-key.pem"),
+		ServerName: "server.dc1.consul"}
+}
+
+// TestConsulTLSRotation replaces Consul's CA and certificates (as a rotation
+// does) and the source's CA and client certificate files with them: new
+// connections use what is on disk now, without a restart.
+func TestConsulTLSRotation(t *testing.T) {
+	t.Parallel()
+	dirA, dirB, live := t.TempDir(), t.TempDir(), t.TempDir()
+	consulCerts(t, dirA)
+	consulCerts(t, dirB) // another CA
+	install := func(from string) {
+		for _, f := range []string{"consul-agent-ca.pem", "dc1-client-consul-0.pem", "dc1-client-consul-0-key.pem"} {
+			b, err := os.ReadFile(filepath.Join(from, f))
+			must(t, err)
+			// Written aside and renamed, as Kubernetes updates a mounted secret.
+			must(t, os.WriteFile(filepath.Join(live, f+".tmp"), b, 0o600))
+			must(t, os.Rename(filepath.Join(live, f+".tmp"), filepath.Join(live, f)))
+		}
+	}
+	install(dirA)
+	port := freePort(t)
+	a1 := startAgent(t, agentOpts{args: tlsAgentArgs(port, dirA)})
+	must(t, a1.client(t, "").Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "rot-a-1", Name: "rot-a", Port: 443}))
+	cfg := testConfig("https://127.0.0.1:"+port, "rot-")
+	cfg.TLS = tlsClient(live)
+	h := runSource(t, cfg)
+	h.next("initial")
+	if ids(h.state.svc("rot-a")) != "dev/rot-a-1" {
+		t.Fatalf("initial: %s", h.state)
+	}
+
+	// The rotation: Consul comes back on the same address with certificates
+	// of the new CA and accepts only clients of the new CA.
+	install(dirB)
+	a1.stop(t)
+	a2 := startAgent(t, agentOpts{args: tlsAgentArgs(port, dirB)})
+	must(t, a2.client(t, "").Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "rot-b-1", Name: "rot-b", Port: 443}))
+	h.waitFor("the services of the agent with rotated certificates", func(v view) bool {
+		return len(v) == 1 && ids(v.svc("rot-b")) == "dev/rot-b-1"
+	})
+	h.waitLog("Consul CA changed on disk")
+	h.waitLog("Consul client certificate changed on disk")
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -19,10 +20,10 @@ type tokenSource struct {
 	seen  []string // every token held, for redaction
 }
 
-// newTokenSource resolves the token: cfg.Token, cfg.TokenFile, then
-// CONSUL_HTTP_TOKEN_FILE, then CONSUL_HTTP_TOKEN.
-func newTokenSource(token, file string) (*tokenSource, error) {
-	if token == "" && file == "" {
+// newTokenSource resolves the token: cfg.Token, cfg.TokenFile, then (with
+// env) CONSUL_HTTP_TOKEN_FILE, then CONSUL_HTTP_TOKEN.
+func newTokenSource(token, file string, env bool) (*tokenSource, error) {
+	if token == "" && file == "" && env {
 		if file = os.Getenv("CONSUL_HTTP_TOKEN_FILE"); file == "" {
 			token = os.Getenv("CONSUL_HTTP_TOKEN")
 		}
@@ -39,17 +40,26 @@ func newTokenSource(token, file string) (*tokenSource, error) {
 	return t, nil
 }
 
-func readTokenFile(file string) (string, error) {
+func readTokenFile(file string) (string, error) { return readSecretFile("tokenFile", file) }
+
+// readSecretFile reads a token from a file. An empty file is an error: it is
+// a file caught being rewritten, or a mount gone wrong, not a request to
+// continue as Consul's anonymous token.
+func readSecretFile(key, file string) (string, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		// The path is configuration, not a secret; the contents never appear.
 		var pe *os.PathError
 		if errors.As(err, &pe) {
-			return "", fmt.Errorf("tokenFile: cannot read %s: %w", file, pe.Err)
+			return "", fmt.Errorf("%s: cannot read %s: %w", key, file, pe.Err)
 		}
-		return "", fmt.Errorf("tokenFile: cannot read %s", file)
+		return "", fmt.Errorf("%s: cannot read %s", key, file)
 	}
-	return strings.TrimSpace(string(b)), nil
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("%s: %s is empty", key, file)
+	}
+	return tok, nil
 }
 
 func (t *tokenSource) setLocked(tok string) {
@@ -61,6 +71,27 @@ func (t *tokenSource) setLocked(tok string) {
 			}
 		}
 		t.seen = append(t.seen, tok)
+	}
+}
+
+// set replaces the token and reports whether it changed.
+func (t *tokenSource) set(tok string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if tok == t.token {
+		return false
+	}
+	t.setLocked(tok)
+	return true
+}
+
+// addSecret adds a secret to redact from every error and log (a JWT, a token
+// from a login).
+func (t *tokenSource) addSecret(secret string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if secret != "" && !slices.Contains(t.seen, secret) {
+		t.seen = append(t.seen, secret)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,21 +18,35 @@ import (
 	"go.uber.org/zap"
 )
 
-// Events from the watchers to the loop.
+// Events from the watchers to the loop. Each applies itself to the loop's
+// state, on the loop's goroutine.
+type event interface {
+	apply(ctx context.Context, l *loop)
+}
+
 type (
 	// listEvent is a new list of service names from the catalog (origin "")
-	// or from a peering (origin = peer name).
+	// or from a peering (origin = peer name). changed names the services
+	// whose tags changed (an instance of them was registered or changed).
 	listEvent struct {
 		origin   string
 		names    map[string]bool
+		changed  []string
 		filtered bool // X-Consul-Results-Filtered-By-ACLs
 	}
 	// healthEvent is a changed health answer of one watched service.
 	healthEvent struct {
 		w        *watch
 		res      mapResult
-		empty    bool // the answer had no entries at all
-		filtered bool // X-Consul-Results-Filtered-By-ACLs
+		nodes    []string // the nodes of its instances
+		empty    bool     // the answer had no entries at all
+		filtered bool     // X-Consul-Results-Filtered-By-ACLs
+	}
+	// changedEvent names services whose checks changed (from the checks
+	// feed): services by name, and nodes whose node checks changed.
+	changedEvent struct {
+		services []string
+		nodes    []string
 	}
 	// errEvent reports a failed query; okEvent, that a failing query works again.
 	errEvent struct {
@@ -42,7 +57,7 @@ type (
 	okEvent struct{ id string }
 )
 
-func send(ctx context.Context, ch chan<- any, ev any) bool {
+func send(ctx context.Context, ch chan<- event, ev event) bool {
 	select {
 	case ch <- ev:
 		return true
@@ -78,10 +93,12 @@ func (s *Source) backoff(n int) time.Duration {
 // watches than request slots, watches take turns: the wait shrinks so that
 // every watch gets a slot within about one configured wait (the request rate
 // to Consul stays that of every watch blocking for the full wait).
-func (s *Source) waitTime() time.Duration {
+func (s *Source) waitTime(c class) time.Duration {
 	w := s.cfg.Wait
-	slots := int64(s.cfg.MaxConcurrentQueries)
-	if n := s.watched.Load() + 1; n > slots {
+	slots := int64(s.slots.blockingCapacity())
+	// A feed blocks for the full wait: it returns when anything changes, and
+	// the checks feed's answer is large.
+	if n := s.watched.Load() + 1; n > slots && c == classBlocking {
 		w = max(time.Duration(int64(w)*slots/n), time.Second)
 	}
 	if j := s.cfg.WaitJitter; j > 0 {
@@ -151,68 +168,106 @@ func (s *Source) queryOptions(token string, index uint64) *api.QueryOptions {
 	}
 }
 
-// do performs one request through fetch, holding a request slot. A request
-// with index > 0 is a blocking query. retry is true when the epoch ended
-// meanwhile (ACL token changed, Consul restored): the answer, or the error,
-// is discarded and the query is to be re-issued as a non-blocking read.
-func (s *Source) do(ctx context.Context, endpoint string, index uint64,
-	fetch func(q *api.QueryOptions) (*api.QueryMeta, error),
-) (meta *api.QueryMeta, wait time.Duration, err error, retry bool) {
+// request is one request to Consul.
+type request struct {
+	endpoint string
+	// index > 0 makes a blocking query.
+	index uint64
+	class class
+	// nudge, when it fires, cuts a wait for a slot short: a feed showed the
+	// service changed, and it is to be read at once. (A watch whose blocking
+	// query is in flight sees its service's change itself.)
+	nudge <-chan struct{}
+	// token, when set, replaces the source's token (a login sends none).
+	token *string
+	fetch func(q *api.QueryOptions) (*api.QueryMeta, error)
+}
+
+// answer is what do returns besides an error.
+type answer struct {
+	meta *api.QueryMeta
+	wait time.Duration // the wait the blocking query asked for
+	// retry: the epoch ended meanwhile (ACL token changed, Consul restored);
+	// the answer, or the error, is discarded and the query is to be
+	// re-issued as a non-blocking read.
+	retry bool
+	// nudged: the nudge fired while waiting for a slot; the query is to be
+	// re-issued as a non-blocking read.
+	nudged bool
+}
+
+// do performs one request, holding a request slot.
+func (s *Source) do(ctx context.Context, r request) (answer, error) {
 	epoch := s.epochs.current()
 	token := s.tokens.get()
-	select {
-	case s.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, 0, ctx.Err(), false
+	if r.token != nil {
+		token = *r.token
 	}
-	s.metrics.inflight.Inc()
-	defer func() {
-		<-s.sem
-		s.metrics.inflight.Dec()
-	}()
+	release, nudged, err := s.slots.acquire(ctx, r.class, r.nudge)
+	switch {
+	case err != nil:
+		return answer{}, err
+	case nudged:
+		return answer{nudged: true}, nil
+	}
+	defer release()
 
-	q := s.queryOptions(token, index)
+	q := s.queryOptions(token, r.index)
 	timeout := s.cfg.RequestTimeout
-	if index > 0 {
-		q.WaitTime = s.waitTime()
+	if r.index > 0 {
+		q.WaitTime = s.waitTime(r.class)
 		timeout += q.WaitTime + q.WaitTime/16 // Consul adds up to wait/16 of jitter
 	}
 	qctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	stop := context.AfterFunc(epoch, cancel)
 	defer stop()
-
-	meta, err = fetch(q.WithContext(qctx))
+	meta, err := r.fetch(q.WithContext(qctx))
 	switch {
 	case ctx.Err() != nil:
-		return nil, 0, ctx.Err(), false
+		return answer{}, ctx.Err()
 	case epoch.Err() != nil:
-		return nil, 0, nil, true
+		return answer{retry: true}, nil
 	case err != nil:
 		kind := classify(err)
-		s.metrics.requests.WithLabelValues(endpoint, kind).Inc()
+		s.metrics.requests.WithLabelValues(r.endpoint, kind).Inc()
+		if kind == "acl" && r.token == nil && s.refused != nil {
+			select {
+			case s.refused <- struct{}{}: // log in again
+			default:
+			}
+		}
 		err = s.tokens.redactErr(err)
 		if kind == "unsupported" {
 			err = fmt.Errorf("namespace %q / partition %q need Consul Enterprise: %w", s.cfg.Namespace, s.cfg.Partition, err)
 		}
-		return nil, 0, &queryError{kind: kind, err: err}, false
+		return answer{}, &queryError{kind: kind, err: err}
 	case meta == nil:
-		return nil, 0, &queryError{kind: "decode", err: errors.New("no query metadata in Consul's answer")}, false
+		return answer{}, &queryError{kind: "decode", err: errors.New("no query metadata in Consul's answer")}
 	}
-	s.metrics.requests.WithLabelValues(endpoint, "ok").Inc()
-	return meta, q.WaitTime, nil, false
+	s.metrics.requests.WithLabelValues(r.endpoint, "ok").Inc()
+	return answer{meta: meta, wait: q.WaitTime}, nil
 }
 
-// blockingLoop runs fetch as blocking queries until ctx is done, carrying
-// X-Consul-Index forward. handle gets every answer; force is set for the
-// first answer and for the first after an error, a retry or an index reset,
-// which must be delivered even if it looks unchanged. handle returns false
-// when ctx is done. onReset is called when the index went backwards.
-func (s *Source) blockingLoop(ctx context.Context, id, endpoint string, events chan<- any,
-	fetch func(q *api.QueryOptions) (*api.QueryMeta, error),
-	handle func(meta *api.QueryMeta, force bool) bool,
-	onReset func(),
-) {
+// watchSpec is what a blocking loop watches.
+type watchSpec struct {
+	id, endpoint string
+	// class of its blocking queries; a watch's non-blocking reads are
+	// classRead (a feed keeps classFeed for both).
+	class class
+	nudge <-chan struct{}
+	fetch func(q *api.QueryOptions) (*api.QueryMeta, error)
+	// handle gets every answer; force is set for the first answer and for
+	// the first after an error, a retry or an index reset, which must be
+	// delivered even if it looks unchanged. It returns false when ctx is done.
+	handle func(meta *api.QueryMeta, force bool) bool
+	// onReset is called when the index went backwards.
+	onReset func()
+}
+
+// blockingLoop runs sp.fetch as blocking queries until ctx is done, carrying
+// X-Consul-Index forward.
+func (s *Source) blockingLoop(ctx context.Context, events chan<- event, sp watchSpec) {
 	var (
 		index    uint64 // the last index seen (0: none yet)
 		block    bool   // whether the next query blocks on index
@@ -221,22 +276,35 @@ func (s *Source) blockingLoop(ctx context.Context, id, endpoint string, events c
 		force    = true
 	)
 	for {
-		if !last.IsZero() {
-			if d := s.cfg.MinQueryInterval - time.Since(last); d > 0 && !sleep(ctx, d) {
-				return
+		// A read a feed asked for skips the interval: the feeds are
+		// rate-limited themselves.
+		if !last.IsZero() && block {
+			if d := s.cfg.MinQueryInterval - time.Since(last); d > 0 {
+				ok, nudged := sleepOrNudge(ctx, d, sp.nudge)
+				if !ok {
+					return
+				}
+				if nudged {
+					block = false
+				}
 			}
 		}
 		last = time.Now()
-		sendIndex := uint64(0)
+		r := request{endpoint: sp.endpoint, class: sp.class, nudge: sp.nudge, fetch: sp.fetch}
 		if block {
-			sendIndex = index
+			r.index = index
+		} else if r.class == classBlocking {
+			r.class = classRead
 		}
-		meta, wait, err, retry := s.do(ctx, endpoint, sendIndex, fetch)
+		ans, err := s.do(ctx, r)
 		switch {
 		case ctx.Err() != nil:
 			return
-		case retry:
+		case ans.retry:
 			block, force = false, true
+			continue
+		case ans.nudged:
+			block = false
 			continue
 		case err != nil:
 			failures++
@@ -245,7 +313,7 @@ func (s *Source) blockingLoop(ctx context.Context, id, endpoint string, events c
 			if errors.As(err, &qe) {
 				kind = qe.kind
 			}
-			if !send(ctx, events, errEvent{id: id, kind: kind, err: err}) {
+			if !send(ctx, events, errEvent{id: sp.id, kind: kind, err: err}) {
 				return
 			}
 			// After an error the next query does not block: it re-reads the
@@ -256,35 +324,51 @@ func (s *Source) blockingLoop(ctx context.Context, id, endpoint string, events c
 			}
 			continue
 		}
+		meta := ans.meta
 		if failures > 0 {
 			failures = 0
-			if !send(ctx, events, okEvent{id: id}) {
+			if !send(ctx, events, okEvent{id: sp.id}) {
 				return
 			}
 		}
-		s.log.Debug("answer", zap.String("query", id), zap.Uint64("sent", sendIndex), zap.Uint64("got", meta.LastIndex), zap.Duration("took", time.Since(last)), zap.String("backend", meta.QueryBackend))
+		s.log.Debug("answer", zap.String("query", sp.id), zap.Uint64("sent", r.index), zap.Uint64("got", meta.LastIndex),
+			zap.Duration("took", time.Since(last)), zap.String("backend", meta.QueryBackend))
 		reset := index > 0 && meta.LastIndex < index
 		if reset {
-			s.metrics.indexResets.WithLabelValues(endpoint).Inc()
+			s.metrics.indexResets.WithLabelValues(sp.endpoint).Inc()
 			s.log.Info("Consul index went backwards (Consul restored or replaced); re-reading",
-				zap.String("query", id), zap.Uint64("previous", index), zap.Uint64("index", meta.LastIndex))
+				zap.String("query", sp.id), zap.Uint64("previous", index), zap.Uint64("index", meta.LastIndex))
 			force = true
 			// Before the answer goes out: the guard must know it follows a reset.
 			s.reporter.RegistryReset()
 		}
-		if !handle(meta, force) {
+		if !sp.handle(meta, force) {
 			return
 		}
-		if reset && onReset != nil {
-			onReset()
+		if reset && sp.onReset != nil {
+			sp.onReset()
 		}
 		// An answer to a blocking query that comes back early with the same
 		// index is no change, but a wake-up: Consul was restored or lost its
 		// leader. Re-read without blocking, which shows a reset index.
-		early := sendIndex > 0 && meta.LastIndex == sendIndex && time.Since(last) < wait/2
+		early := r.index > 0 && meta.LastIndex == r.index && time.Since(last) < ans.wait/2
 		force = false
 		block = !early
 		index = max(meta.LastIndex, 1) // never block on index 0, which does not block
+	}
+}
+
+// sleepOrNudge is sleep, cut short by a nudge (nudged).
+func sleepOrNudge(ctx context.Context, d time.Duration, nudge <-chan struct{}) (ok, nudged bool) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true, false
+	case <-nudge:
+		return true, true
+	case <-ctx.Done():
+		return false, false
 	}
 }
 
@@ -301,11 +385,14 @@ func catalogFilter(c *Config) string {
 	return strings.Join(parts, " and ")
 }
 
-// watchCatalog watches the list of service names.
-func (s *Source) watchCatalog(ctx context.Context, events chan<- any) {
+// watchCatalog watches the list of service names. Its index moves on every
+// registration change, but it tells only which names exist and their tags:
+// services whose tags changed are reported as changed.
+func (s *Source) watchCatalog(ctx context.Context, events chan<- event) {
 	var (
 		svcs         map[string][]string
 		last         map[string]bool
+		lastTags     map[string][]string
 		lastFiltered bool
 	)
 	fetch := func(q *api.QueryOptions) (*api.QueryMeta, error) {
@@ -324,31 +411,112 @@ func (s *Source) watchCatalog(ctx context.Context, events chan<- any) {
 		}
 		return meta, err
 	}
-	// When the catalog index goes backwards, every health watch re-reads.
-	onReset := s.epochs.bump
-	s.blockingLoop(ctx, "catalog", "catalog", events, fetch, func(meta *api.QueryMeta, force bool) bool {
-		names := map[string]bool{}
-		for n := range svcs {
-			if s.cfg.selected(n) {
+	s.blockingLoop(ctx, events, watchSpec{
+		id: "catalog", endpoint: "catalog", class: classFeed, fetch: fetch,
+		handle: func(meta *api.QueryMeta, force bool) bool {
+			names := map[string]bool{}
+			tags := map[string][]string{}
+			var changed []string
+			for n, t := range svcs {
+				if !s.cfg.selected(n) {
+					continue
+				}
 				names[n] = true
+				slices.Sort(t)
+				tags[n] = slices.Compact(t)
+				if old, ok := lastTags[n]; ok && !slices.Equal(old, tags[n]) {
+					changed = append(changed, n)
+				}
 			}
-		}
-		if !force && maps.Equal(names, last) && meta.ResultsFilteredByACLs == lastFiltered {
-			return true
-		}
-		last, lastFiltered = names, meta.ResultsFilteredByACLs
-		return send(ctx, events, listEvent{names: names, filtered: meta.ResultsFilteredByACLs})
-	}, onReset)
+			lastTags = tags
+			if !force && len(changed) == 0 && maps.Equal(names, last) && meta.ResultsFilteredByACLs == lastFiltered {
+				return true
+			}
+			last, lastFiltered = names, meta.ResultsFilteredByACLs
+			return send(ctx, events, listEvent{names: names, changed: changed, filtered: meta.ResultsFilteredByACLs})
+		},
+		// When the catalog index goes backwards, every health watch re-reads.
+		onReset: s.epochs.bump,
+	})
+}
+
+// watchChecks is the checks feed: one blocking query on every check of the
+// datacenter (/v1/health/state/any). It runs while there are more services
+// than blocking queries over HTTP/1.1; a check that changed, appeared or went
+// names its service (or, for a node check, its node), which the loop reads at
+// once instead of at its watch's turn. Nothing is derived from this answer
+// beyond which services to read.
+func (s *Source) watchChecks(ctx context.Context, events chan<- event) {
+	type checkKey struct{ node, id string }
+	type checkSig struct {
+		service string
+		index   uint64
+	}
+	var (
+		checks api.HealthChecks
+		last   map[checkKey]checkSig
+	)
+	fetch := func(q *api.QueryOptions) (*api.QueryMeta, error) {
+		q.UseCache = false
+		var meta *api.QueryMeta
+		var err error
+		checks, meta, err = s.client.Health().State(api.HealthAny, q)
+		return meta, err
+	}
+	s.blockingLoop(ctx, events, watchSpec{
+		id: "checks", endpoint: "checks", class: classFeed, fetch: fetch,
+		handle: func(_ *api.QueryMeta, _ bool) bool {
+			cur := make(map[checkKey]checkSig, len(checks))
+			services, nodes := map[string]bool{}, map[string]bool{}
+			note := func(c checkSig, node string) {
+				if c.service == "" {
+					nodes[node] = true
+				} else {
+					services[c.service] = true
+				}
+			}
+			for _, c := range checks {
+				k := checkKey{c.Node, c.CheckID}
+				sig := checkSig{service: c.ServiceName, index: c.ModifyIndex}
+				cur[k] = sig
+				if old, ok := last[k]; last != nil && (!ok || old != sig) {
+					note(sig, c.Node)
+					if ok && old.service != sig.service {
+						note(old, c.Node)
+					}
+				}
+			}
+			for k, old := range last {
+				if _, ok := cur[k]; !ok {
+					note(old, k.node)
+				}
+			}
+			first := last == nil
+			last = cur
+			if first || len(services)+len(nodes) == 0 {
+				return true // the first answer is the baseline
+			}
+			return send(ctx, events, changedEvent{
+				services: slices.Sorted(maps.Keys(services)),
+				nodes:    slices.Sorted(maps.Keys(nodes)),
+			})
+		},
+	})
 }
 
 // watchHealth watches the instances and checks of one service.
-func (s *Source) watchHealth(ctx context.Context, w *watch, events chan<- any) {
+func (s *Source) watchHealth(ctx context.Context, w *watch, events chan<- event) {
 	var (
 		entries []*api.ServiceEntry
 		last    *healthEvent
 	)
 	fetch := func(q *api.QueryOptions) (*api.QueryMeta, error) {
 		q.Peer = w.key.peer
+		if q.WaitIndex == 0 {
+			// A read a feed asked for must show the change: not the agent's
+			// cache, which may lag.
+			q.UseCache = false
+		}
 		var meta *api.QueryMeta
 		var err error
 		entries, meta, err = s.client.Health().ServiceMultipleTags(w.key.name, s.cfg.RequiredTags, false, q)
@@ -362,25 +530,35 @@ func (s *Source) watchHealth(ctx context.Context, w *watch, events chan<- any) {
 		}
 		return meta, err
 	}
-	s.blockingLoop(ctx, "health/"+w.scope, "health", events, fetch, func(meta *api.QueryMeta, force bool) bool {
-		ev := healthEvent{
-			w:        w,
-			res:      s.mapper.mapService(w.key.name, w.key.peer, entries),
-			empty:    len(entries) == 0,
-			filtered: meta.ResultsFilteredByACLs,
-		}
-		if !force && last != nil && reflect.DeepEqual(*last, ev) {
-			return true
-		}
-		last = &ev
-		return send(ctx, events, ev)
-	}, nil)
+	s.blockingLoop(ctx, events, watchSpec{
+		id: "health/" + w.scope, endpoint: "health", class: classBlocking, nudge: w.nudge, fetch: fetch,
+		handle: func(meta *api.QueryMeta, force bool) bool {
+			nodes := map[string]bool{}
+			for _, e := range entries {
+				if e.Node != nil {
+					nodes[e.Node.Node] = true
+				}
+			}
+			ev := healthEvent{
+				w:        w,
+				res:      s.mapper.mapService(w.key.name, w.key.peer, entries),
+				nodes:    slices.Sorted(maps.Keys(nodes)),
+				empty:    len(entries) == 0,
+				filtered: meta.ResultsFilteredByACLs,
+			}
+			if !force && last != nil && reflect.DeepEqual(*last, ev) {
+				return true
+			}
+			last = &ev
+			return send(ctx, events, ev)
+		},
+	})
 }
 
 // watchPeer polls the services imported from a cluster peer. Consul cannot
 // block on them: they live in the peering stream's memory, not in the state
 // store whose index a blocking query watches.
-func (s *Source) watchPeer(ctx context.Context, peer string, events chan<- any) {
+func (s *Source) watchPeer(ctx context.Context, peer string, events chan<- event) {
 	id := "peer/" + peer
 	var (
 		last     map[string]bool
@@ -388,19 +566,19 @@ func (s *Source) watchPeer(ctx context.Context, peer string, events chan<- any) 
 	)
 	for {
 		var p *api.Peering
-		meta, _, err, retry := s.do(ctx, "peering", 0, func(q *api.QueryOptions) (*api.QueryMeta, error) {
+		ans, err := s.do(ctx, request{endpoint: "peering", class: classRead, fetch: func(q *api.QueryOptions) (*api.QueryMeta, error) {
 			q.Namespace = "" // peerings live in partitions, not namespaces
 			var meta *api.QueryMeta
 			var err error
 			p, meta, err = s.client.Peerings().Read(q.Context(), peer, q)
 			return meta, err
-		})
+		}})
 		switch {
 		case ctx.Err() != nil:
 			return
-		case retry:
+		case ans.retry:
 			continue
-		case err == nil && meta != nil && p == nil:
+		case err == nil && ans.meta != nil && p == nil:
 			err = &queryError{kind: "notfound", err: fmt.Errorf("peering %q not found", peer)}
 		case err == nil && p.State != api.PeeringStateActive:
 			err = &queryError{kind: "peering", err: fmt.Errorf("peering %q is %s, not ACTIVE; keeping its services", peer, p.State)}

@@ -1,0 +1,339 @@
+package consul
+
+// The HTTP client toward Consul. It counts its connections, notes the
+// protocol of every answer (over HTTP/2 a request in flight is a stream, not
+// a connection, which lifts Consul's per-client connection limit), bounds the
+// error bodies it reads, and re-reads client certificates and the CA when a
+// new connection is made, so that rotated files take effect without a
+// restart.
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// maxErrorBody is the most of an error answer's body that is read: Consul's
+// error messages are a line; whoever sits on the network path could send
+// gigabytes, which would all go into an error string.
+const maxErrorBody = 16 << 10
+
+// roundTripper wraps the transport: it reports the protocol of each answer
+// and bounds error bodies.
+type roundTripper struct {
+	base  http.RoundTripper
+	slots *slots
+}
+
+func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := rt.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	rt.slots.observe(resp.ProtoMajor == 2)
+	if resp.StatusCode >= 300 {
+		resp.Body = &limitedBody{r: io.LimitReader(resp.Body, maxErrorBody), c: resp.Body}
+	}
+	return resp, nil
+}
+
+type limitedBody struct {
+	r io.Reader
+	c io.Closer
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b *limitedBody) Close() error               { return b.c.Close() }
+
+// connCounter counts the open connections to Consul.
+type connCounter struct{ gauge prometheus.Gauge }
+
+type countedConn struct {
+	net.Conn
+	once  sync.Once
+	gauge prometheus.Gauge
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(c.gauge.Dec)
+	return c.Conn.Close()
+}
+
+func (cc connCounter) dialer(unixPath string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if unixPath != "" {
+			network, addr = "unix", unixPath
+		}
+		conn, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cc.gauge.Inc()
+		return &countedConn{Conn: conn, gauge: cc.gauge}, nil
+	}
+}
+
+// tlsFiles is the TLS material toward Consul, read from files. The client
+// certificate and the CA are re-read for every new connection (cheap: a new
+// connection is rare, and over HTTP/2 a handful carry every watch); a file
+// that cannot be read or parsed keeps the last good material, logged once.
+type tlsFiles struct {
+	caFile, caPath     string
+	certFile, keyFile  string
+	serverName         string
+	insecureSkipVerify bool
+	log                *zap.Logger
+
+	mu       sync.Mutex
+	caRaw    []byte
+	pool     *x509.CertPool
+	certRaw  []byte
+	cert     *tls.Certificate
+	failing  map[string]bool
+	reloaded atomic.Int64 // times new material was taken after the first load
+}
+
+// newTLSFiles loads the material once; an error here is a configuration error.
+func newTLSFiles(caFile, caPath, certFile, keyFile, serverName string, insecure bool, log *zap.Logger) (*tlsFiles, error) {
+	f := &tlsFiles{caFile: caFile, caPath: caPath, certFile: certFile, keyFile: keyFile,
+		serverName: serverName, insecureSkipVerify: insecure, log: log, failing: map[string]bool{}}
+	if _, err := f.roots(); err != nil {
+		return nil, err
+	}
+	if _, err := f.clientCert(); err != nil {
+		return nil, err
+	}
+	f.reloaded.Store(0)
+	return f, nil
+}
+
+func (f *tlsFiles) config() *tls.Config {
+	c := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ServerName: f.serverName,
+		// Verification is done by VerifyConnection against the CA as it is
+		// now on disk; Go's own verification would use a pool fixed at start.
+		InsecureSkipVerify: true, //nolint:gosec // see VerifyConnection
+	}
+	if !f.insecureSkipVerify {
+		c.VerifyConnection = f.verify
+	}
+	if f.certFile != "" {
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if cert, err := f.clientCert(); cert != nil {
+				return cert, nil
+			} else if err != nil {
+				return nil, err
+			}
+			return &tls.Certificate{}, nil
+		}
+	}
+	return c
+}
+
+func (f *tlsFiles) verify(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("consul presented no certificate")
+	}
+	pool, err := f.roots()
+	if pool == nil && err != nil {
+		return err
+	}
+	name := f.serverName
+	if name == "" {
+		name = cs.ServerName
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err = cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: pool, DNSName: name, Intermediates: inter})
+	return err
+}
+
+// roots returns the CA pool (nil: the system's), re-read from disk.
+func (f *tlsFiles) roots() (*x509.CertPool, error) {
+	if f.caFile == "" && f.caPath == "" {
+		return nil, nil
+	}
+	raw, err := f.readCA()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err == nil && !bytes.Equal(raw, f.caRaw) {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(raw) {
+			err = fmt.Errorf("tls: no PEM certificate in %s", f.caSource())
+		} else {
+			if f.pool != nil {
+				f.reloaded.Add(1)
+				f.log.Info("Consul CA changed on disk; new connections verify with it", zap.String("ca", f.caSource()))
+			}
+			f.pool, f.caRaw = pool, raw
+		}
+	}
+	f.noteLocked("ca", err)
+	if f.pool == nil {
+		return nil, err
+	}
+	return f.pool, nil
+}
+
+func (f *tlsFiles) caSource() string {
+	if f.caFile != "" {
+		return f.caFile
+	}
+	return f.caPath
+}
+
+func (f *tlsFiles) readCA() ([]byte, error) {
+	var raw []byte
+	if f.caFile != "" {
+		b, err := os.ReadFile(f.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.caFile: %w", err)
+		}
+		raw = append(raw, b...)
+	}
+	if f.caPath != "" {
+		entries, err := os.ReadDir(f.caPath)
+		if err != nil {
+			return nil, fmt.Errorf("tls.caPath: %w", err)
+		}
+		for _, e := range entries {
+			if e.IsDir() {
+				continue
+			}
+			b, err := os.ReadFile(filepath.Join(f.caPath, e.Name()))
+			if err != nil {
+				return nil, fmt.Errorf("tls.caPath: %w", err)
+			}
+			raw = append(append(raw, b...), '\n')
+		}
+	}
+	return raw, nil
+}
+
+// clientCert returns the client certificate (nil when none is configured),
+// re-read from disk.
+func (f *tlsFiles) clientCert() (*tls.Certificate, error) {
+	if f.certFile == "" {
+		return nil, nil
+	}
+	cert, err := os.ReadFile(f.certFile)
+	var key []byte
+	if err == nil {
+		key, err = os.ReadFile(f.keyFile)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err != nil {
+		err = fmt.Errorf("tls client certificate: %w", err)
+	} else if raw := append(cert, key...); !bytes.Equal(raw, f.certRaw) {
+		var kp tls.Certificate
+		if kp, err = tls.X509KeyPair(cert, key); err != nil {
+			// Usually the certificate and the key written one after the
+			// other: the next connection tries again.
+			err = fmt.Errorf("tls client certificate %s: %w", f.certFile, err)
+		} else {
+			if f.cert != nil {
+				f.reloaded.Add(1)
+				f.log.Info("Consul client certificate changed on disk; new connections present it", zap.String("certFile", f.certFile))
+			}
+			f.cert, f.certRaw = &kp, raw
+		}
+	}
+	f.noteLocked("cert", err)
+	if f.cert == nil {
+		return nil, err
+	}
+	return f.cert, nil
+}
+
+// noteLocked logs a failing file once, and its recovery.
+func (f *tlsFiles) noteLocked(what string, err error) {
+	switch {
+	case err != nil && !f.failing[what]:
+		f.failing[what] = true
+		f.log.Warn("cannot reload TLS material for Consul; keeping the last good one", zap.Error(err))
+	case err == nil && f.failing[what]:
+		delete(f.failing, what)
+		f.log.Info("TLS material for Consul readable again", zap.String("what", what))
+	}
+}
+
+// newTransport makes the transport toward the Consul of ac. A unix:// address
+// is dialled by the transport itself (ac.Address then names no host).
+func newTransport(ac *api.Config, sl *slots, m *metrics, log *zap.Logger) (*http.Transport, error) {
+	unixPath := ""
+	if p, ok := strings.CutPrefix(ac.Address, "unix://"); ok {
+		unixPath = p
+		ac.Address, ac.Scheme = "localhost", "http"
+	}
+	tr := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         connCounter{gauge: m.connections}.dialer(unixPath),
+		ForceAttemptHTTP2:   true,
+		MaxIdleConns:        cap(sl.blocking) + cap(sl.reads) + feedQueries,
+		MaxIdleConnsPerHost: cap(sl.blocking) + cap(sl.reads) + feedQueries,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}
+	rest, tlsOn := strings.CutPrefix(ac.Address, "https://")
+	tlsOn = unixPath == "" && (tlsOn || ac.Scheme == "https")
+	if !tlsOn {
+		return tr, nil
+	}
+	host := strings.TrimPrefix(rest, "http://")
+	host, _, _ = strings.Cut(host, "/")
+	if ac.TLSConfig.Address != "" {
+		host = ac.TLSConfig.Address
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	tc := ac.TLSConfig
+	files, err := newTLSFiles(tc.CAFile, tc.CAPath, tc.CertFile, tc.KeyFile, host, tc.InsecureSkipVerify, log)
+	if err != nil {
+		return nil, err
+	}
+	tr.TLSClientConfig = files.config()
+	return tr, nil
+}
+
+// plainHTTPToRemote reports whether requests go over plain HTTP to an
+// address that is not loopback (where a token can be read on the network).
+func (c *Config) plainHTTPToRemote(ac *api.Config) bool {
+	addr := ac.Address
+	switch {
+	case strings.HasPrefix(addr, "unix://"), strings.HasPrefix(addr, "https://"), ac.Scheme == "https":
+		return false
+	}
+	addr = strings.TrimPrefix(addr, "http://")
+	addr, _, _ = strings.Cut(addr, "/")
+	host := addr
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
+}
