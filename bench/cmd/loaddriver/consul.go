@@ -8,16 +8,27 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,7 +37,11 @@ import (
 	"github.com/registry-adapter/registry-adapter/convert"
 )
 
-// countingProxy forwards to Consul and counts the requests it completed.
+// countingProxy forwards to Consul and counts the requests it completed, the
+// connections the adapter holds to it, and Consul's 429 answers. With TLS it
+// serves HTTPS (and so HTTP/2) with its own certificate and forwards to
+// Consul's HTTPS listener over HTTP/2, so that the adapter sees what it would
+// see talking to Consul's HTTPS listener directly.
 type countingProxy struct {
 	addr     string
 	srv      *http.Server
@@ -34,26 +49,53 @@ type countingProxy struct {
 	counts   map[string]int // by endpoint class
 	bytes    int64
 	inflight atomic.Int64
+	conns    atomic.Int64 // connections from the adapter, open
+	throttle atomic.Int64 // 429 answers from Consul
+	caFile   string       // with TLS: the CA the adapter is to trust
 }
 
-func newCountingProxy(target string) (*countingProxy, error) {
-	u, err := url.Parse("http://" + target)
+// proxyTLS is what a TLS proxy needs: Consul's CA (to reach its HTTPS
+// listener) and a directory for the proxy's own CA file.
+type proxyTLS struct {
+	consulCA string
+	dir      string
+}
+
+func newCountingProxy(target string, tlsOpts *proxyTLS) (*countingProxy, error) {
+	scheme := "http"
+	tr := &http.Transport{MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000, IdleConnTimeout: time.Minute}
+	if tlsOpts != nil {
+		scheme = "https"
+		pem, err := os.ReadFile(tlsOpts.consulCA)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, ServerName: "server.dc1.consul"}
+		tr.ForceAttemptHTTP2 = true
+	}
+	u, err := url.Parse(scheme + "://" + target)
 	if err != nil {
 		return nil, err
 	}
 	rp := httputil.NewSingleHostReverseProxy(u)
-	rp.Transport = &http.Transport{MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000, IdleConnTimeout: time.Minute}
+	rp.Transport = tr
 	rp.ErrorLog = log.New(io.Discard, "", 0) // blocking queries cancelled when a child stops
 	p := &countingProxy{counts: map[string]int{}}
 	rp.ModifyResponse = func(resp *http.Response) error {
+		if resp.StatusCode == http.StatusTooManyRequests {
+			p.throttle.Add(1)
+		}
 		resp.Body = &countingBody{ReadCloser: resp.Body, p: p}
 		return nil
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	p.addr = lis.Addr().String()
+	var lis net.Listener = &countingListener{Listener: raw, open: &p.conns}
+	p.addr = raw.Addr().String()
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.inflight.Add(1)
 		defer p.inflight.Add(-1)
@@ -68,9 +110,70 @@ func newCountingProxy(target string) (*countingProxy, error) {
 		p.mu.Lock()
 		p.counts[class]++
 		p.mu.Unlock()
-	})}
+	}), ErrorLog: log.New(io.Discard, "", 0)}
+	if tlsOpts != nil {
+		cert, caFile, err := selfSigned(tlsOpts.dir)
+		if err != nil {
+			return nil, err
+		}
+		p.caFile = caFile
+		p.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
+		// Serve enables HTTP/2 on *tls.Conn connections offering "h2".
+		lis = tls.NewListener(lis, p.srv.TLSConfig)
+	}
 	go func() { _ = p.srv.Serve(lis) }()
 	return p, nil
+}
+
+// countingListener counts the open connections it accepted.
+type countingListener struct {
+	net.Listener
+	open *atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.open.Add(1)
+	return &countedConn{Conn: c, open: l.open}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	once sync.Once
+	open *atomic.Int64
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+// selfSigned makes a certificate for 127.0.0.1 and writes it, as its own CA,
+// to dir/proxy-ca.pem.
+func selfSigned(dir string) (tls.Certificate, string, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench proxy"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, "", err
+	}
+	caFile := filepath.Join(dir, "proxy-ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return tls.Certificate{}, "", err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, caFile, nil
 }
 
 type countingBody struct {
@@ -183,10 +286,31 @@ func runConsul(rep *report, o options) error {
 	}
 	defer os.RemoveAll(state)
 	env := []string{"CONSUL_STATE_DIR=" + state}
+	bin, err := runScript(o.repo, nil, "integration/consul/consul.sh", "install")
+	if err != nil {
+		return fmt.Errorf("consul.sh install: %w", err)
+	}
+	bin = strings.TrimSpace(bin)
+	// Certificates for Consul's HTTPS listener (the "https" mode).
+	for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-server", "-dc", "dc1"}} {
+		cmd := exec.Command(bin, args...)
+		cmd.Dir = state
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("consul %v: %v: %s", args, err, out)
+		}
+	}
+	httpsPort, err := freeTCPPort()
+	if err != nil {
+		return err
+	}
+	f := func(name string) string { return filepath.Join(state, name) }
 	progress("consul: starting an agent (integration/consul/consul.sh)")
 	// Room for one blocking query per service from one client address in the
-	// "unbounded" mode (Consul's default http_max_conns_per_client is 200).
-	env = append(env, `CONSUL_EXTRA_ARGS=-hcl 'limits { http_max_conns_per_client = 5000 }'`)
+	// "unbounded" mode (Consul's default http_max_conns_per_client is 200);
+	// the other modes stay within the default.
+	env = append(env, `CONSUL_EXTRA_ARGS=-hcl 'limits { http_max_conns_per_client = 5000 }' -hcl 'ports { https = `+
+		strconv.Itoa(httpsPort)+` }' -hcl 'tls { defaults { ca_file = "`+f("consul-agent-ca.pem")+`" cert_file = "`+
+		f("dc1-server-consul-0.pem")+`" key_file = "`+f("dc1-server-consul-0-key.pem")+`" } }'`)
 	out, err := runScript(o.repo, env, "integration/consul/consul.sh", "start")
 	if err != nil {
 		return fmt.Errorf("consul.sh start: %w", err)
@@ -201,16 +325,25 @@ func runConsul(rep *report, o options) error {
 	if addr == "" {
 		return fmt.Errorf("consul.sh printed no address: %q", out)
 	}
-	proxy, err := newCountingProxy(addr)
+	consulPid := 0
+	if b, err := os.ReadFile(f("consul.pid")); err == nil {
+		consulPid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	proxy, err := newCountingProxy(addr, nil)
 	if err != nil {
 		return err
 	}
 	defer proxy.close()
+	tlsProxy, err := newCountingProxy(fmt.Sprintf("127.0.0.1:%d", httpsPort), &proxyTLS{consulCA: f("consul-agent-ca.pem"), dir: state})
+	if err != nil {
+		return err
+	}
+	defer tlsProxy.close()
 	reg := &consulReg{addr: addr, hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second}}
 
 	rep.consul = append(rep.consul,
-		"| services (x3 inst) | mode | sync s | req/s at rest (health/catalog) | req/s under churn | KB/s from Consul rest / churn | adapter CPU % rest / churn | changes visible in window | change→client p50 / max s |",
-		"|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+		"| services (x3 inst) | transport, mode | sync s | changes seen | change→client p50 / p99 / max s | req/s at rest (health/catalog/other) | req/s under churn | conns to Consul at rest | 429s | adapter CPU % rest / churn | Consul CPU % rest | adapter RSS KB / service | load avg |",
+		"|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 	registered := 0
 	for _, n := range o.consulServices {
 		if n > registered {
@@ -226,11 +359,15 @@ func runConsul(rep *report, o options) error {
 		}
 		for _, mode := range o.consulModes {
 			if mode == "unbounded" && 2*n+100 > 15000 {
-				rep.consul = append(rep.consul, fmt.Sprintf("| %d | unbounded | skipped: needs %d file descriptors in the driver's proxy (limit 20000) |", n, 2*n))
+				rep.consul = append(rep.consul, fmt.Sprintf("| %d | http, unbounded | skipped: needs %d file descriptors in the driver's proxy (limit 20000) |", n, 2*n))
 				continue
 			}
 			progress("consul: %d services, mode %s", n, mode)
-			line, err := consulMode(o, proxy, reg, n, mode)
+			p := proxy
+			if mode == "https" {
+				p = tlsProxy
+			}
+			line, err := consulMode(o, p, reg, n, mode, consulPid)
 			if err != nil {
 				return fmt.Errorf("%d services, %s: %w", n, mode, err)
 			}
@@ -243,17 +380,60 @@ func runConsul(rep *report, o options) error {
 		}
 	}
 	rep.consul = append(rep.consul, "",
-		"Consul at 127.0.0.1 (dev agent, one server); the adapter's source talks to it through a counting reverse proxy in the driver.",
-		"Churn: instances moved to a new address through /v1/catalog/register at the real rate of "+
-			fmt.Sprintf("%.0f%%/min", o.churnRate*100)+"; visibility = the client (istiod stand-in) decoded a WorkloadEntry with the new address.")
+		"Consul at 127.0.0.1 (dev agent, one server); the adapter's source talks to it through a counting reverse proxy in the driver "+
+			"(\"https\": a TLS proxy that speaks HTTP/2 on both sides, to Consul's HTTPS listener; the adapter's defaults otherwise). "+
+			"Connections to Consul = the adapter's connections to the proxy.",
+		fmt.Sprintf("Churn: instances moved to a new address through /v1/catalog/register (same check: a registration change that moves no check), "+
+			"at least %d changes to random services, at the real rate of %.0f%%/min of the instances or faster to reach that count; "+
+			"visibility = the client (istiod stand-in) decoded a WorkloadEntry with the new address. "+
+			"The machine is shared with other sessions' work: the load average is that of the whole machine.", o.consulChanges, o.churnRate*100))
 	return nil
 }
 
-func consulMode(o options, proxy *countingProxy, reg *consulReg, services int, mode string) (string, error) {
-	args := []string{"-mode", string(convert.ModeWorkloadEntry), "-consul", proxy.addr, "-consul-mode", mode,
+func freeTCPPort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// procCPU is the CPU time of a process so far (utime + stime), in ns.
+func procCPU(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		s = s[i+1:]
+	}
+	f := strings.Fields(s)
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return (ut + st) * int64(time.Second) / 100 // USER_HZ
+}
+
+func consulMode(o options, proxy *countingProxy, reg *consulReg, services int, mode string, consulPid int) (string, error) {
+	addr, srcMode := proxy.addr, mode
+	var childEnv []string
+	if mode == "https" {
+		addr, srcMode = "https://"+proxy.addr, "default"
+		childEnv = []string{"CONSUL_CACERT=" + proxy.caFile}
+	}
+	args := []string{"-mode", string(convert.ModeWorkloadEntry), "-consul", addr, "-consul-mode", srcMode,
 		"-quiet", o.quiet.String(), "-max", o.max.String()}
 	if mode == "unbounded" {
 		args = append(args, "-consul-max-queries", fmt.Sprint(services+16))
+	}
+	for _, kv := range childEnv {
+		k, v, _ := strings.Cut(kv, "=")
+		os.Setenv(k, v) // the child inherits the environment; the source reads CONSUL_CACERT
+		defer os.Unsetenv(k)
 	}
 	child, err := startChild(args...)
 	if err != nil {
@@ -291,15 +471,22 @@ func consulMode(o options, proxy *countingProxy, reg *consulReg, services int, m
 	// At rest.
 	time.Sleep(2 * time.Second) // let the initial reads settle into blocking queries
 	proxy.snapshot()
+	throttled0 := proxy.throttle.Load()
 	pre, _ := child.stats(false)
+	cpre, tpre := procCPU(consulPid), time.Now()
 	time.Sleep(o.consulRest)
-	restCounts, restBytes := proxy.snapshot()
-	held := proxy.inflight.Load()
+	restCounts, _ := proxy.snapshot()
+	consulCPU := float64(procCPU(consulPid)-cpre) / float64(time.Since(tpre)) * 100
+	conns := proxy.conns.Load()
 	mid, _ := child.stats(false)
 
-	// Under churn, noting when each change becomes visible to the client.
+	// Under churn, noting when each change becomes visible to the client:
+	// at the real rate, or faster to reach consulChanges changes.
 	perMin := float64(services*3) * o.churnRate
 	interval := time.Duration(float64(time.Minute) / perMin)
+	if n := o.consulChanges; n > 0 && time.Duration(n)*interval > o.consulChurn {
+		interval = o.consulChurn / time.Duration(n)
+	}
 	type change struct {
 		addr string
 		t    int64
@@ -328,10 +515,10 @@ func consulMode(o options, proxy *countingProxy, reg *consulReg, services int, m
 		changes = append(changes, change{addr, t})
 	}
 	churnD := time.Since(start)
-	churnCounts, churnBytes := proxy.snapshot()
+	churnCounts, _ := proxy.snapshot()
 	post, _ := child.stats(false)
-	// Give the last changes a short grace to show up.
-	time.Sleep(2 * time.Second)
+	// Give the last changes a grace to show up.
+	time.Sleep(5 * time.Second)
 	var lat []float64
 	for _, ch := range changes {
 		if t := c.seenAt(ch.addr); t > 0 {
@@ -340,8 +527,8 @@ func consulMode(o options, proxy *countingProxy, reg *consulReg, services int, m
 	}
 	slices.Sort(lat)
 	rate := func(m map[string]int, d time.Duration) string {
-		return fmt.Sprintf("%.1f (%.1f/%.1f)", float64(m["health"]+m["catalog"]+m["other"])/d.Seconds(),
-			float64(m["health"])/d.Seconds(), float64(m["catalog"])/d.Seconds())
+		return fmt.Sprintf("%.1f (%.1f/%.1f/%.1f)", float64(m["health"]+m["catalog"]+m["other"])/d.Seconds(),
+			float64(m["health"])/d.Seconds(), float64(m["catalog"])/d.Seconds(), float64(m["other"])/d.Seconds())
 	}
 	cpu := func(a, b *stats) string {
 		if a == nil || b == nil {
@@ -351,10 +538,17 @@ func consulMode(o options, proxy *countingProxy, reg *consulReg, services int, m
 	}
 	latS := "-"
 	if len(lat) > 0 {
-		latS = fmt.Sprintf("%.1f / %.1f", percentile(lat, 0.5), lat[len(lat)-1])
+		latS = fmt.Sprintf("%.2f / %.2f / %.2f", percentile(lat, 0.5), percentile(lat, 0.99), lat[len(lat)-1])
 	}
-	return fmt.Sprintf("| %d | %s | %.1f | %s, %d held | %s | %.0f / %.0f | %s / %s | %d/%d | %s |",
-		services, mode, sync.Seconds(), rate(restCounts, o.consulRest), held, rate(churnCounts, churnD),
-		float64(restBytes)/1024/o.consulRest.Seconds(), float64(churnBytes)/1024/churnD.Seconds(),
-		cpu(pre, mid), cpu(mid, post), len(lat), len(changes), latS), nil
+	rss := "?"
+	if mid != nil {
+		rss = fmt.Sprintf("%.1f", float64(mid.RSS)/1024/float64(services))
+	}
+	transport := "http"
+	if mode == "https" {
+		transport, mode = "https (HTTP/2)", "default"
+	}
+	return fmt.Sprintf("| %d | %s, %s | %.1f | %d/%d | %s | %s | %s | %d | %d | %s / %s | %.1f | %s | %s |",
+		services, transport, mode, sync.Seconds(), len(lat), len(changes), latS, rate(restCounts, o.consulRest), rate(churnCounts, churnD),
+		conns, proxy.throttle.Load()-throttled0, cpu(pre, mid), cpu(mid, post), consulCPU, rss, loadavg()), nil
 }

@@ -71,6 +71,7 @@ type options struct {
 	consulModes    []string
 	consulRest     time.Duration
 	consulChurn    time.Duration
+	consulChanges  int
 	istiod         bool
 	istiodServices int
 	shardKs        []int
@@ -97,9 +98,10 @@ func driverMain() int {
 	flag.BoolVar(&o.cold3, "cold3", true, "also measure a cold sync with 3 clients (own child process)")
 	flag.BoolVar(&o.consul, "consul", true, "run the Consul scenarios (needs integration/consul/consul.sh)")
 	csizes := flag.String("consul-services", "1000,10000", "Consul service counts (3 instances each)")
-	cmodes := flag.String("consul-modes", "default,cached,unbounded", "Consul source modes: default, cached, stale, unbounded (default with maxConcurrentQueries above the service count); stale is left out by default: on a single-server agent it measured the same as default in every run")
+	cmodes := flag.String("consul-modes", "https,default,cached,unbounded", "Consul source modes: default, https (default over Consul's HTTPS listener, HTTP/2), cached, stale, unbounded (default with maxConcurrentQueries above the service count); stale is left out by default: on a single-server agent it measured the same as default in every run")
 	flag.DurationVar(&o.consulRest, "consul-rest", 20*time.Second, "Consul request-rate sample at rest")
 	flag.DurationVar(&o.consulChurn, "consul-churn", 20*time.Second, "Consul request-rate sample under churn")
+	flag.IntVar(&o.consulChanges, "consul-changes", 100, "Consul: at least this many changes under churn (faster than -churn-rate if needed)")
 	flag.BoolVar(&o.istiod, "istiod", true, "run the real-istiod scenario (needs integration/istiod)")
 	flag.IntVar(&o.istiodServices, "istiod-services", 1000, "services in the real-istiod scenario")
 	shardKs := flag.String("istiod-shards", "", "sharding with the real istiod: listener counts K to compare, e.g. 1,4 (empty: skip; about 2-3 minutes per N and K)")
