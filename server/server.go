@@ -454,3 +454,17 @@ func (r *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, e
 	}
 	return cert, nil
 }
+
+// CertificateNotAfter is the expiry of the TLS certificate the listeners
+// present now (after picking up a rotated pair, as a handshake would); false
+// without TLS. It feeds registry_adapter_server_tls_cert_expiry_timestamp_seconds.
+func (s *Server) CertificateNotAfter() (time.Time, bool) {
+	if s.certs == nil {
+		return time.Time{}, false
+	}
+	cert, _ := s.certs.GetCertificate(nil)
+	if cert == nil || cert.Leaf == nil {
+		return time.Time{}, false
+	}
+	return cert.Leaf.NotAfter, true
+}

@@ -249,6 +249,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	registerCertExpiry(reg, srv)
 	pubs := make([]adapter.Publisher, len(caches))
 	for i, c := range caches {
 		pubs[i] = c

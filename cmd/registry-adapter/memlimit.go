@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"math"
 	"os"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
@@ -11,8 +12,10 @@ import (
 // memoryLimitRatio is the share of the container's memory limit given to Go's
 // soft memory limit, as Prometheus does (--auto-gomemlimit.ratio). Without
 // it the heap may grow to twice the live set: at 50k services the cold sync
-// peaks near the chart's default 512 MiB limit with room to spare below it
-// (BENCHMARKS.md), and the kernel kills rather than waits.
+// peaks at 522-526 MiB of RSS without a limit (BENCHMARKS.md): a 512 MiB
+// limit fits about 40k ServiceEntries inline or 75k WorkloadEntry-mode
+// instances (docs/configuration.md), and near it the collector works harder
+// where the kernel would kill.
 const memoryLimitRatio = 0.9
 
 // setMemoryLimit sets Go's soft memory limit from the cgroup's memory limit,
@@ -30,8 +33,13 @@ func setMemoryLimit(log *zap.Logger, provider memlimit.Provider) int64 {
 	case err != nil:
 		log.Warn("cannot read the cgroup memory limit; Go's memory limit stays unset", zap.Error(err))
 	case limit > 0:
-		log.Info("Go's memory limit follows the container's", zap.Int64("goMemLimitBytes", limit),
-			zap.Float64("ratio", memoryLimitRatio))
+		// AUTOMEMLIMIT=0.8 changes the ratio inside the library: log the one applied, not the default.
+		fields := []zap.Field{zap.Int64("goMemLimitBytes", limit)}
+		if total, err := provider(); err == nil && total > 0 {
+			fields = append(fields, zap.Uint64("containerLimitBytes", total),
+				zap.Float64("ratio", math.Round(float64(limit)/float64(total)*1000)/1000))
+		}
+		log.Info("Go's memory limit follows the container's", fields...)
 	}
 	return limit
 }

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"math"
 	"os"
 	"runtime/debug"
+	"strings"
 	"testing"
 
-	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 func TestSetMemoryLimitFollowsTheContainer(t *testing.T) {
@@ -23,9 +26,11 @@ func TestSetMemoryLimitFollowsTheContainer(t *testing.T) {
 		env      map[string]string
 		provider func() (uint64, error)
 		want     int64
+		ratio    string // the ratio logged
 	}{
-		{"container limit", nil, func() (uint64, error) { return container, nil }, container * 9 / 10},
-		{"GOMEMLIMIT wins", map[string]string{"GOMEMLIMIT": "300MiB"}, func() (uint64, error) { return container, nil }, 0},
+		{"container limit", nil, func() (uint64, error) { return container, nil }, container * 9 / 10, `"ratio": 0.9`},
+		{"AUTOMEMLIMIT ratio", map[string]string{"AUTOMEMLIMIT": "0.8"}, func() (uint64, error) { return container, nil }, container * 8 / 10, `"ratio": 0.8`},
+		{"GOMEMLIMIT wins", map[string]string{"GOMEMLIMIT": "300MiB"}, func() (uint64, error) { return container, nil }, 0, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -33,9 +38,14 @@ func TestSetMemoryLimitFollowsTheContainer(t *testing.T) {
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
-			got := setMemoryLimit(zaptest.NewLogger(t), tc.provider)
+			var logs bytes.Buffer
+			log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(&logs), zap.InfoLevel))
+			got := setMemoryLimit(log, tc.provider)
 			if got != tc.want {
 				t.Errorf("setMemoryLimit = %d, want %d", got, tc.want)
+			}
+			if tc.ratio != "" && !strings.Contains(strings.ReplaceAll(logs.String(), `":`, `": `), tc.ratio) {
+				t.Errorf("logged %s, want %s", logs.String(), tc.ratio)
 			}
 			if tc.want > 0 {
 				if applied := debug.SetMemoryLimit(-1); applied != tc.want {
