@@ -105,11 +105,11 @@ func TestWithSDKFakeServers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.lister.credential = &azfake.TokenCredential{}
-	s.lister.computeTransport = computefake.NewVirtualMachinesServerTransport(&vmServer)
-	s.lister.networkTransport = networkfake.NewServerFactoryTransport(&netServer)
+	s.Lister.credential = &azfake.TokenCredential{}
+	s.Lister.computeTransport = computefake.NewVirtualMachinesServerTransport(&vmServer)
+	s.Lister.networkTransport = networkfake.NewServerFactoryTransport(&netServer)
 
-	groups, err := s.lister.List(context.Background())
+	groups, err := s.Lister.List(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestWithSDKFakeServers(t *testing.T) {
 	}
 
 	throttle = true
-	_, err = s.lister.List(context.Background())
+	_, err = s.Lister.List(context.Background())
 	var th *poll.ThrottledError
 	if !errors.As(err, &th) {
 		t.Fatalf("List with a 429 = %v, want a *poll.ThrottledError", err)

@@ -109,9 +109,10 @@ type lister struct {
 
 	mu  sync.Mutex
 	api azureAPI
-	// logged are the problems logged after the previous list, so that each
-	// is logged once rather than every interval.
-	logged map[string]problem
+	// transport is the clients' own (unless a test set theirs), so that
+	// its idle connections can be closed.
+	transport *http.Transport
+	problems  *cloudsource.ProblemLog
 }
 
 var _ poll.Lister = (*lister)(nil)
@@ -133,7 +134,11 @@ func (l *lister) client() (azureAPI, error) {
 		}
 		cred = c
 	}
+	own := http.DefaultTransport.(*http.Transport).Clone()
 	opts := func(tr policy.Transporter) *arm.ClientOptions {
+		if tr == nil {
+			tr = &http.Client{Transport: own}
+		}
 		o := &arm.ClientOptions{
 			ClientOptions: policy.ClientOptions{
 				// The poll helper retries, backing off and honouring
@@ -171,8 +176,17 @@ func (l *lister) client() (azureAPI, error) {
 	if err != nil {
 		return nil, err
 	}
-	l.api = armAPI{vms: vms, nics: nics, pips: pips}
+	l.api, l.transport = armAPI{vms: vms, nics: nics, pips: pips}, own
 	return l.api, nil
+}
+
+// CloseIdleConnections releases idle connections; the clients stay usable.
+func (l *lister) CloseIdleConnections() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.transport != nil {
+		l.transport.CloseIdleConnections()
+	}
 }
 
 // newCredential returns DefaultAzureCredential (environment, workload
@@ -237,9 +251,9 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 		}
 	}
 	res := l.mapper.mapInventory(inv)
-	l.metrics.Observe(res.seen, res.skipped)
-	l.logProblems(res.problems)
-	return res.groups, nil
+	l.metrics.Observe(res.Seen, res.Skipped)
+	l.problems.Log(res.Problems)
+	return res.Groups, nil
 }
 
 // failed classifies and counts an error of one API.
@@ -247,18 +261,6 @@ func (l *lister) failed(api string, err error) error {
 	err = classify(err)
 	l.metrics.Requests.WithLabelValues(api, cloudsource.RequestResult(err)).Inc()
 	return fmt.Errorf("azure %s list, subscription %s: %w", api, l.cfg.SubscriptionID, err)
-}
-
-func (l *lister) logProblems(problems map[string]problem) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for id, p := range problems {
-		if l.logged[id] != p {
-			l.log.Warn("VM left out of the mesh", zap.String("vm", p.name), zap.String("id", id),
-				zap.String("reason", p.reason), zap.String("detail", p.detail))
-		}
-	}
-	l.logged = problems
 }
 
 // msRetryHeaders are Azure's retry hints in milliseconds, read before

@@ -78,45 +78,29 @@ func newMapper(cfg *Config) (*mapper, error) {
 	return m, nil
 }
 
-// problem is a VM left out, or partly left out, because of its data.
-type problem struct {
-	name   string
-	reason string
-	detail string
-}
-
-// mapResult is the outcome of mapping one inventory.
-type mapResult struct {
-	groups  []model.Group
-	seen    int
-	skipped map[string]int
-	// problems are per VM (keyed by VM ID) and worth a log line.
-	problems map[string]problem
-}
-
 type mappedVM struct {
 	model.Instance
 	ports []model.Port
 }
 
-func (m *mapper) mapInventory(inv inventory) mapResult {
-	res := mapResult{seen: len(inv.vms), skipped: map[string]int{}, problems: map[string]problem{}}
+func (m *mapper) mapInventory(inv inventory) cloudsource.Result {
+	res := cloudsource.NewResult(len(inv.vms))
 	services := cloudsource.Services{}
 	for _, vm := range inv.vms {
 		names, inst, reason, detail := m.mapVM(vm, inv)
 		if reason != "" {
-			res.skipped[reason]++
+			res.Skipped[reason]++
 			if detail != "" {
-				res.problems[str(vm.ID)] = problem{name: str(vm.Name), reason: reason, detail: detail}
+				res.Problems[str(vm.ID)] = cloudsource.Problem{Name: str(vm.Name), Reason: reason, Detail: detail}
 			}
 		}
 		services.Add(names, inst.Instance, inst.ports)
 	}
-	res.groups = services.Groups(func(name string) (string, error) {
+	res.Groups = services.Groups(func(name string) (string, error) {
 		return cloudsource.RenderHost(m.host, hostData{Service: name, Subscription: m.cfg.SubscriptionID})
 	}, func(name string, instances int, err error) {
-		res.skipped[skipInvalidService] += instances
-		res.problems["service/"+name] = problem{name: name, reason: skipInvalidService, detail: "hostTemplate: " + err.Error()}
+		res.Skipped[skipInvalidService] += instances
+		res.Problems["service/"+name] = cloudsource.Problem{Name: name, Reason: skipInvalidService, Detail: "hostTemplate: " + err.Error()}
 	})
 	return res
 }

@@ -12,15 +12,10 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
-	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
-// Source polls Azure Resource Manager. Run is poll.Source's.
-type Source struct {
-	*poll.Source
-	lister  *lister
-	metrics *cloudsource.Metrics
-}
+// Source polls Azure Resource Manager: the shared cloud source over this package's lister.
+type Source = cloudsource.Source[*lister]
 
 var _ sources.Source = (*Source)(nil)
 
@@ -35,12 +30,9 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 		return nil, err
 	}
 	met := newMetrics(opts.Name)
-	if err := opts.Register(met); err != nil {
-		return nil, err
-	}
-	l := &lister{cfg: &cfg, mapper: m, metrics: met, log: opts.Logger}
+	l := &lister{problems: cloudsource.NewProblemLog(opts.Logger, "VM left out of the mesh"), cfg: &cfg, mapper: m, metrics: met, log: opts.Logger}
 	if u := cfg.Endpoint; strings.HasPrefix(u, "http://") {
 		opts.Logger.Warn("endpoint is plain http: access tokens are sent in clear text", zap.String("endpoint", u))
 	}
-	return &Source{Source: poll.New(cfg.Config, l, opts), lister: l, metrics: met}, nil
+	return cloudsource.NewSource(cfg.Config, l, met, opts)
 }

@@ -35,17 +35,17 @@ func newTestSource(t *testing.T, f *fakeARM, mutate func(*Config)) (*Source, *so
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.lister.credential = fakeCredential{}
-	s.lister.computeTransport = f.transport(t)
-	s.lister.networkTransport = s.lister.computeTransport
-	s.Source = poll.New(poll.Config{RefreshInterval: 10 * time.Millisecond, Timeout: 5 * time.Second, MaxBackoff: 10 * time.Millisecond},
-		s.lister, opts)
+	s.Lister.credential = fakeCredential{}
+	s.Lister.computeTransport = f.transport(t)
+	s.Lister.networkTransport = s.Lister.computeTransport
+	s.Poll = poll.New(poll.Config{RefreshInterval: 10 * time.Millisecond, Timeout: 5 * time.Second, MaxBackoff: 10 * time.Millisecond},
+		s.Lister, opts)
 	return s, rep
 }
 
 func mustList(t *testing.T, s *Source) []model.Group {
 	t.Helper()
-	groups, err := s.lister.List(context.Background())
+	groups, err := s.Lister.List(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestListJoinsVMsAndNICsAcrossPages(t *testing.T) {
 		t.Errorf("pages: %d VMs, %d NICs, %d public IPs; want 5, 5, 0\n%s", vmPages, nicPages, pipPages, strings.Join(reqs, "\n"))
 	}
 
-	m := s.lister.metrics
+	m := s.Lister.metrics
 	if got := testutil.ToFloat64(m.Seen); got != 10 {
 		t.Errorf("VMs seen %v, want 10", got)
 	}
@@ -210,7 +210,7 @@ func TestListOptions(t *testing.T) {
 			}}}}
 			cloudsourcetest.AssertGroups(t, mustList(t, s), want)
 			for reason, n := range tt.skip {
-				if got := testutil.ToFloat64(s.lister.metrics.Skipped.WithLabelValues(reason)); got != n {
+				if got := testutil.ToFloat64(s.Lister.metrics.Skipped.WithLabelValues(reason)); got != n {
 					t.Errorf("skipped{reason=%s} = %v, want %v", reason, got, n)
 				}
 			}
@@ -227,7 +227,7 @@ func TestListErrors(t *testing.T) {
 	f.mu.Lock()
 	f.failures["networkInterfaces"] = []*armFailure{nil, {status: 500, code: "InternalServerError"}}
 	f.mu.Unlock()
-	if groups, err := s.lister.List(context.Background()); err == nil || groups != nil || !strings.Contains(err.Error(), "500") {
+	if groups, err := s.Lister.List(context.Background()); err == nil || groups != nil || !strings.Contains(err.Error(), "500") {
 		t.Fatalf("List with a failing NIC page = %v, %v", groups, err)
 	}
 
@@ -243,7 +243,7 @@ func TestListErrors(t *testing.T) {
 		{&armFailure{status: 500, code: "InternalServerError"}, false, 0},
 	} {
 		f.setFailAlways("virtualMachines", tt.fl)
-		_, err := s.lister.List(context.Background())
+		_, err := s.Lister.List(context.Background())
 		var th *poll.ThrottledError
 		if errors.As(err, &th) != tt.throttled {
 			t.Errorf("%d %s: throttled = %v (%v)", tt.fl.status, tt.fl.code, !tt.throttled, err)
@@ -257,7 +257,7 @@ func TestListErrors(t *testing.T) {
 		}
 	}
 	f.setFailAlways("virtualMachines", nil)
-	if got := testutil.ToFloat64(s.lister.metrics.Requests.WithLabelValues(apiVMs, "throttled")); got != 3 {
+	if got := testutil.ToFloat64(s.Lister.metrics.Requests.WithLabelValues(apiVMs, "throttled")); got != 3 {
 		t.Errorf("throttled VM requests %v, want 3", got)
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources/awsapi"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -62,8 +63,8 @@ type lister struct {
 
 	// cache and logged are only used by List, which poll never runs
 	// concurrently with itself.
-	cache  map[string]cached
-	logged map[string]problem
+	cache    map[string]cached
+	problems *cloudsource.ProblemLog
 }
 
 var _ poll.Lister = (*lister)(nil)
@@ -103,8 +104,8 @@ func noEndpointHostPrefix(stack *middleware.Stack) error {
 		}), middleware.Before)
 }
 
-// close releases idle connections; the client stays usable.
-func (l *lister) close() {
+// CloseIdleConnections releases idle connections; the client stays usable.
+func (l *lister) CloseIdleConnections() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.transport != nil {
@@ -261,35 +262,28 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 
 	next := make(map[string]cached, len(svcs))
 	var groups []model.Group
-	total := serviceResult{skipped: map[string]int{}, problems: map[string]problem{}}
+	total := cloudsource.NewResult(0)
 	for i, c := range results {
 		if c == nil { // gone between ListServices and DiscoverInstances
 			continue
 		}
 		next[svcs[i].name] = *c
-		r := c.result
-		if r.group != nil {
-			groups = append(groups, *r.group)
+		if c.result.group != nil {
+			groups = append(groups, *c.result.group)
 		}
-		total.seen += r.seen
-		for k, v := range r.skipped {
-			total.skipped[k] += v
-		}
-		for k, v := range r.problems {
-			total.problems[k] = v
-		}
+		total.Add(c.result.Result)
 	}
 	if len(l.cfg.Services) > 0 {
 		for _, name := range l.cfg.Services {
 			if _, ok := next[name]; !ok {
-				total.problems["service/"+name] = problem{reason: "not-found",
-					detail: fmt.Sprintf("service %q is not in namespace %q", name, l.cfg.Namespace)}
+				total.Problems["service/"+name] = cloudsource.Problem{Reason: "not-found",
+					Detail: fmt.Sprintf("service %q is not in namespace %q", name, l.cfg.Namespace)}
 			}
 		}
 	}
 	l.cache = next
-	l.metrics.Observe(total.seen, total.skipped)
-	l.logProblems(total.problems)
+	l.metrics.Observe(total.Seen, total.Skipped)
+	l.problems.Log(total.Problems)
 	return groups, nil
 }
 
@@ -343,14 +337,4 @@ func (l *lister) readService(ctx context.Context, api cloudMapAPI, namespace str
 		read:     now,
 		result:   l.mapper.mapService(s.name, out.Instances),
 	}, nil
-}
-
-func (l *lister) logProblems(problems map[string]problem) {
-	for id, p := range problems {
-		if l.logged[id] != p {
-			l.log.Warn("Cloud Map instance or service not (fully) served", zap.String("key", id),
-				zap.String("reason", p.reason), zap.String("detail", p.detail))
-		}
-	}
-	l.logged = problems
 }

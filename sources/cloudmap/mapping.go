@@ -71,32 +71,24 @@ func newMapper(cfg *Config) (*mapper, error) {
 	return &mapper{cfg: cfg, host: t, configPorts: cfg.ConfigPorts()}, nil
 }
 
-// problem is something about one instance or service worth a log line.
-type problem struct {
-	reason string
-	detail string
-}
-
 // serviceResult is the outcome of mapping one service's instances.
 type serviceResult struct {
+	cloudsource.Result
 	// group is nil when no instance of the service is served.
-	group    *model.Group
-	seen     int
-	skipped  map[string]int
-	problems map[string]problem
+	group *model.Group
 }
 
 // mapService maps the complete list of one service's instances.
 func (m *mapper) mapService(name string, instances []types.HttpInstanceSummary) serviceResult {
-	res := serviceResult{seen: len(instances), skipped: map[string]int{}, problems: map[string]problem{}}
+	res := serviceResult{Result: cloudsource.NewResult(len(instances))}
 	instances = slices.Clone(instances)
 	slices.SortFunc(instances, func(a, b types.HttpInstanceSummary) int {
 		return cmp.Compare(aws.ToString(a.InstanceId), aws.ToString(b.InstanceId))
 	})
 	host, err := cloudsource.RenderHost(m.host, hostData{Service: name, Namespace: m.cfg.Namespace, Region: m.cfg.Region})
 	if err != nil {
-		res.skipped[skipInvalidService] = len(instances)
-		res.problems["service/"+name] = problem{reason: skipInvalidService, detail: "hostTemplate: " + err.Error()}
+		res.Skipped[skipInvalidService] = len(instances)
+		res.Problems["service/"+name] = cloudsource.Problem{Reason: skipInvalidService, Detail: "hostTemplate: " + err.Error()}
 		return res
 	}
 	svc := model.Service{Name: name, Host: host}
@@ -105,9 +97,9 @@ func (m *mapper) mapService(name string, instances []types.HttpInstanceSummary) 
 		id := aws.ToString(in.InstanceId)
 		inst, instPorts, reason, detail := m.mapInstance(in)
 		if reason != "" {
-			res.skipped[reason]++
+			res.Skipped[reason]++
 			if detail != "" {
-				res.problems[name+"/"+id] = problem{reason: reason, detail: detail}
+				res.Problems[name+"/"+id] = cloudsource.Problem{Reason: reason, Detail: detail}
 			}
 			continue
 		}
@@ -115,8 +107,8 @@ func (m *mapper) mapService(name string, instances []types.HttpInstanceSummary) 
 		// lowest instance ID wins, so the outcome is stable.
 		for _, p := range instPorts {
 			if old, ok := ports[p.Number]; ok && old != p {
-				res.skipped[skipPortConflict]++
-				res.problems[name+"/"+id] = problem{reason: skipPortConflict, detail: fmt.Sprintf(
+				res.Skipped[skipPortConflict]++
+				res.Problems[name+"/"+id] = cloudsource.Problem{Reason: skipPortConflict, Detail: fmt.Sprintf(
 					"port %d is %s on an instance with a lower ID, %s here; %s is kept", p.Number, old.Protocol, p.Protocol, old.Protocol)}
 				continue
 			}

@@ -4,12 +4,12 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"text/template"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/servicediscovery/types"
 
 	"github.com/registry-adapter/registry-adapter/model"
-	"github.com/registry-adapter/registry-adapter/sources"
 )
 
 func testMapper(t *testing.T, mod func(*Config)) *mapper {
@@ -58,13 +58,20 @@ func TestMapService(t *testing.T) {
 		t.Fatalf("got  %+v\nwant %+v", res.group, want)
 	}
 	wantSkipped := map[string]int{skipInvalidPorts: 1, skipAutoRegistered: 1, skipNoAddress: 1, skipPortConflict: 1}
-	if !reflect.DeepEqual(res.skipped, wantSkipped) || res.seen != 5 {
-		t.Fatalf("skipped %v seen %d", res.skipped, res.seen)
+	if !reflect.DeepEqual(res.Skipped, wantSkipped) || res.Seen != 5 {
+		t.Fatalf("skipped %v seen %d", res.Skipped, res.Seen)
 	}
 
-	// A service name the template cannot make a host of.
-	res = m.mapService("bad_name", []types.HttpInstanceSummary{summary("a", "", map[string]string{AttrIPv4: "10.0.0.1"})})
-	if res.group != nil || res.skipped[skipInvalidService] != 1 || !strings.Contains(res.problems["service/bad_name"].detail, "not a DNS name") {
+	// A service name that is not a DNS label is sanitized into the host, by
+	// the one policy of every source (model.SanitizeHost).
+	res = m.mapService("Bad_Name", []types.HttpInstanceSummary{summary("a", "", map[string]string{AttrIPv4: "10.0.0.1"})})
+	if res.group == nil || res.group.Services[0].Host != "bad-name.prod.local" {
+		t.Fatalf("%+v", res)
+	}
+	// One the template cannot make a host of at all.
+	m.host = template.Must(template.New("h").Parse("{{if false}}{{.Service}}{{end}}"))
+	res = m.mapService("web", []types.HttpInstanceSummary{summary("a", "", map[string]string{AttrIPv4: "10.0.0.1"})})
+	if res.group != nil || res.Skipped[skipInvalidService] != 1 || !strings.Contains(res.Problems["service/web"].Detail, "empty after sanitizing") {
 		t.Fatalf("%+v", res)
 	}
 }
@@ -79,55 +86,7 @@ func TestMapAddressTypes(t *testing.T) {
 	}
 	res := testMapper(t, func(c *Config) { c.AddressType = AddressCNAME }).mapService("web",
 		[]types.HttpInstanceSummary{summary("a", "", map[string]string{AttrCNAME: "not a host", AttrPort: "80"})})
-	if res.group != nil || res.skipped[skipNoAddress] != 1 {
+	if res.group != nil || res.Skipped[skipNoAddress] != 1 {
 		t.Errorf("bad cname: %+v", res)
 	}
 }
-
-func TestConfigValidate(t *testing.T) {
-	for _, tc := range []struct {
-		mod  func(*Config)
-		want string
-	}{
-		{func(c *Config) { c.Region = "" }, "region: required"},
-		{func(c *Config) { c.Namespace = "" }, "namespace: required"},
-		{func(c *Config) { c.Namespace = "a b" }, "namespace: "},
-		{func(c *Config) { c.Services = []string{"web", "web"} }, `services[1]: "web" listed twice`},
-		{func(c *Config) { c.OwnerAccount = "123" }, "ownerAccount: "},
-		{func(c *Config) { c.QueryParameters = map[string]string{"k": ""} }, "queryParameters: "},
-		{func(c *Config) { c.FullResync = 1 }, "fullResync: "},
-		{func(c *Config) { c.PortsAttribute = "AWS_INSTANCE_PORT" }, "portsAttribute: "},
-		{func(c *Config) { c.Ports = []Port{{Number: 70000}} }, "ports[0].number: 70000"},
-		{func(c *Config) { c.HostTemplate = "{{.Project}}" }, "hostTemplate: "},
-		{func(c *Config) { c.AddressType = "public" }, `addressType: "public"`},
-		{func(c *Config) { c.Endpoint = "localhost" }, "endpoint: "},
-		{func(c *Config) { c.STSEndpoint = "http://x" }, "stsEndpoint: set without assumeRoleArn"},
-		{func(c *Config) { c.AssumeRoleARN = "role" }, "assumeRoleArn: "},
-	} {
-		c := Config{Region: "us-east-1", Namespace: "prod.local"}
-		tc.mod(&c)
-		c.SetDefaults()
-		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("Validate() = %v, want %q", err, tc.want)
-		}
-		if _, err := New(c, sources.Options{}); err == nil {
-			t.Errorf("New accepted %+v", c)
-		}
-	}
-	c := Config{Region: "us-east-1", Namespace: "prod.local"}
-	c.SetDefaults()
-	if err := c.Validate(); err != nil || c.HostTemplate != DefaultHostTemplate || c.PortsAttribute != "mesh-ports" ||
-		c.OptOutAttribute != "mesh-exclude" || c.AddressType != "ipv4" || c.FullResync != DefaultFullResync {
-		t.Fatalf("defaults %+v: %v", c, err)
-	}
-}
-
-// The adapter wires a source with kindOf("cloudmap", ..., cloudmap.New):
-// these are the signatures it needs.
-var (
-	_ func(Config, sources.Options) (*Source, error) = New
-	_ interface {
-		SetDefaults()
-		Validate() error
-	} = (*Config)(nil)
-)

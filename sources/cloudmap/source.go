@@ -7,21 +7,14 @@
 package cloudmap
 
 import (
-	"context"
 	"time"
 
-	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
-	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
-// Source polls Cloud Map.
-type Source struct {
-	poll    *poll.Source
-	lister  *lister
-	metrics *metrics
-}
+// Source polls Cloud Map: the shared cloud source over this package's lister.
+type Source = cloudsource.Source[*lister]
 
 var _ sources.Source = (*Source)(nil)
 
@@ -36,15 +29,6 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 		return nil, err
 	}
 	met := newMetrics(opts.Name)
-	if err := opts.Register(met); err != nil {
-		return nil, err
-	}
-	l := &lister{cfg: &cfg, name: opts.Name, mapper: m, metrics: met, log: opts.Logger, now: time.Now}
-	return &Source{poll: poll.New(cfg.Config, l, opts), lister: l, metrics: met}, nil
-}
-
-// Run polls until ctx is done; see sources.Source.
-func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
-	defer s.lister.close()
-	return s.poll.Run(ctx, out)
+	l := &lister{problems: cloudsource.NewProblemLog(opts.Logger, "Cloud Map instance or service not (fully) served"), cfg: &cfg, name: opts.Name, mapper: m, metrics: met, log: opts.Logger, now: time.Now}
+	return cloudsource.NewSource(cfg.Config, l, met, opts)
 }

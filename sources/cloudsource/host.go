@@ -10,10 +10,10 @@ package cloudsource
 
 import (
 	"bytes"
-	"fmt"
 	"regexp"
-	"strings"
 	"text/template"
+
+	"github.com/registry-adapter/registry-adapter/model"
 )
 
 // dnsNameRE is a lower-case DNS name: what hosts and service names must look
@@ -33,16 +33,12 @@ func ParseHostTemplate(text string, sample any) (*template.Template, error) {
 	return t, nil
 }
 
-// RenderHost executes a host template and makes the result a host: trimmed,
-// lower-cased and without a final dot, it must be a DNS name.
+// RenderHost executes a host template and makes the result a host by the
+// one policy of every source, model.SanitizeHost.
 func RenderHost(t *template.Template, data any) (string, error) {
 	var b bytes.Buffer
 	if err := t.Execute(&b, data); err != nil {
 		return "", err
 	}
-	h := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(b.String())), ".")
-	if len(h) > 253 || !dnsNameRE.MatchString(h) {
-		return "", fmt.Errorf("%q is not a DNS name", h)
-	}
-	return h, nil
+	return model.SanitizeHost(b.String())
 }

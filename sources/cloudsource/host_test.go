@@ -14,7 +14,14 @@ func TestHostTemplate(t *testing.T) {
 	if h, err := RenderHost(tmpl, data{"Web"}); err != nil || h != "web.example.com" {
 		t.Fatalf("%q %v", h, err)
 	}
-	if _, err := RenderHost(tmpl, data{"a_b"}); err == nil {
-		t.Fatal("a_b.example.com accepted")
+	// One policy for every source (model.SanitizeHost): sanitized, not refused.
+	if h, err := RenderHost(tmpl, data{"a_b"}); err != nil || h != "a-b.example.com" {
+		t.Fatalf("a_b: %q %v", h, err)
+	}
+	if _, err := RenderHost(tmpl, data{"."}); err != nil {
+		t.Fatalf(".: %v", err)
+	}
+	if h, err := RenderHost(tmpl, data{"_"}); err != nil || h != "example.com" {
+		t.Fatalf("_: %q %v", h, err)
 	}
 }

@@ -1,9 +1,15 @@
 package cloudsource
 
 import (
+	"context"
+
 	"go.uber.org/zap"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
 // Prepare readies what a cloud source's constructor receives: it fills in
@@ -24,4 +30,41 @@ func Prepare(cfg interface {
 		opts.Reporter = sources.NewReporter(opts.Name, nil)
 	}
 	return nil
+}
+
+// Lister is what a cloud source lists its registry with: a poll.Lister
+// whose API client holds connections.
+type Lister interface {
+	poll.Lister
+	// CloseIdleConnections releases the idle connections of the API
+	// client; the client stays usable.
+	CloseIdleConnections()
+}
+
+// Source is a cloud source: the shared poll loop over the source's lister.
+// Every cloud source is one, built the same way by NewSource.
+type Source[L Lister] struct {
+	// Lister is the source's own; tests reach into it.
+	Lister L
+	// Poll runs the schedule; tests replace it with a faster one.
+	Poll *poll.Source
+}
+
+var _ sources.Source = (*Source[Lister])(nil)
+
+// NewSource returns the source polling l on schedule, and registers its
+// metrics with opts.Registerer. opts must have been through Prepare.
+func NewSource[L Lister](schedule poll.Config, l L, metrics prometheus.Collector, opts sources.Options) (*Source[L], error) {
+	if err := opts.Register(metrics); err != nil {
+		return nil, err
+	}
+	return &Source[L]{Lister: l, Poll: poll.New(schedule, l, opts)}, nil
+}
+
+// Run polls until ctx is done (see sources.Source), then releases the idle
+// connections, so that a source that is stopped, or restarted after a
+// failure, leaves none behind.
+func (s *Source[L]) Run(ctx context.Context, out chan<- []model.Group) error {
+	defer s.Lister.CloseIdleConnections()
+	return s.Poll.Run(ctx, out)
 }

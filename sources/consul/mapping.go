@@ -109,39 +109,7 @@ func renderHost(t *template.Template, d hostData) (string, error) {
 	if err := t.Execute(&b, d); err != nil {
 		return "", err
 	}
-	return sanitizeHost(b.String())
-}
-
-// sanitizeHost turns s into a valid DNS name: lower case, every character
-// other than [a-z0-9-] replaced by '-', labels trimmed of leading and trailing
-// '-' and cut to 63 characters, empty labels dropped.
-func sanitizeHost(s string) (string, error) {
-	s = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
-	var labels []string
-	for _, l := range strings.Split(s, ".") {
-		b := []byte(l)
-		for i, c := range b {
-			if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
-				b[i] = '-'
-			}
-		}
-		// Multi-byte runes became several '-': collapse nothing, but trim.
-		l = strings.Trim(string(b), "-")
-		if len(l) > 63 {
-			l = strings.TrimRight(l[:63], "-")
-		}
-		if l != "" {
-			labels = append(labels, l)
-		}
-	}
-	host := strings.Join(labels, ".")
-	switch {
-	case host == "":
-		return "", fmt.Errorf("host %q is empty after sanitizing", s)
-	case len(host) > 253:
-		return "", fmt.Errorf("host %q is longer than 253 characters", host)
-	}
-	return host, nil
+	return model.SanitizeHost(b.String())
 }
 
 // sanitizeLabelName makes s a valid Kubernetes label name or value:
@@ -181,7 +149,7 @@ func sanitizeLabelKey(k string) string {
 		return ""
 	}
 	if prefix != "" {
-		if p, err := sanitizeHost(prefix); err == nil {
+		if p, err := model.SanitizeHost(prefix); err == nil {
 			return p + "/" + name
 		}
 	}
@@ -697,7 +665,7 @@ func portName(n string) string {
 	if n == "" {
 		return ""
 	}
-	h, err := sanitizeHost(strings.ReplaceAll(n, ".", "-"))
+	h, err := model.SanitizeHost(strings.ReplaceAll(n, ".", "-"))
 	if err != nil {
 		return ""
 	}

@@ -38,7 +38,7 @@ func TestSanitizeHost(t *testing.T) {
 		{in: " ..-. ", err: "empty"},
 		{in: strings.Repeat(strings.Repeat("a", 60)+".", 5), err: "longer than 253"},
 	} {
-		got, err := sanitizeHost(tc.in)
+		got, err := model.SanitizeHost(tc.in)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("sanitizeHost(%q) = %q, %v; want error %q", tc.in, got, err, tc.err)

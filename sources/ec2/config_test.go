@@ -91,7 +91,7 @@ func TestConfigValidate(t *testing.T) {
 		{"protocol", func(c *Config) { c.Ports = []Port{{Number: 80, Protocol: "htp"}} }, `ports[0].protocol: "htp" is not an Istio protocol`},
 		{"template syntax", func(c *Config) { c.HostTemplate = "{{.Service" }, "hostTemplate: "},
 		{"template field", func(c *Config) { c.HostTemplate = "{{.Project}}.x" }, "hostTemplate: "},
-		{"template not dns", func(c *Config) { c.HostTemplate = "{{.Service}}_x" }, "is not a DNS name"},
+		{"template not dns", func(c *Config) { c.HostTemplate = "_{{if false}}{{.Service}}{{end}}" }, "is empty after sanitizing"},
 		{"address type", func(c *Config) { c.AddressType = "elastic" }, `addressType: "elastic": must be private, public or ipv6`},
 		{"role", func(c *Config) { c.AssumeRoleARN = "mesh-reader" }, "assumeRoleArn: "},
 		{"external id alone", func(c *Config) { c.AssumeRoleExternalID = "x" }, "assumeRoleExternalId: set without assumeRoleArn"},

@@ -258,8 +258,8 @@ func startSource(t *testing.T, cfg Config) *cloudsourcetest.Running {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	src.lister.maxAttempts = 1
-	src.poll = poll.New(testPoll, src.lister, opts)
+	src.Lister.maxAttempts = 1
+	src.Poll = poll.New(testPoll, src.Lister, opts)
 	return cloudsourcetest.Start(t, src, cloudsourcetest.Options{Buffer: 100, Reporter: rep, Registry: reg})
 }
 

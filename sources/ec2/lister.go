@@ -38,9 +38,7 @@ type lister struct {
 	mu        sync.Mutex
 	api       instancesAPI
 	transport *http.Transport
-	// logged are the problems logged after the previous list, so that each
-	// is logged once rather than every interval.
-	logged map[string]problem
+	problems  *cloudsource.ProblemLog
 }
 
 var _ poll.Lister = (*lister)(nil)
@@ -89,8 +87,8 @@ func (l *lister) client(ctx context.Context) (instancesAPI, error) {
 	return l.api, nil
 }
 
-// close releases idle connections; the client stays usable.
-func (l *lister) close() {
+// CloseIdleConnections releases idle connections; the client stays usable.
+func (l *lister) CloseIdleConnections() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.transport != nil {
@@ -110,9 +108,9 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 		return nil, err
 	}
 	res := l.mapper.mapInstances(instances)
-	l.metrics.Observe(res.seen, res.skipped)
-	l.logProblems(res.problems)
-	return res.groups, nil
+	l.metrics.Observe(res.Seen, res.Skipped)
+	l.problems.Log(res.Problems)
+	return res.Groups, nil
 }
 
 // describe follows DescribeInstances' pagination to the end.
@@ -141,16 +139,4 @@ func (l *lister) describe(ctx context.Context, api instancesAPI) ([]types.Instan
 		tokens[next] = true
 		in = &awsec2.DescribeInstancesInput{Filters: l.filters, MaxResults: aws.Int32(l.cfg.PageSize), NextToken: aws.String(next)}
 	}
-}
-
-func (l *lister) logProblems(problems map[string]problem) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for id, p := range problems {
-		if l.logged[id] != p {
-			l.log.Warn("EC2 instance not (fully) served", zap.String("key", id), zap.String("name", p.name),
-				zap.String("reason", p.reason), zap.String("detail", p.detail))
-		}
-	}
-	l.logged = problems
 }

@@ -64,22 +64,6 @@ func newMapper(cfg *Config) (*mapper, error) {
 	return &mapper{cfg: cfg, host: t, configPorts: cfg.ConfigPorts()}, nil
 }
 
-// problem is something about one instance or service worth a log line.
-type problem struct {
-	name   string
-	reason string
-	detail string
-}
-
-// mapResult is the outcome of mapping one list.
-type mapResult struct {
-	groups  []model.Group
-	seen    int
-	skipped map[string]int
-	// problems are keyed by instance ID (or "service/<name>").
-	problems map[string]problem
-}
-
 type mappedInstance struct {
 	model.Instance
 	ports []model.Port
@@ -87,8 +71,8 @@ type mappedInstance struct {
 
 // mapInstances maps every instance of a complete list. The result does not
 // depend on the order of instances.
-func (m *mapper) mapInstances(instances []types.Instance) mapResult {
-	res := mapResult{seen: len(instances), skipped: map[string]int{}, problems: map[string]problem{}}
+func (m *mapper) mapInstances(instances []types.Instance) cloudsource.Result {
+	res := cloudsource.NewResult(len(instances))
 	instances = slices.Clone(instances)
 	slices.SortFunc(instances, func(a, b types.Instance) int {
 		return cmp.Compare(aws.ToString(a.InstanceId), aws.ToString(b.InstanceId))
@@ -103,9 +87,9 @@ func (m *mapper) mapInstances(instances []types.Instance) mapResult {
 		id := aws.ToString(in.InstanceId)
 		names, inst, reason, detail := m.mapInstance(in)
 		if reason != "" {
-			res.skipped[reason]++
+			res.Skipped[reason]++
 			if detail != "" {
-				res.problems[id] = problem{name: nameTag(in), reason: reason, detail: detail}
+				res.Problems[id] = cloudsource.Problem{Name: nameTag(in), Reason: reason, Detail: detail}
 			}
 		}
 		for _, n := range names {
@@ -118,8 +102,8 @@ func (m *mapper) mapInstances(instances []types.Instance) mapResult {
 			// the lowest instance ID wins, so the outcome is stable.
 			for _, p := range inst.ports {
 				if old, ok := acc.ports[p.Number]; ok && old != p {
-					res.skipped[skipPortConflict]++
-					res.problems[id+"/"+n] = problem{name: nameTag(in), reason: skipPortConflict, detail: fmt.Sprintf(
+					res.Skipped[skipPortConflict]++
+					res.Problems[id+"/"+n] = cloudsource.Problem{Name: nameTag(in), Reason: skipPortConflict, Detail: fmt.Sprintf(
 						"service %s: port %d is %s on an instance with a lower ID, %s here; %s is kept",
 						n, p.Number, old.Protocol, p.Protocol, old.Protocol)}
 					continue
@@ -132,8 +116,8 @@ func (m *mapper) mapInstances(instances []types.Instance) mapResult {
 	for name, acc := range services {
 		host, err := cloudsource.RenderHost(m.host, hostData{Service: name, Region: m.cfg.Region})
 		if err != nil {
-			res.skipped[skipInvalidService] += len(acc.instances)
-			res.problems["service/"+name] = problem{name: name, reason: skipInvalidService, detail: "hostTemplate: " + err.Error()}
+			res.Skipped[skipInvalidService] += len(acc.instances)
+			res.Problems["service/"+name] = cloudsource.Problem{Name: name, Reason: skipInvalidService, Detail: "hostTemplate: " + err.Error()}
 			continue
 		}
 		svc := model.Service{Name: name, Host: host, Instances: acc.instances}
@@ -141,9 +125,9 @@ func (m *mapper) mapInstances(instances []types.Instance) mapResult {
 			svc.Ports = append(svc.Ports, p)
 		}
 		slices.SortFunc(svc.Ports, func(a, b model.Port) int { return cmp.Compare(a.Number, b.Number) })
-		res.groups = append(res.groups, model.Group{Scope: name, Services: []model.Service{svc}})
+		res.Groups = append(res.Groups, model.Group{Scope: name, Services: []model.Service{svc}})
 	}
-	slices.SortFunc(res.groups, func(a, b model.Group) int { return cmp.Compare(a.Scope, b.Scope) })
+	slices.SortFunc(res.Groups, func(a, b model.Group) int { return cmp.Compare(a.Scope, b.Scope) })
 	return res
 }
 

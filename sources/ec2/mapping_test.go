@@ -75,21 +75,21 @@ func TestMapInstances(t *testing.T) {
 				Locality: "us-east-1/us-east-1b", Network: "vpc-1"},
 		},
 	}}}}
-	if !reflect.DeepEqual(res.groups, want) {
-		t.Fatalf("groups:%s\nwant:%s", dump(res.groups), dump(want))
+	if !reflect.DeepEqual(res.Groups, want) {
+		t.Fatalf("groups:%s\nwant:%s", dump(res.Groups), dump(want))
 	}
 	wantSkipped := map[string]int{skipInvalidService: 1, skipPortConflict: 1, skipNotRunning: 1, skipNoAddress: 1,
 		skipNoService: 1, skipNoPorts: 1, skipAutoRegistered: 1}
-	if !reflect.DeepEqual(res.skipped, wantSkipped) || res.seen != 7 {
-		t.Fatalf("skipped %v seen %d", res.skipped, res.seen)
+	if !reflect.DeepEqual(res.Skipped, wantSkipped) || res.Seen != 7 {
+		t.Fatalf("skipped %v seen %d", res.Skipped, res.Seen)
 	}
 	for _, key := range []string{"i-1", "i-2/web", "i-4", "i-5", "i-6"} {
-		if _, ok := res.problems[key]; !ok {
-			t.Errorf("no problem logged for %s: %v", key, res.problems)
+		if _, ok := res.Problems[key]; !ok {
+			t.Errorf("no problem logged for %s: %v", key, res.Problems)
 		}
 	}
-	if p := res.problems["i-2/web"]; !strings.Contains(p.detail, "port 8080 is HTTP") {
-		t.Errorf("port conflict detail: %q", p.detail)
+	if p := res.Problems["i-2/web"]; !strings.Contains(p.Detail, "port 8080 is HTTP") {
+		t.Errorf("port conflict detail: %q", p.Detail)
 	}
 }
 
@@ -118,8 +118,8 @@ func TestMapAddressTypes(t *testing.T) {
 	}
 	in.PublicIpAddress = nil
 	res := newTestMapper(t, func(c *Config) { c.AddressType = AddressPublic }).mapInstances([]types.Instance{in})
-	if len(res.groups) != 0 || res.skipped[skipNoAddress] != 1 {
-		t.Errorf("no public address: %v %v", dump(res.groups), res.skipped)
+	if len(res.Groups) != 0 || res.Skipped[skipNoAddress] != 1 {
+		t.Errorf("no public address: %v %v", dump(res.Groups), res.Skipped)
 	}
 }
 
@@ -127,7 +127,7 @@ func TestMapNetworkOverrideAndNoPlacement(t *testing.T) {
 	m := newTestMapper(t, func(c *Config) { c.Network = "mesh-net"; c.Ports = []Port{{Number: 80}} })
 	res := m.mapInstances([]types.Instance{inst("i-1", map[string]string{"mesh-service": "web"},
 		func(in *types.Instance) { in.Placement = nil })})
-	got := res.groups[0].Services[0]
+	got := res.Groups[0].Services[0]
 	if got.Instances[0].Network != "mesh-net" || got.Instances[0].Locality != "us-east-1" ||
 		!reflect.DeepEqual(got.Ports, []model.Port{{Number: 80, Protocol: model.ProtocolTCP}}) {
 		t.Fatalf("%+v", got)

@@ -6,20 +6,12 @@
 package ec2
 
 import (
-	"context"
-
-	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
-	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
-// Source polls EC2.
-type Source struct {
-	poll    *poll.Source
-	lister  *lister
-	metrics *cloudsource.Metrics
-}
+// Source polls EC2: the shared cloud source over this package's lister.
+type Source = cloudsource.Source[*lister]
 
 var _ sources.Source = (*Source)(nil)
 
@@ -34,18 +26,9 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 		return nil, err
 	}
 	met := newMetrics(opts.Name)
-	if err := opts.Register(met); err != nil {
-		return nil, err
-	}
-	l := &lister{
+	l := &lister{problems: cloudsource.NewProblemLog(opts.Logger, "EC2 instance not (fully) served"),
 		cfg: &cfg, name: opts.Name, mapper: m, metrics: met, log: opts.Logger,
 		filters: requestFilters(&cfg),
 	}
-	return &Source{poll: poll.New(cfg.Config, l, opts), lister: l, metrics: met}, nil
-}
-
-// Run polls until ctx is done; see sources.Source.
-func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
-	defer s.lister.close()
-	return s.poll.Run(ctx, out)
+	return cloudsource.NewSource(cfg.Config, l, met, opts)
 }

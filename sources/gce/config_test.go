@@ -49,7 +49,7 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{func(c *Config) { c.Ports = []Port{{Number: 80, Protocol: "htp"}} }, "ports[0].protocol: \"htp\" is not an Istio protocol"},
 		{func(c *Config) { c.HostTemplate = "{{.Name}}.x" }, "hostTemplate: "},
 		{func(c *Config) { c.HostTemplate = "{{.Service" }, "hostTemplate: "},
-		{func(c *Config) { c.HostTemplate = "{{.Service}}_x" }, "hostTemplate: "},
+		{func(c *Config) { c.HostTemplate = "_{{if false}}{{.Service}}{{end}}" }, "hostTemplate: "},
 		{func(c *Config) { c.AddressType = "external" }, "addressType: \"external\": must be private, public or ipv6"},
 		{func(c *Config) { c.Endpoint = "127.0.0.1:8080" }, "endpoint: "},
 		{func(c *Config) { c.Network = "my net" }, "network: "},

@@ -60,14 +60,6 @@ func newFakeCompute(t *testing.T, project string, zones ...string) *fakeCompute 
 	return f
 }
 
-// client returns the HTTP client the source should use (unauthenticated),
-// closing its idle connections at the end of the test.
-func (f *fakeCompute) client(t *testing.T) *http.Client {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr}
-}
-
 const selfLinkBase = "https://www.googleapis.com/compute/v1/"
 
 // vm describes a test instance.

@@ -15,6 +15,7 @@ import (
 	compute "google.golang.org/api/compute/v1"
 	"google.golang.org/api/googleapi"
 	"google.golang.org/api/option"
+	htransport "google.golang.org/api/transport/http"
 
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
@@ -50,9 +51,10 @@ type lister struct {
 
 	mu  sync.Mutex
 	api instancesAPI
-	// logged are the problems logged after the previous list, so that each
-	// is logged once rather than every interval.
-	logged map[string]problem
+	// transport is the client's own, under the credentials, so that its
+	// idle connections can be closed.
+	transport *http.Transport
+	problems  *cloudsource.ProblemLog
 }
 
 var _ poll.Lister = (*lister)(nil)
@@ -76,12 +78,27 @@ func (l *lister) client(ctx context.Context) (instancesAPI, error) {
 	opts = append(opts, l.clientOptions...)
 	// The client keeps ctx for token refreshes: give it one that outlives
 	// this list.
-	svc, err := compute.NewService(context.WithoutCancel(ctx), opts...)
+	ctx = context.WithoutCancel(ctx)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	rt, err := htransport.NewTransport(ctx, tr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("compute client: %w", err)
 	}
-	l.api = computeAPI{svc: svc}
+	svc, err := compute.NewService(ctx, append(opts, option.WithHTTPClient(&http.Client{Transport: rt}))...)
+	if err != nil {
+		return nil, fmt.Errorf("compute client: %w", err)
+	}
+	l.api, l.transport = computeAPI{svc: svc}, tr
 	return l.api, nil
+}
+
+// CloseIdleConnections releases idle connections; the client stays usable.
+func (l *lister) CloseIdleConnections() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.transport != nil {
+		l.transport.CloseIdleConnections()
+	}
 }
 
 // endpointURL completes an endpoint without a path with the API's base path.
@@ -148,9 +165,9 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 		instances = append(instances, in)
 	}
 	res := l.mapper.mapInstances(instances)
-	l.metrics.Observe(res.seen, res.skipped)
-	l.logProblems(res.problems)
-	return res.groups, nil
+	l.metrics.Observe(res.Seen, res.Skipped)
+	l.problems.Log(res.Problems)
+	return res.Groups, nil
 }
 
 // warningScopes returns the "scope" values of a warning's data.
@@ -184,18 +201,6 @@ func (l *lister) relevant(scopes []string) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-func (l *lister) logProblems(problems map[string]problem) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for id, p := range problems {
-		if l.logged[id] != p {
-			l.log.Warn("instance left out of the mesh", zap.String("instance", p.name), zap.String("id", id),
-				zap.String("reason", p.reason), zap.String("detail", p.detail))
-		}
-	}
-	l.logged = problems
 }
 
 // classify marks Compute Engine throttling (403 or 429 with reason

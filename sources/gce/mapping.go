@@ -83,42 +83,26 @@ func newMapper(cfg *Config) (*mapper, error) {
 	return m, nil
 }
 
-// problem is an instance left out, or partly left out, because of its data.
-type problem struct {
-	name   string
-	reason string
-	detail string
-}
-
-// mapResult is the outcome of mapping one list.
-type mapResult struct {
-	groups  []model.Group
-	seen    int
-	skipped map[string]int
-	// problems are per instance (keyed by instance ID) and worth a log line.
-	problems map[string]problem
-}
-
 // mapInstances maps every instance of a complete list.
-func (m *mapper) mapInstances(instances []*compute.Instance) mapResult {
-	res := mapResult{seen: len(instances), skipped: map[string]int{}, problems: map[string]problem{}}
+func (m *mapper) mapInstances(instances []*compute.Instance) cloudsource.Result {
+	res := cloudsource.NewResult(len(instances))
 	services := cloudsource.Services{}
 	for _, in := range instances {
 		id := strconv.FormatUint(in.Id, 10)
 		names, inst, reason, detail := m.mapInstance(in)
 		if reason != "" {
-			res.skipped[reason]++
+			res.Skipped[reason]++
 			if detail != "" {
-				res.problems[id] = problem{name: in.Name, reason: reason, detail: detail}
+				res.Problems[id] = cloudsource.Problem{Name: in.Name, Reason: reason, Detail: detail}
 			}
 		}
 		services.Add(names, inst.Instance, inst.ports)
 	}
-	res.groups = services.Groups(func(name string) (string, error) {
+	res.Groups = services.Groups(func(name string) (string, error) {
 		return cloudsource.RenderHost(m.host, hostData{Service: name, Project: m.cfg.Project})
 	}, func(name string, instances int, err error) {
-		res.skipped[skipInvalidService] += instances
-		res.problems["service/"+name] = problem{name: name, reason: skipInvalidService, detail: "hostTemplate: " + err.Error()}
+		res.Skipped[skipInvalidService] += instances
+		res.Problems["service/"+name] = cloudsource.Problem{Name: name, Reason: skipInvalidService, Detail: "hostTemplate: " + err.Error()}
 	})
 	return res
 }

@@ -12,15 +12,10 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
-	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
-// Source polls Compute Engine. Run is poll.Source's.
-type Source struct {
-	*poll.Source
-	lister  *lister
-	metrics *cloudsource.Metrics
-}
+// Source polls Compute Engine: the shared cloud source over this package's lister.
+type Source = cloudsource.Source[*lister]
 
 var _ sources.Source = (*Source)(nil)
 
@@ -38,9 +33,6 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 		opts.Logger.Warn("endpoint is plain http: access tokens are sent in clear text", zap.String("endpoint", u))
 	}
 	met := newMetrics(opts.Name)
-	if err := opts.Register(met); err != nil {
-		return nil, err
-	}
-	l := &lister{cfg: &cfg, mapper: m, metrics: met, log: opts.Logger}
-	return &Source{Source: poll.New(cfg.Config, l, opts), lister: l, metrics: met}, nil
+	l := &lister{problems: cloudsource.NewProblemLog(opts.Logger, "instance left out of the mesh"), cfg: &cfg, mapper: m, metrics: met, log: opts.Logger}
+	return cloudsource.NewSource(cfg.Config, l, met, opts)
 }

@@ -38,15 +38,15 @@ func newTestSource(t *testing.T, f *fakeCompute, mutate func(*Config)) (*Source,
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.lister.clientOptions = []option.ClientOption{option.WithHTTPClient(f.client(t))}
-	s.Source = poll.New(poll.Config{RefreshInterval: 10 * time.Millisecond, Timeout: 5 * time.Second, MaxBackoff: 10 * time.Millisecond},
-		s.lister, opts)
+	s.Lister.clientOptions = []option.ClientOption{option.WithoutAuthentication()}
+	s.Poll = poll.New(poll.Config{RefreshInterval: 10 * time.Millisecond, Timeout: 5 * time.Second, MaxBackoff: 10 * time.Millisecond},
+		s.Lister, opts)
 	return s, rep
 }
 
 func mustList(t *testing.T, s *Source) []model.Group {
 	t.Helper()
-	groups, err := s.lister.List(context.Background())
+	groups, err := s.Lister.List(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestListFollowsPagesAcrossZones(t *testing.T) {
 		}
 	}
 
-	m := s.lister.metrics
+	m := s.Lister.metrics
 	if got := testutil.ToFloat64(m.Seen); got != 10 {
 		t.Errorf("instances seen %v, want 10", got)
 	}
@@ -188,7 +188,7 @@ func TestListOptions(t *testing.T) {
 			}}}}
 			cloudsourcetest.AssertGroups(t, mustList(t, s), want)
 			for reason, n := range tt.skip {
-				if got := testutil.ToFloat64(s.lister.metrics.Skipped.WithLabelValues(reason)); got != n {
+				if got := testutil.ToFloat64(s.Lister.metrics.Skipped.WithLabelValues(reason)); got != n {
 					t.Errorf("skipped{reason=%s} = %v, want %v", reason, got, n)
 				}
 			}
@@ -205,7 +205,7 @@ func TestListFailsInsteadOfReturningPartialState(t *testing.T) {
 		f.mu.Lock()
 		f.failures = []*failure{nil, nil, errInternal} // the third page fails
 		f.mu.Unlock()
-		groups, err := s.lister.List(context.Background())
+		groups, err := s.Lister.List(context.Background())
 		if err == nil || groups != nil {
 			t.Fatalf("List = %v, %v; want an error and nothing", groups, err)
 		}
@@ -218,12 +218,12 @@ func TestListFailsInsteadOfReturningPartialState(t *testing.T) {
 		f.setUnreachable("us-central1-b", true)
 		defer f.setUnreachable("us-central1-b", false)
 		s, _ := newTestSource(t, f, nil)
-		if _, err := s.lister.List(context.Background()); err == nil || !strings.Contains(err.Error(), "zones/us-central1-b") {
+		if _, err := s.Lister.List(context.Background()); err == nil || !strings.Contains(err.Error(), "zones/us-central1-b") {
 			t.Fatalf("List error %v, want one naming the unreachable zone", err)
 		}
 		// A zone the source does not read may be unreachable.
 		s, _ = newTestSource(t, f, func(c *Config) { c.Zones = []string{"us-central1-a", "us-central1-c"} })
-		if _, err := s.lister.List(context.Background()); err != nil {
+		if _, err := s.Lister.List(context.Background()); err != nil {
 			t.Fatalf("List with zones filter: %v", err)
 		}
 	})
@@ -245,7 +245,7 @@ func TestClassify(t *testing.T) {
 		{errInternal, false, 0},
 	} {
 		f.setFailAlways(tt.fl)
-		_, err := s.lister.List(context.Background())
+		_, err := s.Lister.List(context.Background())
 		var th *poll.ThrottledError
 		if errors.As(err, &th) != tt.throttled {
 			t.Errorf("%d %s: throttled = %v, want %v (%v)", tt.fl.status, tt.fl.body, !tt.throttled, tt.throttled, err)
@@ -256,7 +256,7 @@ func TestClassify(t *testing.T) {
 		}
 	}
 	f.setFailAlways(nil)
-	if got := testutil.ToFloat64(s.lister.metrics.Requests.WithLabelValues("throttled")); got != 3 {
+	if got := testutil.ToFloat64(s.Lister.metrics.Requests.WithLabelValues("throttled")); got != 3 {
 		t.Errorf("throttled requests %v, want 3", got)
 	}
 }
