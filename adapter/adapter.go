@@ -22,6 +22,7 @@ import (
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/server"
 	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/vip"
 )
 
 // Publisher receives the changes to serve and applies them to what it
@@ -50,6 +51,7 @@ type Settings struct {
 type Adapter struct {
 	log      *zap.Logger
 	opts     convert.Options
+	vips     *vip.Allocator // addresses for hosts the registries give none
 	debounce DebounceConfig
 	state    StateFileConfig
 	sources  []NamedSource
@@ -113,6 +115,7 @@ func NewSharded(srcs []NamedSource, settings Settings, shards []Publisher, m *Me
 		guard:          NewGuard(guard, m, log),
 		store:          NewStore(names),
 		published:      NewPublished(),
+		vips:           newAllocator(settings.Output, log),
 	}
 }
 
@@ -291,4 +294,20 @@ func (a *Adapter) apply(u update) {
 	if a.metrics != nil {
 		a.metrics.updates.WithLabelValues(u.source).Inc()
 	}
+}
+
+// newAllocator builds the address allocator of opts. The configuration was
+// validated before, so an error here only disables allocation, loudly.
+func newAllocator(opts convert.Options, log *zap.Logger) *vip.Allocator {
+	ranges, err := opts.Addresses.AllocateRanges()
+	if err == nil {
+		var a *vip.Allocator
+		if a, err = vip.New(ranges); err == nil {
+			return a
+		}
+	}
+	if log != nil {
+		log.Error("output.addresses.allocate is invalid; allocating no addresses", zap.Error(err))
+	}
+	return nil
 }

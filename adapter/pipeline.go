@@ -20,7 +20,10 @@ import (
 func (a *Adapter) flush() {
 	start := time.Now()
 	a.guard.Commit(a.store)
-	hosts := a.store.TakeDirty()
+	// Allocation depends on the set of hosts, so it runs before conversion,
+	// and a host whose address another host's coming or going moved is
+	// converted again too.
+	hosts := a.vips.Sync(a.store.TakeDirty(), a.store.Has)
 	if a.writer != nil && len(hosts) > 0 {
 		a.writer.offer(a.store.snapshot())
 	}
@@ -153,7 +156,7 @@ func (a *Adapter) convertHosts(hosts []string) []hostResult {
 }
 
 func (a *Adapter) convertHost(host string) hostResult {
-	desired, rejected := convert.Service(host, a.store.Contributions(host), a.opts)
+	desired, rejected := convert.ServiceAt(host, a.vips.Addresses(host), a.store.Contributions(host), a.opts)
 	res := hostResult{rejected: rejected}
 	for kind, change := range a.published.Diff(host, desired) {
 		for _, r := range change.Upserts {

@@ -147,6 +147,9 @@ func (s *Store) TakeDirty() []string {
 	return out
 }
 
+// Has reports whether any source currently has host.
+func (s *Store) Has(host string) bool { return len(s.hosts[host]) > 0 }
+
 // Hosts returns every host currently known, sorted.
 func (s *Store) Hosts() []string {
 	out := make([]string, 0, len(s.hosts))

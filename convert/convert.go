@@ -7,6 +7,7 @@ package convert
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -53,6 +54,7 @@ const (
 	CodeLabel     = "invalid-label"
 	CodeInvalid   = "failed-validation"
 	CodeReserved  = "reserved-metadata"
+	CodeAddress   = "invalid-address"
 )
 
 func (r Rejection) String() string {
@@ -66,10 +68,17 @@ func (r Rejection) String() string {
 // Resources that would fail istiod's validation are rejected with a reason;
 // the rest are still returned.
 func Service(host string, contribs []Contribution, opts Options) ([]*Resource, []Rejection) {
+	return ServiceAt(host, nil, contribs, opts)
+}
+
+// ServiceAt is Service with the addresses allocated to host (by package
+// vip, which needs the set of every host and so runs before conversion).
+// They become spec.addresses unless the registry gives the service its own.
+func ServiceAt(host string, allocated []string, contribs []Contribution, opts Options) ([]*Resource, []Rejection) {
 	if len(contribs) == 0 {
 		return nil, nil
 	}
-	c := conversion{host: host, seName: ResourceName(host), base: contribs[0], opts: opts}
+	c := conversion{host: host, seName: ResourceName(host), base: contribs[0], opts: opts, allocated: allocated}
 	c.normalizePorts()
 	c.collectInstances(contribs)
 	se := c.serviceEntrySpec()
@@ -83,6 +92,7 @@ type conversion struct {
 	host, seName string
 	base         Contribution // the first contribution, whose ports and metadata win
 	opts         Options
+	allocated    []string // addresses allocated to the host, if any
 	ports        []model.Port
 	served       []sourcedInstance // instances not critical, in contribution order
 	sourceNames  []string          // the sources that contributed, for the annotation
@@ -154,7 +164,32 @@ func (c *conversion) serviceEntrySpec() *networking.ServiceEntry {
 			break
 		}
 	}
+	se.Addresses = c.addresses()
 	return se
+}
+
+// addresses are the registry's own addresses for the service (the first
+// contribution's, like its ports), or else the allocated ones. A registry
+// address that is not an IP is rejected alone: istiod would reject the whole
+// ServiceEntry for it. CIDRs are not taken from registries: istiod allows
+// them only with resolution NONE or STATIC, and a VIP is one address.
+func (c *conversion) addresses() []string {
+	var out []string
+	for _, a := range c.base.Service.Addresses {
+		ip, err := netip.ParseAddr(a)
+		if err != nil || ip.Zone() != "" {
+			c.reject(Rejection{Kind: KindServiceEntry, Name: c.host, Source: c.base.Source, Code: CodeAddress,
+				Reason: fmt.Sprintf("address %q is not an IP address; dropped it", a)})
+			continue
+		}
+		if !slices.Contains(out, ip.String()) {
+			out = append(out, ip.String())
+		}
+	}
+	if len(out) > 0 {
+		return out
+	}
+	return c.allocated
 }
 
 // serviceEntryMeta builds the ServiceEntry's labels and annotations from the

@@ -2,10 +2,12 @@ package convert
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/registry-adapter/registry-adapter/convert/validation"
+	"github.com/registry-adapter/registry-adapter/vip"
 )
 
 // Mode chooses how instances are represented.
@@ -45,6 +47,40 @@ type Options struct {
 	// Labels narrows which registry labels reach the resources. Reserved keys
 	// (istio, *istio.io/*, *kubernetes.io/*, *k8s.io/*) never do.
 	Labels LabelOptions `yaml:"labels"`
+	// Addresses chooses the ServiceEntry's spec.addresses (see AddressOptions).
+	Addresses AddressOptions `yaml:"addresses"`
+}
+
+// AddressOptions: each service gets the addresses its registry gives it
+// (model.Service.Addresses), or else one allocated from each range of
+// Allocate, so that its name resolves in a sidecar's name table and each TCP
+// port gets a listener of its own.
+type AddressOptions struct {
+	// Allocate lists the ranges addresses are allocated from, at most one
+	// IPv4 and one IPv6 CIDR, or the single word "none" to allocate nothing.
+	Allocate []string `yaml:"allocate"`
+}
+
+// DefaultAllocateRange is in the reserved 240.0.0.0/4 like Istio's own
+// 240.240.0.0/16, which it does not overlap, and far above the addresses
+// Consul gives out (sequentially from 240.0.0.1). 2^26 addresses keep
+// hash collisions, the only case where an address can move, rare.
+const DefaultAllocateRange = "248.0.0.0/6"
+
+// AllocateRanges returns the parsed ranges; none for "none".
+func (o AddressOptions) AllocateRanges() ([]netip.Prefix, error) {
+	if len(o.Allocate) == 1 && o.Allocate[0] == "none" {
+		return nil, nil
+	}
+	var out []netip.Prefix
+	for i, r := range o.Allocate {
+		p, err := netip.ParsePrefix(r)
+		if err != nil {
+			return nil, fmt.Errorf("output.addresses.allocate[%d] %q: not a CIDR (or use \"none\" alone)", i, r)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // LabelOptions narrows the registry labels copied onto the resources.
@@ -78,6 +114,9 @@ func (o *Options) SetDefaults() {
 	if o.Location == "" {
 		o.Location = "MESH_INTERNAL"
 	}
+	if len(o.Addresses.Allocate) == 0 {
+		o.Addresses.Allocate = []string{DefaultAllocateRange}
+	}
 	if o.CreateTime.IsZero() {
 		o.CreateTime = DefaultCreateTime
 	}
@@ -104,7 +143,17 @@ func (o *Options) Validate() error {
 	if err := validation.ExportTo(o.Namespace, o.ExportTo); err != nil {
 		return fmt.Errorf("output.exportTo %q: %w", o.ExportTo, err)
 	}
-	return o.Labels.validate()
+	if err := o.Labels.validate(); err != nil {
+		return err
+	}
+	ranges, err := o.Addresses.AllocateRanges()
+	if err != nil {
+		return err
+	}
+	if _, err := vip.New(ranges); err != nil {
+		return fmt.Errorf("output.addresses.allocate: %w", err)
+	}
+	return nil
 }
 
 func (o LabelOptions) validate() error {
