@@ -16,14 +16,22 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/server"
+	"github.com/registry-adapter/registry-adapter/sinks/kube"
 )
 
 // Config is the adapter's whole configuration file.
 type Config struct {
-	Server   ServerConfig    `yaml:"server"`
-	Output   convert.Options `yaml:"output"`
-	Debounce DebounceConfig  `yaml:"debounce"`
-	Guard    GuardConfig     `yaml:"guard"`
+	Server ServerConfig    `yaml:"server"`
+	Output convert.Options `yaml:"output"`
+	// Sink is where the resources go: xds (istiod's config source, the
+	// default), kubernetes (objects in the API server) or both. One choice for
+	// every source: a host merges the contributions of several sources into
+	// one ServiceEntry, so a per-source sink would split a host's resources.
+	Sink SinkKind `yaml:"sink"`
+	// KubernetesSink configures the kubernetes sink.
+	KubernetesSink kube.Config    `yaml:"kubernetesSink"`
+	Debounce       DebounceConfig `yaml:"debounce"`
+	Guard          GuardConfig    `yaml:"guard"`
 	// StateFile saves the last state to serve it after a restart while a
 	// registry is unreachable.
 	StateFile StateFileConfig `yaml:"stateFile"`
@@ -45,6 +53,21 @@ type ServerConfig struct {
 func (c *Config) Settings() Settings {
 	return Settings{Output: c.Output, Debounce: c.Debounce, Guard: c.Guard, StateFile: c.StateFile}
 }
+
+// SinkKind chooses the sinks.
+type SinkKind string
+
+const (
+	SinkXDS        SinkKind = "xds"
+	SinkKubernetes SinkKind = "kubernetes"
+	SinkBoth       SinkKind = "both"
+)
+
+// XDS reports whether the xDS server serves istiod.
+func (k SinkKind) XDS() bool { return k == SinkXDS || k == SinkBoth }
+
+// Kubernetes reports whether resources are written to the Kubernetes API.
+func (k SinkKind) Kubernetes() bool { return k == SinkKubernetes || k == SinkBoth }
 
 // LogConfig selects the log format and level.
 type LogConfig struct {
@@ -109,6 +132,10 @@ func (c *Config) SetDefaults() {
 	c.Output.SetDefaults()
 	// Debounce and Guard are not filled here: ParseConfig decodes onto
 	// their defaults, so that a key set to zero stays zero.
+	if c.Sink == "" {
+		c.Sink = SinkXDS
+	}
+	c.KubernetesSink.SetDefaults()
 	c.StateFile.SetDefaults()
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -131,6 +158,16 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Output.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	switch c.Sink {
+	case SinkXDS, SinkKubernetes, SinkBoth:
+	default:
+		errs = append(errs, fmt.Errorf("sink %q: must be xds, kubernetes or both", c.Sink))
+	}
+	if c.Sink.Kubernetes() {
+		if err := c.KubernetesSink.Validate("kubernetesSink"); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := c.Debounce.Validate(); err != nil {
 		errs = append(errs, err)

@@ -28,6 +28,7 @@ import (
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/fidelity"
 	"github.com/registry-adapter/registry-adapter/server"
+	"github.com/registry-adapter/registry-adapter/sinks/kube"
 )
 
 func main() {
@@ -231,7 +232,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	defer func() { _ = log.Sync() }()
 	v, rev := buildInfo()
 	log.Info("starting", zap.String("version", v), zap.String("commit", rev), zap.String("config", *path), zap.Int("sources", len(cfg.Sources)),
-		zap.Int("shards", cfg.Server.Shards))
+		zap.Int("shards", cfg.Server.Shards), zap.String("sink", string(cfg.Sink)))
 	setMemoryLimit(log, memlimit.FromCgroup)
 
 	reg := prometheus.NewRegistry()
@@ -250,9 +251,20 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	registerCertExpiry(reg, srv)
+	// The caches are fed whatever the sink: they are also the debug dump.
+	var sink *kube.Sink
+	if cfg.Sink.Kubernetes() {
+		rc, err := kube.RESTConfig(cfg.KubernetesSink)
+		if err != nil {
+			return err
+		}
+		if sink, err = kube.New(cfg.KubernetesSink, cfg.Output.Namespace, rc, reg, log.Named("kube")); err != nil {
+			return err
+		}
+	}
 	pubs := make([]adapter.Publisher, len(caches))
 	for i, c := range caches {
-		pubs[i] = c
+		pubs[i] = teePublisher{xds: c, kube: sink}
 	}
 	a := adapter.NewSharded(srcs, cfg.Settings(), pubs, adapter.NewMetrics(reg), log.Named("adapter"))
 	dbg := &admin.Debug{Adapter: a, Caches: caches, Server: srv, Sources: srcs, Gatherer: reg, Log: log.Named("debug")}
@@ -260,7 +272,13 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	g, ctx := errgroup.WithContext(ctx)
+	// With sink: kubernetes the xDS listener still runs: readiness and the
+	// debug dump are the caches' and the server's; istiod is simply not
+	// pointed at it.
 	g.Go(func() error { return srv.Run(ctx) })
+	if sink != nil {
+		g.Go(func() error { return sink.Run(ctx) })
+	}
 	g.Go(func() error { return a.Run(ctx) })
 	g.Go(func() error { return dbg.Run(ctx, cfg.Server.DebugListen) })
 	err = g.Wait()
