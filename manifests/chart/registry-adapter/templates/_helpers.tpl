@@ -99,3 +99,34 @@ ports.grpc + i. The adapter listens on the same ports (server.listen's port + i)
 {{- end }}
 {{- toYaml $out }}
 {{- end }}
+
+{{/*
+Kubernetes sink: "true" (non-empty) when config.sink writes to the Kubernetes API.
+*/}}
+{{- define "registry-adapter.kubeSink" -}}
+{{- $sink := (.Values.config | default dict).sink | default "xds" }}
+{{- if or (eq $sink "kubernetes") (eq $sink "both") }}true{{ end }}
+{{- end }}
+
+{{- define "registry-adapter.outputNamespace" -}}
+{{- ((.Values.config | default dict).output | default dict).namespace | default "istio-system" }}
+{{- end }}
+
+{{- define "registry-adapter.kubeSinkConfig" -}}
+{{- toYaml ((.Values.config | default dict).kubernetesSink | default dict) }}
+{{- end }}
+
+{{- define "registry-adapter.leaderElection" -}}
+{{- $le := (include "registry-adapter.kubeSinkConfig" . | fromYaml).leaderElection | default dict }}
+{{- if or (not (hasKey $le "enabled")) $le.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "registry-adapter.leaseNamespace" -}}
+{{- $le := (include "registry-adapter.kubeSinkConfig" . | fromYaml).leaderElection | default dict }}
+{{- $le.leaseNamespace | default (include "registry-adapter.outputNamespace" .) }}
+{{- end }}
+
+{{- define "registry-adapter.leaseName" -}}
+{{- $le := (include "registry-adapter.kubeSinkConfig" . | fromYaml).leaderElection | default dict }}
+{{- $le.leaseName | default "registry-adapter" }}
+{{- end }}
