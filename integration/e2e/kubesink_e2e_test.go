@@ -1,0 +1,178 @@
+//go:build kubesink
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/registry-adapter/registry-adapter/adapter"
+	"github.com/registry-adapter/registry-adapter/fidelity"
+	"github.com/registry-adapter/registry-adapter/sinks/kube"
+)
+
+// kubeSinkConfig is an adapter writing to the harness's kube-apiserver only.
+func kubeSinkConfig(consulAddr, owner string) string {
+	return fmt.Sprintf(`
+server: {listen: "{{XDS}}", debugListen: "{{DEBUG}}"}
+debounce: {quiet: 50ms, max: 300ms}
+sink: kubernetes
+kubernetesSink:
+  kubeconfig: %q
+  owner: %s
+  leaderElection: {leaseName: %s, leaseDuration: 4s, renewDeadline: 3s, retryPeriod: 500ms}
+sources:
+- name: dc1
+  consul: {address: "%s", wait: 2s, requestTimeout: 1s, backoffMin: 100ms, backoffMax: 1s, minQueryInterval: 50ms}
+`, kubeconfig, owner, owner, consulAddr)
+}
+
+// meshK8sOnly is a mesh config whose only config source is the Kubernetes API.
+const meshK8sOnly = "rootNamespace: istio-system\ntrustDomain: cluster.local\nconfigSources:\n- address: k8s://\n"
+
+// faithfulKube is faithful for the Kubernetes sink: the same fidelity checker
+// on istiod's view, where the one label the sink adds (the owner label,
+// which decides ownership in the API) is set aside.
+func faithfulKube(t *testing.T, a *adapterProc, p *istiodProc) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg, err := adapter.LoadConfig(a.configPath)
+	if err != nil {
+		return err
+	}
+	log := nopLogger()
+	srcs, err := adapter.BuildSources(cfg, nil, log)
+	if err != nil {
+		return err
+	}
+	res, _, err := adapter.Render(ctx, srcs, cfg.Output, log)
+	if err != nil {
+		return err
+	}
+	got, err := fidelity.Istiod(ctx, http.DefaultClient, "http://"+p.httpAddr)
+	if err != nil {
+		return err
+	}
+	for _, svc := range got {
+		for k, ep := range svc.Endpoints {
+			delete(ep.Labels, kube.LabelOwner)
+			svc.Endpoints[k] = ep
+		}
+	}
+	if d := fidelity.Diff(fidelity.Expected(res), got); len(d) > 0 {
+		return fmt.Errorf("istiod differs from the registries:\n%s", strings.Join(d, "\n"))
+	}
+	return nil
+}
+
+// ownedVersions is name@resourceVersion of every object the owner has in ns.
+func ownedVersions(t *testing.T, ns, owner string) []string {
+	t.Helper()
+	var out []string
+	for _, gvr := range []struct{ kind, res string }{{"ServiceEntry", "se"}, {"WorkloadEntry", "we"}} {
+		g := seGVR
+		if gvr.kind == "WorkloadEntry" {
+			g = weGVR
+		}
+		list, err := kubeDynamic(t).Resource(g).Namespace(ns).List(context.Background(),
+			metav1.ListOptions{LabelSelector: kube.LabelOwner + "=" + owner})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range list.Items {
+			out = append(out, gvr.res+"/"+u.GetName()+"@"+u.GetResourceVersion())
+		}
+	}
+	return sortStrings(out)
+}
+
+// TestKubeSinkConsulIstiod: the adapter with sink: kubernetes, real Consul, and
+// an istiod that reads config only from the Kubernetes API (k8s://). The
+// fidelity checker passes after register, change, deregister, a Consul crash
+// (killed, back empty, fleet re-registered) and an adapter restart; the
+// objects are listed from the API as `kubectl get serviceentries` does.
+func TestKubeSinkConsulIstiod(t *testing.T) {
+	installIstioCRDs(t)
+	const ns, owner = "istio-system", "e2e-full"
+	t.Cleanup(func() { deleteIstioObjects(t, ns) })
+	consul := newConsulAgent(t, freePort(t))
+	consul.start(t)
+	registerTxn(t, consul.client, vm{"web", "web-1", "10.7.0.1"}, vm{"web", "web-2", "10.7.0.2"}, vm{"db", "db-1", "10.7.1.1"})
+
+	a := startAdapter(t, kubeSinkConfig(consul.addr, owner), 0)
+	p := startIstiod(t, meshK8sOnly)
+	p.waitReady(t)
+	step := func(what string) {
+		t.Helper()
+		eventually(t, 60*time.Second, what+": istiod (reading k8s://) is faithful", func() error { return faithfulKube(t, a, p) })
+	}
+	step("register")
+	if got := kubeNames(t, seGVR, ns); !slices.Contains(got, "web.service.consul") && !slices.Contains(got, "web-service-consul") {
+		t.Fatalf("kubectl get serviceentries -n %s: %v", ns, got)
+	}
+	t.Logf("serviceentries: %v; workloadentries: %v", kubeNames(t, seGVR, ns), kubeNames(t, weGVR, ns))
+
+	registerTxn(t, consul.client, vm{"web", "web-3", "10.7.0.3"})
+	deregister(t, consul.client, "web-1", "web")
+	step("change")
+
+	deregister(t, consul.client, "db-1", "db")
+	step("deregister")
+	for _, n := range kubeNames(t, seGVR, ns) {
+		if strings.HasPrefix(n, "db") {
+			t.Fatalf("ServiceEntry %s still in the API after db was deregistered", n)
+		}
+	}
+
+	// Consul crashes: the adapter keeps its last state, so the objects stay
+	// exactly as they are (no write at all while Consul is down).
+	before := ownedVersions(t, ns, owner)
+	consul.kill(t)
+	waitStale(t, a.debugAddr, "dc1", true, 30*time.Second)
+	if after := ownedVersions(t, ns, owner); !slices.Equal(before, after) {
+		t.Fatalf("objects changed while Consul was down:\nbefore %v\nafter  %v", before, after)
+	}
+	// It comes back empty (a fresh dev agent); the guard holds the mass
+	// deletion; the fleet is registered again and everything converges.
+	consul.start(t)
+	registerTxn(t, consul.client, vm{"web", "web-2", "10.7.0.2"}, vm{"web", "web-3", "10.7.0.3"})
+	step("consul crash")
+
+	// The adapter restarts: one list, nothing rewritten, istiod unaffected.
+	before = ownedVersions(t, ns, owner)
+	a.restart(t)
+	eventually(t, 30*time.Second, "restarted adapter leads and listed", func() error {
+		if a.metric(t, "registry_adapter_kube_leader") != 1 {
+			return fmt.Errorf("not leading yet")
+		}
+		if a.metric(t, "registry_adapter_kube_request_duration_seconds_count", "verb=list") < 2 {
+			return fmt.Errorf("not listed yet")
+		}
+		return nil
+	})
+	registerTxn(t, consul.client, vm{"web", "web-4", "10.7.0.4"})
+	step("adapter restart")
+	after := ownedVersions(t, ns, owner)
+	changed := 0
+	for _, v := range before {
+		if !slices.Contains(after, v) {
+			changed++
+		}
+	}
+	// web-4 is a new WorkloadEntry; the ServiceEntry selects instances, so
+	// nothing that existed before the restart may have been rewritten.
+	if changed != 0 {
+		t.Errorf("after the restart %d existing objects were rewritten:\nbefore %v\nafter  %v", changed, before, after)
+	}
+	if got := a.metric(t, "registry_adapter_kube_applies_total"); got != 1 {
+		t.Errorf("the restarted adapter applied %v objects, want 1 (the new WorkloadEntry)", got)
+	}
+}
