@@ -145,10 +145,12 @@ func (s *Sink) Apply(kind string, upserts []Upsert, deletes []string) bool {
 	changed := false
 	touch := func(k key) {
 		changed = true
-		if _, ok := s.since[k]; !ok {
-			s.since[k] = now
-		}
+		// Only the leader writes, so only it measures the delay; a follower
+		// recording it would keep an entry per changed name forever.
 		if s.queue != nil {
+			if _, ok := s.since[k]; !ok {
+				s.since[k] = now
+			}
 			s.queue.Add(k)
 		}
 	}
@@ -166,6 +168,11 @@ func (s *Sink) Apply(kind string, upserts []Upsert, deletes []string) bool {
 			continue
 		}
 		delete(s.desired, k)
+		if s.foreign[k] {
+			// No longer wanted: the other object is none of the sink's business.
+			delete(s.foreign, k)
+			s.m.foreign.Set(float64(len(s.foreign)))
+		}
 		touch(k)
 	}
 	return changed
