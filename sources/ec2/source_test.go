@@ -19,6 +19,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources/awsapi"
+	"github.com/registry-adapter/registry-adapter/sources/awsapi/mototest"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
@@ -192,7 +193,7 @@ func TestMotoSelection(t *testing.T) {
 
 	in := c.instance(keep)
 	if aws.ToString(in.PublicIpAddress) == "" {
-		t.Skip("moto gave the instance no public address")
+		mototest.Unavailable(t, "moto gave instance %s no public address", keep)
 	}
 	r := startSource(t, Config{
 		Region: testRegion, Endpoint: motoURL,

@@ -158,6 +158,18 @@ func Need(t testing.TB, s *Server, why error) {
 	}
 }
 
+// Unavailable skips a test that moto cannot serve (a feature this moto
+// version lacks), or fails it when REGISTRY_ADAPTER_REQUIRE_MOTO=1: in CI
+// a test must not pass by not running.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv(RequireEnv) == "1" {
+		t.Fatalf("%s (%s=1: a skip is a failure)", msg, RequireEnv)
+	}
+	t.Skip(msg)
+}
+
 // TestEnv is the environment the tests run the SDK with: static
 // credentials and nothing from the machine (profiles, IMDS, endpoint
 // overrides). Apply it in TestMain, before any client is made.
