@@ -82,6 +82,7 @@ type Adapter struct {
 
 type allowRequest struct {
 	source string
+	id     string
 	done   chan error
 }
 
@@ -234,7 +235,7 @@ func (a *Adapter) run(ctx context.Context, once bool) error {
 				a.markReady()
 			}
 		case req := <-a.allow:
-			err := a.guard.Allow(req.source)
+			err := a.guard.Allow(req.source, req.id)
 			if err == nil {
 				flush()
 			}
@@ -261,9 +262,9 @@ func (a *Adapter) describe(names []string) string {
 }
 
 // AllowDeletions releases the change the mass-deletion guard holds for
-// source, as an operator decision.
-func (a *Adapter) AllowDeletions(ctx context.Context, source string) error {
-	req := allowRequest{source: source, done: make(chan error, 1)}
+// source under id (HeldChange.ID), as an operator decision.
+func (a *Adapter) AllowDeletions(ctx context.Context, source, id string) error {
+	req := allowRequest{source: source, id: id, done: make(chan error, 1)}
 	select {
 	case a.allow <- req:
 	case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"reflect"
 	"regexp"
@@ -43,10 +44,36 @@ type Config struct {
 // health and debug endpoints.
 type ServerConfig struct {
 	server.Config `yaml:",inline"`
-	// DebugListen serves /metrics, /healthz, /readyz, /debug/* and pprof.
-	// Keep it on loopback or behind a NetworkPolicy: pprof and the resource
-	// dump are not for the world.
+	// DebugListen serves /metrics, /healthz and /readyz: what the kubelet
+	// and Prometheus read. On a loopback address it serves the admin
+	// endpoints too, unless AdminListen is set.
 	DebugListen string `yaml:"debugListen"`
+	// AdminListen serves /debug/* (every address and identity served),
+	// pprof and the release of held deletions. It must be a loopback
+	// address (reach it with kubectl port-forward) unless AdminTokenFile is
+	// set. Empty: DebugListen when that is loopback, else 127.0.0.1:15015.
+	AdminListen string `yaml:"adminListen"`
+	// AdminTokenFile holds a bearer token every admin request must carry
+	// (Authorization: Bearer ...). Read on each request.
+	AdminTokenFile string `yaml:"adminTokenFile"`
+}
+
+// defaultAdminListen is where the admin endpoints go when DebugListen is
+// not loopback and AdminListen is not set.
+const defaultAdminListen = "127.0.0.1:15015"
+
+// isLoopback reports whether addr (host:port) listens on loopback only.
+// An empty host or a name other than localhost listens on more.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Settings returns the adapter loop's part of the configuration.
@@ -129,6 +156,12 @@ func (c *Config) SetDefaults() {
 	if c.Server.DebugListen == "" {
 		c.Server.DebugListen = "127.0.0.1:15014"
 	}
+	if c.Server.AdminListen == "" {
+		c.Server.AdminListen = c.Server.DebugListen
+		if !isLoopback(c.Server.DebugListen) {
+			c.Server.AdminListen = defaultAdminListen
+		}
+	}
 	c.Output.SetDefaults()
 	// Debounce and Guard are not filled here: ParseConfig decodes onto
 	// their defaults, so that a key set to zero stays zero.
@@ -155,6 +188,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Server.DebugListen != "" && !strings.Contains(c.Server.DebugListen, ":") {
 		errs = append(errs, fmt.Errorf("server.debugListen %q: want host:port", c.Server.DebugListen))
+	}
+	if c.Server.AdminListen != "" && !isLoopback(c.Server.AdminListen) && c.Server.AdminTokenFile == "" {
+		// Anyone who reaches it could release the guard, dump every address
+		// and identity, and run profiles.
+		errs = append(errs, fmt.Errorf("server.adminListen %q is not a loopback address: set server.adminTokenFile, or keep it on 127.0.0.1 and use kubectl port-forward", c.Server.AdminListen))
 	}
 	if err := c.Output.Validate(); err != nil {
 		errs = append(errs, err)

@@ -139,3 +139,32 @@ func TestConfigExplicitZeros(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminListen: issue 15 item 2. The admin endpoints (dumps, pprof, the
+// guard's release) never listen beyond loopback without a token.
+func TestAdminListen(t *testing.T) {
+	cases := []struct {
+		server, want, wantErr string
+	}{
+		{"", "127.0.0.1:15014", ""}, // loopback probes: shared
+		{"server: {debugListen: 0.0.0.0:15014}", "127.0.0.1:15015", ""},
+		{"server: {debugListen: 0.0.0.0:15014, adminListen: '[::1]:9000'}", "[::1]:9000", ""},
+		{"server: {debugListen: 0.0.0.0:15014, adminListen: 0.0.0.0:15015}", "", "server.adminListen \"0.0.0.0:15015\" is not a loopback address"},
+		{"server: {adminListen: ':15015'}", "", "is not a loopback address"},
+		{"server: {adminListen: 'admin.example:15015'}", "", "is not a loopback address"},
+		{"server: {adminListen: 0.0.0.0:15015, adminTokenFile: /var/run/token}", "0.0.0.0:15015", ""},
+	}
+	for _, c := range cases {
+		cfg, err := ParseConfig(strings.NewReader(c.server + "\n"))
+		switch {
+		case c.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Errorf("%q: error %v, want %q", c.server, err, c.wantErr)
+			}
+		case err != nil:
+			t.Errorf("%q: %v", c.server, err)
+		case cfg.Server.AdminListen != c.want:
+			t.Errorf("%q: adminListen %q, want %q", c.server, cfg.Server.AdminListen, c.want)
+		}
+	}
+}

@@ -1,6 +1,8 @@
 package adapter
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -108,6 +110,10 @@ type Guard struct {
 
 // HeldChange describes a change the mass-deletion guard holds.
 type HeldChange struct {
+	// ID names this held change, as it is now: it changes whenever more of
+	// the source's changes join it, so that a release names what the
+	// operator saw (POST /debug/allow-deletions).
+	ID        string    `json:"id"`
 	Source    string    `json:"source"`
 	Since     time.Time `json:"since"`
 	Removes   int       `json:"removesInstances"`
@@ -143,11 +149,16 @@ func (g *Guard) Stage(source string, groups []model.Group, full, reset bool) {
 	st.add(groups, full, reset)
 }
 
-// Allow records an operator's release of the change held for source; the
-// next Commit applies it. It fails when nothing is held for source.
-func (g *Guard) Allow(source string) error {
-	if st, ok := g.staging[source]; !ok || st.heldSince.IsZero() {
+// Allow records an operator's release of the change held for source under
+// id; the next Commit applies it. It fails when nothing is held for source,
+// or when the held change is no longer the one named.
+func (g *Guard) Allow(source, id string) error {
+	st, ok := g.staging[source]
+	if !ok || st.heldSince.IsZero() {
 		return fmt.Errorf("source %q has no held change", source)
+	}
+	if st.id != id {
+		return fmt.Errorf("the held change of %q is now %s, not %s: read /debug/held again", source, st.id, id)
 	}
 	g.allowed[source] = true
 	return nil
@@ -222,6 +233,10 @@ func (g *Guard) Commit(store *Store) {
 					g.metrics.heldTotal.WithLabelValues(source).Inc()
 				}
 			}
+			if st.id == "" || st.grew {
+				st.id = newChangeID()
+			}
+			st.grew = false
 			st.removed, st.before = removed, baseline
 			g.setHeld(source, st)
 			continue
@@ -256,7 +271,7 @@ func (g *Guard) setHeld(source string, st *staged) {
 	if st == nil {
 		delete(g.held, source)
 	} else {
-		h := HeldChange{Source: source, Since: st.heldSince, Removes: st.removed, Of: st.before}
+		h := HeldChange{ID: st.id, Source: source, Since: st.heldSince, Removes: st.removed, Of: st.before}
 		if !g.cfg.Manual {
 			h.ReleaseAt = st.heldSince.Add(g.cfg.HoldFor)
 		}
@@ -281,12 +296,16 @@ type staged struct {
 	reset bool
 	// heldSince is set while the guard holds this change.
 	heldSince time.Time
-	removed   int
-	before    int
+	// id names the held change; grew marks batches added since it was set.
+	id      string
+	grew    bool
+	removed int
+	before  int
 }
 
 func (s *staged) add(groups []model.Group, full, reset bool) {
 	s.reset = s.reset || reset
+	s.grew = true
 	if full {
 		// A complete state replaces whatever was staged before it.
 		s.full = true
@@ -404,4 +423,12 @@ func (c GuardConfig) judge(s *staged, ch change, now time.Time, allowed bool) gu
 	default:
 		return guardHold
 	}
+}
+
+// newChangeID is a random name for a held change: unique across restarts and
+// replicas, so that a release meant for one hold never applies another.
+func newChangeID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

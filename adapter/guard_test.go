@@ -97,10 +97,10 @@ func TestGuardHoldsMassDeletionUntilAllowed(t *testing.T) {
 	src.batches <- fleet(4)
 	waitUntil(t, "held update", func() bool { return a.Held()[0].Removes == 16 })
 
-	if err := a.AllowDeletions(context.Background(), "nope"); err == nil {
+	if err := a.AllowDeletions(context.Background(), "nope", a.Held()[0].ID); err == nil {
 		t.Error("allowing a source with nothing held succeeded")
 	}
-	if err := a.AllowDeletions(context.Background(), "src0"); err != nil {
+	if err := a.AllowDeletions(context.Background(), "src0", a.Held()[0].ID); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, "deletion applied", func() bool { return len(pub.names(convert.KindWorkloadEntry)) == 4 })
@@ -217,7 +217,7 @@ func TestGuardCommit(t *testing.T) {
 	if instances() != 20 || len(g.Held()) != 0 {
 		t.Fatalf("first state: %d instances, held %+v", instances(), g.Held())
 	}
-	if err := g.Allow("src"); err == nil {
+	if err := g.Allow("src", ""); err == nil {
 		t.Error("Allow with nothing held succeeded")
 	}
 
@@ -255,11 +255,29 @@ func TestGuardCommit(t *testing.T) {
 	if len(g.Held()) != 1 {
 		t.Fatalf("18 of 20 removed: held %+v", g.Held())
 	}
-	if err := g.Allow("src"); err != nil {
+	seen := g.Held()[0].ID
+	// More joins the held change before the operator's release arrives: the
+	// release names what the operator saw, so it no longer applies.
+	g.Stage("src", fleet(1), false, false)
+	g.Commit(st)
+	if err := g.Allow("src", seen); err == nil {
+		t.Fatal("a release named a change that has grown since; it was accepted")
+	}
+	if g.Held()[0].ID == seen || g.Held()[0].Removes != 19 {
+		t.Fatalf("held %+v after it grew", g.Held())
+	}
+	// Judging again without anything new keeps the name.
+	now = now.Add(time.Second)
+	id := g.Held()[0].ID
+	g.Commit(st)
+	if g.Held()[0].ID != id {
+		t.Fatal("the held change's id changed with nothing new")
+	}
+	if err := g.Allow("src", id); err != nil {
 		t.Fatal(err)
 	}
 	g.Commit(st)
-	if instances() != 2 || len(g.Held()) != 0 {
+	if instances() != 1 || len(g.Held()) != 0 {
 		t.Fatalf("after the operator's release: %d instances, held %+v", instances(), g.Held())
 	}
 }
@@ -309,7 +327,7 @@ func TestGuardSmallSource(t *testing.T) {
 		if got := len(pub.names(convert.KindWorkloadEntry)); got != 4 {
 			t.Errorf("%d WorkloadEntries served while held, want 4", got)
 		}
-		if err := a.AllowDeletions(context.Background(), "src0"); err != nil {
+		if err := a.AllowDeletions(context.Background(), "src0", a.Held()[0].ID); err != nil {
 			t.Fatal(err)
 		}
 		waitUntil(t, "released", func() bool { return len(pub.names(convert.KindServiceEntry)) == 0 })

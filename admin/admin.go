@@ -7,20 +7,25 @@ package admin
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/registry-adapter/registry-adapter/adapter"
 	"github.com/registry-adapter/registry-adapter/convert"
@@ -28,7 +33,11 @@ import (
 	"github.com/registry-adapter/registry-adapter/sources"
 )
 
-// Debug serves metrics, health and debug endpoints over HTTP.
+// Debug serves the daemon's HTTP endpoints on two listeners. The probe
+// listener carries /metrics, /healthz and /readyz: the kubelet and Prometheus
+// reach it from outside the pod. The admin listener carries /debug/* (every
+// address and identity served), pprof and the release of held deletions: it
+// is loopback-only (kubectl port-forward) unless a bearer token guards it.
 type Debug struct {
 	Adapter *adapter.Adapter
 	// Caches are the served sets, Caches[i] on Server's shard i.
@@ -37,14 +46,36 @@ type Debug struct {
 	Sources  []adapter.NamedSource
 	Gatherer prometheus.Gatherer
 	Log      *zap.Logger
+	// TokenFile, when set, holds the bearer token every admin request must
+	// carry. It is read on each request, so a rotated token applies at once.
+	TokenFile string
+
+	// dumps counts the /debug/resources dumps running now.
+	dumps atomic.Int32
 }
 
-// Handler returns the debug mux.
-func (d *Debug) Handler() http.Handler {
+// maxDumps bounds concurrent /debug/resources dumps: each walks every served
+// resource and decodes it again, and a loop of them would starve the adapter.
+const maxDumps = 2
+
+// ReleaseHeader names the held change a release applies. A custom header
+// makes the release a non-simple request: a web page cannot send it across
+// origins without a CORS preflight, which this server never grants.
+const ReleaseHeader = "Registry-Adapter-Held-Change"
+
+// ProbeHandler serves /metrics, /healthz and /readyz.
+func (d *Debug) ProbeHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", d.healthz)
 	mux.HandleFunc("/readyz", d.readyz)
+	return mux
+}
+
+// AdminHandler serves /debug/* and pprof, behind the bearer token when
+// TokenFile is set.
+func (d *Debug) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/resources", d.resources)
 	mux.HandleFunc("/debug/clients", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, d.Server.Clients())
@@ -61,24 +92,108 @@ func (d *Debug) Handler() http.Handler {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if d.TokenFile == "" {
+		return mux
+	}
+	return d.requireToken(mux)
+}
+
+// Handler serves both, for one loopback listener.
+func (d *Debug) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/debug/", d.AdminHandler())
+	mux.Handle("/", d.ProbeHandler())
 	return mux
 }
 
-// Run serves on addr until ctx is done.
-func (d *Debug) Run(ctx context.Context, addr string) error {
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("debug: listen %s: %w", addr, err)
-	}
-	return d.Serve(ctx, lis)
+// requireToken admits requests carrying "Authorization: Bearer <token>".
+func (d *Debug) requireToken(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		want, err := readToken(d.TokenFile)
+		if err != nil {
+			d.Log.Error("cannot read the admin token; refusing admin requests", zap.Error(err))
+			http.Error(w, "admin token unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		got, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, req)
+	})
 }
 
-// Serve serves on lis until ctx is done.
+func readToken(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("admin token: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return nil, fmt.Errorf("admin token %s: %w", path, err)
+	}
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return nil, fmt.Errorf("admin token %s: empty", path)
+	}
+	return b, nil
+}
+
+// Timeouts of the two servers. A client that sends its request slowly, or
+// never reads the answer, holds a connection and a goroutine no longer than
+// these. The admin write timeout leaves room for pprof's 30 s profile and a
+// large resource dump through a port-forward.
+var (
+	probeTimeouts = timeouts{header: 5 * time.Second, read: 10 * time.Second, write: 30 * time.Second, idle: time.Minute}
+	adminTimeouts = timeouts{header: 5 * time.Second, read: 10 * time.Second, write: 2 * time.Minute, idle: time.Minute}
+)
+
+type timeouts struct{ header, read, write, idle time.Duration }
+
+func (t timeouts) server(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: t.header, ReadTimeout: t.read, WriteTimeout: t.write, IdleTimeout: t.idle}
+}
+
+// Run serves the probes on probeAddr and the admin endpoints on adminAddr
+// until ctx is done. An empty adminAddr, or the same address, serves both on
+// probeAddr (the configuration allows that only on loopback).
+func (d *Debug) Run(ctx context.Context, probeAddr, adminAddr string) error {
+	if adminAddr == "" || adminAddr == probeAddr {
+		lis, err := net.Listen("tcp", probeAddr)
+		if err != nil {
+			return fmt.Errorf("debug: listen %s: %w", probeAddr, err)
+		}
+		d.Log.Info("serving metrics, probes and admin endpoints", zap.String("address", lis.Addr().String()))
+		return serve(ctx, adminTimeouts.server(d.Handler()), lis)
+	}
+	probe, err := net.Listen("tcp", probeAddr)
+	if err != nil {
+		return fmt.Errorf("debug: listen %s: %w", probeAddr, err)
+	}
+	admin, err := net.Listen("tcp", adminAddr)
+	if err != nil {
+		probe.Close()
+		return fmt.Errorf("admin: listen %s: %w", adminAddr, err)
+	}
+	d.Log.Info("serving metrics and probes", zap.String("address", probe.Addr().String()))
+	d.Log.Info("serving admin endpoints", zap.String("address", admin.Addr().String()), zap.Bool("token", d.TokenFile != ""))
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serve(ctx, probeTimeouts.server(d.ProbeHandler()), probe) })
+	g.Go(func() error { return serve(ctx, adminTimeouts.server(d.AdminHandler()), admin) })
+	return g.Wait()
+}
+
+// Serve serves every endpoint on lis until ctx is done (tests).
 func (d *Debug) Serve(ctx context.Context, lis net.Listener) error {
-	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	return serve(ctx, adminTimeouts.server(d.Handler()), lis)
+}
+
+func serve(ctx context.Context, srv *http.Server, lis net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
-	d.Log.Info("serving metrics and debug endpoints", zap.String("address", lis.Addr().String()))
 	select {
 	case err := <-errc:
 		return fmt.Errorf("debug: %w", err)
@@ -138,20 +253,29 @@ func (d *Debug) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // allowDeletions releases a change the mass-deletion guard holds:
-// POST /debug/allow-deletions?source=NAME. It is an operator decision, so it
-// lives on the debug listener, which should not be reachable by the world.
+// POST /debug/allow-deletions?source=NAME with the header
+// Registry-Adapter-Held-Change: ID, the id /debug/held shows. Naming the
+// change means a release cannot apply a different one than the operator
+// read (the held change grew meanwhile, or was replaced); the custom header
+// keeps browsers from sending it cross-origin.
 func (d *Debug) allowDeletions(w http.ResponseWriter, req *http.Request) {
 	if req.Method != http.MethodPost {
 		http.Error(w, "use POST", http.StatusMethodNotAllowed)
 		return
 	}
+	id := req.Header.Get(ReleaseHeader)
+	if id == "" {
+		http.Error(w, "name the held change to release in the "+ReleaseHeader+" header (its id on /debug/held)", http.StatusBadRequest)
+		return
+	}
 	source := req.URL.Query().Get("source")
-	if err := d.Adapter.AllowDeletions(req.Context(), source); err != nil {
+	if err := d.Adapter.AllowDeletions(req.Context(), source, id); err != nil {
 		http.Error(w, err.Error(), http.StatusConflict)
 		return
 	}
-	d.Log.Warn("operator allowed a held mass deletion", zap.String("source", source))
-	_, _ = fmt.Fprintf(w, "applied the held change of %s\n", source)
+	d.Log.Warn("operator allowed a held mass deletion", zap.String("source", source), zap.String("change", id),
+		zap.String("remote", req.RemoteAddr))
+	_, _ = fmt.Fprintf(w, "applied the held change %s of %s\n", id, source)
 }
 
 // resources prints what is served now, the union of every shard, as YAML.
@@ -160,6 +284,12 @@ func (d *Debug) allowDeletions(w http.ResponseWriter, req *http.Request) {
 // comment before each document names its shard and listener, which is the
 // config source istiod reads it from.
 func (d *Debug) resources(w http.ResponseWriter, req *http.Request) {
+	if d.dumps.Add(1) > maxDumps {
+		d.dumps.Add(-1)
+		http.Error(w, fmt.Sprintf("%d resource dumps are running; try again", maxDumps), http.StatusTooManyRequests)
+		return
+	}
+	defer d.dumps.Add(-1)
 	q := req.URL.Query()
 	kindFilter, nameFilter := q.Get("kind"), q.Get("name")
 	shardFilter := -1
@@ -179,7 +309,10 @@ func (d *Debug) resources(w http.ResponseWriter, req *http.Request) {
 		shard int
 		entry server.Entry
 	}
-	var body bytes.Buffer
+	// Streamed: each document is written as it is decoded, so a dump of
+	// 50k resources costs one resource of memory, not the whole YAML.
+	w.Header().Set("Content-Type", "application/yaml")
+	first := true
 	for _, kind := range convert.Kinds {
 		if kindFilter != "" && !strings.EqualFold(kindFilter, string(kind)) {
 			continue
@@ -198,31 +331,34 @@ func (d *Debug) resources(w http.ResponseWriter, req *http.Request) {
 		// The same order as with one shard: by name within a kind.
 		slices.SortFunc(list, func(a, b served) int { return strings.Compare(a.entry.Name, b.entry.Name) })
 		for _, s := range list {
+			var doc bytes.Buffer
 			r, err := convert.FromAny(s.entry.Resource)
+			var y []byte
+			if err == nil {
+				y, err = convert.YAML([]*convert.Resource{r}, convert.RenderOptions{WithVersion: true})
+			}
 			if err != nil {
-				http.Error(w, fmt.Sprintf("shard %d %s %s: %v", s.shard, kind, s.entry.Name, err), http.StatusInternalServerError)
+				// Headers are gone: say it in the stream and stop.
+				fmt.Fprintf(w, "# error: shard %d %s %s: %v\n", s.shard, kind, s.entry.Name, err)
 				return
 			}
-			doc, err := convert.YAML([]*convert.Resource{r}, convert.RenderOptions{WithVersion: true})
-			if err != nil {
-				http.Error(w, err.Error(), http.StatusInternalServerError)
-				return
+			if !first {
+				doc.WriteString("---\n")
 			}
-			if body.Len() > 0 {
-				body.WriteString("---\n")
-			}
+			first = false
 			if len(d.Caches) > 1 {
-				fmt.Fprintf(&body, "# shard %d of %d", s.shard, len(d.Caches))
+				fmt.Fprintf(&doc, "# shard %d of %d", s.shard, len(d.Caches))
 				if s.shard < len(addrs) && addrs[s.shard] != nil {
-					fmt.Fprintf(&body, ", listener %s", addrs[s.shard])
+					fmt.Fprintf(&doc, ", listener %s", addrs[s.shard])
 				}
-				body.WriteString("\n")
+				doc.WriteString("\n")
 			}
-			body.Write(doc)
+			doc.Write(y)
+			if _, err := w.Write(doc.Bytes()); err != nil {
+				return // the client went away
+			}
 		}
 	}
-	w.Header().Set("Content-Type", "application/yaml")
-	_, _ = w.Write(body.Bytes())
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -267,7 +267,8 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		pubs[i] = teePublisher{xds: c, kube: sink}
 	}
 	a := adapter.NewSharded(srcs, cfg.Settings(), pubs, adapter.NewMetrics(reg), log.Named("adapter"))
-	dbg := &admin.Debug{Adapter: a, Caches: caches, Server: srv, Sources: srcs, Gatherer: reg, Log: log.Named("debug")}
+	dbg := &admin.Debug{Adapter: a, Caches: caches, Server: srv, Sources: srcs, Gatherer: reg, Log: log.Named("debug"),
+		TokenFile: cfg.Server.AdminTokenFile}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -280,7 +281,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 		g.Go(func() error { return sink.Run(ctx) })
 	}
 	g.Go(func() error { return a.Run(ctx) })
-	g.Go(func() error { return dbg.Run(ctx, cfg.Server.DebugListen) })
+	g.Go(func() error { return dbg.Run(ctx, cfg.Server.DebugListen, cfg.Server.AdminListen) })
 	err = g.Wait()
 	log.Info("stopped", zap.Error(err))
 	return err

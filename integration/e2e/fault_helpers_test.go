@@ -429,6 +429,7 @@ func waitStale(t *testing.T, debugAddr, name string, stale bool, timeout time.Du
 }
 
 type heldChange struct {
+	ID      string `json:"id"`
 	Source  string `json:"source"`
 	Removes int    `json:"removesInstances"`
 	Of      int    `json:"ofInstances"`

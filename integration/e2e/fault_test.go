@@ -141,7 +141,17 @@ func TestFaultConsulKilledWipedRestarted(t *testing.T) {
 	if got, err := istiodEndpoints(p.httpAddr); err != nil || len(missingFrom(got, endpointsOf(gone))) > 0 {
 		t.Fatalf("istiod lost held instances: %v %v", missingFrom(got, endpointsOf(gone)), err)
 	}
-	resp, err := http.Post("http://"+a.debugAddr+"/debug/allow-deletions?source=dc1", "", nil)
+	// The release names the held change it applies (its id on /debug/held).
+	held, err := heldChanges(t, a.debugAddr)
+	if err != nil || len(held) != 1 {
+		t.Fatalf("held %+v %v", held, err)
+	}
+	req, err := http.NewRequest(http.MethodPost, "http://"+a.debugAddr+"/debug/allow-deletions?source=dc1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Registry-Adapter-Held-Change", held[0].ID)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
