@@ -2,6 +2,7 @@ package cloudsource
 
 import (
 	"errors"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -17,9 +18,9 @@ func RetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if s, err := strconv.Atoi(v); err == nil {
+	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
 		if s > 0 {
-			return time.Duration(s) * time.Second
+			return seconds(s, time.Second)
 		}
 		return 0
 	}
@@ -35,8 +36,8 @@ func RetryAfter(v string, now time.Time) time.Duration {
 func RetryAfterHeader(h http.Header, now time.Time, msHeaders ...string) time.Duration {
 	for _, k := range msHeaders {
 		if v := strings.TrimSpace(h.Get(k)); v != "" {
-			if ms, err := strconv.Atoi(v); err == nil && ms > 0 {
-				return time.Duration(ms) * time.Millisecond
+			if ms, err := strconv.ParseInt(v, 10, 64); err == nil && ms > 0 {
+				return seconds(ms, time.Millisecond)
 			}
 		}
 	}
@@ -55,4 +56,14 @@ func RequestResult(err error) string {
 	default:
 		return "error"
 	}
+}
+
+// seconds returns n units as a Duration, saturated rather than overflowed:
+// a hint of 10^10 seconds must not wrap around to a short (or negative)
+// wait. The poll loop caps the wait at maxBackoff anyway.
+func seconds(n int64, unit time.Duration) time.Duration {
+	if n > math.MaxInt64/int64(unit) {
+		return math.MaxInt64
+	}
+	return time.Duration(n) * unit
 }

@@ -2,6 +2,7 @@ package cloudsource
 
 import (
 	"errors"
+	"math"
 	"net/http"
 	"testing"
 	"time"
@@ -60,5 +61,20 @@ func TestRequestResult(t *testing.T) {
 		if got := RequestResult(err); got != want {
 			t.Errorf("RequestResult(%v) = %q, want %q", err, got, want)
 		}
+	}
+}
+
+// TestRetryAfterOverflow: hints too large for a Duration saturate; they do
+// not wrap around to a short wait.
+func TestRetryAfterOverflow(t *testing.T) {
+	now := time.Now()
+	for _, v := range []string{"9300000000", "18446744074", "9223372036854775807"} {
+		if got := RetryAfter(v, now); got != math.MaxInt64 {
+			t.Errorf("RetryAfter(%q) = %v, want the largest Duration", v, got)
+		}
+	}
+	h := http.Header{"X-Ms": {"18446744073709"}}
+	if got := RetryAfterHeader(h, now, "X-Ms"); got != math.MaxInt64 {
+		t.Errorf("ms header: %v", got)
 	}
 }

@@ -170,7 +170,8 @@ func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
 
 // backoff doubles the wait per consecutive failure from a tenth of the
 // interval, honours an API's Retry-After when it asks for longer, and is
-// capped by MaxBackoff.
+// capped by MaxBackoff, Retry-After included: an API (or whoever stands
+// in for it) must not be able to stop the source for longer.
 func (s *Source) backoff(failures int, err error) time.Duration {
 	base := max(s.cfg.RefreshInterval/10, time.Second)
 	d := base << min(failures-1, 20)
@@ -179,7 +180,7 @@ func (s *Source) backoff(failures int, err error) time.Duration {
 	}
 	var throttled *ThrottledError
 	if errors.As(err, &throttled) && throttled.RetryAfter > d {
-		d = throttled.RetryAfter
+		d = min(throttled.RetryAfter, s.cfg.MaxBackoff)
 	}
 	return d + s.jitter(d/10)
 }

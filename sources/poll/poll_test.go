@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -133,5 +134,20 @@ func TestBackoff(t *testing.T) {
 		if got := ErrorKind(err); got != want {
 			t.Errorf("ErrorKind(%v) = %s, want %s", err, got, want)
 		}
+	}
+}
+
+// TestBackoffCapsRetryAfter: a Retry-After beyond maxBackoff waits
+// maxBackoff (plus its jitter), not what the API asked.
+func TestBackoffCapsRetryAfter(t *testing.T) {
+	s := New(Config{RefreshInterval: time.Second, Timeout: time.Second, MaxBackoff: 5 * time.Minute}, nil, sources.Options{})
+	s.jitter = func(time.Duration) time.Duration { return 0 }
+	for _, ra := range []time.Duration{time.Hour, math.MaxInt64} {
+		if got := s.backoff(1, &ThrottledError{Err: errors.New("slow down"), RetryAfter: ra}); got != 5*time.Minute {
+			t.Errorf("Retry-After %v: wait %v, want 5m", ra, got)
+		}
+	}
+	if got := s.backoff(1, &ThrottledError{Err: errors.New("slow down"), RetryAfter: 90 * time.Second}); got != 90*time.Second {
+		t.Errorf("Retry-After 90s: wait %v", got)
 	}
 }
