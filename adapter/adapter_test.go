@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -419,5 +420,46 @@ func TestAdapterShutdownDoesNotWaitForStuckSource(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run still waits for a source that ignores its context")
+	}
+}
+
+// panickingSource sends its state, then panics on its first run only.
+type panickingSource struct{ runs *atomic.Int32 }
+
+func (s panickingSource) Run(ctx context.Context, out chan<- []model.Group) error {
+	select {
+	case out <- []model.Group{group(svc("web", "10.0.0.1")), group(svc("db", "10.0.1.1"))}:
+	case <-ctx.Done():
+		return nil
+	}
+	if s.runs.Add(1) == 1 {
+		var m map[string]int
+		m["boom"]++ // a nil map write, as a bad registry answer could cause
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// TestAdapterRecoversPanickingSource: issue 15 item 4. A source that panics
+// is recovered, reported as crashed and restarted; the adapter keeps its state.
+func TestAdapterRecoversPanickingSource(t *testing.T) {
+	var runs atomic.Int32
+	named := []NamedSource{{Name: "p", Source: panickingSource{&runs}, Reporter: sources.NewReporter("p", nil)}}
+	pub := newRecorder()
+	a := New(named, Settings{Output: opts(), Debounce: DebounceConfig{Quiet: time.Millisecond, Max: time.Millisecond}}, pub, nil, zaptest.NewLogger(t))
+	a.restartBackoff = time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	waitUntil(t, "restarted after the panic", func() bool { return runs.Load() >= 2 })
+	if st := named[0].Reporter.Status(); !strings.Contains(st.LastError, "panic") {
+		t.Errorf("status after the panic: %+v", st)
+	}
+	if got := len(pub.names(convert.KindServiceEntry)); got != 2 {
+		t.Errorf("%d ServiceEntries after the panic, want 2", got)
 	}
 }

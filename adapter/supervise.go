@@ -2,6 +2,8 @@ package adapter
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
 	"time"
 
 	"go.uber.org/zap"
@@ -21,7 +23,18 @@ func (a *Adapter) runSource(ctx context.Context, s NamedSource, updates chan<- u
 	for {
 		out := make(chan []model.Group)
 		done := make(chan error, 1)
-		go func() { done <- s.Source.Run(ctx, out) }()
+		go func() {
+			// A panicking source (a nil map in a registry answer, an SDK bug)
+			// is a crash like any other: recovered, reported, restarted with
+			// backoff, its last state kept. It must not take the process and
+			// every other source with it.
+			defer func() {
+				if r := recover(); r != nil {
+					done <- fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+				}
+			}()
+			done <- s.Source.Run(ctx, out)
+		}()
 		first := true
 	forward:
 		for {
