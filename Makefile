@@ -49,6 +49,8 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzService -fuzztime=$(FUZZTIME) ./convert
 	$(GO) test -run='^$$' -fuzz=FuzzSyntaxMatchesUpstream -fuzztime=$(FUZZTIME) ./convert/validation
 	$(GO) test -run='^$$' -fuzz=FuzzParseConfig -fuzztime=$(FUZZTIME) ./adapter
+	# Against Istio's own validator; in the integration module.
+	cd integration && $(GO) test -run='^$$' -fuzz=FuzzValidationAgrees -fuzztime=$(FUZZTIME) ./validation
 
 # The integration module (integration/go.mod) keeps Istio's ~400 modules out
 # of the main go.mod.

@@ -175,8 +175,11 @@ func TestGoldenOutputsAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) == 0 {
-		t.Skip("no convert/testdata/*.golden.yaml in the main module")
+	// convert has 9 golden cases; fewer files means the glob or the layout
+	// broke, and a silent pass would prove nothing.
+	const minGoldenFiles, minResources = 9, 15
+	if len(files) < minGoldenFiles {
+		t.Fatalf("found %d convert/testdata/*.golden.yaml files, want at least %d", len(files), minGoldenFiles)
 	}
 	n := 0
 	for _, file := range files {
@@ -195,6 +198,9 @@ func TestGoldenOutputsAgree(t *testing.T) {
 				t.Errorf("%s: a served resource fails Istio's validation: %v", what, istioValidate(meta, spec))
 			}
 		}
+	}
+	if n < minResources {
+		t.Errorf("decoded %d resources from the golden files, want at least %d", n, minResources)
 	}
 	t.Logf("%d resources from %d golden files", n, len(files))
 }
