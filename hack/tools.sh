@@ -82,3 +82,31 @@ tools_manifestcheck() {
   MC=$TOOLS/manifestcheck-$( (cd "$MC_DIR" && cat go.mod go.sum ./*.go; go version) | sha256sum | cut -c1-16)
   with_lock "$TOOLS/manifestcheck.lock" _build_manifestcheck
 }
+
+# ---- promtool, built from the module proxy (Prometheus's Go module; v0.N.M is Prometheus 3.N.M), for
+# `promtool check rules` on the chart's PrometheusRule.
+PROMTOOL_VERSION=${PROMTOOL_VERSION:-v0.311.3}
+PROMTOOL=${PROMTOOL_BIN:-$TOOLS/promtool-$PROMTOOL_VERSION}
+_promtool_inputs() { printf 'promtool=%s\n%s\nflags=-trimpath -s -w\n' "$PROMTOOL_VERSION" "$(go version)"; }
+_build_promtool() {
+  [ -x "$PROMTOOL" ] && [ -f "$PROMTOOL.stamp" ] && [ "$(cat "$PROMTOOL.stamp")" = "$(_promtool_inputs)" ] && return 0
+  local t0 gobin
+  t0=$(now_ms)
+  log "building promtool $PROMTOOL_VERSION from the Go module proxy (several minutes cold; cached in $TOOLS)"
+  gobin=$(mktemp -d "$TOOLS/.promtool-build.XXXXXX")
+  # Prometheus's go.mod has replace directives, which `go install pkg@version` refuses: build inside the module.
+  local dir
+  dir=$(cd "$TOOLS" && GOFLAGS='' go mod download -json "github.com/prometheus/prometheus@$PROMTOOL_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+  [ -d "$dir" ] || { rm -rf "$gobin"; die "cannot download github.com/prometheus/prometheus@$PROMTOOL_VERSION"; }
+  (cd "$dir" && GOWORK=off GOFLAGS=-mod=readonly CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w" \
+    -o "$gobin/promtool" ./cmd/promtool) || { rm -rf "$gobin"; die "promtool build failed"; }
+  mv -f "$gobin/promtool" "$PROMTOOL"
+  rm -rf "$gobin"
+  _promtool_inputs > "$PROMTOOL.stamp"
+  log "built promtool in $(( ($(now_ms) - t0) / 1000 ))s"
+}
+tools_promtool() {
+  [ -n "${PROMTOOL_BIN:-}" ] || with_lock "$TOOLS/promtool.lock" _build_promtool
+  [ -x "$PROMTOOL" ] || die "no promtool at $PROMTOOL"
+}

@@ -45,6 +45,7 @@ import (
 )
 
 var serviceMonitorGVK = monitoringv1.SchemeGroupVersion.WithKind(monitoringv1.ServiceMonitorsKind)
+var prometheusRuleGVK = monitoringv1.SchemeGroupVersion.WithKind(monitoringv1.PrometheusRuleKind)
 
 // doc is one YAML document of a rendered file.
 type doc struct {
@@ -142,6 +143,17 @@ func readDocs(file string) ([]*doc, []error) {
 				continue
 			}
 			d.obj = sm
+		case d.gvk == prometheusRuleGVK:
+			pr := &monitoringv1.PrometheusRule{}
+			strictErrs, err := sigsjson.UnmarshalStrict(js, pr, sigsjson.DisallowUnknownFields)
+			if err == nil {
+				err = errors.Join(strictErrs...)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", d, err))
+				continue
+			}
+			d.obj = pr
 		case legacyscheme.Scheme.Recognizes(d.gvk):
 			obj, _, err := strict.Decode(js, nil, nil)
 			if err != nil {
@@ -171,6 +183,10 @@ func validateDoc(d *doc, tc managedfields.TypeConverter, psa psapolicy.Evaluator
 			fail("validation", err)
 		}
 		return errs
+	}
+
+	if pr, ok := d.obj.(*monitoringv1.PrometheusRule); ok {
+		return validateRules(pr)
 	}
 
 	// The structural schema, on the document as written (not the typed object, which would hide unknown

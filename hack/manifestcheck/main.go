@@ -5,6 +5,7 @@
 //	manifestcheck config FILE         print the adapter config.yaml held by the ConfigMap in FILE
 //	manifestcheck dashboard FILE      check a Grafana dashboard and print the metric names its queries use
 //	manifestcheck istiod FILE...      check istiod Helm values that add the adapter to meshConfig.configSources
+//	manifestcheck rules FILE...       print the PrometheusRule groups of rendered manifests as a Prometheus rules file
 //	manifestcheck selfsigned DIR      write a throwaway placeholder.crt and placeholder.key into DIR
 //	manifestcheck dockerctx SRC DST   copy the docker build context of SRC (its .dockerignore applied) into DST
 //	manifestcheck static FILE         fail unless FILE is a statically linked ELF executable
@@ -18,7 +19,8 @@
 //     (k8s.io/kubernetes/pkg/apis/.../validation: names, selectors against template labels, ports, probes,
 //     volumes, security context, PDB and NetworkPolicy rules);
 //  4. Pod Security Admission at the "restricted" level, latest version, on the pod template;
-//  5. ServiceMonitor (prometheus-operator CRD, not built in): strict decoding into the operator's own Go types.
+//  5. ServiceMonitor and PrometheusRule (prometheus-operator CRDs, not built in): strict decoding into the
+//     operator's own Go types; every rule an alert with a severity, a summary and a runbook_url.
 //
 // It then checks the documents against each other and against the adapter's needs: selectors of Services, PDB,
 // NetworkPolicy and ServiceMonitor select the pods or Service they are meant for, named ports exist, the
@@ -34,7 +36,7 @@ import (
 
 func main() {
 	if len(os.Args) < 3 {
-		fmt.Fprintln(os.Stderr, "usage: manifestcheck k8s FILE... | config FILE | dashboard FILE | istiod FILE... | selfsigned DIR | dockerctx SRC DST | static FILE")
+		fmt.Fprintln(os.Stderr, "usage: manifestcheck k8s FILE... | config FILE | dashboard FILE | istiod FILE... | rules FILE... | selfsigned DIR | dockerctx SRC DST | static FILE")
 		os.Exit(2)
 	}
 	var err error
@@ -47,6 +49,8 @@ func main() {
 		err = checkDashboard(os.Args[2])
 	case "istiod":
 		err = checkIstiodValues(os.Args[2:])
+	case "rules":
+		err = printRules(os.Args[2:])
 	case "selfsigned":
 		err = writeSelfSigned(os.Args[2])
 	case "dockerctx":
