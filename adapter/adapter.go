@@ -20,7 +20,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
-	"github.com/registry-adapter/registry-adapter/server"
+	"github.com/registry-adapter/registry-adapter/served"
 	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/vip"
 )
@@ -28,7 +28,7 @@ import (
 // Publisher receives the changes to serve and applies them to what it
 // serves. *server.Cache is one.
 type Publisher interface {
-	Apply(kind convert.Kind, upserts []server.Entry, deletes []string) bool
+	Apply(kind served.Kind, upserts []served.Entry, deletes []string) bool
 	MarkReady()
 }
 

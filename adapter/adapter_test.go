@@ -18,6 +18,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/served"
 	"github.com/registry-adapter/registry-adapter/server"
 	"github.com/registry-adapter/registry-adapter/sources"
 )
@@ -84,11 +85,11 @@ func TestStoreDirtyHostsAndOrder(t *testing.T) {
 
 func TestDiff(t *testing.T) {
 	p := NewPublished()
-	conv := func(addrs ...string) []*convert.Resource {
+	conv := func(addrs ...string) []*served.Resource {
 		r, _ := convert.Service("web.example.com", []convert.Contribution{{Source: "dc1", Service: svc("web", addrs...)}}, opts())
 		return r
 	}
-	count := func(m map[convert.Kind]Change) (ups, dels int) {
+	count := func(m map[served.Kind]Change) (ups, dels int) {
 		for _, c := range m {
 			ups += len(c.Upserts)
 			dels += len(c.Deletes)
@@ -105,10 +106,10 @@ func TestDiff(t *testing.T) {
 		t.Errorf("unchanged input produced a change: %+v", d)
 	}
 	d = p.Diff("web.example.com", conv("10.0.0.1", "10.0.0.3"))
-	if _, ok := d[convert.KindServiceEntry]; ok {
+	if _, ok := d[served.KindServiceEntry]; ok {
 		t.Error("an endpoint change touched the ServiceEntry")
 	}
-	we := d[convert.KindWorkloadEntry]
+	we := d[served.KindWorkloadEntry]
 	if len(we.Upserts) != 1 || len(we.Deletes) != 1 || !strings.Contains(we.Deletes[0], "10.0.0.2") {
 		t.Errorf("endpoint swap: %d upserts, deletes %v", len(we.Upserts), we.Deletes)
 	}
@@ -187,7 +188,7 @@ func newRecorder() *recordingPublisher {
 	return &recordingPublisher{Cache: server.NewCache(nil), signal: make(chan struct{}, 100)}
 }
 
-func (p *recordingPublisher) Apply(kind convert.Kind, ups []server.Entry, dels []string) bool {
+func (p *recordingPublisher) Apply(kind served.Kind, ups []served.Entry, dels []string) bool {
 	changed := p.Cache.Apply(kind, ups, dels)
 	p.mu.Lock()
 	p.applies = append(p.applies, fmt.Sprintf("%s +%d -%d", kind, len(ups), len(dels)))
@@ -205,7 +206,7 @@ func (p *recordingPublisher) waitApply(t *testing.T) {
 	}
 }
 
-func (p *recordingPublisher) names(kind convert.Kind) []string {
+func (p *recordingPublisher) names(kind served.Kind) []string {
 	var out []string
 	for _, e := range p.Entries(kind) {
 		out = append(out, e.Name)
@@ -256,7 +257,7 @@ func TestAdapterReadyOnlyAfterEverySource(t *testing.T) {
 	if !pub.Ready() {
 		t.Error("cache not marked ready")
 	}
-	if got := pub.names(convert.KindServiceEntry); !slices.Equal(got, []string{convert.DefaultNamespace + "/db.example.com", convert.DefaultNamespace + "/web.example.com"}) {
+	if got := pub.names(served.KindServiceEntry); !slices.Equal(got, []string{convert.DefaultNamespace + "/db.example.com", convert.DefaultNamespace + "/web.example.com"}) {
 		t.Errorf("served %v", got)
 	}
 }
@@ -295,7 +296,7 @@ func TestAdapterDebouncesBursts(t *testing.T) {
 	if got := testutil.ToFloat64(a.metrics.windows); got != 2 {
 		t.Errorf("debounce windows %v, want 2 (initial sync + burst)", got)
 	}
-	if got := len(pub.names(convert.KindWorkloadEntry)); got != 101 {
+	if got := len(pub.names(served.KindWorkloadEntry)); got != 101 {
 		t.Errorf("%d WorkloadEntries served, want 101", got)
 	}
 }
@@ -308,7 +309,7 @@ func TestAdapterNoOpRefreshPublishesNothing(t *testing.T) {
 	pub.waitApply(t)
 	pub.waitApply(t)
 	waitUntil(t, "ready", a.Ready)
-	seVersion := pub.Version(convert.KindServiceEntry)
+	seVersion := pub.Version(served.KindServiceEntry)
 
 	// The same state again: the window closes with nothing to publish.
 	src.batches <- batch
@@ -323,7 +324,7 @@ func TestAdapterNoOpRefreshPublishesNothing(t *testing.T) {
 	if !slices.Equal(pub.applies, want) {
 		t.Errorf("applies %v, want %v: the no-op refresh must publish nothing", pub.applies, want)
 	}
-	if pub.Version(convert.KindServiceEntry) != seVersion {
+	if pub.Version(served.KindServiceEntry) != seVersion {
 		t.Error("ServiceEntry version changed on an endpoint-only change")
 	}
 }
@@ -338,13 +339,13 @@ func TestAdapterKeepsStateWhenSourceCrashes(t *testing.T) {
 
 	src.fail <- errors.New("watch exploded")
 	waitUntil(t, "failure reported", func() bool { return a.sources[0].Reporter.Status().Stale })
-	if got := len(pub.names(convert.KindServiceEntry)); got != 2 {
+	if got := len(pub.names(served.KindServiceEntry)); got != 2 {
 		t.Fatalf("%d ServiceEntries after the crash, want the last state (2)", got)
 	}
 	// The restarted source's first batch is its complete state: db is gone.
 	src.batches <- []model.Group{group(svc("web", "10.0.0.1"))}
 	pub.waitApply(t)
-	waitUntil(t, "db deleted", func() bool { return len(pub.names(convert.KindServiceEntry)) == 1 })
+	waitUntil(t, "db deleted", func() bool { return len(pub.names(served.KindServiceEntry)) == 1 })
 }
 
 func TestAdapterCountsRejections(t *testing.T) {
@@ -356,7 +357,7 @@ func TestAdapterCountsRejections(t *testing.T) {
 	if got := testutil.ToFloat64(a.metrics.rejected.WithLabelValues("src0", convert.CodeDuplicate)); got != 1 {
 		t.Errorf("rejected counter %v, want 1", got)
 	}
-	waitUntil(t, "both services served", func() bool { return len(pub.names(convert.KindServiceEntry)) == 2 })
+	waitUntil(t, "both services served", func() bool { return len(pub.names(served.KindServiceEntry)) == 2 })
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
@@ -459,7 +460,7 @@ func TestAdapterRecoversPanickingSource(t *testing.T) {
 	if st := named[0].Reporter.Status(); !strings.Contains(st.LastError, "panic") {
 		t.Errorf("status after the panic: %+v", st)
 	}
-	if got := len(pub.names(convert.KindServiceEntry)); got != 2 {
+	if got := len(pub.names(served.KindServiceEntry)); got != 2 {
 		t.Errorf("%d ServiceEntries after the panic, want 2", got)
 	}
 }

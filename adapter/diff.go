@@ -5,7 +5,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // Published is what was last handed to the server: per host, the resources
@@ -18,7 +18,7 @@ type Published struct {
 }
 
 type publishedResource struct {
-	kind    convert.Kind
+	kind    served.Kind
 	key     string // namespace/name
 	version string
 }
@@ -35,7 +35,7 @@ func NewPublished() *Published {
 // Change is the difference between the published and desired resources of
 // one kind.
 type Change struct {
-	Upserts []*convert.Resource
+	Upserts []*served.Resource
 	Deletes []string // namespace/name
 }
 
@@ -47,12 +47,12 @@ func (c Change) Empty() bool { return len(c.Upserts) == 0 && len(c.Deletes) == 0
 // not in the result, so a refresh that changes nothing publishes nothing.
 // Diff does not modify p (it is safe to call from several goroutines while
 // nobody commits); Commit does.
-func (p *Published) Diff(host string, desired []*convert.Resource) map[convert.Kind]Change {
+func (p *Published) Diff(host string, desired []*served.Resource) map[served.Kind]Change {
 	before := p.byHost[host]
-	var out map[convert.Kind]Change
-	add := func(kind convert.Kind, upsert *convert.Resource, del string) {
+	var out map[served.Kind]Change
+	add := func(kind served.Kind, upsert *served.Resource, del string) {
 		if out == nil {
-			out = make(map[convert.Kind]Change, len(convert.Kinds))
+			out = make(map[served.Kind]Change, len(served.Kinds))
 		}
 		c := out[kind]
 		if upsert != nil {
@@ -84,7 +84,7 @@ func (p *Published) Diff(host string, desired []*convert.Resource) map[convert.K
 }
 
 // Commit records desired as what is now published for host.
-func (p *Published) Commit(host string, desired []*convert.Resource) {
+func (p *Published) Commit(host string, desired []*served.Resource) {
 	p.commit(host, publishedList(desired))
 }
 
@@ -99,7 +99,7 @@ func (p *Published) commit(host string, list []publishedResource) {
 
 // publishedList is what Published keeps of desired: names and versions,
 // sorted.
-func publishedList(desired []*convert.Resource) []publishedResource {
+func publishedList(desired []*served.Resource) []publishedResource {
 	if len(desired) == 0 {
 		return nil
 	}

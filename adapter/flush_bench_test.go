@@ -10,6 +10,7 @@ import (
 	"github.com/registry-adapter/registry-adapter/bench/gen"
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/served"
 	"github.com/registry-adapter/registry-adapter/server"
 )
 
@@ -35,10 +36,10 @@ func BenchmarkFlushOneChange(b *testing.B) {
 		for _, n := range []int{1000, 10000, 50000} {
 			b.Run(fmt.Sprintf("mode=%s/N=%d", mode, n), func(b *testing.B) {
 				a, c, reg := benchAdapter(b, n, mode)
-				kind := convert.KindServiceEntry
+				kind := served.KindServiceEntry
 				typeURL := "networking.istio.io/v1/ServiceEntry"
 				if mode == convert.ModeWorkloadEntry {
-					kind, typeURL = convert.KindWorkloadEntry, "networking.istio.io/v1/WorkloadEntry"
+					kind, typeURL = served.KindWorkloadEntry, "networking.istio.io/v1/WorkloadEntry"
 				}
 				out := make(chan cache.Response, 1)
 				park := func() func() {
@@ -73,14 +74,14 @@ func BenchmarkNoopRefresh(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("mode=inline/N=%d", n), func(b *testing.B) {
 			a, c, reg := benchAdapter(b, n, convert.ModeInline)
-			v := c.Version(convert.KindServiceEntry)
+			v := c.Version(served.KindServiceEntry)
 			groups := gen.Groups(reg.Services)
 			b.ReportAllocs()
 			for b.Loop() {
 				a.apply(update{source: "bench", groups: groups, full: true})
 				a.flush()
 			}
-			if c.Version(convert.KindServiceEntry) != v {
+			if c.Version(served.KindServiceEntry) != v {
 				b.Fatal("a no-op refresh changed the served version")
 			}
 		})

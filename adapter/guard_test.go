@@ -9,8 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 func TestGuardJudge(t *testing.T) {
@@ -87,7 +87,7 @@ func TestGuardHoldsMassDeletionUntilAllowed(t *testing.T) {
 	if h := a.Held()[0]; h.Removes != 15 || h.Of != 20 || h.Source != "src0" {
 		t.Errorf("held %+v", h)
 	}
-	if got := len(pub.names(convert.KindWorkloadEntry)); got != 20 {
+	if got := len(pub.names(served.KindWorkloadEntry)); got != 20 {
 		t.Fatalf("%d WorkloadEntries served while the deletion is held, want 20", got)
 	}
 	if got := testutil.ToFloat64(a.metrics.held.WithLabelValues("src0")); got != 1 {
@@ -103,7 +103,7 @@ func TestGuardHoldsMassDeletionUntilAllowed(t *testing.T) {
 	if err := a.AllowDeletions(context.Background(), "src0", a.Held()[0].ID); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "deletion applied", func() bool { return len(pub.names(convert.KindWorkloadEntry)) == 4 })
+	waitUntil(t, "deletion applied", func() bool { return len(pub.names(served.KindWorkloadEntry)) == 4 })
 	if len(a.Held()) != 0 || testutil.ToFloat64(a.metrics.held.WithLabelValues("src0")) != 0 {
 		t.Errorf("still held after the operator allowed it: %+v", a.Held())
 	}
@@ -125,7 +125,7 @@ func TestGuardReleasesPersistentDeletion(t *testing.T) {
 	src.fail <- fmt.Errorf("restart")
 	src.batches <- nil
 	waitUntil(t, "held", func() bool { return len(a.Held()) == 1 })
-	waitUntil(t, "released after persisting", func() bool { return len(pub.names(convert.KindServiceEntry)) == 0 })
+	waitUntil(t, "released after persisting", func() bool { return len(pub.names(served.KindServiceEntry)) == 0 })
 	if held := time.Since(start); held < 200*time.Millisecond {
 		t.Errorf("released after %s, before the hold time", held)
 	}
@@ -140,7 +140,7 @@ func TestGuardIgnoresNormalChurn(t *testing.T) {
 	pub.waitApply(t)
 	waitUntil(t, "ready", a.Ready)
 	src.batches <- fleet(12) // 8 of 20 removed: normal
-	waitUntil(t, "applied", func() bool { return len(pub.names(convert.KindWorkloadEntry)) == 12 })
+	waitUntil(t, "applied", func() bool { return len(pub.names(served.KindWorkloadEntry)) == 12 })
 	if len(a.Held()) != 0 {
 		t.Errorf("held %+v", a.Held())
 	}
@@ -167,12 +167,12 @@ func TestGuardPartialRecoveryStaysHeld(t *testing.T) {
 	waitUntil(t, "held", func() bool { return len(a.Held()) == 1 })
 	src.batches <- []model.Group{two(10, 10)[0]} // web comes back first
 	waitUntil(t, "still held with 10 removals", func() bool { return len(a.Held()) == 1 && a.Held()[0].Removes == 10 })
-	if got := len(pub.names(convert.KindWorkloadEntry)); got != 20 {
+	if got := len(pub.names(served.KindWorkloadEntry)); got != 20 {
 		t.Fatalf("%d WorkloadEntries after a partial recovery, want all 20 kept", got)
 	}
 	src.batches <- []model.Group{two(10, 10)[1]} // then api
 	waitUntil(t, "cleared", func() bool { return len(a.Held()) == 0 })
-	if got := len(pub.names(convert.KindWorkloadEntry)); got != 20 {
+	if got := len(pub.names(served.KindWorkloadEntry)); got != 20 {
 		t.Errorf("%d WorkloadEntries after full recovery, want 20", got)
 	}
 }
@@ -188,13 +188,13 @@ func TestGuardAddsUpPiecemealDeletions(t *testing.T) {
 	pub.waitApply(t)
 	waitUntil(t, "ready", a.Ready)
 	src.batches <- fleet(14) // 6 of 20: applied
-	waitUntil(t, "first slice applied", func() bool { return len(pub.names(convert.KindWorkloadEntry)) == 14 })
+	waitUntil(t, "first slice applied", func() bool { return len(pub.names(served.KindWorkloadEntry)) == 14 })
 	src.batches <- fleet(8) // 6 more: 12 of 20 in the window, held
 	waitUntil(t, "second slice held", func() bool { return len(a.Held()) == 1 })
 	if h := a.Held()[0]; h.Removes != 6 || h.Of != 20 {
 		t.Errorf("held %+v, want 6 removals of a 20-instance baseline", h)
 	}
-	if got := len(pub.names(convert.KindWorkloadEntry)); got != 14 {
+	if got := len(pub.names(served.KindWorkloadEntry)); got != 14 {
 		t.Errorf("%d WorkloadEntries while held, want 14", got)
 	}
 }
@@ -310,7 +310,7 @@ func TestGuardSmallSource(t *testing.T) {
 	t.Run("one service deregistered is free", func(t *testing.T) {
 		a, pub, src := start(t)
 		src.batches <- []model.Group{{Scope: "api"}}
-		waitUntil(t, "applied", func() bool { return len(pub.names(convert.KindServiceEntry)) == 1 })
+		waitUntil(t, "applied", func() bool { return len(pub.names(served.KindServiceEntry)) == 1 })
 		if len(a.Held()) != 0 {
 			t.Errorf("held %+v", a.Held())
 		}
@@ -324,26 +324,26 @@ func TestGuardSmallSource(t *testing.T) {
 		if h := a.Held()[0]; h.Removes != 4 || h.Of != 4 {
 			t.Errorf("held %+v", h)
 		}
-		if got := len(pub.names(convert.KindWorkloadEntry)); got != 4 {
+		if got := len(pub.names(served.KindWorkloadEntry)); got != 4 {
 			t.Errorf("%d WorkloadEntries served while held, want 4", got)
 		}
 		if err := a.AllowDeletions(context.Background(), "src0", a.Held()[0].ID); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, "released", func() bool { return len(pub.names(convert.KindServiceEntry)) == 0 })
+		waitUntil(t, "released", func() bool { return len(pub.names(served.KindServiceEntry)) == 0 })
 	})
 	t.Run("shrinking after a registry reset is held", func(t *testing.T) {
 		a, pub, src := start(t)
 		a.sources[0].Reporter.RegistryReset()
 		src.batches <- []model.Group{{Scope: "api"}}
 		waitUntil(t, "held", func() bool { return len(a.Held()) == 1 })
-		if got := len(pub.names(convert.KindServiceEntry)); got != 2 {
+		if got := len(pub.names(served.KindServiceEntry)); got != 2 {
 			t.Errorf("%d ServiceEntries served while held, want 2", got)
 		}
 		// Re-populated as before the reset: nothing is removed any more.
 		src.batches <- two(2, 2)[1:]
 		waitUntil(t, "cleared", func() bool { return len(a.Held()) == 0 })
-		if got := len(pub.names(convert.KindWorkloadEntry)); got != 4 {
+		if got := len(pub.names(served.KindWorkloadEntry)); got != 4 {
 			t.Errorf("%d WorkloadEntries after recovery, want 4", got)
 		}
 	})

@@ -11,7 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/convert"
-	"github.com/registry-adapter/registry-adapter/server"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // flush is one pass of the pipeline: the guard commits what it does not
@@ -30,11 +30,11 @@ func (a *Adapter) flush() {
 	results := a.convertHosts(hosts)
 	type shardKind struct {
 		shard int
-		kind  convert.Kind
+		kind  served.Kind
 	}
-	upserts := make(map[shardKind][]server.Entry)
+	upserts := make(map[shardKind][]served.Entry)
 	deletes := make(map[shardKind][]string)
-	counts := make(map[convert.Kind][2]int)
+	counts := make(map[served.Kind][2]int)
 	for i, host := range hosts {
 		res := &results[i]
 		a.reportRejections(res.rejected)
@@ -54,7 +54,7 @@ func (a *Adapter) flush() {
 	}
 	changed := false
 	for shard, pub := range a.shards {
-		for _, kind := range convert.Kinds {
+		for _, kind := range served.Kinds {
 			key := shardKind{shard, kind}
 			u, d := upserts[key], deletes[key]
 			if len(u) == 0 && len(d) == 0 {
@@ -68,7 +68,7 @@ func (a *Adapter) flush() {
 		}
 	}
 	fields := []zap.Field{zap.Int("hostsChanged", len(hosts))}
-	for _, kind := range convert.Kinds {
+	for _, kind := range served.Kinds {
 		c, ok := counts[kind]
 		if !ok {
 			continue
@@ -108,13 +108,13 @@ type hostResult struct {
 	published []publishedResource
 	rejected  []convert.Rejection
 	upserts   []kindEntry
-	deletes   map[convert.Kind][]string
+	deletes   map[served.Kind][]string
 	errs      []error
 }
 
 type kindEntry struct {
-	kind  convert.Kind
-	entry server.Entry
+	kind  served.Kind
+	entry served.Entry
 }
 
 // parallelFrom is the number of dirty hosts from which conversion is spread
@@ -161,7 +161,7 @@ func (a *Adapter) convertHost(host string) hostResult {
 	for kind, change := range a.published.Diff(host, desired) {
 		for _, r := range change.Upserts {
 			// Serialized straight into the form every reply shares.
-			entry, err := server.NewEntry(r.Key(), r.Version, r.MCP())
+			entry, err := r.Entry()
 			if err != nil {
 				res.errs = append(res.errs, fmt.Errorf("%s %s: %w", kind, r.Key(), err))
 				desired = without(desired, r)
@@ -171,7 +171,7 @@ func (a *Adapter) convertHost(host string) hostResult {
 		}
 		if len(change.Deletes) > 0 {
 			if res.deletes == nil {
-				res.deletes = make(map[convert.Kind][]string, 1)
+				res.deletes = make(map[served.Kind][]string, 1)
 			}
 			res.deletes[kind] = change.Deletes
 		}
@@ -180,7 +180,7 @@ func (a *Adapter) convertHost(host string) hostResult {
 	return res
 }
 
-func without(rs []*convert.Resource, drop *convert.Resource) []*convert.Resource {
+func without(rs []*served.Resource, drop *served.Resource) []*served.Resource {
 	out := rs[:0:0]
 	for _, r := range rs {
 		if r != drop {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/served"
 	"github.com/registry-adapter/registry-adapter/sources"
 )
 
@@ -69,7 +70,7 @@ func TestShardedAdapterRoutesByHost(t *testing.T) {
 	}
 
 	single, _ := run(1)
-	want := single[0].names(convert.KindServiceEntry)
+	want := single[0].names(served.KindServiceEntry)
 	if len(want) != n {
 		t.Fatalf("one publisher got %d ServiceEntries, want %d", len(want), n)
 	}
@@ -77,7 +78,7 @@ func TestShardedAdapterRoutesByHost(t *testing.T) {
 	sharded, src := run(k)
 	var union []string
 	for i, p := range sharded {
-		names := p.names(convert.KindServiceEntry)
+		names := p.names(served.KindServiceEntry)
 		if len(names) == 0 {
 			t.Errorf("shard %d is empty", i)
 		}
@@ -101,6 +102,6 @@ func TestShardedAdapterRoutesByHost(t *testing.T) {
 	owner := sharded[ShardOf(gone.Services[0].Host, k)]
 	src.batches <- []model.Group{{Scope: gone.Scope}}
 	waitUntil(t, "deletion reaches the owning shard", func() bool {
-		return !slices.Contains(owner.names(convert.KindServiceEntry), convert.DefaultNamespace+"/"+gone.Services[0].Host)
+		return !slices.Contains(owner.names(served.KindServiceEntry), convert.DefaultNamespace+"/"+gone.Services[0].Host)
 	})
 }

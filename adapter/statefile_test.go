@@ -9,8 +9,8 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
-	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/served"
 	"github.com/registry-adapter/registry-adapter/sources"
 )
 
@@ -46,7 +46,7 @@ func TestStateFileServesSavedStateWhenSourcesAreDown(t *testing.T) {
 		s, err := loadState(path)
 		return err == nil && s != nil && len(s.Sources["src0"]["web"]) == 1 && len(s.Sources["src0"]["web"][0].Instances) == 12
 	})
-	served := pub.names(convert.KindWorkloadEntry)
+	first := pub.names(served.KindWorkloadEntry)
 	stop()
 
 	// Second life: the registry is unreachable. After serveAfter the adapter
@@ -58,14 +58,14 @@ func TestStateFileServesSavedStateWhenSourcesAreDown(t *testing.T) {
 		t.Fatal("ready before serveAfter with no source synced")
 	}
 	waitUntil(t, "serving the saved state", a.Ready)
-	if got := pub.names(convert.KindWorkloadEntry); len(got) != len(served) {
-		t.Fatalf("serving %d WorkloadEntries from the saved state, want %d", len(got), len(served))
+	if got := pub.names(served.KindWorkloadEntry); len(got) != len(first) {
+		t.Fatalf("serving %d WorkloadEntries from the saved state, want %d", len(got), len(first))
 	}
 	// The registry comes back with an empty catalog: the guard holds that
 	// against the restored state rather than wiping istiod.
 	down.batches <- []model.Group{}
 	waitUntil(t, "held", func() bool { return len(a.Held()) == 1 })
-	if got := len(pub.names(convert.KindWorkloadEntry)); got != 12 {
+	if got := len(pub.names(served.KindWorkloadEntry)); got != 12 {
 		t.Errorf("%d WorkloadEntries after an empty first sync, want the 12 saved", got)
 	}
 }

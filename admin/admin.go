@@ -29,6 +29,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/adapter"
 	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/served"
 	"github.com/registry-adapter/registry-adapter/server"
 	"github.com/registry-adapter/registry-adapter/sources"
 )
@@ -305,37 +306,37 @@ func (d *Debug) resources(w http.ResponseWriter, req *http.Request) {
 	if d.Server != nil {
 		addrs = d.Server.Addrs()
 	}
-	type served struct {
+	type shardEntry struct {
 		shard int
-		entry server.Entry
+		entry served.Entry
 	}
 	// Streamed: each document is written as it is decoded, so a dump of
 	// 50k resources costs one resource of memory, not the whole YAML.
 	w.Header().Set("Content-Type", "application/yaml")
 	first := true
-	for _, kind := range convert.Kinds {
+	for _, kind := range served.Kinds {
 		if kindFilter != "" && !strings.EqualFold(kindFilter, string(kind)) {
 			continue
 		}
-		var list []served
+		var list []shardEntry
 		for i, c := range d.Caches {
 			if shardFilter >= 0 && i != shardFilter {
 				continue
 			}
 			for _, e := range c.Entries(kind) {
 				if nameFilter == "" || strings.Contains(e.Name, nameFilter) {
-					list = append(list, served{i, e})
+					list = append(list, shardEntry{i, e})
 				}
 			}
 		}
 		// The same order as with one shard: by name within a kind.
-		slices.SortFunc(list, func(a, b served) int { return strings.Compare(a.entry.Name, b.entry.Name) })
+		slices.SortFunc(list, func(a, b shardEntry) int { return strings.Compare(a.entry.Name, b.entry.Name) })
 		for _, s := range list {
 			var doc bytes.Buffer
-			r, err := convert.FromAny(s.entry.Resource)
+			r, err := served.Decode(s.entry.Resource)
 			var y []byte
 			if err == nil {
-				y, err = convert.YAML([]*convert.Resource{r}, convert.RenderOptions{WithVersion: true})
+				y, err = convert.YAML([]*served.Resource{r}, convert.RenderOptions{WithVersion: true})
 			}
 			if err != nil {
 				// Headers are gone: say it in the stream and stop.

@@ -20,6 +20,7 @@ import (
 	"github.com/registry-adapter/registry-adapter/adapter"
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/served"
 	"github.com/registry-adapter/registry-adapter/server"
 	"github.com/registry-adapter/registry-adapter/sources"
 )
@@ -46,7 +47,7 @@ func dialMCP(t *testing.T, addr string) *mcpClient {
 }
 
 // get requests typeURL and returns the resources of the reply.
-func (c *mcpClient) get(t *testing.T, typeURL string) []*convert.Resource {
+func (c *mcpClient) get(t *testing.T, typeURL string) []*served.Resource {
 	t.Helper()
 	if err := c.stream.Send(&discovery.DiscoveryRequest{TypeUrl: typeURL}); err != nil {
 		t.Fatal(err)
@@ -58,9 +59,9 @@ func (c *mcpClient) get(t *testing.T, typeURL string) []*convert.Resource {
 	if err := c.stream.Send(&discovery.DiscoveryRequest{TypeUrl: typeURL, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce}); err != nil {
 		t.Fatal(err)
 	}
-	var out []*convert.Resource
+	var out []*served.Resource
 	for _, a := range r.Resources {
-		res, err := convert.FromAny(a)
+		res, err := served.Decode(a)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/convert/validation"
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // Metadata keys the adapter writes. The selector label ties a ServiceEntry to
@@ -38,7 +39,7 @@ type Contribution struct {
 
 // Rejection says why an item was left out of what istiod receives.
 type Rejection struct {
-	Kind   Kind
+	Kind   served.Kind
 	Name   string // the resource or item that was dropped
 	Source string
 	// Code classifies the reason with a small fixed vocabulary, for metrics.
@@ -67,14 +68,14 @@ func (r Rejection) String() string {
 // a service's ports, the earlier source wins and the later is rejected.
 // Resources that would fail istiod's validation are rejected with a reason;
 // the rest are still returned.
-func Service(host string, contribs []Contribution, opts Options) ([]*Resource, []Rejection) {
+func Service(host string, contribs []Contribution, opts Options) ([]*served.Resource, []Rejection) {
 	return ServiceAt(host, nil, contribs, opts)
 }
 
 // ServiceAt is Service with the addresses allocated to host (by package
 // vip, which needs the set of every host and so runs before conversion).
 // They become spec.addresses unless the registry gives the service its own.
-func ServiceAt(host string, allocated []string, contribs []Contribution, opts Options) ([]*Resource, []Rejection) {
+func ServiceAt(host string, allocated []string, contribs []Contribution, opts Options) ([]*served.Resource, []Rejection) {
 	if len(contribs) == 0 {
 		return nil, nil
 	}
@@ -112,7 +113,7 @@ func (c *conversion) normalizePorts() {
 	var dropped []string
 	c.ports, dropped = normalizePorts(c.base.Service.Ports)
 	for _, reason := range dropped {
-		c.reject(Rejection{Kind: KindServiceEntry, Name: c.host, Source: c.base.Source, Code: CodePort, Reason: reason})
+		c.reject(Rejection{Kind: served.KindServiceEntry, Name: c.host, Source: c.base.Source, Code: CodePort, Reason: reason})
 	}
 }
 
@@ -123,7 +124,7 @@ func (c *conversion) collectInstances(contribs []Contribution) {
 	for i, contrib := range contribs {
 		if i > 0 && !samePorts(c.ports, contrib.Service.Ports) {
 			c.reject(Rejection{
-				Kind: KindServiceEntry, Name: c.host, Source: contrib.Source, Code: CodeConflict,
+				Kind: served.KindServiceEntry, Name: c.host, Source: contrib.Source, Code: CodeConflict,
 				Reason: fmt.Sprintf("conflict: ports %s differ from %s of source %q, which wins by configuration order",
 					describePorts(contrib.Service.Ports), describePorts(c.ports), c.base.Source),
 			})
@@ -133,7 +134,7 @@ func (c *conversion) collectInstances(contribs []Contribution) {
 		seen := make(map[string]bool, len(contrib.Service.Instances))
 		for _, inst := range contrib.Service.Instances {
 			if seen[inst.ID] {
-				c.reject(Rejection{Kind: KindWorkloadEntry, Name: inst.ID, Source: contrib.Source, Code: CodeDuplicate,
+				c.reject(Rejection{Kind: served.KindWorkloadEntry, Name: inst.ID, Source: contrib.Source, Code: CodeDuplicate,
 					Reason: fmt.Sprintf("duplicate instance id in service %q", c.host)})
 				continue
 			}
@@ -178,7 +179,7 @@ func (c *conversion) addresses() []string {
 	for _, a := range c.base.Service.Addresses {
 		ip, err := netip.ParseAddr(a)
 		if err != nil || ip.Zone() != "" {
-			c.reject(Rejection{Kind: KindServiceEntry, Name: c.host, Source: c.base.Source, Code: CodeAddress,
+			c.reject(Rejection{Kind: served.KindServiceEntry, Name: c.host, Source: c.base.Source, Code: CodeAddress,
 				Reason: fmt.Sprintf("address %q is not an IP address; dropped it", a)})
 			continue
 		}
@@ -197,13 +198,13 @@ func (c *conversion) addresses() []string {
 func (c *conversion) serviceEntryMeta() validation.Meta {
 	labels, bad := sanitizeLabels(c.base.Service.Labels, c.opts.Labels)
 	for _, k := range bad {
-		c.reject(labelRejection(KindServiceEntry, c.host, c.base.Source, k))
+		c.reject(labelRejection(served.KindServiceEntry, c.host, c.base.Source, k))
 	}
 	labels[LabelManagedBy] = ManagedByValue
 	labels[LabelService] = LabelValue(c.seName)
 	ann, reserved := sanitizeAnnotations(c.base.Service.Annotations)
 	for _, k := range reserved {
-		c.reject(labelRejection(KindServiceEntry, c.host, c.base.Source, k))
+		c.reject(labelRejection(served.KindServiceEntry, c.host, c.base.Source, k))
 	}
 	ann[AnnotationSource] = strings.Join(c.sourceNames, ",")
 	if c.base.Service.Name != "" {
@@ -215,17 +216,17 @@ func (c *conversion) serviceEntryMeta() validation.Meta {
 // instances represents each served instance: inline mode adds it to se's
 // endpoints; workloadentry mode returns a WorkloadEntry for it and gives se
 // the selector. An instance that would fail validation is rejected alone.
-func (c *conversion) instances(se *networking.ServiceEntry) []*Resource {
+func (c *conversion) instances(se *networking.ServiceEntry) []*served.Resource {
 	if c.opts.Mode == ModeInline {
 		c.inlineEndpoints(se)
 		return nil
 	}
 	selector := LabelValue(c.seName)
-	var entries []*Resource
+	var entries []*served.Resource
 	for _, s := range c.served {
 		we, labels, ann, errs := workloadEntry(s.inst, s.source, c.ports, c.opts)
 		for _, k := range errs {
-			c.reject(labelRejection(KindWorkloadEntry, s.inst.ID, s.source, k))
+			c.reject(labelRejection(served.KindWorkloadEntry, s.inst.ID, s.source, k))
 		}
 		name := ResourceName(c.seName + "-" + s.source + "-" + s.inst.ID)
 		labels[LabelManagedBy] = ManagedByValue
@@ -234,10 +235,10 @@ func (c *conversion) instances(se *networking.ServiceEntry) []*Resource {
 		// the spec's (ConvertWorkloadEntry), so a copy in the spec would only
 		// add bytes to every push.
 		if err := validation.WorkloadEntry(validation.Meta{Name: name, Namespace: c.opts.Namespace, Labels: labels, Annotations: ann}, we); err != nil {
-			c.reject(Rejection{Kind: KindWorkloadEntry, Name: name, Source: s.source, Code: CodeInvalid, Reason: err.Error()})
+			c.reject(Rejection{Kind: served.KindWorkloadEntry, Name: name, Source: s.source, Code: CodeInvalid, Reason: err.Error()})
 			continue
 		}
-		entries = append(entries, newResource(KindWorkloadEntry, c.opts.Namespace, name, labels, ann, we, c.opts))
+		entries = append(entries, served.New(served.KindWorkloadEntry, c.opts.Namespace, name, labels, ann, we, c.opts.CreateTime))
 	}
 	se.WorkloadSelector = &networking.WorkloadSelector{Labels: map[string]string{LabelService: selector}}
 	return entries
@@ -253,14 +254,14 @@ func (c *conversion) inlineEndpoints(se *networking.ServiceEntry) {
 	for _, s := range c.served {
 		we, labels, _, errs := workloadEntry(s.inst, s.source, c.ports, c.opts)
 		for _, k := range errs {
-			c.reject(labelRejection(KindWorkloadEntry, s.inst.ID, s.source, k))
+			c.reject(labelRejection(served.KindWorkloadEntry, s.inst.ID, s.source, k))
 		}
 		we.Labels = labels
 		// Validated here with the ServiceEntry's rules for endpoints, so
 		// that one bad instance is left out alone and the ServiceEntry's
 		// own validation need not look at endpoints again.
 		if err := validation.InlineEndpoint(se, servicePorts, we); err != nil {
-			c.reject(Rejection{Kind: KindWorkloadEntry, Name: s.inst.ID, Source: s.source, Code: CodeInvalid, Reason: err.Error()})
+			c.reject(Rejection{Kind: served.KindWorkloadEntry, Name: s.inst.ID, Source: s.source, Code: CodeInvalid, Reason: err.Error()})
 			continue
 		}
 		se.Endpoints = append(se.Endpoints, we)
@@ -270,7 +271,7 @@ func (c *conversion) inlineEndpoints(se *networking.ServiceEntry) {
 
 // finish validates the ServiceEntry and returns it first, then the
 // WorkloadEntries, with every rejection.
-func (c *conversion) finish(se *networking.ServiceEntry, meta validation.Meta, entries []*Resource) ([]*Resource, []Rejection) {
+func (c *conversion) finish(se *networking.ServiceEntry, meta validation.Meta, entries []*served.Resource) ([]*served.Resource, []Rejection) {
 	validate := validation.ServiceEntry
 	if c.opts.Mode == ModeInline {
 		validate = validation.ServiceEntryCheckedEndpoints
@@ -278,11 +279,11 @@ func (c *conversion) finish(se *networking.ServiceEntry, meta validation.Meta, e
 	if err := validate(meta, se); err != nil {
 		// Without its ServiceEntry a WorkloadEntry serves no host; leave them
 		// out too rather than feed istiod orphans.
-		c.reject(Rejection{Kind: KindServiceEntry, Name: c.seName, Source: c.base.Source, Code: CodeInvalid, Reason: err.Error()})
+		c.reject(Rejection{Kind: served.KindServiceEntry, Name: c.seName, Source: c.base.Source, Code: CodeInvalid, Reason: err.Error()})
 		return nil, c.rejected
 	}
-	out := make([]*Resource, 0, 1+len(entries))
-	out = append(out, newResource(KindServiceEntry, c.opts.Namespace, c.seName, meta.Labels, meta.Annotations, se, c.opts))
+	out := make([]*served.Resource, 0, 1+len(entries))
+	out = append(out, served.New(served.KindServiceEntry, c.opts.Namespace, c.seName, meta.Labels, meta.Annotations, se, c.opts.CreateTime))
 	out = append(out, entries...)
 	return out, c.rejected
 }

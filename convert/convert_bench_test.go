@@ -32,7 +32,7 @@ func BenchmarkResourceAny(b *testing.B) {
 	rs, _ := convert.Service(svc.Host, []convert.Contribution{{Source: "bench", Service: svc}}, gen.Options(convert.ModeInline))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := rs[0].Any(); err != nil {
+		if _, err := rs[0].Entry(); err != nil {
 			b.Fatal(err)
 		}
 	}

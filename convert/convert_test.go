@@ -16,6 +16,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/convert/validation"
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the current output")
@@ -167,11 +168,11 @@ func TestRejectionsNameTheItem(t *testing.T) {
 		}
 	}
 	// The bad items are dropped; the service and its two good instances stay.
-	var kinds []Kind
+	var kinds []served.Kind
 	for _, r := range res {
 		kinds = append(kinds, r.Kind)
 	}
-	if want := []Kind{KindServiceEntry, KindWorkloadEntry, KindWorkloadEntry}; !slices.Equal(kinds, want) {
+	if want := []served.Kind{served.KindServiceEntry, served.KindWorkloadEntry, served.KindWorkloadEntry}; !slices.Equal(kinds, want) {
 		t.Errorf("served kinds %v, want %v", kinds, want)
 	}
 }
@@ -193,9 +194,9 @@ func TestDeterministic(t *testing.T) {
 				rand.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
 				res, _ := Service("web.service.consul", []Contribution{{"dc1", web(shuffled...)}}, opts)
 				// WorkloadEntries come out in instance order; compare as sets.
-				slices.SortFunc(res, func(a, b *Resource) int { return strings.Compare(a.Key(), b.Key()) })
+				slices.SortFunc(res, func(a, b *served.Resource) int { return strings.Compare(a.Key(), b.Key()) })
 				sorted := slices.Clone(first)
-				slices.SortFunc(sorted, func(a, b *Resource) int { return strings.Compare(a.Key(), b.Key()) })
+				slices.SortFunc(sorted, func(a, b *served.Resource) int { return strings.Compare(a.Key(), b.Key()) })
 				got, _ := YAML(res, RenderOptions{WithVersion: true})
 				w, _ := YAML(sorted, RenderOptions{WithVersion: true})
 				if !bytes.Equal(got, w) {
@@ -207,7 +208,7 @@ func TestDeterministic(t *testing.T) {
 }
 
 func TestVersionFollowsContent(t *testing.T) {
-	base := func() []*Resource {
+	base := func() []*served.Resource {
 		res, _ := Service("web.service.consul", []Contribution{{"dc1", web(inst("n1/web", "10.0.0.1"))}}, defaultOpts())
 		return res
 	}
@@ -220,12 +221,12 @@ func TestVersionFollowsContent(t *testing.T) {
 	changed := []struct {
 		name string
 		mut  func(*model.Service)
-		kind Kind
+		kind served.Kind
 	}{
-		{"instance label", func(s *model.Service) { s.Instances[0].Labels["version"] = "v2" }, KindWorkloadEntry},
-		{"instance address", func(s *model.Service) { s.Instances[0].Address = "10.0.0.9" }, KindWorkloadEntry},
-		{"service label", func(s *model.Service) { s.Labels["team"] = "other" }, KindServiceEntry},
-		{"service port", func(s *model.Service) { s.Ports[0].Number = 9091 }, KindServiceEntry},
+		{"instance label", func(s *model.Service) { s.Instances[0].Labels["version"] = "v2" }, served.KindWorkloadEntry},
+		{"instance address", func(s *model.Service) { s.Instances[0].Address = "10.0.0.9" }, served.KindWorkloadEntry},
+		{"service label", func(s *model.Service) { s.Labels["team"] = "other" }, served.KindServiceEntry},
+		{"service port", func(s *model.Service) { s.Ports[0].Number = 9091 }, served.KindServiceEntry},
 	}
 	for _, c := range changed {
 		t.Run(c.name, func(t *testing.T) {
@@ -244,17 +245,20 @@ func TestVersionFollowsContent(t *testing.T) {
 	// keeps it on istiod's cheap endpoint-only path.
 }
 
-func TestAnyRoundTrip(t *testing.T) {
+// TestServedRoundTrip: what convert builds is served and read back as istiod
+// reads it, unchanged.
+func TestServedRoundTrip(t *testing.T) {
 	res, _ := Service("web.service.consul", []Contribution{{"dc1", web(inst("n1/web", "10.0.0.1"))}}, defaultOpts())
 	for _, r := range res {
-		a, err := r.Any()
+		e, err := r.Entry()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if a.TypeUrl != MCPResourceTypeURL {
-			t.Errorf("outer type URL %q, want %q", a.TypeUrl, MCPResourceTypeURL)
+		a := e.Resource
+		if a.TypeUrl != served.MCPResourceTypeURL {
+			t.Errorf("outer type URL %q, want %q", a.TypeUrl, served.MCPResourceTypeURL)
 		}
-		back, err := FromAny(a)
+		back, err := served.Decode(a)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -267,7 +271,7 @@ func TestAnyRoundTrip(t *testing.T) {
 		if !strings.Contains(r.Key(), "/") || strings.Count(r.Key(), "/") != 1 {
 			t.Errorf("MCP name %q is not namespace/name", r.Key())
 		}
-		if got := back.createTime.AsTime(); !got.Equal(DefaultCreateTime) {
+		if got := back.CreateTime(); !got.Equal(DefaultCreateTime) {
 			t.Errorf("create time %v, want the fixed %v", got, DefaultCreateTime)
 		}
 	}
@@ -328,6 +332,6 @@ func TestInlineEndpointRejectedAlone(t *testing.T) {
 }
 
 // metaOf is the metadata istiod validates alongside r's spec.
-func metaOf(r *Resource) validation.Meta {
+func metaOf(r *served.Resource) validation.Meta {
 	return validation.Meta{Name: r.Name, Namespace: r.Namespace, Labels: r.Labels, Annotations: r.Annotations}
 }

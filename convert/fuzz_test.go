@@ -59,7 +59,7 @@ func FuzzService(f *testing.F) {
 			if err != nil {
 				t.Errorf("served %s %s fails validation: %v", r.Kind, r.Key(), err)
 			}
-			if _, err := r.Any(); err != nil {
+			if _, err := r.Entry(); err != nil {
 				t.Error(err)
 			}
 		}

@@ -3,6 +3,8 @@ package convert
 import (
 	"fmt"
 	"strings"
+
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // What registry metadata may reach the resources. Anyone who can register a
@@ -41,7 +43,7 @@ func reservedKey(k string) bool {
 }
 
 // labelRejection explains a label or annotation key that was dropped.
-func labelRejection(kind Kind, name, source, key string) Rejection {
+func labelRejection(kind served.Kind, name, source, key string) Rejection {
 	if reservedKey(key) {
 		return Rejection{Kind: kind, Name: name, Source: source, Code: CodeReserved,
 			Reason: fmt.Sprintf("%q is reserved for Istio and Kubernetes; a registry may not set it; dropped it", key)}

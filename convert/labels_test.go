@@ -9,6 +9,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // hostileLabels are what anyone who can register a Consul service or tag a
@@ -34,7 +35,7 @@ var hostileLabels = map[string]string{
 	"team":                            "payments",
 }
 
-func labelsOf(t *testing.T, res []*Resource, kind Kind) []map[string]string {
+func labelsOf(t *testing.T, res []*served.Resource, kind served.Kind) []map[string]string {
 	t.Helper()
 	var out []map[string]string
 	for _, r := range res {
@@ -86,9 +87,9 @@ func TestRegistryLabelsCannotSteerIstio(t *testing.T) {
 				Instances: []model.Instance{{ID: "i1", Address: "10.0.0.1", Labels: maps.Clone(hostileLabels)}},
 			}
 			res, rejected := Service(svc.Host, []Contribution{{Source: "dc1", Service: svc}}, opts)
-			kind := KindWorkloadEntry
+			kind := served.KindWorkloadEntry
 			if opts.Mode == ModeInline {
-				kind = KindServiceEntry
+				kind = served.KindServiceEntry
 			}
 			got := labelsOf(t, res, kind)
 			if len(got) != 1 {

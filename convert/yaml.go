@@ -8,6 +8,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
+
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // APIVersion is the Kubernetes API version of rendered resources.
@@ -15,7 +17,7 @@ const APIVersion = "networking.istio.io/v1"
 
 type object struct {
 	APIVersion string          `json:"apiVersion"`
-	Kind       Kind            `json:"kind"`
+	Kind       served.Kind     `json:"kind"`
 	Metadata   objectMeta      `json:"metadata"`
 	Spec       json.RawMessage `json:"spec"`
 }
@@ -38,10 +40,10 @@ type RenderOptions struct {
 
 // YAML renders resources as a multi-document stream that `kubectl apply -f -`
 // accepts, in the order given.
-func YAML(resources []*Resource, ro RenderOptions) ([]byte, error) {
+func YAML(resources []*served.Resource, ro RenderOptions) ([]byte, error) {
 	var buf bytes.Buffer
 	for i, r := range resources {
-		doc, err := r.yaml(ro)
+		doc, err := yamlDoc(r, ro)
 		if err != nil {
 			return nil, err
 		}
@@ -53,7 +55,7 @@ func YAML(resources []*Resource, ro RenderOptions) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func (r *Resource) yaml(ro RenderOptions) ([]byte, error) {
+func yamlDoc(r *served.Resource, ro RenderOptions) ([]byte, error) {
 	// protojson gives the CRD field names (lowerCamelCase) and enum names;
 	// going through JSON again makes the output stable, since protojson
 	// randomizes its whitespace on purpose.
@@ -71,7 +73,7 @@ func (r *Resource) yaml(ro RenderOptions) ([]byte, error) {
 	}
 	if ro.WithVersion {
 		o.Metadata.ResourceVersion = r.Version
-		o.Metadata.CreationTimestamp = r.createTime.AsTime().Format(time.RFC3339)
+		o.Metadata.CreationTimestamp = r.CreateTime().Format(time.RFC3339)
 	}
 	j, err := json.Marshal(o)
 	if err != nil {

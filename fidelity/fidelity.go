@@ -15,6 +15,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // Service is one host as seen by either side.
@@ -49,7 +50,7 @@ type Endpoint struct {
 type View map[string]*Service
 
 // Expected derives what istiod should hold from the adapter's resources.
-func Expected(resources []*convert.Resource) View {
+func Expected(resources []*served.Resource) View {
 	v := View{}
 	type selected struct {
 		ns     string

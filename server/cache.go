@@ -15,20 +15,14 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
-// Entry is one serialized resource as the cache holds it.
-type Entry struct {
-	// Name is "namespace/name".
-	Name    string
-	Version string
-	// Resource is the MCP envelope, serialized once and shared by every
-	// response to every client.
-	Resource *anypb.Any
-
-	// record is Resource as a DiscoveryResponse encodes it, set by Apply;
-	// see responseCodec.
+// stored is an entry as the cache holds it: with its record boxed once as
+// the buffer gRPC writes, so that building a snapshot allocates nothing per
+// entry.
+type stored struct {
+	served.Entry
 	record mem.Buffer
 }
 
@@ -48,9 +42,12 @@ type Cache struct {
 	metrics *cacheMetrics
 	now     func() time.Time
 
+	// records is where the codec finds the encoded form of each snapshot.
+	records *records
+
 	mu      sync.Mutex
 	ready   bool
-	kinds   map[convert.Kind]*kindState
+	kinds   map[served.Kind]*kindState
 	parked  map[*sotwWatch]struct{}
 	pDeltas map[*deltaWatch]struct{}
 }
@@ -58,50 +55,33 @@ type Cache struct {
 // kindState is the served set of one kind.
 type kindState struct {
 	byName map[string]int // index into list
-	list   []Entry
+	list   []stored
 	// hash is the XOR of every entry's hash, so a change updates the type's
 	// version in O(1) and identical sets on two replicas get one version.
 	hash    uint64
 	bytes   int
 	changed time.Time
 	// snapshot is the shared, read-only resource slice for the current
-	// version, built on first use after a change; records holds the same
-	// resources encoded, in the same order.
+	// version, built on first use after a change.
 	snapshot []*anypb.Any
-	records  []mem.Buffer
 }
 
 // NewCache returns an empty cache that replies to nobody until MarkReady.
 func NewCache(m *Metrics) *Cache {
 	c := &Cache{
 		now:     time.Now,
-		kinds:   make(map[convert.Kind]*kindState),
+		records: newRecords(),
+		kinds:   make(map[served.Kind]*kindState),
 		parked:  make(map[*sotwWatch]struct{}),
 		pDeltas: make(map[*deltaWatch]struct{}),
 	}
 	if m != nil {
 		c.metrics = m.cache
 	}
-	for _, k := range convert.Kinds {
+	for _, k := range served.Kinds {
 		c.kinds[k] = &kindState{byName: make(map[string]int)}
 	}
 	return c
-}
-
-// kindOf maps a requested type URL to the kind served for it. istiod asks
-// networking.istio.io/v1/ServiceEntry today and .../v1alpha3/ServiceEntry
-// before 1.24; the content is the same. Every other type istiod asks for is
-// answered with an empty set, which it needs before it declares itself ready.
-func kindOf(typeURL string) convert.Kind {
-	group, rest, ok := strings.Cut(typeURL, "/")
-	if !ok || group != "networking.istio.io" {
-		return ""
-	}
-	k := convert.Kind(rest[strings.LastIndexByte(rest, '/')+1:])
-	if slices.Contains(convert.Kinds, k) {
-		return k
-	}
-	return ""
 }
 
 func entryHash(name, version string) uint64 {
@@ -118,7 +98,7 @@ func versionString(hash uint64) string { return fmt.Sprintf("%016x", hash) }
 // deletes remove them by name. Entries whose version did not change are
 // ignored, so a no-op refresh sends nothing. It reports whether anything
 // changed.
-func (c *Cache) Apply(kind convert.Kind, upserts []Entry, deletes []string) bool {
+func (c *Cache) Apply(kind served.Kind, upserts []served.Entry, deletes []string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ks := c.kinds[kind]
@@ -132,14 +112,12 @@ func (c *Cache) Apply(kind convert.Kind, upserts []Entry, deletes []string) bool
 			if old.Version == e.Version {
 				continue
 			}
-			e = withRecord(e)
 			ks.hash ^= entryHash(old.Name, old.Version) ^ entryHash(e.Name, e.Version)
 			ks.bytes += len(e.Resource.GetValue()) - len(old.Resource.GetValue())
-			ks.list[i] = e
+			ks.list[i] = store(e)
 		} else {
-			e = withRecord(e)
 			ks.byName[e.Name] = len(ks.list)
-			ks.list = append(ks.list, e)
+			ks.list = append(ks.list, store(e))
 			ks.hash ^= entryHash(e.Name, e.Version)
 			ks.bytes += len(e.Resource.GetValue())
 		}
@@ -158,7 +136,7 @@ func (c *Cache) Apply(kind convert.Kind, upserts []Entry, deletes []string) bool
 		last := len(ks.list) - 1
 		ks.list[i] = ks.list[last]
 		ks.byName[ks.list[i].Name] = i
-		ks.list[last] = Entry{}
+		ks.list[last] = stored{}
 		ks.list = ks.list[:last]
 		delete(ks.byName, name)
 		changed = true
@@ -166,7 +144,8 @@ func (c *Cache) Apply(kind convert.Kind, upserts []Entry, deletes []string) bool
 	if !changed {
 		return false
 	}
-	ks.snapshot, ks.records = nil, nil
+	ks.snapshot = nil
+	c.records.withdraw(kind)
 	ks.changed = c.now()
 	if c.metrics != nil {
 		c.metrics.resources.WithLabelValues(string(kind)).Set(float64(len(ks.list)))
@@ -205,13 +184,13 @@ func (c *Cache) Ready() bool {
 }
 
 // Version returns the current version of kind's set.
-func (c *Cache) Version(kind convert.Kind) string {
+func (c *Cache) Version(kind served.Kind) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.versionLocked(kind)
 }
 
-func (c *Cache) versionLocked(kind convert.Kind) string {
+func (c *Cache) versionLocked(kind served.Kind) string {
 	if ks := c.kinds[kind]; ks != nil {
 		return versionString(ks.hash)
 	}
@@ -219,20 +198,23 @@ func (c *Cache) versionLocked(kind convert.Kind) string {
 }
 
 // Entries returns a copy of kind's served entries, sorted by name.
-func (c *Cache) Entries(kind convert.Kind) []Entry {
+func (c *Cache) Entries(kind served.Kind) []served.Entry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ks := c.kinds[kind]
 	if ks == nil {
 		return nil
 	}
-	out := slices.Clone(ks.list)
-	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Name, b.Name) })
+	out := make([]served.Entry, len(ks.list))
+	for i, s := range ks.list {
+		out[i] = s.Entry
+	}
+	slices.SortFunc(out, func(a, b served.Entry) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
 // ChangedAt returns when kind's set last changed (zero if never).
-func (c *Cache) ChangedAt(kind convert.Kind) time.Time {
+func (c *Cache) ChangedAt(kind served.Kind) time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if ks := c.kinds[kind]; ks != nil {
@@ -241,7 +223,7 @@ func (c *Cache) ChangedAt(kind convert.Kind) time.Time {
 	return time.Time{}
 }
 
-func (c *Cache) snapshotLocked(kind convert.Kind) []*anypb.Any {
+func (c *Cache) snapshotLocked(kind served.Kind) []*anypb.Any {
 	ks := c.kinds[kind]
 	if ks == nil {
 		return nil
@@ -260,39 +242,36 @@ func (c *Cache) snapshotLocked(kind convert.Kind) []*anypb.Any {
 		if !complete {
 			records = nil
 		}
-		ks.snapshot, ks.records = snap, records
+		ks.snapshot = snap
+		c.records.publish(kind, snap, records)
 	}
 	return ks.snapshot
 }
 
-// encodedResources returns the encoded records of resources when resources
-// is the current snapshot of a kind, and nil otherwise (an older snapshot, or
-// a slice the cache did not make).
-func (c *Cache) encodedResources(resources []*anypb.Any) []mem.Buffer {
-	if len(resources) == 0 {
-		return nil
+// store boxes e's record once. An entry made without one (an Any built
+// elsewhere) is encoded here, so that every stored entry has its record.
+func store(e served.Entry) stored {
+	if e.Record() == nil && e.Resource != nil {
+		e = served.EntryOf(e.Name, e.Version, e.Resource)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, ks := range c.kinds {
-		if len(ks.snapshot) == len(resources) && &ks.snapshot[0] == &resources[0] {
-			return ks.records
-		}
+	s := stored{Entry: e}
+	if r := e.Record(); r != nil {
+		s.record = mem.SliceBuffer(r)
 	}
-	return nil
+	return s
 }
 
 // sotwWatch is one outstanding state-of-the-world request.
 type sotwWatch struct {
 	req  *discovery.DiscoveryRequest
-	kind convert.Kind
+	kind served.Kind
 	out  chan cache.Response
 	done chan struct{}
 }
 
 // CreateWatch implements cache.ConfigWatcher for state-of-the-world streams.
 func (c *Cache) CreateWatch(req *cache.Request, _ cache.Subscription, out chan cache.Response) (func(), error) {
-	w := &sotwWatch{req: req, kind: kindOf(req.GetTypeUrl()), out: out, done: make(chan struct{})}
+	w := &sotwWatch{req: req, kind: served.KindOf(req.GetTypeUrl()), out: out, done: make(chan struct{})}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	// Reply at once to the first request of a type on a stream (no nonce yet:
@@ -346,7 +325,7 @@ func send[T any](out chan T, resp T, done <-chan struct{}) {
 }
 
 // notifyLocked answers the parked watches of kind that are now behind.
-func (c *Cache) notifyLocked(kind convert.Kind) {
+func (c *Cache) notifyLocked(kind served.Kind) {
 	version := c.versionLocked(kind)
 	for w := range c.parked {
 		if w.kind == kind && w.req.GetVersionInfo() != version {
@@ -370,7 +349,7 @@ func (c *Cache) Fetch(context.Context, *cache.Request) (cache.Response, error) {
 type sotwResponse struct {
 	req   *discovery.DiscoveryRequest
 	cache *Cache
-	kind  convert.Kind
+	kind  served.Kind
 
 	once      sync.Once
 	version   string

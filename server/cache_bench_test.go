@@ -13,18 +13,19 @@ import (
 	"github.com/registry-adapter/registry-adapter/bench/floor"
 	"github.com/registry-adapter/registry-adapter/bench/gen"
 	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 var benchSizes = []int{1000, 10000, 50000}
 
 var (
 	benchMu      sync.Mutex
-	benchEntries = map[int][]Entry{}
+	benchEntries = map[int][]served.Entry{}
 )
 
 // entriesFor returns n served inline-mode ServiceEntries (two ports, three
 // endpoints, about 700 bytes each), built once per size.
-func entriesFor(b *testing.B, n int) []Entry {
+func entriesFor(b *testing.B, n int) []served.Entry {
 	b.Helper()
 	benchMu.Lock()
 	defer benchMu.Unlock()
@@ -32,29 +33,29 @@ func entriesFor(b *testing.B, n int) []Entry {
 		return es
 	}
 	rs := gen.Resources(gen.Services(n), gen.Options(convert.ModeInline))
-	es := make([]Entry, len(rs))
+	es := make([]served.Entry, len(rs))
 	for i, r := range rs {
-		a, err := r.Any()
+		e, err := r.Entry()
 		if err != nil {
 			b.Fatal(err)
 		}
-		es[i] = Entry{Name: r.Key(), Version: r.Version, Resource: a}
+		es[i] = e
 	}
 	benchEntries[n] = es
 	return es
 }
 
-func readyCache(b *testing.B, n int) (*Cache, []Entry) {
+func readyCache(b *testing.B, n int) (*Cache, []served.Entry) {
 	es := entriesFor(b, n)
 	c := NewCache(nil)
-	c.Apply(convert.KindServiceEntry, es, nil)
+	c.Apply(served.KindServiceEntry, es, nil)
 	c.MarkReady()
 	return c, es
 }
 
 // flip returns e with a different version and content of the same size, so
 // that Apply sees a change.
-func flip(e Entry, i int) Entry {
+func flip(e served.Entry, i int) served.Entry {
 	e.Version = fmt.Sprintf("%s-%d", e.Version, i&1)
 	return e
 }
@@ -69,7 +70,7 @@ func BenchmarkCacheApply(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				i++
-				c.Apply(convert.KindServiceEntry, []Entry{flip(es[n/2], i)}, nil)
+				c.Apply(served.KindServiceEntry, []served.Entry{flip(es[n/2], i)}, nil)
 			}
 		})
 	}
@@ -87,7 +88,7 @@ func BenchmarkCacheApplyNotify(b *testing.B) {
 			out := make(chan cache.Response, 1)
 			typeURL := "networking.istio.io/v1/ServiceEntry"
 			park := func() func() {
-				req := &cache.Request{TypeUrl: typeURL, VersionInfo: c.Version(convert.KindServiceEntry), ResponseNonce: "n"}
+				req := &cache.Request{TypeUrl: typeURL, VersionInfo: c.Version(served.KindServiceEntry), ResponseNonce: "n"}
 				cancel, err := c.CreateWatch(req, nil, out)
 				if err != nil {
 					b.Fatal(err)
@@ -99,7 +100,7 @@ func BenchmarkCacheApplyNotify(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				i++
-				c.Apply(convert.KindServiceEntry, []Entry{flip(es[n/2], i)}, nil)
+				c.Apply(served.KindServiceEntry, []served.Entry{flip(es[n/2], i)}, nil)
 				resp := <-out
 				if _, err := resp.GetDiscoveryResponse(); err != nil {
 					b.Fatal(err)
@@ -120,8 +121,8 @@ func BenchmarkCacheApplyNotify(b *testing.B) {
 func BenchmarkResponseEncode(b *testing.B) {
 	for _, n := range benchSizes {
 		c, _ := readyCache(b, n)
-		r := &sotwResponse{req: &discovery.DiscoveryRequest{TypeUrl: seV1}, cache: c, kind: convert.KindServiceEntry}
-		codec := newResponseCodec(c)
+		r := &sotwResponse{req: &discovery.DiscoveryRequest{TypeUrl: seV1}, cache: c, kind: served.KindServiceEntry}
+		codec := newResponseCodec(c.records)
 		b.Run(fmt.Sprintf("codec/N=%d", n), func(b *testing.B) {
 			frame := make([]byte, 16<<10)
 			b.ReportAllocs()

@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/peer"
 
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // ClientInfo describes one connected stream, as shown on /debug/clients.
@@ -160,7 +162,7 @@ func (t *clients) request(id int64, node *core.Node, typeURL, nonce, version, na
 		t.metrics.acked.DeleteLabelValues(info.NodeID, typeURL, prev)
 		// The first reply on a stream is a sync, not a change; only later
 		// ACKs measure how fast a change reaches the client.
-		if k := kindOf(typeURL); k != "" {
+		if k := served.KindOf(typeURL); k != "" {
 			if at := t.cache.ChangedAt(k); !at.IsZero() {
 				t.metrics.ackLatency.WithLabelValues(string(k)).Observe(time.Since(at).Seconds())
 			}

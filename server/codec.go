@@ -2,94 +2,89 @@ package server
 
 import (
 	"fmt"
+	"sync"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc/encoding"
 	_ "google.golang.org/grpc/encoding/proto" // registers the "proto" codec this one defers to
 	"google.golang.org/grpc/mem"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // discoveryResponseResources is the field number of DiscoveryResponse.resources.
 const discoveryResponseResources = 2
 
-// recordHeadroom is room enough in front of a marshalled MCP resource for its
-// record's header: three tags, the type URL and its length, two varints.
-const recordHeadroom = 1 + 5 + 1 + 1 + len(convert.MCPResourceTypeURL) + 1 + 5
-
-// NewEntry serializes an MCP resource (istio.mcp.v1alpha1.Resource) straight
-// into its record (see responseCodec), without the copy Apply would make of
-// an Entry built from an Any.
-func NewEntry(name, version string, mcpResource proto.Message) (Entry, error) {
-	// Size first, so that the buffer is allocated once and exactly; the
-	// marshal then reuses the sizes it cached.
-	size := proto.Size(mcpResource)
-	buf, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(make([]byte, recordHeadroom, recordHeadroom+size), mcpResource)
-	if err != nil {
-		return Entry{}, fmt.Errorf("server: marshal %s: %w", name, err)
-	}
-	value := buf[recordHeadroom:]
-	var hb [recordHeadroom]byte
-	head := appendRecordHeader(hb[:0], convert.MCPResourceTypeURL, len(value))
-	start := recordHeadroom - len(head)
-	copy(buf[start:], head)
-	return Entry{
-		Name: name, Version: version,
-		Resource: &anypb.Any{TypeUrl: convert.MCPResourceTypeURL, Value: value[:len(value):len(value)]},
-		record:   mem.SliceBuffer(buf[start:]),
-	}, nil
+// records holds the encoded records (served.Entry.Record) of each kind's
+// current snapshot. The cache publishes a snapshot's records when it builds
+// the snapshot and withdraws them when the set changes; the codec only reads.
+// Data flows one way, cache -> records -> codec, and the codec never takes
+// the cache's lock.
+type records struct {
+	mu   sync.Mutex
+	sets map[served.Kind]recordSet
 }
 
-// appendRecordHeader appends what precedes an Any's value in its record: the
-// DiscoveryResponse.resources tag and length, then the Any's type URL field
-// and its value's tag and length.
-func appendRecordHeader(b []byte, typeURL string, valueLen int) []byte {
-	anySize := protowire.SizeTag(1) + protowire.SizeBytes(len(typeURL)) +
-		protowire.SizeTag(2) + protowire.SizeBytes(valueLen)
-	b = protowire.AppendTag(b, discoveryResponseResources, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(anySize))
-	b = protowire.AppendTag(b, 1, protowire.BytesType)
-	b = protowire.AppendString(b, typeURL)
-	b = protowire.AppendTag(b, 2, protowire.BytesType)
-	return protowire.AppendVarint(b, uint64(valueLen))
+// recordSet pairs a snapshot (a resource slice the cache made) with the
+// same resources encoded, in the same order.
+type recordSet struct {
+	snapshot []*anypb.Any
+	records  []mem.Buffer
 }
 
-// withRecord encodes e's resource once, as field 2 of a DiscoveryResponse,
-// and points e.Resource's value into that encoding, so that the record costs
-// no more memory than the resource did. Entries made by NewEntry have theirs.
-func withRecord(e Entry) Entry {
-	a := e.Resource
-	if a == nil || e.record != nil {
-		return e
+func newRecords() *records { return &records{sets: make(map[served.Kind]recordSet)} }
+
+func (r *records) publish(kind served.Kind, snapshot []*anypb.Any, recs []mem.Buffer) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if recs == nil {
+		delete(r.sets, kind)
+		return
 	}
-	b := appendRecordHeader(make([]byte, 0, recordHeadroom+len(a.Value)), a.TypeUrl, len(a.Value))
-	valueAt := len(b)
-	b = append(b, a.Value...)
-	e.Resource = &anypb.Any{TypeUrl: a.TypeUrl, Value: b[valueAt:len(b):len(b)]}
-	e.record = mem.SliceBuffer(b)
-	return e
+	r.sets[kind] = recordSet{snapshot: snapshot, records: recs}
+}
+
+func (r *records) withdraw(kind served.Kind) {
+	r.mu.Lock()
+	delete(r.sets, kind)
+	r.mu.Unlock()
+}
+
+// of returns the encoded records of resources when resources is a published
+// snapshot, and nil otherwise (an older snapshot, or a slice the cache did
+// not make).
+func (r *records) of(resources []*anypb.Any) []mem.Buffer {
+	if len(resources) == 0 {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.sets {
+		if len(s.snapshot) == len(resources) && &s.snapshot[0] == &resources[0] {
+			return s.records
+		}
+	}
+	return nil
 }
 
 // responseCodec is the gRPC codec of the xDS server. A state-of-the-world
 // reply carries every resource of its type, and go-control-plane's server
 // would marshal the whole set again for every client and every push (one
 // full copy, 36 MB at 50k ServiceEntries, each time). For a reply whose
-// resources are the cache's current snapshot, this codec encodes only the
-// few other fields and hands gRPC the resources' records, encoded once when
-// they changed, without copying them: gRPC's transport reads the buffers
-// straight into its HTTP/2 frames. Anything else goes to the proto codec.
+// resources are a published snapshot, this codec encodes only the few other
+// fields and hands gRPC the resources' records, encoded once when they
+// changed, without copying them: gRPC's transport reads the buffers straight
+// into its HTTP/2 frames. Anything else goes to the proto codec.
 type responseCodec struct {
-	cache *Cache
-	proto encoding.CodecV2
+	records *records
+	proto   encoding.CodecV2
 }
 
-func newResponseCodec(cache *Cache) responseCodec {
-	return responseCodec{cache: cache, proto: encoding.GetCodecV2("proto")}
+func newResponseCodec(r *records) responseCodec {
+	return responseCodec{records: r, proto: encoding.GetCodecV2("proto")}
 }
 
 // Name is the content subtype gRPC negotiates; this codec speaks plain proto.
@@ -104,8 +99,8 @@ func (c responseCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if !ok {
 		return c.proto.Marshal(v)
 	}
-	records := c.cache.encodedResources(resp.GetResources())
-	if records == nil {
+	recs := c.records.of(resp.GetResources())
+	if recs == nil {
 		return c.proto.Marshal(v)
 	}
 	// Every field but the resources, whatever fields the type has now.
@@ -123,7 +118,7 @@ func (c responseCodec) Marshal(v any) (mem.BufferSlice, error) {
 	}
 	// Protobuf readers accept fields in any order, so the records can follow
 	// the other fields.
-	out := make(mem.BufferSlice, 0, len(records)+1)
+	out := make(mem.BufferSlice, 0, len(recs)+1)
 	out = append(out, mem.SliceBuffer(hb))
-	return append(out, records...), nil
+	return append(out, recs...), nil
 }

@@ -9,9 +9,8 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-	mcp "istio.io/api/mcp/v1alpha1"
 
-	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // cacheReply is what the server would send for typeURL now.
@@ -34,14 +33,14 @@ func cacheReply(t *testing.T, c *Cache, typeURL string) *discovery.DiscoveryResp
 
 func TestResponseCodecSharesRecords(t *testing.T) {
 	c := NewCache(nil)
-	var entries []Entry
+	var entries []served.Entry
 	for i := range 50 {
 		entries = append(entries, entry(t, fmt.Sprintf("ns/svc-%d", i), "1"))
 	}
-	c.Apply(convert.KindServiceEntry, entries, nil)
-	c.Apply(convert.KindServiceEntry, []Entry{entry(t, "ns/svc-3", "2")}, []string{"ns/svc-7"})
+	c.Apply(served.KindServiceEntry, entries, nil)
+	c.Apply(served.KindServiceEntry, []served.Entry{entry(t, "ns/svc-3", "2")}, []string{"ns/svc-7"})
 	c.MarkReady()
-	codec := newResponseCodec(c)
+	codec := newResponseCodec(c.records)
 
 	resp := cacheReply(t, c, seV1)
 	got, err := codec.Marshal(resp)
@@ -70,7 +69,7 @@ func TestResponseCodecSharesRecords(t *testing.T) {
 
 	// A stale snapshot, a foreign slice and other messages take the proto
 	// codec's path and still encode correctly.
-	c.Apply(convert.KindServiceEntry, []Entry{entry(t, "ns/svc-4", "2")}, nil)
+	c.Apply(served.KindServiceEntry, []served.Entry{entry(t, "ns/svc-4", "2")}, nil)
 	foreign := &discovery.DiscoveryResponse{VersionInfo: "x", TypeUrl: seV1, Resources: []*anypb.Any{entries[0].Resource}}
 	for name, msg := range map[string]proto.Message{
 		"stale snapshot": resp,
@@ -89,53 +88,29 @@ func TestResponseCodecSharesRecords(t *testing.T) {
 	}
 }
 
-// TestNewEntryMatchesAny: an entry serialized by NewEntry carries the same
-// Any as one built the usual way, and its record is what withRecord makes.
-func TestNewEntryMatchesAny(t *testing.T) {
-	res := &mcp.Resource{Metadata: &mcp.Metadata{Name: "ns/x", Version: "1", Labels: map[string]string{"a": "b"}}}
-	for _, body := range []int{0, 100, 200_000} { // varint lengths of 1, 2 and 3 bytes
-		res.Body = &anypb.Any{TypeUrl: "t", Value: make([]byte, body)}
-		e, err := NewEntry("ns/x", "1", res)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := anypb.New(res)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !proto.Equal(e.Resource, want) {
-			t.Fatalf("body %d: NewEntry's Any differs from anypb.New's", body)
-		}
-		ref := withRecord(Entry{Name: e.Name, Version: e.Version, Resource: want})
-		if got, exp := e.record.ReadOnlyData(), ref.record.ReadOnlyData(); string(got) != string(exp) {
-			t.Errorf("body %d: record differs from withRecord's (%d vs %d bytes)", body, len(got), len(exp))
-		}
-	}
-}
-
 // TestReplyTakesContentWhenSent: a watch answered by a change carries the
 // content and version current when the stream sends it, consistently, so a
 // second change made in between goes out in the same reply under its own
 // version.
 func TestReplyTakesContentWhenSent(t *testing.T) {
 	c := NewCache(nil)
-	c.Apply(convert.KindServiceEntry, []Entry{entry(t, "ns/a", "1")}, nil)
+	c.Apply(served.KindServiceEntry, []served.Entry{entry(t, "ns/a", "1")}, nil)
 	c.MarkReady()
 	ch := make(chan cachev3.Response, 1)
-	cancel, err := c.CreateWatch(&discovery.DiscoveryRequest{TypeUrl: seV1, VersionInfo: c.Version(convert.KindServiceEntry), ResponseNonce: "1"}, nil, ch)
+	cancel, err := c.CreateWatch(&discovery.DiscoveryRequest{TypeUrl: seV1, VersionInfo: c.Version(served.KindServiceEntry), ResponseNonce: "1"}, nil, ch)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cancel()
-	c.Apply(convert.KindServiceEntry, []Entry{entry(t, "ns/b", "1")}, nil)
+	c.Apply(served.KindServiceEntry, []served.Entry{entry(t, "ns/b", "1")}, nil)
 	resp := <-ch
-	c.Apply(convert.KindServiceEntry, []Entry{entry(t, "ns/c", "1")}, nil)
+	c.Apply(served.KindServiceEntry, []served.Entry{entry(t, "ns/c", "1")}, nil)
 
 	out, err := resp.GetDiscoveryResponse()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := c.Version(convert.KindServiceEntry); out.VersionInfo != want {
+	if want := c.Version(served.KindServiceEntry); out.VersionInfo != want {
 		t.Errorf("reply version %s, want the current %s", out.VersionInfo, want)
 	}
 	if v, _ := resp.GetVersion(); v != out.VersionInfo {

@@ -6,7 +6,7 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 
-	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // Incremental (delta) xDS is served from the same entries as
@@ -16,14 +16,14 @@ import (
 type deltaWatch struct {
 	req  *discovery.DeltaDiscoveryRequest
 	sub  cache.Subscription
-	kind convert.Kind
+	kind served.Kind
 	out  chan cache.DeltaResponse
 	done chan struct{}
 }
 
 // CreateDeltaWatch implements cache.ConfigWatcher for incremental streams.
 func (c *Cache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscription, out chan cache.DeltaResponse) (func(), error) {
-	w := &deltaWatch{req: req, sub: sub, kind: kindOf(req.GetTypeUrl()), out: out, done: make(chan struct{})}
+	w := &deltaWatch{req: req, sub: sub, kind: served.KindOf(req.GetTypeUrl()), out: out, done: make(chan struct{})}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	// The first request of a type gets a reply even when there is nothing

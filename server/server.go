@@ -247,7 +247,7 @@ func (s *Server) Serve(ctx context.Context, lis ...net.Listener) error {
 	errc := make(chan result, len(s.shards))
 	servers := make([]*grpc.Server, len(s.shards))
 	for i, sh := range s.shards {
-		g := grpc.NewServer(append(slices.Clip(opts), grpc.ForceServerCodecV2(newResponseCodec(sh.cache)))...)
+		g := grpc.NewServer(append(slices.Clip(opts), grpc.ForceServerCodecV2(newResponseCodec(sh.cache.records)))...)
 		discovery.RegisterAggregatedDiscoveryServiceServer(g, serverv3.NewServer(xdsCtx, sh.cache, sh.clients))
 		servers[i] = g
 		sh.setUp(lis[i].Addr())

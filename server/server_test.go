@@ -20,7 +20,7 @@ import (
 
 	mcp "istio.io/api/mcp/v1alpha1"
 
-	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -45,14 +45,14 @@ const (
 )
 
 // entry builds a cache entry whose MCP envelope carries name and version.
-func entry(t testing.TB, name, version string) Entry {
+func entry(t testing.TB, name, version string) served.Entry {
 	t.Helper()
 	a, err := anypb.New(&mcp.Resource{Metadata: &mcp.Metadata{Name: name, Version: version}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.TypeUrl = convert.MCPResourceTypeURL
-	return Entry{Name: name, Version: version, Resource: a}
+	a.TypeUrl = served.MCPResourceTypeURL
+	return served.EntryOf(name, version, a)
 }
 
 type testServer struct {
@@ -162,8 +162,8 @@ func names(t *testing.T, r *discovery.DiscoveryResponse) []string {
 	t.Helper()
 	var out []string
 	for _, a := range r.Resources {
-		if a.TypeUrl != convert.MCPResourceTypeURL {
-			t.Errorf("resource type URL %q, want %q", a.TypeUrl, convert.MCPResourceTypeURL)
+		if a.TypeUrl != served.MCPResourceTypeURL {
+			t.Errorf("resource type URL %q, want %q", a.TypeUrl, served.MCPResourceTypeURL)
 		}
 		var m mcp.Resource
 		if err := a.UnmarshalTo(&m); err != nil {
@@ -194,7 +194,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestNothingBeforeReadyThenEveryTypeAnswered(t *testing.T) {
 	s := startServer(t, Config{})
-	s.cache.Apply(convert.KindServiceEntry, []Entry{entry(t, "istio-system/web", "1")}, nil)
+	s.cache.Apply(served.KindServiceEntry, []served.Entry{entry(t, "istio-system/web", "1")}, nil)
 	c := dial(t, s.addr)
 	for _, typ := range istiodTypes {
 		c.request(typ, "", "")
@@ -235,7 +235,7 @@ func TestNothingBeforeReadyThenEveryTypeAnswered(t *testing.T) {
 
 func TestTypeURLEchoedForOldIstio(t *testing.T) {
 	s := startServer(t, Config{})
-	s.cache.Apply(convert.KindServiceEntry, []Entry{entry(t, "istio-system/web", "1")}, nil)
+	s.cache.Apply(served.KindServiceEntry, []served.Entry{entry(t, "istio-system/web", "1")}, nil)
 	s.cache.MarkReady()
 	c := dial(t, s.addr)
 	c.request(seOld, "", "")
@@ -250,8 +250,8 @@ func TestTypeURLEchoedForOldIstio(t *testing.T) {
 
 func TestFullStatePerTypeVersions(t *testing.T) {
 	s := startServer(t, Config{})
-	s.cache.Apply(convert.KindServiceEntry, []Entry{entry(t, "ns/web", "1"), entry(t, "ns/db", "1")}, nil)
-	s.cache.Apply(convert.KindWorkloadEntry, []Entry{entry(t, "ns/web-1", "1"), entry(t, "ns/web-2", "1")}, nil)
+	s.cache.Apply(served.KindServiceEntry, []served.Entry{entry(t, "ns/web", "1"), entry(t, "ns/db", "1")}, nil)
+	s.cache.Apply(served.KindWorkloadEntry, []served.Entry{entry(t, "ns/web-1", "1"), entry(t, "ns/web-2", "1")}, nil)
 	s.cache.MarkReady()
 	c := dial(t, s.addr)
 	c.request(seV1, "", "")
@@ -266,7 +266,7 @@ func TestFullStatePerTypeVersions(t *testing.T) {
 
 	// One WorkloadEntry changes: the reply carries every WorkloadEntry (the
 	// client deletes what is absent) and no ServiceEntry reply is sent.
-	if !s.cache.Apply(convert.KindWorkloadEntry, []Entry{entry(t, "ns/web-2", "2")}, nil) {
+	if !s.cache.Apply(served.KindWorkloadEntry, []served.Entry{entry(t, "ns/web-2", "2")}, nil) {
 		t.Fatal("Apply reported no change")
 	}
 	r := c.next()
@@ -280,10 +280,10 @@ func TestFullStatePerTypeVersions(t *testing.T) {
 
 	// A re-apply of identical versions is no change and sends nothing; the
 	// next reply the client sees is the deletion that follows.
-	if s.cache.Apply(convert.KindWorkloadEntry, []Entry{entry(t, "ns/web-1", "1")}, nil) {
+	if s.cache.Apply(served.KindWorkloadEntry, []served.Entry{entry(t, "ns/web-1", "1")}, nil) {
 		t.Error("re-applying an unchanged entry reported a change")
 	}
-	s.cache.Apply(convert.KindServiceEntry, nil, []string{"ns/db"})
+	s.cache.Apply(served.KindServiceEntry, nil, []string{"ns/db"})
 	r = c.next()
 	if r.TypeUrl != seV1 {
 		t.Fatalf("expected the ServiceEntry deletion, got a %s reply", r.TypeUrl)
@@ -304,20 +304,20 @@ func TestVersionIsContentAddressed(t *testing.T) {
 	a, b := NewCache(nil), NewCache(nil)
 	// Same content reached by different histories gets one version, so two
 	// replicas agree and a reconnecting istiod is not pushed for nothing.
-	a.Apply(convert.KindServiceEntry, []Entry{entry(t, "ns/x", "1"), entry(t, "ns/y", "1")}, nil)
-	b.Apply(convert.KindServiceEntry, []Entry{entry(t, "ns/y", "9"), entry(t, "ns/z", "1")}, nil)
-	b.Apply(convert.KindServiceEntry, []Entry{entry(t, "ns/x", "1"), entry(t, "ns/y", "1")}, []string{"ns/z"})
-	if va, vb := a.Version(convert.KindServiceEntry), b.Version(convert.KindServiceEntry); va != vb {
+	a.Apply(served.KindServiceEntry, []served.Entry{entry(t, "ns/x", "1"), entry(t, "ns/y", "1")}, nil)
+	b.Apply(served.KindServiceEntry, []served.Entry{entry(t, "ns/y", "9"), entry(t, "ns/z", "1")}, nil)
+	b.Apply(served.KindServiceEntry, []served.Entry{entry(t, "ns/x", "1"), entry(t, "ns/y", "1")}, []string{"ns/z"})
+	if va, vb := a.Version(served.KindServiceEntry), b.Version(served.KindServiceEntry); va != vb {
 		t.Errorf("versions %s and %s for the same content", va, vb)
 	}
-	if got := len(b.Entries(convert.KindServiceEntry)); got != 2 {
+	if got := len(b.Entries(served.KindServiceEntry)); got != 2 {
 		t.Errorf("%d entries after swap-remove, want 2", got)
 	}
 }
 
 func TestSerializedOnceAndShared(t *testing.T) {
 	c := NewCache(nil)
-	c.Apply(convert.KindServiceEntry, []Entry{entry(t, "ns/x", "1"), entry(t, "ns/y", "1")}, nil)
+	c.Apply(served.KindServiceEntry, []served.Entry{entry(t, "ns/x", "1"), entry(t, "ns/y", "1")}, nil)
 	c.MarkReady()
 	var resources [][]*anypb.Any
 	for range 3 {
@@ -341,7 +341,7 @@ func TestSerializedOnceAndShared(t *testing.T) {
 
 func TestDeltaSameResources(t *testing.T) {
 	s := startServer(t, Config{})
-	s.cache.Apply(convert.KindWorkloadEntry, []Entry{entry(t, "ns/a", "1"), entry(t, "ns/b", "1")}, nil)
+	s.cache.Apply(served.KindWorkloadEntry, []served.Entry{entry(t, "ns/a", "1"), entry(t, "ns/b", "1")}, nil)
 	s.cache.MarkReady()
 	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -368,7 +368,7 @@ func TestDeltaSameResources(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "delta ACK parked", func() bool { return s.cache.parkedCount() == 1 })
-	s.cache.Apply(convert.KindWorkloadEntry, []Entry{entry(t, "ns/a", "2"), entry(t, "ns/c", "1")}, []string{"ns/b"})
+	s.cache.Apply(served.KindWorkloadEntry, []served.Entry{entry(t, "ns/a", "2"), entry(t, "ns/c", "1")}, []string{"ns/b"})
 	r, err = stream.Recv()
 	if err != nil {
 		t.Fatal(err)
@@ -400,20 +400,6 @@ func TestClientsTracked(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(s.metrics.clients); got != 1 {
 		t.Errorf("connected clients gauge %v", got)
-	}
-}
-
-func TestKindOf(t *testing.T) {
-	for typ, want := range map[string]convert.Kind{
-		seV1: convert.KindServiceEntry, seOld: convert.KindServiceEntry, weV1: convert.KindWorkloadEntry,
-		"networking.istio.io/v1alpha3/WorkloadEntry": convert.KindWorkloadEntry,
-		"networking.istio.io/v1/VirtualService":      "",
-		"security.istio.io/v1/ServiceEntry":          "",
-		"":                                           "", "ServiceEntry": "",
-	} {
-		if got := kindOf(typ); got != want {
-			t.Errorf("kindOf(%q) = %q, want %q", typ, got, want)
-		}
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 type shardedServer struct {
@@ -81,11 +81,11 @@ func TestShardsServeTheirOwnCache(t *testing.T) {
 		t.Errorf("Addr %s, want shard 0's %s", s.srv.Addr(), s.addrs[0])
 	}
 	for i, c := range s.caches {
-		var es []Entry
+		var es []served.Entry
 		for j := range i + 1 {
 			es = append(es, entry(t, fmt.Sprintf("ns/shard%d-svc%d", i, j), "1"))
 		}
-		c.Apply(convert.KindServiceEntry, es, nil)
+		c.Apply(served.KindServiceEntry, es, nil)
 		c.MarkReady()
 	}
 
@@ -112,7 +112,7 @@ func TestShardsServeTheirOwnCache(t *testing.T) {
 	}
 
 	// A change on one shard reaches that shard's client only.
-	s.caches[1].Apply(convert.KindServiceEntry, []Entry{entry(t, "ns/shard1-svc9", "1")}, nil)
+	s.caches[1].Apply(served.KindServiceEntry, []served.Entry{entry(t, "ns/shard1-svc9", "1")}, nil)
 	if got := names(t, clients[1].next()); len(got) != 3 {
 		t.Errorf("shard 1 after a change: %v", got)
 	}
@@ -181,7 +181,7 @@ func TestShardsShareTLS(t *testing.T) {
 	ca.issue(t, dir, "registry-adapter.istio-system.svc", 10)
 	s := startSharded(t, 2, Config{TLS: TLSConfig{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key")}})
 	for i, c := range s.caches {
-		c.Apply(convert.KindServiceEntry, []Entry{entry(t, fmt.Sprintf("ns/svc%d", i), "1")}, nil)
+		c.Apply(served.KindServiceEntry, []served.Entry{entry(t, fmt.Sprintf("ns/svc%d", i), "1")}, nil)
 		c.MarkReady()
 	}
 	creds := credentials.NewTLS(&tls.Config{RootCAs: ca.pool, ServerName: "registry-adapter.istio-system.svc"})

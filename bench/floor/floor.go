@@ -9,19 +9,24 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	mcp "istio.io/api/mcp/v1alpha1"
 
-	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // Envelopes returns the MCP envelopes of rs with their bodies not yet
 // serialized: what Marshal starts from.
-func Envelopes(rs []*convert.Resource) []*mcp.Resource {
+func Envelopes(rs []*served.Resource) []*mcp.Resource {
 	out := make([]*mcp.Resource, len(rs))
 	for i, r := range rs {
-		m := r.MCP()
-		m.Body = &anypb.Any{TypeUrl: m.GetBody().GetTypeUrl()}
-		out[i] = m
+		out[i] = &mcp.Resource{
+			Metadata: &mcp.Metadata{
+				Name: r.Key(), CreateTime: timestamppb.New(r.CreateTime()), Version: r.Version,
+				Labels: r.Labels, Annotations: r.Annotations,
+			},
+			Body: &anypb.Any{TypeUrl: "type.googleapis.com/" + string(r.Spec.ProtoReflect().Descriptor().FullName())},
+		}
 	}
 	return out
 }
@@ -41,13 +46,13 @@ func Marshal(specs []proto.Message, envs []*mcp.Resource) ([]*anypb.Any, error) 
 		if err != nil {
 			return nil, err
 		}
-		out[i] = &anypb.Any{TypeUrl: convert.MCPResourceTypeURL, Value: b}
+		out[i] = &anypb.Any{TypeUrl: served.MCPResourceTypeURL, Value: b}
 	}
 	return out, nil
 }
 
 // Specs returns the specs of rs.
-func Specs(rs []*convert.Resource) []proto.Message {
+func Specs(rs []*served.Resource) []proto.Message {
 	out := make([]proto.Message, len(rs))
 	for i, r := range rs {
 		out[i] = r.Spec
@@ -56,14 +61,14 @@ func Specs(rs []*convert.Resource) []proto.Message {
 }
 
 // Serialized returns the served form of rs (each serialized once).
-func Serialized(rs []*convert.Resource) []*anypb.Any {
+func Serialized(rs []*served.Resource) []*anypb.Any {
 	out := make([]*anypb.Any, len(rs))
 	for i, r := range rs {
-		a, err := r.Any()
+		e, err := r.Entry()
 		if err != nil {
 			panic(err)
 		}
-		out[i] = a
+		out[i] = e.Resource
 	}
 	return out
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/registry-adapter/registry-adapter/bench/floor"
 	"github.com/registry-adapter/registry-adapter/bench/gen"
 	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 var sizes = []int{1000, 10000, 50000}
@@ -16,11 +17,11 @@ const seType = "networking.istio.io/v1/ServiceEntry"
 
 var (
 	mu    sync.Mutex
-	built = map[int][]*convert.Resource{}
+	built = map[int][]*served.Resource{}
 )
 
 // resources returns n inline-mode ServiceEntries (two ports, three endpoints).
-func resources(n int) []*convert.Resource {
+func resources(n int) []*served.Resource {
 	mu.Lock()
 	defer mu.Unlock()
 	if rs, ok := built[n]; ok {

@@ -57,7 +57,7 @@ func BenchmarkEncodeShared(b *testing.B) {
 	}
 }
 
-// entry mirrors server.Entry's layout (two strings and a pointer).
+// entry mirrors served.Entry's layout (two strings and a pointer).
 type entry struct {
 	Name, Version string
 	Resource      *anypb.Any

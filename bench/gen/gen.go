@@ -8,6 +8,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // InstancesPerService is the number of endpoints of every generated service.
@@ -102,8 +103,8 @@ func Options(mode convert.Mode) convert.Options {
 }
 
 // Resources converts every service, in order.
-func Resources(svcs []model.Service, opts convert.Options) []*convert.Resource {
-	var out []*convert.Resource
+func Resources(svcs []model.Service, opts convert.Options) []*served.Resource {
+	var out []*served.Resource
 	for _, s := range svcs {
 		rs, rej := convert.Service(s.Host, []convert.Contribution{{Source: "bench", Service: s}}, opts)
 		if len(rej) > 0 {

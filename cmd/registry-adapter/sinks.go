@@ -2,8 +2,7 @@ package main
 
 import (
 	"github.com/registry-adapter/registry-adapter/adapter"
-	"github.com/registry-adapter/registry-adapter/convert"
-	"github.com/registry-adapter/registry-adapter/server"
+	"github.com/registry-adapter/registry-adapter/served"
 	"github.com/registry-adapter/registry-adapter/sinks/kube"
 )
 
@@ -15,7 +14,7 @@ type teePublisher struct {
 	kube *kube.Sink
 }
 
-func (t teePublisher) Apply(kind convert.Kind, upserts []server.Entry, deletes []string) bool {
+func (t teePublisher) Apply(kind served.Kind, upserts []served.Entry, deletes []string) bool {
 	changed := t.xds.Apply(kind, upserts, deletes)
 	if t.kube == nil {
 		return changed

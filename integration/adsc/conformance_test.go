@@ -41,6 +41,7 @@ import (
 	"github.com/registry-adapter/registry-adapter/adapter"
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/served"
 	"github.com/registry-adapter/registry-adapter/server"
 	"github.com/registry-adapter/registry-adapter/sources"
 )
@@ -350,11 +351,11 @@ func (c *istiodClient) waitEvent(t *testing.T, from int, kind, name string, ev p
 // --- expected state ------------------------------------------------------------
 
 // want maps a kind to the resources convert produces, by namespace/name.
-type want map[config.GroupVersionKind]map[string]*convert.Resource
+type want map[config.GroupVersionKind]map[string]*served.Resource
 
-var kindGVK = map[convert.Kind]config.GroupVersionKind{
-	convert.KindServiceEntry:  gvk.ServiceEntry,
-	convert.KindWorkloadEntry: gvk.WorkloadEntry,
+var kindGVK = map[served.Kind]config.GroupVersionKind{
+	served.KindServiceEntry:  gvk.ServiceEntry,
+	served.KindWorkloadEntry: gvk.WorkloadEntry,
 }
 
 // expect converts services the way the adapter does for a single source.
@@ -373,7 +374,7 @@ func expect(t *testing.T, opts convert.Options, svcs ...model.Service) want {
 	return w
 }
 
-func (w want) get(t *testing.T, k config.GroupVersionKind, name string) *convert.Resource {
+func (w want) get(t *testing.T, k config.GroupVersionKind, name string) *served.Resource {
 	t.Helper()
 	r := w[k][name]
 	if r == nil {

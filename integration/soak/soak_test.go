@@ -39,8 +39,8 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/registry-adapter/registry-adapter/adapter"
-	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/served"
 	"github.com/registry-adapter/registry-adapter/server"
 	"github.com/registry-adapter/registry-adapter/sources"
 )
@@ -579,7 +579,7 @@ func TestSoak(t *testing.T) {
 	if c.seCount != nServices || c.weCount != g.instances() {
 		t.Errorf("client holds %d ServiceEntries and %d WorkloadEntries, want %d and %d", c.seCount, c.weCount, nServices, g.instances())
 	}
-	if v := cache.Version(convert.KindWorkloadEntry); c.lastVersion[weTypeURL] != v {
+	if v := cache.Version(served.KindWorkloadEntry); c.lastVersion[weTypeURL] != v {
 		t.Errorf("client's last WorkloadEntry version %s, served %s", c.lastVersion[weTypeURL], v)
 	}
 

@@ -37,6 +37,7 @@ import (
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/convert/validation"
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // --- the two validators --------------------------------------------------------
@@ -161,7 +162,7 @@ func orAccepted(err error) string {
 	return err.Error()
 }
 
-func metaOf(r *convert.Resource) validation.Meta {
+func metaOf(r *served.Resource) validation.Meta {
 	return validation.Meta{Name: r.Name, Namespace: r.Namespace, Labels: r.Labels, Annotations: r.Annotations}
 }
 
@@ -230,9 +231,9 @@ func decodeDoc(t *testing.T, file string, doc []byte) (validation.Meta, proto.Me
 	switch obj.Kind {
 	case "":
 		return validation.Meta{}, nil, false
-	case string(convert.KindServiceEntry):
+	case string(served.KindServiceEntry):
 		spec = &networking.ServiceEntry{}
-	case string(convert.KindWorkloadEntry):
+	case string(served.KindWorkloadEntry):
 		spec = &networking.WorkloadEntry{}
 	default:
 		t.Fatalf("%s: unexpected kind %q", file, obj.Kind)

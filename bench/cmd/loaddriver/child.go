@@ -30,6 +30,7 @@ import (
 	"github.com/registry-adapter/registry-adapter/bench/gen"
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/served"
 	"github.com/registry-adapter/registry-adapter/server"
 	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/consul"
@@ -120,7 +121,7 @@ type tracker struct {
 	applies []applyRec
 }
 
-func (t *tracker) Apply(kind convert.Kind, upserts []server.Entry, deletes []string) bool {
+func (t *tracker) Apply(kind served.Kind, upserts []served.Entry, deletes []string) bool {
 	return t.applyTo(t.cache, kind, upserts, deletes)
 }
 
@@ -131,13 +132,13 @@ type shardPub struct {
 	cache *server.Cache
 }
 
-func (p shardPub) Apply(kind convert.Kind, upserts []server.Entry, deletes []string) bool {
+func (p shardPub) Apply(kind served.Kind, upserts []served.Entry, deletes []string) bool {
 	return p.t.applyTo(p.cache, kind, upserts, deletes)
 }
 
 func (p shardPub) MarkReady() { p.cache.MarkReady() }
 
-func (t *tracker) applyTo(cache *server.Cache, kind convert.Kind, upserts []server.Entry, deletes []string) bool {
+func (t *tracker) applyTo(cache *server.Cache, kind served.Kind, upserts []served.Entry, deletes []string) bool {
 	changed := cache.Apply(kind, upserts, deletes)
 	if !changed {
 		return false
@@ -183,7 +184,7 @@ func (t *tracker) waitPublished(d time.Duration) int {
 
 func (t *tracker) MarkReady() { t.cache.MarkReady() }
 
-func (t *tracker) expect(key string, kind convert.Kind, at int64) {
+func (t *tracker) expect(key string, kind served.Kind, at int64) {
 	t.mu.Lock()
 	t.changes = append(t.changes, changeRec{T: at, Kind: string(kind)})
 	t.pending[key] = append(t.pending[key], len(t.changes)-1)
@@ -465,12 +466,12 @@ func inject(gs *genSource, reg *gen.Registry, tr *tracker, opts convert.Options,
 // changedKey is the resource an endpoint move changes: the ServiceEntry
 // inline, the instance's WorkloadEntry otherwise (named as convert names it;
 // checkNaming verifies the rule at start).
-func changedKey(svc model.Service, inst int, opts convert.Options) (convert.Kind, string) {
+func changedKey(svc model.Service, inst int, opts convert.Options) (served.Kind, string) {
 	se := convert.ResourceName(svc.Host)
 	if opts.Mode == convert.ModeInline {
-		return convert.KindServiceEntry, opts.Namespace + "/" + se
+		return served.KindServiceEntry, opts.Namespace + "/" + se
 	}
-	return convert.KindWorkloadEntry, opts.Namespace + "/" + convert.ResourceName(se+"-"+sourceName+"-"+svc.Instances[inst].ID)
+	return served.KindWorkloadEntry, opts.Namespace + "/" + convert.ResourceName(se+"-"+sourceName+"-"+svc.Instances[inst].ID)
 }
 
 func checkNaming(reg *gen.Registry, opts convert.Options) error {
@@ -536,7 +537,7 @@ func collect(reg *prometheus.Registry, cache *server.Cache, tr *tracker, ready b
 			}
 		}
 	}
-	for _, k := range convert.Kinds {
+	for _, k := range served.Kinds {
 		s.Versions[string(k)] = cache.Version(k)
 		if !census {
 			continue

@@ -22,7 +22,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/registry-adapter/registry-adapter/bench/floor"
-	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // istiodTypes are the type URLs a current istiod asks an xds:// config source for.
@@ -38,7 +38,7 @@ var istiodTypes = []string{
 	"extensions.istio.io/v1alpha1/WasmPlugin",
 }
 
-func typeURLOf(kind convert.Kind) string { return "networking.istio.io/v1/" + string(kind) }
+func typeURLOf(kind served.Kind) string { return "networking.istio.io/v1/" + string(kind) }
 
 type ackRec struct {
 	Version string

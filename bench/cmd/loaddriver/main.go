@@ -29,6 +29,7 @@ import (
 	"github.com/registry-adapter/registry-adapter/bench/floor"
 	"github.com/registry-adapter/registry-adapter/bench/gen"
 	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 func main() {
@@ -185,11 +186,11 @@ func progress(format string, args ...any) {
 
 // floorSet is the floors of one registry, per kind, measured in this run.
 type floorSet struct {
-	Marshal, Build, Decode map[convert.Kind]time.Duration
-	Wire, Resources, Bytes map[convert.Kind]int
+	Marshal, Build, Decode map[served.Kind]time.Duration
+	Wire, Resources, Bytes map[served.Kind]int
 }
 
-func (f floorSet) total(m map[convert.Kind]time.Duration) time.Duration {
+func (f floorSet) total(m map[served.Kind]time.Duration) time.Duration {
 	var t time.Duration
 	for _, v := range m {
 		t += v
@@ -219,10 +220,10 @@ func timeIt(k int, fn func()) time.Duration {
 }
 
 func measureFloors(mode convert.Mode, services int) (floorSet, error) {
-	f := floorSet{Marshal: map[convert.Kind]time.Duration{}, Build: map[convert.Kind]time.Duration{}, Decode: map[convert.Kind]time.Duration{},
-		Wire: map[convert.Kind]int{}, Resources: map[convert.Kind]int{}, Bytes: map[convert.Kind]int{}}
+	f := floorSet{Marshal: map[served.Kind]time.Duration{}, Build: map[served.Kind]time.Duration{}, Decode: map[served.Kind]time.Duration{},
+		Wire: map[served.Kind]int{}, Resources: map[served.Kind]int{}, Bytes: map[served.Kind]int{}}
 	all := gen.Resources(gen.Services(services), gen.Options(mode))
-	byKind := map[convert.Kind][]*convert.Resource{}
+	byKind := map[served.Kind][]*served.Resource{}
 	for _, r := range all {
 		byKind[r.Kind] = append(byKind[r.Kind], r)
 	}
@@ -354,7 +355,7 @@ type set struct {
 	floors  floorSet
 	child   *childProc
 	clients []*client
-	kind    convert.Kind // the kind an endpoint change pushes
+	kind    served.Kind // the kind an endpoint change pushes
 	seqOf   map[string]int
 	seed    int
 }
@@ -384,15 +385,15 @@ func (s *set) childArgs() []string {
 func wanted(st *stats) map[string]string {
 	out := map[string]string{}
 	for k, v := range st.Versions {
-		out[typeURLOf(convert.Kind(k))] = v
+		out[typeURLOf(served.Kind(k))] = v
 	}
 	return out
 }
 
 func runSet(rep *report, o options, mode convert.Mode, services int) error {
-	s := &set{o: o, mode: mode, n: services, kind: convert.KindServiceEntry, seqOf: map[string]int{}, seed: 7}
+	s := &set{o: o, mode: mode, n: services, kind: served.KindServiceEntry, seqOf: map[string]int{}, seed: 7}
 	if mode == convert.ModeWorkloadEntry {
-		s.kind = convert.KindWorkloadEntry
+		s.kind = served.KindWorkloadEntry
 	}
 	progress("%s: floors", s.label())
 	f, err := measureFloors(mode, services)
@@ -655,7 +656,7 @@ func (s *set) latencies(changes []changeRec) []float64 {
 		if ch.Seq == 0 {
 			continue
 		}
-		t := typeURLOf(convert.Kind(ch.Kind))
+		t := typeURLOf(served.Kind(ch.Kind))
 		for _, c := range s.clients {
 			for _, a := range c.acksSince(t, ch.T) {
 				if seq, ok := s.seqOf[a.Version]; ok && seq >= ch.Seq {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/registry-adapter/registry-adapter/convert"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // row is one scenario's figures.
@@ -20,7 +21,7 @@ type row struct {
 	Scenario string
 	Clients  int
 	Mode     convert.Mode
-	Kind     convert.Kind
+	Kind     served.Kind
 	Quiet    time.Duration
 	Changes  int
 
@@ -49,9 +50,9 @@ type row struct {
 	Extra        string
 }
 
-var servedTypes = map[string]convert.Kind{
-	"networking.istio.io/v1/ServiceEntry":  convert.KindServiceEntry,
-	"networking.istio.io/v1/WorkloadEntry": convert.KindWorkloadEntry,
+var servedTypes = map[string]served.Kind{
+	"networking.istio.io/v1/ServiceEntry":  served.KindServiceEntry,
+	"networking.istio.io/v1/WorkloadEntry": served.KindWorkloadEntry,
 }
 
 func (r *row) fromStats(pre, post *stats, f floorSet) {
@@ -206,7 +207,7 @@ func (rep *report) render() string {
 	w("### Floors (this run; median of 3-5)\n\n")
 	w("| set | kind | resources | serialized | marshal ms | build ms | decode ms | wire/response |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
 	for _, fr := range rep.floors {
-		for _, k := range convert.Kinds {
+		for _, k := range served.Kinds {
 			if fr.f.Resources[k] == 0 {
 				continue
 			}
@@ -408,7 +409,7 @@ func (rep *report) goBench(path string) {
 	floorOf := map[int]floorSet{}
 	for _, fr := range rep.floors {
 		if fr.mode == convert.ModeInline {
-			floorOf[fr.f.Resources[convert.KindServiceEntry]] = fr.f
+			floorOf[fr.f.Resources[served.KindServiceEntry]] = fr.f
 		}
 	}
 	rep.gobench = append(rep.gobench, "| benchmark | ns/op | B/op, allocs/op | x build floor of its N (this run) |", "|---|---:|---|---:|")
@@ -423,7 +424,7 @@ func (rep *report) goBench(path string) {
 		if sm := sizeRe.FindStringSubmatch(m[1]); sm != nil && strings.Contains(m[1], "inline") || (sm != nil && !strings.Contains(m[1], "mode=")) {
 			n, _ := strconv.Atoi(sm[1])
 			if fl, ok := floorOf[n]; ok {
-				x = ratio(ns, float64(fl.Build[convert.KindServiceEntry]))
+				x = ratio(ns, float64(fl.Build[served.KindServiceEntry]))
 			}
 		}
 		rep.gobench = append(rep.gobench, fmt.Sprintf("| %s | %s | %s | %s |", m[1], m[3], strings.TrimSpace(m[4]), x))

@@ -38,6 +38,7 @@ import (
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/fidelity"
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // shardChange is the child's side of "move" (one endpoint of service Index
@@ -362,7 +363,7 @@ func shardRun(o options, env []string, run string, n, k int) (*shardCase, error)
 			istiod:       max(cpuPrecise(pid)-c0-time.Duration(c.restPct/100*float64(wall)), 0),
 			adapter:      time.Duration(post.CPUNs - pre.CPUNs),
 			windows:      int(post.Windows - pre.Windows),
-			shardPushes:  int(post.Pushes[typeURLOf(convert.KindServiceEntry)] - pre.Pushes[typeURLOf(convert.KindServiceEntry)]),
+			shardPushes:  int(post.Pushes[typeURLOf(served.KindServiceEntry)] - pre.Pushes[typeURLOf(served.KindServiceEntry)]),
 			churnSeconds: o.churn}
 	}
 	c.peakRSS = procStatusOf(pid, "VmHWM:")

@@ -1,0 +1,59 @@
+// Package served is what the adapter serves to istiod: the kinds, their type
+// URLs, the MCP envelope around each resource and its one serialization.
+//
+// convert builds a Resource, the adapter turns it into an Entry (Resource.Entry,
+// the only place the envelope is marshalled), and the server sends Entries as
+// they are. Tests, `check` and the debug dump read an Entry back with Decode.
+// This package imports nothing of ours, so that convert, adapter and server
+// can all depend on it and on nothing else of each other's.
+package served
+
+import (
+	"slices"
+	"strings"
+)
+
+// Kind is an Istio config kind this adapter produces.
+type Kind string
+
+const (
+	KindServiceEntry  Kind = "ServiceEntry"
+	KindWorkloadEntry Kind = "WorkloadEntry"
+)
+
+// Kinds lists every kind the adapter serves, in the order they are rendered.
+var Kinds = []Kind{KindServiceEntry, KindWorkloadEntry}
+
+// Group is the API group of every served kind.
+const Group = "networking.istio.io"
+
+// Type URLs inside the MCP envelope. istiod decodes the outer Any as an MCP
+// Resource whatever the request's type URL was, and the body by its own URL.
+const (
+	MCPResourceTypeURL  = "type.googleapis.com/istio.mcp.v1alpha1.Resource"
+	serviceEntryTypeURL = "type.googleapis.com/istio.networking.v1alpha3.ServiceEntry"
+	workloadEntryType   = "type.googleapis.com/istio.networking.v1alpha3.WorkloadEntry"
+)
+
+// KindOf maps a type URL a config-source client requests to the kind served
+// for it. istiod asks networking.istio.io/v1/ServiceEntry today and
+// .../v1alpha3/ServiceEntry before 1.24; the content is the same. It returns
+// "" for every other type URL.
+func KindOf(typeURL string) Kind {
+	group, rest, ok := strings.Cut(typeURL, "/")
+	if !ok || group != Group {
+		return ""
+	}
+	k := Kind(rest[strings.LastIndexByte(rest, '/')+1:])
+	if slices.Contains(Kinds, k) {
+		return k
+	}
+	return ""
+}
+
+func (k Kind) bodyTypeURL() string {
+	if k == KindWorkloadEntry {
+		return workloadEntryType
+	}
+	return serviceEntryTypeURL
+}
