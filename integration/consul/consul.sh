@@ -75,7 +75,10 @@ build_consul() {  # caller holds the lock
       -ldflags "-s -w -X github.com/hashicorp/consul/version.GitCommit=modproxy-v$CONSUL_VERSION" \
       github.com/hashicorp/consul
   ) || { rm -f "$BIN.tmp.$$"; die "consul build failed"; }
-  "$BIN.tmp.$$" version | grep -q "Consul v$CONSUL_VERSION" || { rm -f "$BIN.tmp.$$"; die "built binary does not report v$CONSUL_VERSION"; }
+  # Captured, not piped into grep -q: with pipefail, grep exiting at the first match can SIGPIPE the binary
+  # and fail a good build (seen under load).
+  v=$("$BIN.tmp.$$" version 2>&1) || true
+  case "$v" in *"Consul v$CONSUL_VERSION"*) ;; *) rm -f "$BIN.tmp.$$"; die "built binary does not report v$CONSUL_VERSION: $v" ;; esac
   mv -f "$BIN.tmp.$$" "$BIN"
   build_inputs > "$BIN.stamp.tmp.$$" && mv -f "$BIN.stamp.tmp.$$" "$BIN.stamp"
   # $CACHE/bin/consul for tools that look consul up on PATH (e.g. consul/sdk/testutil)
