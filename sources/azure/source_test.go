@@ -38,7 +38,7 @@ func newTestSource(t *testing.T, f *fakeARM, mutate func(*Config)) (*Source, *so
 	s.Lister.credential = fakeCredential{}
 	s.Lister.computeTransport = f.transport(t)
 	s.Lister.networkTransport = s.Lister.computeTransport
-	s.Poll = poll.New(poll.Config{RefreshInterval: 10 * time.Millisecond, Timeout: 5 * time.Second, MaxBackoff: 10 * time.Millisecond},
+	s.Poll = poll.New(poll.Config{RefreshInterval: 10 * time.Millisecond, Timeout: 5 * time.Second, MaxBackoff: 1500 * time.Millisecond},
 		s.Lister, opts)
 	return s, rep
 }
@@ -295,8 +295,8 @@ func TestRunSendsChangesKeepsStateOnErrorsAndRecovers(t *testing.T) {
 		f.setFailAlways(api, nil)
 	}
 
-	// 429 with Retry-After: 1: the poller waits for it although its own
-	// backoff is 10ms.
+	// 429 with Retry-After: 1: the poller waits for it, since it is under the
+	// poller's maximum backoff (1.5s; a longer Retry-After is capped there).
 	f.setFailAlways("virtualMachines", &armFailure{status: 429, code: "TooManyRequests",
 		header: map[string][]string{"Retry-After": {"1"}}})
 	base := f.listStarts.Now()
