@@ -371,7 +371,10 @@ func TestFaultIstiodStreamCut100(t *testing.T) {
 		t.Error("istiod is not ready after the cuts")
 	}
 	eventually(t, 30*time.Second, "istiod faithful", func() error { return faithful(t, a, p) })
-	w.check(t, append(endpointsOf(vms), endpointsOf(extras)...))
+	// Only the instances that existed before the first cut count: an extra is
+	// absent until it is registered, which the watcher would report as a loss.
+	// Each extra's arrival is asserted above, and faithful() holds them all.
+	w.check(t, endpointsOf(vms))
 	t.Logf("100 cuts in %s (%d connections accepted by the proxy)", took.Round(time.Millisecond), px.accepted.Load())
 }
 
