@@ -120,8 +120,11 @@ func (s *Source) keepLoggedIn(ctx context.Context, tok *api.ACLToken) string {
 		case <-renew:
 			refused = 0
 			s.log.Info("Consul token expires soon; logging in again")
-		case <-s.refused:
+		case tok := <-s.refused:
 			timer.Stop()
+			if tok != current.SecretID {
+				continue // refused before the last login replaced it
+			}
 			refused++
 			if refused > 1 && !sleep(ctx, s.backoff(refused-1)) {
 				return current.SecretID

@@ -35,8 +35,10 @@ type Source struct {
 	// slots caps the requests in flight.
 	slots *slots
 	// refused (buffered 1, with a login only) tells the login that Consul
-	// refused the token.
-	refused chan struct{}
+	// refused the token. It carries the refused token: queries in flight
+	// with the old token are refused after the login replaced it, and must
+	// not cause another login.
+	refused chan string
 	// watched is the number of health watches, for the fair-share wait.
 	watched atomic.Int64
 	// catalogFilter is the server-side filter of the catalog query; it is
@@ -137,7 +139,7 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 		slots:    sl,
 	}
 	if cfg.Login != nil {
-		s.refused = make(chan struct{}, 1)
+		s.refused = make(chan string, 1)
 	}
 	f := catalogFilter(&cfg)
 	s.catalogFilter.Store(&f)

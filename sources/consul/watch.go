@@ -233,7 +233,7 @@ func (s *Source) do(ctx context.Context, r request) (answer, error) {
 		s.metrics.requests.WithLabelValues(r.endpoint, kind).Inc()
 		if kind == "acl" && r.token == nil && s.refused != nil {
 			select {
-			case s.refused <- struct{}{}: // log in again
+			case s.refused <- token: // log in again, unless already done for this token
 			default:
 			}
 		}
