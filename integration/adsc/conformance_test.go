@@ -44,6 +44,7 @@ import (
 	"github.com/registry-adapter/registry-adapter/served"
 	"github.com/registry-adapter/registry-adapter/server"
 	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/vip"
 )
 
 const (
@@ -362,8 +363,24 @@ var kindGVK = map[served.Kind]config.GroupVersionKind{
 func expect(t *testing.T, opts convert.Options, svcs ...model.Service) want {
 	t.Helper()
 	w := want{gvk.ServiceEntry: {}, gvk.WorkloadEntry: {}}
+	// Hosts without addresses get one from the adapter's allocator, which
+	// depends on the set of hosts: a fresh allocator over the same set
+	// gives the same addresses (a few hosts in a /6 never collide).
+	ranges, err := opts.Addresses.AllocateRanges()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vips, err := vip.New(ranges)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts := make([]string, 0, len(svcs))
 	for _, svc := range svcs {
-		res, rejected := convert.Service(svc.Host, []convert.Contribution{{Source: sourceName, Service: svc}}, opts)
+		hosts = append(hosts, svc.Host)
+	}
+	vips.Sync(hosts, func(string) bool { return true })
+	for _, svc := range svcs {
+		res, rejected := convert.ServiceAt(svc.Host, vips.Addresses(svc.Host), []convert.Contribution{{Source: sourceName, Service: svc}}, opts)
 		if len(rejected) > 0 {
 			t.Fatalf("fixture %s has rejections: %v", svc.Host, rejected)
 		}
