@@ -233,6 +233,9 @@ func TestConsulEndpointLifecycle(t *testing.T) {
 	if got := after.pushes - before.pushes; got != 1 {
 		t.Errorf("%v pushes for one real change and two identical refreshes, want 1", got)
 	}
+	// Every family the running adapter exposes, with istiod connected and
+	// every kind pushed and ACKed, passes the client library's promlint.
+	lintMetrics(t, "http://"+a.debugAddr+"/metrics")
 
 	// Deregistering an instance removes the endpoint; deregistering the
 	// last one leaves the service with no endpoints.

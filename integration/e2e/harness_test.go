@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
 	"github.com/registry-adapter/registry-adapter/adapter"
 	"github.com/registry-adapter/registry-adapter/fidelity"
 )
@@ -288,6 +290,23 @@ func (a *adapterProc) restart(t *testing.T) {
 
 // metric returns the sum of a metric's samples whose labels contain every
 // given "k=v" pair, from a Prometheus text endpoint.
+// lintMetrics fails on any problem promlint (the Prometheus client
+// library's port of `promtool check metrics`) finds in a scrape of url.
+func lintMetrics(t *testing.T, url string) {
+	t.Helper()
+	_, body, err := httpGet(url)
+	if err != nil {
+		t.Fatalf("scrape %s: %v", url, err)
+	}
+	problems, err := promlint.New(bytes.NewReader(body)).Lint()
+	if err != nil {
+		t.Fatalf("promlint %s: %v", url, err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+}
+
 func metric(t *testing.T, url, name string, labels ...string) float64 {
 	t.Helper()
 	_, body, err := httpGet(url)
