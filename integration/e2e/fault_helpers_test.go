@@ -709,6 +709,8 @@ func runCmd(name string, args ...string) error {
 	return nil
 }
 
+var netnsCount atomic.Int32
+
 // makeNetns creates the namespace and the veth pair, or skips the test when
 // the machine does not allow it (not root, no iproute2, no CAP_NET_ADMIN).
 // With REGISTRY_ADAPTER_REQUIRE_NETNS=1 (make e2e, .ci/run) each of those
@@ -722,7 +724,8 @@ func makeNetns(t *testing.T) *netnsLink {
 	if _, err := exec.LookPath("ip"); err != nil {
 		skip("network partition test needs iproute2 (`ip`): apt-get install -y iproute2 (or make e2e, which installs it)")
 	}
-	id := os.Getpid() % 100000
+	// Unique per call: parallel tests of one process each get their own.
+	id := (os.Getpid()*8 + int(netnsCount.Add(1))) % 100000
 	l := &netnsLink{
 		ns:     fmt.Sprintf("ra-e2e-%d", id),
 		hostIf: fmt.Sprintf("rah%d", id),

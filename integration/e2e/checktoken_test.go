@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestCheckTokenFromAnotherHost: `check` against istiod's debug API from a
+// non-loopback address, as from a pod in a cluster (issue 18, item 5).
+// istiod's monitoring listener, which serves the debug API with
+// authentication, listens on the host end of a veth pair; check runs inside
+// the network namespace at the other end, so istiod sees a non-loopback
+// caller. Without a token istiod answers 401; a token of a service account
+// of istio-system for another audience is refused too; one for the audience
+// istio-ca (istiod's default TOKEN_AUDIENCES, checked by a TokenReview
+// against the kube-apiserver) is accepted, and check finds istiod faithful.
+func TestCheckTokenFromAnotherHost(t *testing.T) {
+	t.Parallel()
+	l := makeNetns(t)
+	a := startAdapter(t, staticConfig, 0)
+	mon := freeAddrOn(t, l.hostIP)
+	runDir := t.TempDir()
+	mesh := filepath.Join(runDir, "mesh.yaml")
+	if err := os.WriteFile(mesh, []byte(meshFor(a.xdsAddr)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := launchIstiod(t, runDir, []string{"ISTIOD_EXTRA_ARGS=--monitoringAddr=" + mon}, mesh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.waitReady(t)
+
+	k := kubeAPI(t)
+	const sa = "registry-adapter-check"
+	k.post(t, "/api/v1/namespaces/istio-system/serviceaccounts", map[string]any{
+		"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": sa}})
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good-token")
+	wrongAud := filepath.Join(dir, "wrong-audience-token")
+	writeSecret(t, good, k.serviceAccountToken(t, "istio-system", sa, "istio-ca"))
+	writeSecret(t, wrongAud, k.serviceAccountToken(t, "istio-system", sa, "https://kubernetes.default.svc.cluster.local"))
+
+	// The adapter binary reads only local files for a static source: it
+	// runs unchanged in the namespace.
+	check := func(extra ...string) (int, string) {
+		args := append([]string{"netns", "exec", l.ns, adapterBin, "check", "--config", a.configPath,
+			"--istiod", "http://" + mon, "--timeout", "30s", "--log-level", "error"}, extra...)
+		out, err := exec.Command("ip", args...).CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return code, string(out)
+	}
+	if code, out := check(); code != 1 || !strings.Contains(out, "401") {
+		t.Errorf("without a token: exit %d, want 1 with istiod's 401:\n%s", code, out)
+	}
+	if code, out := check("--istiod-token-file", wrongAud); code != 1 || !strings.Contains(out, "401") {
+		t.Errorf("token with the wrong audience: exit %d, want 1 with istiod's 401:\n%s", code, out)
+	}
+	eventually(t, 60*time.Second, "check with the istio-ca token finds istiod faithful", func() error {
+		code, out := check("--istiod-token-file", good)
+		if code != 0 || !strings.Contains(out, "istiod is faithful") {
+			return fmt.Errorf("exit %d:\n%s", code, out)
+		}
+		return nil
+	})
+	// The token is a secret: check never prints it.
+	tok, _ := os.ReadFile(good)
+	if _, out := check("--istiod-token-file", good); strings.Contains(out, strings.TrimSpace(string(tok))) {
+		t.Errorf("check printed the token")
+	}
+}
+
+// freeAddrOn is a free TCP port on ip.
+func freeAddrOn(t *testing.T, ip string) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	return lis.Addr().String()
+}
+
+func writeSecret(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// serviceAccountToken asks the TokenRequest API for a token of the service
+// account with this audience, as a projected volume gets from the kubelet.
+func (k *kubeClient) serviceAccountToken(t *testing.T, ns, name, audience string) string {
+	t.Helper()
+	body, err := json.Marshal(map[string]any{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+		"spec": map[string]any{"audiences": []string{audience}, "expirationSeconds": 600}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPost, k.server+"/api/v1/namespaces/"+ns+"/serviceaccounts/"+name+"/token", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+k.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := k.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tr struct {
+		Status struct {
+			Token string `json:"token"`
+		} `json:"status"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tr); err != nil || resp.StatusCode != http.StatusCreated || tr.Status.Token == "" {
+		t.Fatalf("TokenRequest for %s/%s: %s %v", ns, name, resp.Status, err)
+	}
+	return tr.Status.Token
+}
