@@ -256,6 +256,14 @@ func (s *Server) Serve(ctx context.Context, lis ...net.Listener) error {
 			fields = append(fields, zap.Int("shard", i), zap.Int("shards", len(s.shards)))
 		}
 		s.log.Info("serving MCP-over-xDS", fields...)
+		if s.tls == nil && !isLoopbackAddr(lis[i].Addr()) {
+			// istiod presents no credentials, so TLS is what keeps a network
+			// peer from reading every served address and identity, or from
+			// posing as this server to istiod.
+			s.log.Warn("serving xDS in plaintext on a non-loopback address: anyone on the network path can read "+
+				"every served address and identity, and can alter what istiod receives; set server.tls "+
+				"(and tlsSettings mode SIMPLE in istiod's configSources)", fields...)
+		}
 		go func() { errc <- result{i, g.Serve(lis[i])} }()
 	}
 
@@ -296,6 +304,23 @@ func (s *Server) Serve(ctx context.Context, lis ...net.Listener) error {
 	}
 	s.log.Info("stopped serving")
 	return failed
+}
+
+// isLoopbackAddr reports whether a listener's address can only be reached
+// from this host. A wildcard address (0.0.0.0, ::) is reachable from anywhere.
+func isLoopbackAddr(a net.Addr) bool {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.IP.IsLoopback()
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (sh *shard) setUp(addr net.Addr) {

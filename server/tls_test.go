@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,12 +10,15 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -179,3 +183,62 @@ func TestKeepaliveToleratesIstiodPings(t *testing.T) {
 }
 
 func insecureCreds() credentials.TransportCredentials { return insecure.NewCredentials() }
+
+// addrListener reports addr as its address: a loopback listener that says it
+// is bound to a wildcard or public address, so that the start-up warning can
+// be tested without binding one.
+type addrListener struct {
+	net.Listener
+	addr net.Addr
+}
+
+func (l addrListener) Addr() net.Addr { return l.addr }
+
+func TestPlaintextOnNonLoopbackWarns(t *testing.T) {
+	ca := newCA(t)
+	dir := t.TempDir()
+	ca.issue(t, dir, "registry-adapter.istio-system.svc", 1)
+	tlsCfg := TLSConfig{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key")}
+	for _, c := range []struct {
+		name string
+		addr net.Addr
+		tls  bool
+		warn bool
+	}{
+		{"plaintext on 0.0.0.0", &net.TCPAddr{IP: net.IPv4zero, Port: 15010}, false, true},
+		{"plaintext on ::", &net.TCPAddr{IP: net.IPv6unspecified, Port: 15010}, false, true},
+		{"plaintext on a pod IP", &net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 15010}, false, true},
+		{"plaintext on 127.0.0.1", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 15010}, false, false},
+		{"plaintext on ::1", &net.TCPAddr{IP: net.IPv6loopback, Port: 15010}, false, false},
+		{"TLS on 0.0.0.0", &net.TCPAddr{IP: net.IPv4zero, Port: 15010}, true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			core, logs := observer.New(zap.WarnLevel)
+			cfg := Config{Listen: "127.0.0.1:0"}
+			if c.tls {
+				cfg.TLS = tlsCfg
+			}
+			cfg.SetDefaults()
+			srv, err := New(cfg, NewCache(nil), nil, zap.New(core))
+			if err != nil {
+				t.Fatal(err)
+			}
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- srv.Serve(ctx, addrListener{lis, c.addr}) }()
+			waitFor(t, "serving", srv.Serving)
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			warned := logs.FilterMessageSnippet("plaintext").Len() > 0
+			if warned != c.warn {
+				t.Errorf("plaintext warning logged: %v, want %v (logs %v)", warned, c.warn, logs.All())
+			}
+		})
+	}
+}
