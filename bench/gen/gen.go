@@ -25,7 +25,7 @@ func Service(i int) model.Service {
 			{Number: 9090, Protocol: model.ProtocolGRPC},
 		},
 		Labels:      map[string]string{"team": fmt.Sprintf("team-%02d", i%40), "env": "prod", "app": name},
-		Annotations: map[string]string{"registry-adapter.io/datacenter": "dc1"},
+		Annotations: map[string]string{"consul.example.com/datacenter": "dc1"},
 	}
 	for j := 0; j < InstancesPerService; j++ {
 		svc.Instances = append(svc.Instances, model.Instance{
