@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -21,10 +22,12 @@ import (
 // The adapter's configuration, as far as the checks below need it.
 type adapterConfig struct {
 	Server struct {
-		Listen      string `json:"listen"`
-		DebugListen string `json:"debugListen"`
-		Shards      int    `json:"shards"`
-		TLS         struct {
+		Listen         string `json:"listen"`
+		DebugListen    string `json:"debugListen"`
+		AdminListen    string `json:"adminListen"`
+		AdminTokenFile string `json:"adminTokenFile"`
+		Shards         int    `json:"shards"`
+		TLS            struct {
 			CertFile string `json:"certFile"`
 			KeyFile  string `json:"keyFile"`
 		} `json:"tls"`
@@ -209,6 +212,21 @@ func crossCheck(docs []*doc) []error {
 			bad("config server.shards %d: %d xDS container ports (%s, %s-<i>)", shards, len(xdsPorts), xdsPort, xdsPort)
 		}
 		checkListen("server.debugListen", cfg.Server.DebugListen, monitorPort, true)
+		// The admin endpoints (every address and identity served, pprof, the guard's release) on loopback only:
+		// reached with kubectl port-forward, by no NetworkPolicy peer, on no container or Service port.
+		if host, port, err := net.SplitHostPort(cfg.Server.AdminListen); err != nil {
+			bad("config server.adminListen %q: %v", cfg.Server.AdminListen, err)
+		} else {
+			if ip := net.ParseIP(host); cfg.Server.AdminTokenFile == "" && (ip == nil || !ip.IsLoopback()) {
+				bad("config server.adminListen %q: not a loopback address (and no adminTokenFile): the admin endpoints are open to the network", cfg.Server.AdminListen)
+			}
+			n, _ := strconv.Atoi(port)
+			for name, p := range ports {
+				if int(p) == n {
+					bad("config server.adminListen %q: the admin port is the container port %s", cfg.Server.AdminListen, name)
+				}
+			}
+		}
 		inMount := func(key, file string) {
 			if file == "" {
 				return
@@ -259,7 +277,7 @@ func crossCheck(docs []*doc) []error {
 			switch n {
 			case ports[monitorPort]:
 				if s.Spec.ClusterIP != corev1.ClusterIPNone {
-					bad("Service %s: carries the monitoring port (pprof, resource dump) but is not headless", s.Name)
+					bad("Service %s: carries the monitoring port but is not headless", s.Name)
 				}
 				metricsServices = append(metricsServices, s)
 			}
@@ -298,6 +316,18 @@ func crossCheck(docs []*doc) []error {
 					bad("NetworkPolicy %s ingress[%d]: port %s is no container port", np.Name, i, p.Port.String())
 				}
 				admitted[n] = true
+			}
+		}
+		if slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress) {
+			// Without DNS the adapter resolves neither its registries nor the API server.
+			dns := false
+			for _, r := range np.Spec.Egress {
+				for _, p := range r.Ports {
+					dns = dns || p.Port != nil && p.Port.IntValue() == 53 && (p.Protocol == nil || *p.Protocol == corev1.ProtocolUDP)
+				}
+			}
+			if !dns {
+				bad("NetworkPolicy %s: an egress policy without a rule for DNS (53/UDP)", np.Name)
 			}
 		}
 		for n, name := range xdsPorts {

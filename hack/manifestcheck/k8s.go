@@ -32,6 +32,8 @@ import (
 	netvalidation "k8s.io/kubernetes/pkg/apis/networking/validation"
 	"k8s.io/kubernetes/pkg/apis/policy"
 	policyvalidation "k8s.io/kubernetes/pkg/apis/policy/validation"
+	"k8s.io/kubernetes/pkg/apis/rbac"
+	rbacvalidation "k8s.io/kubernetes/pkg/apis/rbac/validation"
 	psaapi "k8s.io/pod-security-admission/api"
 	psapolicy "k8s.io/pod-security-admission/policy"
 	sigsjson "sigs.k8s.io/json"
@@ -42,6 +44,7 @@ import (
 	_ "k8s.io/kubernetes/pkg/apis/core/install"
 	_ "k8s.io/kubernetes/pkg/apis/networking/install"
 	_ "k8s.io/kubernetes/pkg/apis/policy/install"
+	_ "k8s.io/kubernetes/pkg/apis/rbac/install"
 )
 
 var serviceMonitorGVK = monitoringv1.SchemeGroupVersion.WithKind(monitoringv1.ServiceMonitorsKind)
@@ -226,6 +229,10 @@ func validateDoc(d *doc, tc managedfields.TypeConverter, psa psapolicy.Evaluator
 		fl = policyvalidation.ValidatePodDisruptionBudget(o, policyvalidation.PodDisruptionBudgetValidationOptions{})
 	case *networking.NetworkPolicy:
 		fl = netvalidation.ValidateNetworkPolicy(o, netvalidation.NetworkPolicyValidationOptions{})
+	case *rbac.Role: // the Kubernetes sink's
+		fl = rbacvalidation.ValidateRole(o)
+	case *rbac.RoleBinding:
+		fl = rbacvalidation.ValidateRoleBinding(o)
 	default:
 		fail("validation", fmt.Errorf("no validation wired for %T: add it to hack/manifestcheck", internal))
 	}

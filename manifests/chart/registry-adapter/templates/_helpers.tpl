@@ -67,6 +67,8 @@ once here so that the ConfigMap and the Deployment's checksum agree.
 {{- $server := deepCopy (get $cfg "server" | default dict) }}
 {{- $_ := set $server "listen" (printf "0.0.0.0:%d" (int .Values.ports.grpc)) }}
 {{- $_ := set $server "debugListen" (printf "0.0.0.0:%d" (int .Values.ports.monitoring)) }}
+{{- /* Dumps, pprof and the guard's release: loopback only, reached with kubectl port-forward. */}}
+{{- $_ := set $server "adminListen" (printf "127.0.0.1:%d" (int .Values.ports.admin)) }}
 {{- $_ := set $server "shards" (int .Values.shards) }}
 {{- if .Values.tls.enabled }}
 {{- $_ := set $server "tls" (dict "certFile" (printf "%s/tls.crt" .Values.tls.mountPath) "keyFile" (printf "%s/tls.key" .Values.tls.mountPath)) }}
