@@ -8,10 +8,12 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -235,5 +237,53 @@ func TestAmbientZtunnelLacksConfigSourceEntries(t *testing.T) {
 	out, err := runCheckArgs(t, a, p, "--xds", p.grpcAddr, "--ztunnel")
 	if err == nil || !strings.Contains(out, "host pg-a.service.consul: not in what istiod gives ztunnel (ambient)") {
 		t.Errorf("check --ztunnel: %v\n%s", err, out)
+	}
+}
+
+// TestCheckNamesServicesWithoutAddress is the proxy-view check's deliberate
+// fault, kept as a test: with address allocation off, two TCP services on one
+// port share istiod's 0.0.0.0_5432 listener and neither is in the sidecar's
+// name table. check must fail (exit 3) and name both hosts, while istiod's
+// registry is faithful.
+func TestCheckNamesServicesWithoutAddress(t *testing.T) {
+	t.Parallel()
+	c, addr := startConsul(t, 0)
+	for _, in := range []instance{
+		{service: "pg-a", node: "pg-a-1", addr: "10.42.1.1", port: 5432},
+		{service: "pg-b", node: "pg-b-1", addr: "10.42.2.1", port: 5432},
+	} {
+		in.register(t, c)
+	}
+	a := startAdapter(t, consulConfig(addr)+"output: {addresses: {allocate: [none]}}\n", 0)
+	p := startIstiod(t, meshFor(a.xdsAddr))
+	p.waitReady(t)
+	eventually(t, 30*time.Second, "istiod's registry holds both services", func() error {
+		got := strings.Join(p.configs(t), " ")
+		for _, host := range []string{"pg-a.service.consul", "pg-b.service.consul"} {
+			if !strings.Contains(got, host) {
+				return fmt.Errorf("no %s in %s", host, got)
+			}
+		}
+		return nil
+	})
+
+	out, err := runCheckArgs(t, a, p, "--xds", p.grpcAddr, "--consul", addr)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("check without addresses: %v, want exit 3 (differences)\n%s", err, out)
+	}
+	for _, host := range []string{"pg-a.service.consul", "pg-b.service.consul"} {
+		for _, want := range []string{
+			"host " + host + " port 5432 (TCP): no address, so no listener of its own",
+			"host " + host + ": not in the sidecar's DNS name table",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("check's report lacks %q:\n%s", want, out)
+			}
+		}
+	}
+	// istiod's registry itself is faithful: only the sidecar's view differs.
+	if !regexp.MustCompile(`(?m)^istiod's registry .*: 0 differences$`).MatchString(out) {
+		t.Errorf("check reports registry differences, want only the sidecar's:\n%s", out)
 	}
 }
