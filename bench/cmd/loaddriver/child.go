@@ -10,14 +10,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"os"
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/adapter"
 	"github.com/registry-adapter/registry-adapter/bench/gen"
+	"github.com/registry-adapter/registry-adapter/bench/internal/measure"
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/served"
@@ -242,6 +242,30 @@ func (s *genSource) Run(ctx context.Context, out chan<- []model.Group) error {
 			return nil
 		}
 	}
+}
+
+// childMain is the adapter process the driver starts ("loaddriver adapter
+// FLAGS"): it runs the adapter on a generated or Consul source and takes
+// commands from the driver on stdin.
+func childMain(args []string) int {
+	fs := flag.NewFlagSet("adapter", flag.ExitOnError)
+	mode := fs.String("mode", "inline", "output mode: inline or workloadentry")
+	services := fs.Int("services", 1000, "services of the generated registry (without -consul)")
+	quiet := fs.Duration("quiet", 100*time.Millisecond, "debounce quiet")
+	maxd := fs.Duration("max", time.Second, "debounce max")
+	caddr := fs.String("consul", "", "watch the Consul agent at this address instead of a generated registry")
+	cmode := fs.String("consul-mode", "default", "Consul source mode: default, cached, stale, or unbounded (default; the driver raises -consul-max-queries above the service count)")
+	cmaxq := fs.Int("consul-max-queries", 0, "the Consul source's maxConcurrentQueries (0: its default)")
+	cglob := fs.String("consul-services-glob", "", "watch only the Consul services matching this glob")
+	shards := fs.Int("shards", 1, "xDS listeners (one cache each) the hosts are spread over by adapter.ShardOf")
+	_ = fs.Parse(args)
+	err := runChild(childConfig{mode: convert.Mode(*mode), services: *services, quiet: *quiet, max: *maxd,
+		consulAddr: *caddr, consulMode: *cmode, consulMaxQ: *cmaxq, consulGlob: *cglob, shards: *shards})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "adapter child:", err)
+		return 1
+	}
+	return 0
 }
 
 type childConfig struct {
@@ -506,7 +530,7 @@ func collect(reg *prometheus.Registry, cache *server.Cache, tr *tracker, ready b
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
 		s.CPUNs = ru.Utime.Nano() + ru.Stime.Nano()
 	}
-	s.MaxRSS, s.RSS = procStatus("VmHWM:"), procStatus("VmRSS:")
+	s.MaxRSS, s.RSS = measure.Self.StatusBytes("VmHWM:"), measure.Self.StatusBytes("VmRSS:")
 	metrics.Read(runtimeSamples)
 	s.AllocBytes = int64(runtimeSamples[0].Value.Uint64())
 	s.AllocObjs = int64(runtimeSamples[1].Value.Uint64())
@@ -550,24 +574,6 @@ func collect(reg *prometheus.Registry, cache *server.Cache, tr *tracker, ready b
 	}
 	s.Unassigned = tr.unassigned()
 	return s
-}
-
-// procStatus reads a "kB" field of /proc/self/status, in bytes.
-func procStatus(field string) int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, field); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				v, _ := strconv.ParseInt(f[0], 10, 64)
-				return v * 1024
-			}
-		}
-	}
-	return 0
 }
 
 func windows(reg *prometheus.Registry) float64 {

@@ -34,6 +34,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/registry-adapter/registry-adapter/bench/internal/measure"
 	"github.com/registry-adapter/registry-adapter/convert"
 )
 
@@ -399,25 +400,6 @@ func freeTCPPort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// procCPU is the CPU time of a process so far (utime + stime), in ns.
-func procCPU(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 {
-		s = s[i+1:]
-	}
-	f := strings.Fields(s)
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return (ut + st) * int64(time.Second) / 100 // USER_HZ
-}
-
 func consulMode(o options, proxy *countingProxy, reg *consulReg, services int, mode string, consulPid int) (string, error) {
 	addr, srcMode := proxy.addr, mode
 	var childEnv []string
@@ -473,10 +455,10 @@ func consulMode(o options, proxy *countingProxy, reg *consulReg, services int, m
 	proxy.snapshot()
 	throttled0 := proxy.throttle.Load()
 	pre, _ := child.stats(false)
-	cpre, tpre := procCPU(consulPid), time.Now()
+	cpre, tpre := measure.PID(consulPid).CPU(), time.Now()
 	time.Sleep(o.consulRest)
 	restCounts, _ := proxy.snapshot()
-	consulCPU := float64(procCPU(consulPid)-cpre) / float64(time.Since(tpre)) * 100
+	consulCPU := float64(measure.PID(consulPid).CPU()-cpre) / float64(time.Since(tpre)) * 100
 	conns := proxy.conns.Load()
 	mid, _ := child.stats(false)
 
@@ -538,7 +520,7 @@ func consulMode(o options, proxy *countingProxy, reg *consulReg, services int, m
 	}
 	latS := "-"
 	if len(lat) > 0 {
-		latS = fmt.Sprintf("%.2f / %.2f / %.2f", percentile(lat, 0.5), percentile(lat, 0.99), lat[len(lat)-1])
+		latS = fmt.Sprintf("%.2f / %.2f / %.2f", measure.Quantile(lat, 0.5), measure.Quantile(lat, 0.99), lat[len(lat)-1])
 	}
 	rss := "?"
 	if mid != nil {
@@ -550,5 +532,5 @@ func consulMode(o options, proxy *countingProxy, reg *consulReg, services int, m
 	}
 	return fmt.Sprintf("| %d | %s, %s | %.1f | %d/%d | %s | %s | %s | %d | %d | %s / %s | %.1f | %s | %s |",
 		services, transport, mode, sync.Seconds(), len(lat), len(changes), latS, rate(restCounts, o.consulRest), rate(churnCounts, churnD),
-		conns, proxy.throttle.Load()-throttled0, cpu(pre, mid), cpu(mid, post), consulCPU, rss, loadavg()), nil
+		conns, proxy.throttle.Load()-throttled0, cpu(pre, mid), cpu(mid, post), consulCPU, rss, measure.LoadAvg()), nil
 }

@@ -18,13 +18,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/registry-adapter/registry-adapter/bench/internal/measure"
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/fidelity"
 )
-
-// runIstiod is a no-op on its own: the scenario needs the Consul agent of
-// runConsul, which calls istiodScenario.
-func runIstiod(*report, options) error { return nil }
 
 // istiodCached reports whether istiod and kube-apiserver are already built
 // (building them takes about 15 minutes on 2 cores: not within `make bench`).
@@ -56,21 +53,6 @@ func istiodHarness(repo, prefix string) (run string, env []string, err error) {
 		return "", nil, fmt.Errorf("build.sh: %w", err)
 	}
 	return run, append(strings.Fields(strings.ReplaceAll(built, "export ", "")), "ISTIOD_RUN_DIR="+run), nil
-}
-
-func cpuOf(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
 }
 
 func exports(out string) map[string]string {
@@ -173,15 +155,14 @@ func istiodScenario(rep *report, o options, proxy *countingProxy, reg *consulReg
 	}
 	endpointsAt := time.Since(t0)
 	time.Sleep(2 * time.Second)
-	c0, r0 := cpuOf(pid), time.Now()
+	c0, r0 := measure.PID(pid).CPU(), time.Now()
 	time.Sleep(5 * time.Second)
-	restCPU := float64(cpuOf(pid)-c0) / float64(time.Since(r0)) * 100
+	restCPU := float64(measure.PID(pid).CPU()-c0) / float64(time.Since(r0)) * 100
 
 	var lat []float64
 	var cpu []time.Duration
 	for i := 0; i < 5; i++ {
 		svc, j := (i*397)%n, i%3
-		before := cpuOf(pid)
 		t := time.Now()
 		addr, err := reg.move(svc, j)
 		if err != nil {
@@ -200,17 +181,16 @@ func istiodScenario(rep *report, o options, proxy *countingProxy, reg *consulReg
 			return fmt.Errorf("change %d (%s) not visible in istiod after 60s", i, addr)
 		}
 		lat = append(lat, time.Since(t).Seconds()*1000)
-		_ = before
 	}
 	// istiod's own CPU per change, without the endpointShardz polling: a
 	// change, 2 s of quiet, minus the rest rate.
 	for i := 0; i < 3; i++ {
-		before, t := cpuOf(pid), time.Now()
+		before, t := measure.PID(pid).CPU(), time.Now()
 		if _, err := reg.move((i*211+5)%n, (i+1)%3); err != nil {
 			return err
 		}
 		time.Sleep(2 * time.Second)
-		d := cpuOf(pid) - before - time.Duration(restCPU/100*float64(time.Since(t)))
+		d := measure.PID(pid).CPU() - before - time.Duration(restCPU/100*float64(time.Since(t)))
 		cpu = append(cpu, max(d, 0))
 	}
 	slices.Sort(lat)
@@ -220,8 +200,8 @@ func istiodScenario(rep *report, o options, proxy *countingProxy, reg *consulReg
 			"ready %s after start, all endpoints in /debug/endpointShardz (%s) after %s; istiod CPU at rest %.1f%%.",
 			n, n*3, ready.Round(time.Millisecond), bytesH(float64(size)), endpointsAt.Round(time.Millisecond), restCPU),
 		fmt.Sprintf("- change in Consul (catalog register) → endpoint visible in istiod's /debug/endpointShardz: p50 %.0f ms, max %.0f ms over %d changes (debounce quiet %s; includes the 20 ms polling of endpointShardz).",
-			percentile(lat, 0.5), lat[len(lat)-1], len(lat), o.quiet),
+			measure.Quantile(lat, 0.5), lat[len(lat)-1], len(lat), o.quiet),
 		fmt.Sprintf("- istiod CPU per change (decode of the whole WorkloadEntry set, %d resources, and its EDS push; /proc, 10 ms resolution, 2 s window minus the rest rate, 3 changes): median %s ms.",
-			n*3, ms(cpu[len(cpu)/2])))
+			n*3, ms(measure.Median(cpu))))
 	return nil
 }

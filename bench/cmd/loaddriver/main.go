@@ -21,37 +21,20 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/registry-adapter/registry-adapter/bench/floor"
 	"github.com/registry-adapter/registry-adapter/bench/gen"
+	"github.com/registry-adapter/registry-adapter/bench/internal/measure"
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/served"
 )
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "adapter" {
-		fs := flag.NewFlagSet("adapter", flag.ExitOnError)
-		mode := fs.String("mode", "inline", "")
-		services := fs.Int("services", 1000, "")
-		quiet := fs.Duration("quiet", 100*time.Millisecond, "")
-		maxd := fs.Duration("max", time.Second, "")
-		caddr := fs.String("consul", "", "")
-		cmode := fs.String("consul-mode", "default", "")
-		cmaxq := fs.Int("consul-max-queries", 0, "")
-		cglob := fs.String("consul-services-glob", "", "")
-		shards := fs.Int("shards", 1, "")
-		_ = fs.Parse(os.Args[2:])
-		err := runChild(childConfig{mode: convert.Mode(*mode), services: *services, quiet: *quiet, max: *maxd,
-			consulAddr: *caddr, consulMode: *cmode, consulMaxQ: *cmaxq, consulGlob: *cglob, shards: *shards})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "adapter child:", err)
-			os.Exit(1)
-		}
-		return
+		os.Exit(childMain(os.Args[2:]))
 	}
 	os.Exit(driverMain())
 }
@@ -103,7 +86,7 @@ func driverMain() int {
 	flag.DurationVar(&o.consulRest, "consul-rest", 20*time.Second, "Consul request-rate sample at rest")
 	flag.DurationVar(&o.consulChurn, "consul-churn", 20*time.Second, "Consul request-rate sample under churn")
 	flag.IntVar(&o.consulChanges, "consul-changes", 100, "Consul: at least this many changes under churn (faster than -churn-rate if needed)")
-	flag.BoolVar(&o.istiod, "istiod", true, "run the real-istiod scenario (needs integration/istiod)")
+	flag.BoolVar(&o.istiod, "istiod", true, "run the real-istiod scenario (needs integration/istiod built; it runs within the Consul scenarios, so -consul too)")
 	flag.IntVar(&o.istiodServices, "istiod-services", 1000, "services in the real-istiod scenario")
 	shardKs := flag.String("istiod-shards", "", "sharding with the real istiod: listener counts K to compare, e.g. 1,4 (empty: skip; about 2-3 minutes per N and K)")
 	shardSizes := flag.String("istiod-shard-sizes", "10000,50000", "sharding with the real istiod: inline ServiceEntry counts N")
@@ -136,11 +119,6 @@ func driverMain() int {
 	if o.consul {
 		if err := runConsul(rep, o); err != nil {
 			rep.fail("consul", err)
-		}
-	}
-	if o.istiod {
-		if err := runIstiod(rep, o); err != nil {
-			rep.fail("istiod", err)
 		}
 	}
 	if len(o.shardKs) > 0 {
@@ -215,8 +193,7 @@ func timeIt(k int, fn func()) time.Duration {
 		fn()
 		ds[i] = time.Since(t)
 	}
-	slices.Sort(ds)
-	return ds[k/2]
+	return measure.Median(ds)
 }
 
 func measureFloors(mode convert.Mode, services int) (floorSet, error) {
@@ -738,16 +715,6 @@ func (s *set) noop(rep *report) error {
 	rep.add(s.label(), r)
 	return nil
 }
-
-func percentile(sorted []float64, p float64) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(p*float64(len(sorted)-1) + 0.5)
-	return sorted[i]
-}
-
-var _ = sort.Float64s
 
 func (s *set) startProfile(child *childProc, what string) {
 	if s.o.profile == "" {

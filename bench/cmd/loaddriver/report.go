@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/registry-adapter/registry-adapter/bench/internal/measure"
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/served"
 )
@@ -148,19 +149,7 @@ func (rep *report) machine() {
 		}
 	}
 	rep.env = append(rep.env, fmt.Sprintf("machine: %d CPUs (%s), %s %s/%s", runtime.NumCPU(), model, runtime.Version(), runtime.GOOS, runtime.GOARCH))
-	rep.env = append(rep.env, "load average at start: "+loadavg())
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
+	rep.env = append(rep.env, "load average at start: "+measure.LoadAvg())
 }
 
 func ms(d time.Duration) string {
@@ -200,7 +189,7 @@ func (rep *report) render() string {
 	for _, e := range rep.env {
 		w("- %s\n", e)
 	}
-	w("- load average at end: %s; total %s\n", loadavg(), time.Since(rep.start).Round(time.Second))
+	w("- load average at end: %s; total %s\n", measure.LoadAvg(), time.Since(rep.start).Round(time.Second))
 	w("- debounce quiet %s / max %s; clients decode istiod-style before ACK: %v; churn sampled %s at the real rate of %.0f%% of instances per minute\n\n",
 		rep.opts.quiet, rep.opts.max, rep.opts.decode, rep.opts.churn, rep.opts.churnRate*100)
 
@@ -248,7 +237,7 @@ func (rep *report) render() string {
 			}
 			lat := "-"
 			if len(r.Lat) > 0 {
-				p50, p99 := percentile(r.Lat, 0.5), percentile(r.Lat, 0.99)
+				p50, p99 := measure.Quantile(r.Lat, 0.5), measure.Quantile(r.Lat, 0.99)
 				lat = fmt.Sprintf("%.0f / %.0f (%s / %s)", p50, p99, ratio(p50, float64(r.LatFloor)/1e6), ratio(p99, float64(r.LatFloor)/1e6))
 			}
 			rss := "-"

@@ -10,11 +10,9 @@ package main
 // cold sync and istiod's peak RSS. Results: bench/SHARDING-RESULTS.md.
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"os"
 	"os/signal"
@@ -22,19 +20,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/types/known/structpb"
-
 	"github.com/registry-adapter/registry-adapter/bench/gen"
+	"github.com/registry-adapter/registry-adapter/bench/internal/measure"
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/fidelity"
 	"github.com/registry-adapter/registry-adapter/model"
@@ -142,7 +133,7 @@ func runShards(rep *report, o options) error {
 	if _, err := runScript(o.repo, env, "integration/istiod/start-kube.sh"); err != nil {
 		return fmt.Errorf("start-kube.sh: %w", err)
 	}
-	loads := []string{loadavg()}
+	loads := []string{measure.LoadAvg()}
 	var cases []*shardCase
 	var errs []string
 	for _, n := range o.shardSizes {
@@ -152,7 +143,7 @@ func runShards(rep *report, o options) error {
 			}
 			c, err := shardRun(o, env, run, n, k)
 			stop("istiod")
-			loads = append(loads, loadavg())
+			loads = append(loads, measure.LoadAvg())
 			if err != nil {
 				progress("shards: N=%d K=%d: %v", n, k, err)
 				errs = append(errs, fmt.Sprintf("N=%d K=%d: %v", n, k, err))
@@ -160,7 +151,7 @@ func runShards(rep *report, o options) error {
 			}
 			cases = append(cases, c)
 			progress("shards: N=%d K=%d: istiod CPU per endpoint change median %s ms, per port change %s ms",
-				n, k, ms(medianD(c.ep.istiod)), ms(medianD(c.port.istiod)))
+				n, k, ms(measure.Median(c.ep.istiod)), ms(measure.Median(c.port.istiod)))
 		}
 	}
 	rep.shards = append(rep.shards, renderShards(o, cases, loads)...)
@@ -244,7 +235,7 @@ func shardRun(o options, env []string, run string, n, k int) (*shardCase, error)
 		// update per service (polled on /metrics, a few KB).
 		deadline := time.Now().Add(15 * time.Minute)
 		for {
-			m, err := promScrape(mon)
+			m, err := measure.Scrape(mon)
 			if err == nil && m["pilot_services"] >= float64(n) && m[`pilot_inbound_updates{type="eds"}`] >= float64(n) {
 				break
 			}
@@ -253,21 +244,21 @@ func shardRun(o options, env []string, run string, n, k int) (*shardCase, error)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		colds, holds, syncCPU = append(colds, ready), append(holds, time.Since(t0)), append(syncCPU, cpuPrecise(pid))
-		c.rssSync = max(c.rssSync, procStatusOf(pid, "VmHWM:"))
+		colds, holds, syncCPU = append(colds, ready), append(holds, time.Since(t0)), append(syncCPU, measure.PID(pid).CPUPrecise())
+		c.rssSync = max(c.rssSync, measure.PID(pid).StatusBytes("VmHWM:"))
 		progress("shards: N=%d K=%d: istiod ready after %s, holds all after %s, CPU %s", n, k,
 			ready.Round(time.Millisecond), holds[r].Round(time.Millisecond), syncCPU[r].Round(time.Millisecond))
 	}
-	c.cold, c.holds, c.syncCPU = medianD(colds), medianD(holds), medianD(syncCPU)
+	c.cold, c.holds, c.syncCPU = measure.Median(colds), measure.Median(holds), measure.Median(syncCPU)
 	base := "http://" + ex["ISTIOD_HTTP_ADDR"]
 
 	// Rest rate, once istiod has settled.
 	if err := waitQuiet(pid, time.Now(), 2*time.Second, time.Second, 2*time.Minute); err != nil {
 		return nil, err
 	}
-	c0, r0 := cpuPrecise(pid), time.Now()
+	c0, r0 := measure.PID(pid).CPUPrecise(), time.Now()
 	time.Sleep(5 * time.Second)
-	c.restPct = float64(cpuPrecise(pid)-c0) / float64(time.Since(r0)) * 100
+	c.restPct = float64(measure.PID(pid).CPUPrecise()-c0) / float64(time.Since(r0)) * 100
 
 	m := o.shardChanges
 	ports := 3
@@ -275,7 +266,7 @@ func shardRun(o options, env []string, run string, n, k int) (*shardCase, error)
 	// read before and after the endpoint changes, outside their windows).
 	progress("shards: N=%d K=%d: %d endpoint changes, %d port changes (CPU)", n, k, m, ports)
 	mon := "http://" + ex["ISTIOD_MONITORING_ADDR"] + "/metrics"
-	gc0, _ := promScrape(mon)
+	gc0, _ := measure.Scrape(mon)
 	if err := waitQuiet(pid, time.Now(), time.Second, 500*time.Millisecond, time.Minute); err != nil {
 		return nil, err
 	}
@@ -284,7 +275,7 @@ func shardRun(o options, env []string, run string, n, k int) (*shardCase, error)
 			return nil, err
 		}
 	}
-	if gc1, err := promScrape(mon); err == nil {
+	if gc1, err := measure.Scrape(mon); err == nil {
 		const cycles = "go_gc_duration_seconds_count"
 		if _, ok := gc1[cycles]; ok {
 			c.gcCycles = int(gc1[cycles] - gc0[cycles])
@@ -298,7 +289,7 @@ func shardRun(o options, env []string, run string, n, k int) (*shardCase, error)
 			return nil, err
 		}
 	}
-	c.rssChanges = procStatusOf(pid, "VmHWM:")
+	c.rssChanges = measure.PID(pid).StatusBytes("VmHWM:")
 	// 2. Latency: an EDS watcher (a sidecar asking istiod for the endpoints of
 	// the clusters about to change), changes one at a time.
 	progress("shards: N=%d K=%d: %d endpoint changes, %d port changes (latency, EDS watcher)", n, k, m, ports)
@@ -347,7 +338,7 @@ func shardRun(o options, env []string, run string, n, k int) (*shardCase, error)
 		if err != nil {
 			return nil, err
 		}
-		c0, t := cpuPrecise(pid), time.Now()
+		c0, t := measure.PID(pid).CPUPrecise(), time.Now()
 		if _, err := child.do(command{Op: "change", Count: count, Interval: time.Duration(float64(time.Second) / rate), Seed: 99}); err != nil {
 			return nil, err
 		}
@@ -360,14 +351,14 @@ func shardRun(o options, env []string, run string, n, k int) (*shardCase, error)
 		}
 		wall := time.Since(t)
 		c.churn = churnCosts{changes: count, wall: wall,
-			istiod:       max(cpuPrecise(pid)-c0-time.Duration(c.restPct/100*float64(wall)), 0),
+			istiod:       max(measure.PID(pid).CPUPrecise()-c0-time.Duration(c.restPct/100*float64(wall)), 0),
 			adapter:      time.Duration(post.CPUNs - pre.CPUNs),
 			windows:      int(post.Windows - pre.Windows),
 			shardPushes:  int(post.Pushes[typeURLOf(served.KindServiceEntry)] - pre.Pushes[typeURLOf(served.KindServiceEntry)]),
 			churnSeconds: o.churn}
 	}
-	c.peakRSS = procStatusOf(pid, "VmHWM:")
-	c.cpuCheck = [2]time.Duration{cpuPrecise(pid), cpuOf(pid)}
+	c.peakRSS = measure.PID(pid).StatusBytes("VmHWM:")
+	c.cpuCheck = [2]time.Duration{measure.PID(pid).CPUPrecise(), measure.PID(pid).CPU()}
 
 	// 3. What istiod holds (full debug dumps: after every measurement).
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -396,7 +387,7 @@ func shardMeasure(child *childProc, pid int, restPct float64, cmd command, cc *c
 	if err != nil {
 		return err
 	}
-	c0 := cpuPrecise(pid)
+	c0 := measure.PID(pid).CPUPrecise()
 	r, err := child.do(cmd)
 	if err != nil {
 		return err
@@ -428,7 +419,7 @@ func shardMeasure(child *childProc, pid int, restPct float64, cmd command, cc *c
 	if err != nil {
 		return err
 	}
-	d := cpuPrecise(pid) - c0 - time.Duration(restPct/100*float64(time.Since(t)))
+	d := measure.PID(pid).CPUPrecise() - c0 - time.Duration(restPct/100*float64(time.Since(t)))
 	cc.istiod = append(cc.istiod, max(d, 0))
 	cc.adapter = append(cc.adapter, time.Duration(post.CPUNs-pre.CPUNs))
 	cc.busy = append(cc.busy, busyEnd.Sub(t))
@@ -442,12 +433,12 @@ var lastTick time.Time
 // time has not moved for quiet (read from /proc every 10 ms, 10 ms
 // resolution).
 func waitQuiet(pid int, t time.Time, minWait, quiet, limit time.Duration) error {
-	last := cpuOf(pid)
+	last := measure.PID(pid).CPU()
 	lastTick = t
 	for {
 		time.Sleep(10 * time.Millisecond)
 		now := time.Now()
-		if cur := cpuOf(pid); cur != last {
+		if cur := measure.PID(pid).CPU(); cur != last {
 			last, lastTick = cur, now
 		}
 		if now.Sub(t) >= minWait && now.Sub(lastTick) >= quiet {
@@ -460,330 +451,4 @@ func waitQuiet(pid int, t time.Time, minWait, quiet, limit time.Duration) error 
 			return fmt.Errorf("istiod (pid %d) exited", pid)
 		}
 	}
-}
-
-// cpuPrecise is the CPU time of every thread of pid, in ns
-// (/proc/PID/task/*/schedstat; threads that exited are not counted: Go's
-// rarely do). Falls back to the 10 ms ticks of cpuOf.
-func cpuPrecise(pid int) time.Duration {
-	dir := fmt.Sprintf("/proc/%d/task", pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return cpuOf(pid)
-	}
-	var t time.Duration
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "schedstat"))
-		if err != nil {
-			continue
-		}
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			v, _ := strconv.ParseInt(f[0], 10, 64)
-			t += time.Duration(v)
-		}
-	}
-	return t
-}
-
-func procStatusOf(pid int, field string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, field); ok {
-			if f := strings.Fields(rest); len(f) > 0 {
-				v, _ := strconv.ParseInt(f[0], 10, 64)
-				return v * 1024
-			}
-		}
-	}
-	return 0
-}
-
-// promScrape reads the unlabelled and labelled samples of a Prometheus text
-// page, keyed as printed (name{labels}, without the otel_scope labels).
-func promScrape(url string) (map[string]float64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	m := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		sp := strings.LastIndexByte(line, ' ')
-		if sp < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[sp+1:], 64)
-		if err != nil {
-			continue
-		}
-		key := line[:sp]
-		if name, labels, ok := strings.Cut(key, "{"); ok {
-			var keep []string
-			for _, l := range strings.Split(strings.TrimSuffix(labels, "}"), ",") {
-				if l != "" && !strings.HasPrefix(l, "otel_scope_") {
-					keep = append(keep, l)
-				}
-			}
-			name = strings.TrimSuffix(name, "_total")
-			key = name
-			if len(keep) > 0 {
-				key = name + "{" + strings.Join(keep, ",") + "}"
-			}
-		} else {
-			key = strings.TrimSuffix(key, "_total")
-		}
-		m[key] += v
-	}
-	return m, sc.Err()
-}
-
-// edsWatcher is a sidecar-like xDS client of istiod asking only for the
-// endpoints of a few clusters: what a proxy sees, at the cost of one small
-// EDS push per change instead of a debug dump.
-type edsWatcher struct {
-	conn   *grpc.ClientConn
-	cancel context.CancelFunc
-
-	mu      sync.Mutex
-	cond    *sync.Cond
-	addrs   map[string][]string  // cluster -> endpoint addresses
-	seen    map[string]time.Time // cluster -> last response carrying it
-	updates int
-	err     error
-}
-
-const edsTypeURL = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-
-func newEDSWatcher(addr string, clusters []string) (*edsWatcher, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(math.MaxInt32)))
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
-	if err != nil {
-		cancel()
-		conn.Close()
-		return nil, err
-	}
-	md, _ := structpb.NewStruct(map[string]any{"ISTIO_VERSION": "1.31.0", "CLUSTER_ID": "Kubernetes"})
-	node := &core.Node{Id: "sidecar~127.0.0.99~shard-probe.istio-system~istio-system.svc.cluster.local", Metadata: md}
-	if err := stream.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: edsTypeURL, ResourceNames: clusters}); err != nil {
-		cancel()
-		conn.Close()
-		return nil, err
-	}
-	w := &edsWatcher{conn: conn, cancel: cancel, addrs: map[string][]string{}, seen: map[string]time.Time{}}
-	w.cond = sync.NewCond(&w.mu)
-	go func() {
-		for {
-			resp, err := stream.Recv()
-			now := time.Now()
-			if err != nil {
-				w.mu.Lock()
-				if w.err == nil {
-					w.err = err
-				}
-				w.cond.Broadcast()
-				w.mu.Unlock()
-				return
-			}
-			got := map[string][]string{}
-			for _, a := range resp.GetResources() {
-				var cla endpoint.ClusterLoadAssignment
-				if err := a.UnmarshalTo(&cla); err != nil {
-					continue
-				}
-				var addrs []string
-				for _, le := range cla.GetEndpoints() {
-					for _, lb := range le.GetLbEndpoints() {
-						addrs = append(addrs, lb.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
-					}
-				}
-				got[cla.GetClusterName()] = addrs
-			}
-			_ = stream.Send(&discovery.DiscoveryRequest{TypeUrl: edsTypeURL, ResourceNames: clusters,
-				VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()})
-			w.mu.Lock()
-			for cl, a := range got {
-				w.addrs[cl], w.seen[cl] = a, now
-			}
-			w.updates++
-			w.cond.Broadcast()
-			w.mu.Unlock()
-		}
-	}()
-	return w, nil
-}
-
-// waitInitial waits until istiod answered with endpoints for n clusters
-// (the clusters of ports not added yet have none).
-func (w *edsWatcher) waitInitial(n int, d time.Duration) error {
-	full := func() int {
-		k := 0
-		for _, a := range w.addrs {
-			if len(a) > 0 {
-				k++
-			}
-		}
-		return k
-	}
-	if err := w.wait(d, func() bool { return full() >= n }); err != nil {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		return fmt.Errorf("EDS watcher: %d of %d clusters have endpoints: %w", full(), n, err)
-	}
-	return nil
-}
-
-// waitFor returns when a response first made cluster's endpoints satisfy ok
-// (the response's arrival, not this goroutine's wake-up).
-func (w *edsWatcher) waitFor(cluster string, ok func([]string) bool, d time.Duration) (time.Time, error) {
-	if err := w.wait(d, func() bool { return ok(w.addrs[cluster]) }); err != nil {
-		return time.Time{}, err
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.seen[cluster], nil
-}
-
-func (w *edsWatcher) wait(d time.Duration, cond func() bool) error {
-	timer := time.AfterFunc(d, func() {
-		w.mu.Lock()
-		w.cond.Broadcast()
-		w.mu.Unlock()
-	})
-	defer timer.Stop()
-	deadline := time.Now().Add(d)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for !cond() {
-		if w.err != nil {
-			return w.err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not seen after %s", d)
-		}
-		w.cond.Wait()
-	}
-	return nil
-}
-
-func (w *edsWatcher) close() {
-	if w.cancel != nil {
-		w.cancel()
-		w.conn.Close()
-		w.cancel = nil
-	}
-}
-
-func medianD(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-func pctD(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[int(p*float64(len(s)-1)+0.5)]
-}
-
-func meanD(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	var t time.Duration
-	for _, d := range ds {
-		t += d
-	}
-	return t / time.Duration(len(ds))
-}
-
-func pctF(v []float64, p float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return percentile(s, p)
-}
-
-func renderShards(o options, cases []*shardCase, loads []string) []string {
-	var out []string
-	add := func(format string, args ...any) { out = append(out, fmt.Sprintf(format, args...)) }
-	add("Inline ServiceEntries (2 ports, 3 endpoints) spread over K listeners by adapter.ShardOf, one xds:// config source each, unpatched istiod (integration/istiod). "+
-		"istiod CPU per change: the sum of /proc/PID/task/*/schedstat (ns) minus istiod's rest rate, from the change until its CPU (/proc/PID/stat) has not moved for 500 ms, nothing polled meanwhile; "+
-		"latency: change entering the adapter -> an EDS watcher (sidecar xDS client of istiod asking for that cluster) receives it, measured in a second pass (%d endpoint changes, 3 port additions each). "+
-		"Debounce quiet %s (adapter) + 100 ms (istiod). Load average before and after each run: %s.",
-		o.shardChanges, o.quiet, strings.Join(loads, " | "))
-	add("")
-	add("| N | K | istiod CPU / endpoint change, ms: median, p90 (mean) | with EDS watcher: median | endpoint change visible, ms: p50 / p99 | istiod CPU / port added, ms (median of 3) | port added visible, ms (median) | adapter CPU / endpoint change, ms: median | steady churn %.0f%%/min of instances for %s: istiod CPU, cores; adapter, cores; shard pushes per window | cold sync (median of %d): istiod /ready, holds all; istiod CPU to hold all | istiod peak RSS: after sync, after changes, end | istiod rest CPU |",
-		o.churnRate*100, o.churn, o.shardColds)
-	add("|---:|---:|---|---:|---|---:|---:|---:|---|---|---|---:|")
-	for _, c := range cases {
-		add("| %s | %d | %s, %s (%s) | %s | %.0f / %.0f | %s | %.0f | %s | %s | %s, %s; %s | %s, %s, %s | %.1f%% |",
-			human(c.n), c.k,
-			ms(medianD(c.ep.istiod)), ms(pctD(c.ep.istiod, 0.9)), ms(meanD(c.ep.istiod)),
-			ms(medianD(c.epW.istiod)),
-			pctF(c.epW.lat, 0.5), pctF(c.epW.lat, 0.99),
-			ms(medianD(c.port.istiod)), pctF(c.portW.lat, 0.5),
-			ms(medianD(c.ep.adapter)), c.churn.cell(),
-			c.cold.Round(10*time.Millisecond), c.holds.Round(10*time.Millisecond), c.syncCPU.Round(10*time.Millisecond),
-			bytesH(float64(c.rssSync)), bytesH(float64(c.rssChanges)), bytesH(float64(c.peakRSS)), c.restPct)
-	}
-	add("")
-	for _, c := range cases {
-		add("- N=%s K=%d: istiod ran %d GC cycles during the %d endpoint changes of the first pass (heap in use after them %s); adapter sync %s, adapter CPU per port added %s ms; istiod busy after an endpoint change (until its last CPU tick) median %s ms; istiod held at the end: %s; "+
-			"istiod CPU per endpoint change, ms, in order: %s; per port added: %s; with the watcher: %s; latency per endpoint change, ms: %s; "+
-			"istiod CPU at the end %s (schedstat) vs %s (stat).",
-			human(c.n), c.k, c.gcCycles, len(c.ep.istiod), bytesH(float64(c.heap)), c.adapterSync.Round(time.Millisecond), ms(medianD(c.port.adapter)), ms(medianD(c.ep.busy)), c.held,
-			msList(c.ep.istiod), msList(c.port.istiod), msList(c.epW.istiod), fList(c.epW.lat), c.cpuCheck[0].Round(time.Millisecond), c.cpuCheck[1])
-	}
-	return out
-}
-
-func msList(ds []time.Duration) string {
-	var out []string
-	for _, d := range ds {
-		out = append(out, strconv.FormatInt(d.Milliseconds(), 10))
-	}
-	return strings.Join(out, " ")
-}
-
-func fList(v []float64) string {
-	var out []string
-	for _, f := range v {
-		out = append(out, strconv.FormatFloat(f, 'f', 0, 64))
-	}
-	return strings.Join(out, " ")
-}
-
-func (c churnCosts) cell() string {
-	if c.changes == 0 || c.wall <= 0 {
-		return "-"
-	}
-	per := func(d time.Duration) float64 { return d.Seconds() / c.wall.Seconds() }
-	pw := 0.0
-	if c.windows > 0 {
-		pw = float64(c.shardPushes) / float64(c.windows)
-	}
-	return fmt.Sprintf("%.3f; %.3f; %.1f (%d changes/s, %d windows)", per(c.istiod), per(c.adapter), pw,
-		int(math.Round(float64(c.changes)/c.churnSeconds.Seconds())), c.windows)
 }
