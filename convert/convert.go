@@ -170,10 +170,11 @@ func (c *conversion) serviceEntrySpec() *networking.ServiceEntry {
 }
 
 // addresses are the registry's own addresses for the service (the first
-// contribution's, like its ports), or else the allocated ones. A registry
-// address that is not an IP is rejected alone: istiod would reject the whole
-// ServiceEntry for it. CIDRs are not taken from registries: istiod allows
-// them only with resolution NONE or STATIC, and a VIP is one address.
+// contribution's, like its ports), else the one the address key gives, else
+// the allocated ones. A registry address that is not an IP is rejected
+// alone: istiod would reject the whole ServiceEntry for it. CIDRs are not
+// taken from registries: istiod allows them only with resolution NONE or
+// STATIC, and a VIP is one address.
 func (c *conversion) addresses() []string {
 	var out []string
 	for _, a := range c.base.Service.Addresses {
@@ -190,13 +191,64 @@ func (c *conversion) addresses() []string {
 	if len(out) > 0 {
 		return out
 	}
+	if a := c.keyAddress(); a != "" {
+		return []string{a}
+	}
 	return c.allocated
+}
+
+// keyAddress is the address output.addresses.key gives the service: its
+// own label, or else the one value its served instances agree on. A value
+// that is not an IP, or instances that disagree, are rejected (for the
+// address only), and allocation applies.
+func (c *conversion) keyAddress() string {
+	key := c.opts.Addresses.Key
+	if key == "" {
+		return ""
+	}
+	parse := func(v string) (string, bool) {
+		ip, err := netip.ParseAddr(v)
+		if err != nil && strings.Count(v, "-") == 3 && !strings.Contains(v, ".") {
+			// 10-99-0-1: GCE label values cannot hold ".".
+			if ip4, err4 := netip.ParseAddr(strings.ReplaceAll(v, "-", ".")); err4 == nil && ip4.Is4() {
+				ip, err = ip4, nil
+			}
+		}
+		if err != nil || ip.Zone() != "" {
+			c.reject(Rejection{Kind: served.KindServiceEntry, Name: c.host, Source: c.base.Source, Code: CodeAddress,
+				Reason: fmt.Sprintf("%s %q is not an IP address; allocating instead", key, v)})
+			return "", false
+		}
+		return ip.String(), true
+	}
+	if v, ok := c.base.Service.Labels[key]; ok {
+		a, _ := parse(v)
+		return a
+	}
+	var found string
+	for _, si := range c.served {
+		v, ok := si.inst.Labels[key]
+		if !ok {
+			continue
+		}
+		a, ok := parse(v)
+		if !ok {
+			return ""
+		}
+		if found != "" && a != found {
+			c.reject(Rejection{Kind: served.KindServiceEntry, Name: c.host, Source: si.source, Code: CodeAddress,
+				Reason: fmt.Sprintf("instances disagree on %s (%s, %s); allocating instead", key, found, a)})
+			return ""
+		}
+		found = a
+	}
+	return found
 }
 
 // serviceEntryMeta builds the ServiceEntry's labels and annotations from the
 // first contribution's, dropping what a registry may not set.
 func (c *conversion) serviceEntryMeta() validation.Meta {
-	labels, bad := sanitizeLabels(c.base.Service.Labels, c.opts.Labels)
+	labels, bad := sanitizeLabels(c.base.Service.Labels, c.opts.Labels, c.opts.Addresses.Key)
 	for _, k := range bad {
 		c.reject(labelRejection(served.KindServiceEntry, c.host, c.base.Source, k))
 	}
@@ -308,7 +360,7 @@ func workloadEntry(inst model.Instance, source string, ports []model.Port, opts 
 			we.Ports[PortName(p)] = target
 		}
 	}
-	labels, dropped := sanitizeLabels(inst.Labels, opts.Labels)
+	labels, dropped := sanitizeLabels(inst.Labels, opts.Labels, opts.Addresses.Key)
 	ann, reserved := sanitizeAnnotations(inst.Annotations)
 	dropped = append(dropped, reserved...)
 	ann[AnnotationSource] = source

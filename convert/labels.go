@@ -73,9 +73,10 @@ func (o LabelOptions) allowed(k string) bool {
 // valid keys and values, and the keys it had to drop as reserved or invalid.
 // Keys the allow-list leaves out are not reported: that is the operator's
 // choice, not bad registry data.
-func sanitizeLabels(in map[string]string, policy LabelOptions) (map[string]string, []string) {
+func sanitizeLabels(in map[string]string, policy LabelOptions, skip string) (map[string]string, []string) {
 	out := make(map[string]string, len(in)+2)
-	if policy.Prefix == "" && len(policy.Allow) == 0 && keysClean(in) {
+	_, hasSkip := in[skip]
+	if policy.Prefix == "" && len(policy.Allow) == 0 && !hasSkip && keysClean(in) {
 		// Nothing to rename, so no two keys can collide and the order does
 		// not matter: skip sorting, which every instance would pay.
 		for k, v := range in {
@@ -85,6 +86,9 @@ func sanitizeLabels(in map[string]string, policy LabelOptions) (map[string]strin
 	}
 	var dropped []string
 	for _, k := range sortedKeys(in) {
+		if k == skip && skip != "" {
+			continue // output.addresses.key: an address, not a label
+		}
 		if reservedKey(k) {
 			dropped = append(dropped, k)
 			continue

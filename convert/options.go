@@ -59,6 +59,15 @@ type AddressOptions struct {
 	// Allocate lists the ranges addresses are allocated from, at most one
 	// IPv4 and one IPv6 CIDR, or the single word "none" to allocate nothing.
 	Allocate []string `yaml:"allocate"`
+	// Key is a label key (e.g. "mesh-vip") whose value on the service or its
+	// instances is the service's address. Every source's tags, meta and
+	// labels become labels, so one key works for every source: a Consul
+	// meta or tag, an EC2 or Azure tag, a GCE label, a Cloud Map attribute,
+	// a static instance's label. It comes after the registry's own address
+	// (Consul's consul-virtual) and before allocation, and is never copied
+	// onto the resources. Instances that disagree are rejected for the
+	// address alone.
+	Key string `yaml:"key"`
 }
 
 // DefaultAllocateRange is in the reserved 240.0.0.0/4 like Istio's own
@@ -145,6 +154,9 @@ func (o *Options) Validate() error {
 	}
 	if err := o.Labels.validate(); err != nil {
 		return err
+	}
+	if k := o.Addresses.Key; k != "" && !IsLabelKey(k) {
+		return fmt.Errorf("output.addresses.key %q: not a label key", k)
 	}
 	ranges, err := o.Addresses.AllocateRanges()
 	if err != nil {
