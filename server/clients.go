@@ -3,13 +3,16 @@ package server
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 
@@ -48,13 +51,20 @@ type clients struct {
 	shard   int
 
 	mu      sync.Mutex
-	streams map[int64]*ClientInfo
+	streams map[int64]*streamState
+}
+
+// streamState is what the server keeps of one stream: what /debug/clients
+// shows, and the resource names it subscribes to (for their bound).
+type streamState struct {
+	info *ClientInfo
+	subs subscriptions
 }
 
 var _ serverv3.Callbacks = (*clients)(nil)
 
 func newClients(log *zap.Logger, m *Metrics, c *Cache, shard int) *clients {
-	return &clients{log: log.With(zap.Int("shard", shard)), metrics: m, cache: c, shard: shard, streams: make(map[int64]*ClientInfo)}
+	return &clients{log: log.With(zap.Int("shard", shard)), metrics: m, cache: c, shard: shard, streams: make(map[int64]*streamState)}
 }
 
 func (t *clients) count() int {
@@ -69,7 +79,7 @@ func (t *clients) open(ctx context.Context, id int64, protocol string) error {
 		info.Peer = p.Addr.String()
 	}
 	t.mu.Lock()
-	t.streams[id] = info
+	t.streams[id] = &streamState{info: info}
 	t.mu.Unlock()
 	if t.metrics != nil {
 		t.metrics.clients.Inc()
@@ -80,22 +90,42 @@ func (t *clients) open(ctx context.Context, id int64, protocol string) error {
 
 func (t *clients) closed(id int64, node *core.Node) {
 	t.mu.Lock()
-	info := t.streams[id]
+	st := t.streams[id]
 	delete(t.streams, id)
-	t.mu.Unlock()
-	if info == nil {
-		return
-	}
-	if t.metrics != nil {
+	if st != nil && t.metrics != nil {
 		t.metrics.clients.Dec()
-		for typ, ts := range info.Types {
+		// Every series of the stream goes with it, so that the series of a
+		// client that comes and goes do not pile up.
+		for typ, ts := range st.info.Types {
 			if ts.AckedVersion != "" {
-				t.metrics.acked.DeleteLabelValues(info.NodeID, typ, ts.AckedVersion)
+				t.unackLocked(st.info.NodeID, typ, ts.AckedVersion)
 			}
 		}
 	}
-	t.log.Info("client disconnected", zap.Int64("stream", id), zap.String("node", node.GetId()),
-		zap.Duration("connected", time.Since(info.ConnectedSince)))
+	t.mu.Unlock()
+	if st == nil {
+		return
+	}
+	t.log.Info("client disconnected", zap.Int64("stream", id), zap.String("node", clientString(node.GetId())),
+		zap.Duration("connected", time.Since(st.info.ConnectedSince)))
+}
+
+// unackLocked deletes the acked series of (node, type, version) unless
+// another stream still reports it: two streams of one node (a reconnect
+// that overlaps the old stream) share the series.
+func (t *clients) unackLocked(node, typeURL, version string) {
+	label := typeLabel(typeURL)
+	for _, other := range t.streams {
+		if other.info.NodeID != node {
+			continue
+		}
+		for typ, ts := range other.info.Types {
+			if ts.AckedVersion == version && typeLabel(typ) == label {
+				return
+			}
+		}
+	}
+	t.metrics.acked.DeleteLabelValues(node, label, version)
 }
 
 func (t *clients) OnStreamOpen(ctx context.Context, id int64, _ string) error {
@@ -107,31 +137,78 @@ func (t *clients) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) err
 func (t *clients) OnStreamClosed(id int64, node *core.Node)      { t.closed(id, node) }
 func (t *clients) OnDeltaStreamClosed(id int64, node *core.Node) { t.closed(id, node) }
 
+// OnStreamRequest admits a state-of-the-world request (an error ends the
+// stream before go-control-plane makes a watch for it) and records it.
 func (t *clients) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
-	t.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(), req.GetErrorDetail().GetMessage())
-	return nil
+	return t.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), req.GetVersionInfo(),
+		req.GetErrorDetail().GetMessage(), func(st *streamState, ts *TypeState) (string, error) {
+			// go-control-plane ignores a request whose nonce is stale,
+			// subscription included; so does the mirror.
+			if ts != nil && ts.SentNonce != "" && req.GetResponseNonce() != ts.SentNonce {
+				return "", nil
+			}
+			return refusedResourceNames, st.subs.setSotw(req.GetTypeUrl(), req.GetResourceNames())
+		})
 }
 
+// OnStreamDeltaRequest admits and records an incremental request.
 func (t *clients) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
 	// Delta requests carry no version; the ACKed nonce names the response.
-	t.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "", req.GetErrorDetail().GetMessage())
-	return nil
+	return t.request(id, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(), "",
+		req.GetErrorDetail().GetMessage(), func(st *streamState, ts *TypeState) (string, error) {
+			if ts == nil && len(req.GetInitialResourceVersions()) > maxInitialVersions {
+				return refusedInitialVersions, status.Errorf(codes.ResourceExhausted,
+					"%d initial resource versions for %s, more than %d", len(req.GetInitialResourceVersions()),
+					truncate(req.GetTypeUrl(), 64), maxInitialVersions)
+			}
+			return refusedResourceNames, st.subs.updateDelta(req)
+		})
 }
 
-// request records an ACK or NACK of an earlier response.
-func (t *clients) request(id int64, node *core.Node, typeURL, nonce, version, nackMsg string) {
+// admitLocked refuses a request that would make the stream hold more than a
+// client may (limits.go); subscribe checks and applies its resource names.
+func (t *clients) admitLocked(id int64, st *streamState, typeURL string,
+	subscribe func(*streamState, *TypeState) (string, error)) error {
+	reason, err := refusedTypeURL, checkTypeURL(typeURL)
+	ts := st.info.Types[typeURL]
+	if err == nil && ts == nil && len(st.info.Types) >= maxTypesPerStream {
+		reason, err = refusedTypes, status.Errorf(codes.ResourceExhausted,
+			"the stream asks for more than %d types (%q is one too many)", maxTypesPerStream, truncate(typeURL, 64))
+	}
+	if err == nil {
+		reason, err = subscribe(st, ts)
+	}
+	if err == nil {
+		return nil
+	}
+	if t.metrics != nil {
+		t.metrics.refused.WithLabelValues(reason).Inc()
+	}
+	t.log.Warn("refused a request; ending the stream", zap.Int64("stream", id), zap.String("peer", st.info.Peer),
+		zap.String("node", st.info.NodeID), zap.Error(err))
+	return err
+}
+
+// request admits a request, then records an ACK or NACK of an earlier
+// response.
+func (t *clients) request(id int64, node *core.Node, typeURL, nonce, version, nackMsg string,
+	subscribe func(*streamState, *TypeState) (string, error)) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	info := t.streams[id]
-	if info == nil {
-		return
+	st := t.streams[id]
+	if st == nil {
+		return nil
 	}
+	info := st.info
 	if node != nil && info.NodeID == "" {
-		info.NodeID = node.GetId()
+		info.NodeID = clientString(node.GetId())
 		if md := node.GetMetadata().GetFields(); md != nil {
-			info.Revision = md["ISTIO_REVISION"].GetStringValue()
-			info.IstioVersion = md["ISTIO_VERSION"].GetStringValue()
+			info.Revision = clientString(md["ISTIO_REVISION"].GetStringValue())
+			info.IstioVersion = clientString(md["ISTIO_VERSION"].GetStringValue())
 		}
+	}
+	if err := t.admitLocked(id, st, typeURL, subscribe); err != nil {
+		return err
 	}
 	ts := info.Types[typeURL]
 	if ts == nil {
@@ -139,16 +216,16 @@ func (t *clients) request(id int64, node *core.Node, typeURL, nonce, version, na
 		info.Types[typeURL] = ts
 	}
 	if nonce == "" || nonce != ts.SentNonce {
-		return
+		return nil
 	}
 	if nackMsg != "" {
-		ts.LastNack = nackMsg
+		ts.LastNack = truncate(strings.ToValidUTF8(nackMsg, "\uFFFD"), maxNackMessage)
 		if t.metrics != nil {
-			t.metrics.nacks.WithLabelValues(typeURL).Inc()
+			t.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
 		}
 		t.log.Warn("client rejected a response", zap.Int64("stream", id), zap.String("node", info.NodeID),
-			zap.String("type", typeURL), zap.String("error", nackMsg))
-		return
+			zap.String("type", typeURL), zap.String("error", ts.LastNack))
+		return nil
 	}
 	if version == "" {
 		version = ts.SentVersion
@@ -156,10 +233,10 @@ func (t *clients) request(id int64, node *core.Node, typeURL, nonce, version, na
 	prev := ts.AckedVersion
 	ts.AckedVersion, ts.AckedNonce = version, nonce
 	if t.metrics == nil || prev == version {
-		return
+		return nil
 	}
 	if prev != "" {
-		t.metrics.acked.DeleteLabelValues(info.NodeID, typeURL, prev)
+		t.unackLocked(info.NodeID, typeURL, prev)
 		// The first reply on a stream is a sync, not a change; only later
 		// ACKs measure how fast a change reaches the client.
 		if k := served.KindOf(typeURL); k != "" {
@@ -168,7 +245,8 @@ func (t *clients) request(id int64, node *core.Node, typeURL, nonce, version, na
 			}
 		}
 	}
-	t.metrics.acked.WithLabelValues(info.NodeID, typeURL, version).Set(1)
+	t.metrics.acked.WithLabelValues(info.NodeID, typeLabel(typeURL), version).Set(1)
+	return nil
 }
 
 func (t *clients) OnStreamResponse(_ context.Context, id int64, req *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
@@ -193,18 +271,18 @@ func resourceBytes(resp *discovery.DiscoveryResponse) int {
 
 func (t *clients) response(id int64, typeURL, version, nonce, protocol string, bytes int) {
 	t.mu.Lock()
-	if info := t.streams[id]; info != nil {
-		ts := info.Types[typeURL]
+	if st := t.streams[id]; st != nil {
+		ts := st.info.Types[typeURL]
 		if ts == nil {
 			ts = &TypeState{}
-			info.Types[typeURL] = ts
+			st.info.Types[typeURL] = ts
 		}
 		ts.SentVersion, ts.SentNonce, ts.SentAt = version, nonce, time.Now()
 	}
 	t.mu.Unlock()
 	if t.metrics != nil {
-		t.metrics.pushes.WithLabelValues(typeURL, protocol).Inc()
-		t.metrics.pushBytes.WithLabelValues(typeURL).Add(float64(bytes))
+		t.metrics.pushes.WithLabelValues(typeLabel(typeURL), protocol).Inc()
+		t.metrics.pushBytes.WithLabelValues(typeLabel(typeURL)).Add(float64(bytes))
 	}
 }
 
@@ -216,7 +294,8 @@ func (t *clients) snapshot() []ClientInfo {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := make([]ClientInfo, 0, len(t.streams))
-	for _, info := range t.streams {
+	for _, st := range t.streams {
+		info := st.info
 		c := *info
 		c.Types = make(map[string]*TypeState, len(info.Types))
 		for k, v := range info.Types {

@@ -24,6 +24,7 @@ type Metrics struct {
 	ackLatency prometheus.ObserverVec
 	nacks      *prometheus.CounterVec
 	acked      *prometheus.GaugeVec
+	refused    *prometheus.CounterVec
 }
 
 type cacheMetrics struct {
@@ -39,6 +40,7 @@ type metricVecs struct {
 	ackLatency *prometheus.HistogramVec
 	nacks      *prometheus.CounterVec
 	acked      *prometheus.GaugeVec
+	refused    *prometheus.CounterVec
 }
 
 // NewMetrics registers the server metrics with reg and returns shard 0's
@@ -55,11 +57,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"shard"}),
 		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "registry_adapter_server_pushes_total",
-			Help: "Responses sent, by type URL, protocol (sotw or delta) and shard.",
+			Help: "Responses sent, by type URL (\"other\" for a type istiod does not ask for), protocol (sotw or delta) and shard.",
 		}, []string{"type", "protocol", "shard"}),
 		pushBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "registry_adapter_server_push_bytes_total",
-			Help: "Serialized resource bytes sent, by type URL and shard.",
+			Help: "Serialized resource bytes sent, by type URL (\"other\" for a type istiod does not ask for) and shard.",
 		}, []string{"type", "shard"}),
 		ackLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "registry_adapter_server_change_to_ack_seconds",
@@ -68,14 +70,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"kind", "shard"}),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "registry_adapter_server_nacks_total",
-			Help: "Responses a client rejected, by type URL and shard (istiod never does; other clients may).",
+			Help: "Responses a client rejected, by type URL (\"other\" for a type istiod does not ask for) and shard (istiod never does; other clients may).",
 		}, []string{"type", "shard"}),
 		acked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "registry_adapter_server_client_acked_info",
-			Help: "1 for the version of each type each client last ACKed (node id, type, version, shard).",
+			Help: "1 for the version of each type each connected client last ACKed (node id cut to 128 bytes, type or \"other\", version, shard).",
 		}, []string{"node", "type", "version", "shard"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "registry_adapter_server_refused_requests_total",
+			Help: "Requests refused, each ending its stream, by reason (type_url: not an Istio config type; types, resource_names, initial_versions: beyond a per-stream limit) and shard. istiod sends none.",
+		}, []string{"reason", "shard"}),
 	}
-	reg.MustRegister(v.resources, v.clients, v.pushes, v.pushBytes, v.ackLatency, v.nacks, v.acked)
+	reg.MustRegister(v.resources, v.clients, v.pushes, v.pushBytes, v.ackLatency, v.nacks, v.acked, v.refused)
 	return v.view(0)
 }
 
@@ -101,5 +107,6 @@ func (v *metricVecs) view(i int) *Metrics {
 		ackLatency: v.ackLatency.MustCurryWith(l),
 		nacks:      v.nacks.MustCurryWith(l),
 		acked:      v.acked.MustCurryWith(l),
+		refused:    v.refused.MustCurryWith(l),
 	}
 }

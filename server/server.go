@@ -17,6 +17,7 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"go.uber.org/zap"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -37,7 +38,21 @@ type Config struct {
 	// Listen port + i, each one xds:// config source in istiod: a push then
 	// costs istiod the decode of one shard instead of the whole set.
 	Shards int `yaml:"shards"`
+	// MaxConnections bounds the connections each listener holds; more wait
+	// in the kernel's accept queue until one closes. Each istiod replica
+	// holds one per listener.
+	MaxConnections int `yaml:"maxConnections"`
+	// MaxConcurrentStreams is gRPC's per-connection stream limit; istiod
+	// opens one stream per connection.
+	MaxConcurrentStreams int `yaml:"maxConcurrentStreams"`
 }
+
+// maxConnectionsLimit and maxConcurrentStreamsLimit are sanity limits for the
+// two settings, not measured optima.
+const (
+	maxConnectionsLimit       = 100000
+	maxConcurrentStreamsLimit = 1000
+)
 
 // MaxShards bounds server.shards. It is a sanity limit, not a measured
 // optimum: each shard costs a port, a gRPC server and one stream per istiod.
@@ -93,6 +108,12 @@ func (c *Config) SetDefaults() {
 	if c.Shards == 0 {
 		c.Shards = 1
 	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
 }
 
 // Validate reports the first invalid field.
@@ -111,6 +132,12 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.ListenAddrs(); err != nil {
 		return err
+	}
+	if c.MaxConnections < 1 || c.MaxConnections > maxConnectionsLimit {
+		return fmt.Errorf("server.maxConnections %d: must be between 1 and %d", c.MaxConnections, maxConnectionsLimit)
+	}
+	if c.MaxConcurrentStreams < 1 || c.MaxConcurrentStreams > maxConcurrentStreamsLimit {
+		return fmt.Errorf("server.maxConcurrentStreams %d: must be between 1 and %d", c.MaxConcurrentStreams, maxConcurrentStreamsLimit)
 	}
 	return nil
 }
@@ -231,7 +258,13 @@ func (s *Server) Serve(ctx context.Context, lis ...net.Listener) error {
 			PermitWithoutStream: true,
 		}),
 		// Our own pings find istiods that vanished without closing the stream.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+		// A connection without a stream is not istiod's (it opens its stream
+		// at once): it is closed after a while rather than holding one of
+		// MaxConnections.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second, MaxConnectionIdle: 2 * time.Minute}),
+		grpc.MaxConcurrentStreams(uint32(max(s.cfg.MaxConcurrentStreams, 1))),
+		// A connection that never completes its handshake gives its slot back.
+		grpc.ConnectionTimeout(10 * time.Second),
 	}
 	if s.tls != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(s.tls)))
@@ -264,7 +297,11 @@ func (s *Server) Serve(ctx context.Context, lis ...net.Listener) error {
 				"every served address and identity, and can alter what istiod receives; set server.tls "+
 				"(and tlsSettings mode SIMPLE in istiod's configSources)", fields...)
 		}
-		go func() { errc <- result{i, g.Serve(lis[i])} }()
+		l := lis[i]
+		if s.cfg.MaxConnections > 0 {
+			l = netutil.LimitListener(l, s.cfg.MaxConnections)
+		}
+		go func() { errc <- result{i, g.Serve(l)} }()
 	}
 
 	var failed error

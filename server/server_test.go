@@ -446,6 +446,8 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Listen: ":1", Shards: 65}, "server.shards 65: must be between 1 and 64"},
 		{Config{Listen: ":http", Shards: 2}, "the port must be a number"},
 		{Config{Listen: "0.0.0.0:65535", Shards: 2}, "needs ports 65535-65536"},
+		{Config{Listen: ":1", Shards: 1, MaxConnections: -1, MaxConcurrentStreams: 8}, "server.maxConnections -1: must be between 1 and 100000"},
+		{Config{Listen: ":1", Shards: 1, MaxConnections: 100, MaxConcurrentStreams: 1001}, "server.maxConcurrentStreams 1001: must be between 1 and 1000"},
 	} {
 		err := c.cfg.Validate()
 		if err == nil || !strings.Contains(err.Error(), c.want) {

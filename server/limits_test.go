@@ -1,0 +1,644 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/registry-adapter/registry-adapter/served"
+)
+
+func TestTypeURLPattern(t *testing.T) {
+	accepted := append([]string{
+		seOld,
+		// Types a future istiod may ask for: any Istio group, the
+		// Kubernetes-style groups, any API version.
+		"gateway.networking.k8s.io/v1/HTTPRoute",
+		"gateway.networking.x-k8s.io/v1alpha1/XBackendTrafficPolicy",
+		"inference.networking.k8s.io/v1/InferencePool",
+		"future.istio.io/v2beta3/NewKind",
+	}, istiodTypes...)
+	for _, u := range accepted {
+		if err := checkTypeURL(u); err != nil {
+			t.Errorf("%q refused: %v", u, err)
+		}
+	}
+	for _, u := range []string{
+		"",
+		"type.googleapis.com/envoy.config.cluster.v3.Cluster",
+		"type.googleapis.com/istio.networking.v1alpha3.ServiceEntry",
+		"apps/v1/Deployment",
+		"istio.io/v1/ServiceEntry",
+		"networking.istio.io/v1/serviceEntry",
+		"networking.istio.io/v1/ServiceEntry/extra",
+		"networking.istio.io/1/ServiceEntry",
+		"networking.istio.io.evil.example/v1/ServiceEntry",
+		"evil.example/v1/ServiceEntry",
+		"networking.istio.io/v1/Service Entry",
+		"networking.istio.io/v1/ServiceEntry\n",
+		"a.istio.io/v1/" + strings.Repeat("K", maxTypeURLLen),
+	} {
+		err := checkTypeURL(u)
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%q: %v, want InvalidArgument", u, err)
+		}
+	}
+}
+
+func TestTypeLabel(t *testing.T) {
+	for _, u := range istiodTypes {
+		if got := typeLabel(u); got != u {
+			t.Errorf("typeLabel(%q) = %q", u, got)
+		}
+	}
+	for u, want := range map[string]string{
+		seOld: seOld,
+		"networking.istio.io/v1beta1/WorkloadEntry": "networking.istio.io/v1beta1/WorkloadEntry",
+		"networking.istio.io/v7/ServiceEntry":       otherType,
+		"future.istio.io/v1/NewKind":                otherType,
+		"x1234.istio.io/v1/K99":                     otherType,
+	} {
+		if got := typeLabel(u); got != want {
+			t.Errorf("typeLabel(%q) = %q, want %q", u, got, want)
+		}
+	}
+}
+
+func TestClientString(t *testing.T) {
+	for in, want := range map[string]string{
+		"sidecar~10.0.0.1~istiod-1.istio-system~cluster.local": "sidecar~10.0.0.1~istiod-1.istio-system~cluster.local",
+		strings.Repeat("n", 300):                               strings.Repeat("n", maxClientString-3) + "…",
+		strings.Repeat("é", 100):                               strings.Repeat("é", 62) + "…", // cut on a rune boundary
+		"bad\xffutf8":                                          "bad\uFFFDutf8",
+	} {
+		got := clientString(in)
+		if got != want || len(got) > maxClientString {
+			t.Errorf("clientString(%.20q...) = %q (%d bytes), want %q", in, got, len(got), want)
+		}
+	}
+}
+
+// callbackClients is the tracker without a gRPC server: go-control-plane's
+// callbacks are called as it calls them.
+func callbackClients(t *testing.T) (*clients, *prometheus.Registry) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	return newClients(zap.NewNop(), m, NewCache(m), 0), reg
+}
+
+func TestRequestLimits(t *testing.T) {
+	name := func(i, size int) string { return fmt.Sprintf("ns/%0*d", size-3, i) }
+	names := func(n, size int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = name(i, size)
+		}
+		return out
+	}
+	sotw := func(typeURL string, resources ...string) *discovery.DiscoveryRequest {
+		return &discovery.DiscoveryRequest{TypeUrl: typeURL, ResourceNames: resources}
+	}
+	delta := func(typeURL string, sub, unsub []string) *discovery.DeltaDiscoveryRequest {
+		return &discovery.DeltaDiscoveryRequest{TypeUrl: typeURL, ResourceNamesSubscribe: sub, ResourceNamesUnsubscribe: unsub}
+	}
+	manyTypes := func(n int) []any {
+		var out []any
+		for i := range n {
+			out = append(out, sotw(fmt.Sprintf("t%d.istio.io/v1/Kind", i)))
+		}
+		return out
+	}
+	initial := make(map[string]string, maxInitialVersions+1)
+	for i := range maxInitialVersions + 1 {
+		initial[fmt.Sprint(i)] = "1"
+	}
+	// Names of 400 bytes: 163 of them fill a stream's 64 KiB.
+	const size = 400
+	fit := maxNameBytesPerStream / size
+	for _, c := range []struct {
+		name     string
+		requests []any // each *DiscoveryRequest or *DeltaDiscoveryRequest, in order
+		// refused is the index of the request refused (-1: none), with its code and reason.
+		refused int
+		code    codes.Code
+		reason  string
+	}{
+		{"istiod's types", func() []any {
+			var out []any
+			for _, u := range istiodTypes {
+				out = append(out, sotw(u))
+			}
+			return out
+		}(), -1, codes.OK, ""},
+		{"not an Istio type", []any{sotw(seV1), sotw("type.googleapis.com/envoy.config.cluster.v3.Cluster")}, 1, codes.InvalidArgument, refusedTypeURL},
+		{"not an Istio type, delta", []any{delta("bogus", nil, nil)}, 0, codes.InvalidArgument, refusedTypeURL},
+		{"64 types", manyTypes(maxTypesPerStream), -1, codes.OK, ""},
+		{"65 types", manyTypes(maxTypesPerStream + 1), maxTypesPerStream, codes.ResourceExhausted, refusedTypes},
+		{"65 types, one asked twice", append(manyTypes(maxTypesPerStream), sotw("t0.istio.io/v1/Kind")), -1, codes.OK, ""},
+		{"SotW names within the budget", []any{sotw(seV1, names(fit, size)...)}, -1, codes.OK, ""},
+		{"SotW names beyond the budget", []any{sotw(seV1, names(fit+1, size)...)}, 0, codes.ResourceExhausted, refusedResourceNames},
+		// SotW replaces a type's names: asking again does not add up.
+		{"SotW names replaced", []any{sotw(seV1, names(fit, size)...), sotw(seV1, names(fit, size)...)}, -1, codes.OK, ""},
+		{"SotW names over two types", []any{sotw(seV1, names(fit/2+1, size)...), sotw(weV1, names(fit/2+1, size)...)}, 1, codes.ResourceExhausted, refusedResourceNames},
+		{"a name too long", []any{sotw(seV1, strings.Repeat("n", maxResourceNameLen+1))}, 0, codes.InvalidArgument, refusedResourceNames},
+		// Delta subscriptions add up until unsubscribed.
+		{"delta subscriptions add up", []any{delta(weV1, names(fit/2+1, size), nil), delta(weV1, names(2*fit, size)[fit:fit+fit/2+1], nil)}, 1, codes.ResourceExhausted, refusedResourceNames},
+		{"delta unsubscribe frees", []any{delta(weV1, names(fit, size), nil), delta(weV1, nil, names(fit, size)), delta(weV1, names(2*fit, size)[fit:], nil)}, -1, codes.OK, ""},
+		{"delta initial versions", []any{&discovery.DeltaDiscoveryRequest{TypeUrl: weV1, InitialResourceVersions: initial}}, 0, codes.ResourceExhausted, refusedInitialVersions},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cl, reg := callbackClients(t)
+			if err := cl.OnStreamOpen(context.Background(), 1, ""); err != nil {
+				t.Fatal(err)
+			}
+			defer cl.OnStreamClosed(1, nil)
+			refusedAt := -1
+			var err error
+			for i, r := range c.requests {
+				switch r := r.(type) {
+				case *discovery.DiscoveryRequest:
+					err = cl.OnStreamRequest(1, r)
+				case *discovery.DeltaDiscoveryRequest:
+					err = cl.OnStreamDeltaRequest(1, r)
+				}
+				if err != nil {
+					refusedAt = i
+					break
+				}
+			}
+			if refusedAt != c.refused || status.Code(err) != c.code {
+				t.Fatalf("refused request %d with %v; want request %d refused with %v", refusedAt, err, c.refused, c.code)
+			}
+			info := cl.snapshot()[0]
+			if len(info.Types) > maxTypesPerStream {
+				t.Errorf("the stream holds %d types", len(info.Types))
+			}
+			cl.mu.Lock()
+			held := cl.streams[1].subs.bytes
+			cl.mu.Unlock()
+			if held > maxNameBytesPerStream {
+				t.Errorf("the stream holds %d bytes of names", held)
+			}
+			if c.refused < 0 {
+				return
+			}
+			if n := sample(t, reg, "registry_adapter_server_refused_requests_total", "reason", c.reason, "shard", "0"); n != 1 {
+				t.Errorf("refused{reason=%q} = %v, want 1", c.reason, n)
+			}
+			var refusedType string
+			switch r := c.requests[c.refused].(type) {
+			case *discovery.DiscoveryRequest:
+				refusedType = r.TypeUrl
+			case *discovery.DeltaDiscoveryRequest:
+				refusedType = r.TypeUrl
+			}
+			if c.reason != refusedResourceNames && info.Types[refusedType] != nil {
+				t.Errorf("the refused type %q is tracked", refusedType)
+			}
+		})
+	}
+}
+
+// ackSeries returns the labels of every acked series.
+func ackSeries(t *testing.T, reg *prometheus.Registry) []map[string]string {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]string
+	for _, mf := range mfs {
+		if mf.GetName() != "registry_adapter_server_client_acked_info" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func TestAckedSeriesBoundedAndDeleted(t *testing.T) {
+	cl, reg := callbackClients(t)
+	longNode := strings.Repeat("n", 300)
+	node := &core.Node{Id: longNode, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+		"ISTIO_VERSION": structpb.NewStringValue(strings.Repeat("v", 1000)),
+	}}}
+	const unknown = "x1.istio.io/v1/Made"
+	// Two streams of one node (a reconnect that overlaps the old stream),
+	// each ACKing the same versions.
+	for id := int64(1); id <= 2; id++ {
+		if err := cl.OnStreamOpen(context.Background(), id, ""); err != nil {
+			t.Fatal(err)
+		}
+		for _, typ := range []string{seV1, unknown} {
+			req := &discovery.DiscoveryRequest{Node: node, TypeUrl: typ}
+			if err := cl.OnStreamRequest(id, req); err != nil {
+				t.Fatal(err)
+			}
+			cl.OnStreamResponse(context.Background(), id, req, &discovery.DiscoveryResponse{TypeUrl: typ, VersionInfo: "v1", Nonce: "1"})
+			if err := cl.OnStreamRequest(id, &discovery.DiscoveryRequest{TypeUrl: typ, VersionInfo: "v1", ResponseNonce: "1"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	series := ackSeries(t, reg)
+	if len(series) != 2 {
+		t.Fatalf("acked series %v, want one per type label", series)
+	}
+	for _, l := range series {
+		if len(l["node"]) > maxClientString {
+			t.Errorf("node label of %d bytes", len(l["node"]))
+		}
+		if l["type"] != seV1 && l["type"] != otherType {
+			t.Errorf("type label %q: a client-chosen type URL", l["type"])
+		}
+	}
+	if info := cl.snapshot()[0]; len(info.NodeID) > maxClientString || len(info.IstioVersion) > maxClientString {
+		t.Errorf("kept node id of %d bytes, Istio version of %d", len(info.NodeID), len(info.IstioVersion))
+	}
+	// The old stream closes: the new one still reports the same versions.
+	cl.OnStreamClosed(1, node)
+	if got := ackSeries(t, reg); len(got) != 2 {
+		t.Errorf("after one of two streams closed: %v", got)
+	}
+	cl.OnStreamClosed(2, node)
+	if got := ackSeries(t, reg); len(got) != 0 {
+		t.Errorf("series left after every stream closed: %v", got)
+	}
+}
+
+// rawStream opens an ADS stream; cancel ends it.
+func rawStream(ctx context.Context, conn *grpc.ClientConn) (discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient, error) {
+	return discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+}
+
+func TestRefusedTypeEndsTheStream(t *testing.T) {
+	s := startServer(t, Config{})
+	s.cache.MarkReady()
+	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := rawStream(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bogus = "type.googleapis.com/envoy.config.listener.v3.Listener"
+	if err := st.Send(&discovery.DiscoveryRequest{TypeUrl: bogus}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.Recv()
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), bogus) {
+		t.Fatalf("stream ended with %v, want InvalidArgument naming the type", err)
+	}
+	waitFor(t, "the stream gone", func() bool { return len(s.srv.Clients()) == 0 })
+	if n := s.cache.parkedCount(); n != 0 {
+		t.Errorf("%d watches left", n)
+	}
+	// The connection still serves a well-formed stream.
+	c := dial(t, s.addr)
+	c.request(seV1, "", "")
+	if r := c.next(); r.TypeUrl != seV1 {
+		t.Errorf("reply %s", r.TypeUrl)
+	}
+}
+
+func TestConnectionAndStreamLimits(t *testing.T) {
+	s := startServer(t, Config{MaxConnections: 2, MaxConcurrentStreams: 2})
+	s.cache.MarkReady()
+	newConn := func() *grpc.ClientConn {
+		conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	// served opens a stream within d and gets its reply.
+	served := func(conn *grpc.ClientConn, d time.Duration) (context.CancelFunc, error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		openCtx, openCancel := context.WithTimeout(ctx, d)
+		defer openCancel()
+		done := make(chan error, 1)
+		go func() {
+			st, err := rawStream(ctx, conn)
+			if err == nil {
+				err = st.Send(&discovery.DiscoveryRequest{TypeUrl: seV1})
+			}
+			if err == nil {
+				_, err = st.Recv()
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				cancel()
+			}
+			return cancel, err
+		case <-openCtx.Done():
+			cancel()
+			<-done
+			return nil, openCtx.Err()
+		}
+	}
+	a := newConn()
+	var cancels []context.CancelFunc
+	for range 2 {
+		c, err := served(a, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cancels = append(cancels, c)
+	}
+	// A third stream on the connection waits for one of the two to end.
+	if _, err := served(a, 300*time.Millisecond); err == nil {
+		t.Error("a third concurrent stream on one connection was served")
+	}
+	b := newConn()
+	cb, err := served(b, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb()
+	// A third connection waits in the accept queue...
+	c := newConn()
+	if _, err := served(c, 300*time.Millisecond); err == nil {
+		t.Error("a third connection was served")
+	}
+	if n := len(s.srv.Clients()); n != 3 {
+		t.Errorf("%d streams served, want 3", n)
+	}
+	// ... until one closes.
+	for _, c := range cancels {
+		c()
+	}
+	a.Close()
+	cc, err := served(c, 10*time.Second)
+	if err != nil {
+		t.Fatalf("the waiting connection was not served once another closed: %v", err)
+	}
+	cc()
+}
+
+// TestHostileClients is the attack of issue 15: clients with random node
+// ids ask for 100,000 made-up type URLs in all (and subscribe to made-up
+// names). What the server keeps, and its metric series, stay bounded; every
+// hostile stream is refused; and istiod's requests are still served.
+func TestHostileClients(t *testing.T) {
+	// 100k round trips take about 11 s, and 150 s under the race detector:
+	// there, 10k (every limit is reached hundreds of times either way).
+	total := 100_000
+	if testing.Short() || raceEnabled {
+		total = 10_000
+	}
+	const workers = 20
+	s := startServer(t, Config{})
+	s.cache.Apply(served.KindServiceEntry, []served.Entry{entry(t, "ns/web", "1")}, nil)
+	s.cache.Apply(served.KindWorkloadEntry, []served.Entry{entry(t, "ns/web-1", "1"), entry(t, "ns/web-2", "1")}, nil)
+	s.cache.MarkReady()
+	baseline := metricsText(t, s.reg)
+	runtime.GC()
+	heapBefore, rssBefore := heapInUse(), rss()
+
+	var sent atomic.Int64
+	var refusals sync.Map // codes.Code -> *atomic.Int64
+	count := func(err error) {
+		v, _ := refusals.LoadOrStore(status.Code(err), new(atomic.Int64))
+		v.(*atomic.Int64).Add(1)
+	}
+	var maxTypes, maxStreams, maxSeries atomic.Int64
+	raise := func(a *atomic.Int64, v int64) {
+		for {
+			old := a.Load()
+			if v <= old || a.CompareAndSwap(old, v) {
+				return
+			}
+		}
+	}
+	done := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			clients := s.srv.Clients()
+			raise(&maxStreams, int64(len(clients)))
+			for _, c := range clients {
+				raise(&maxTypes, int64(len(c.Types)))
+			}
+			raise(&maxSeries, int64(seriesCount(t, s.reg)))
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond): // a sampling period, not synchronization
+			}
+		}
+	}()
+
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close()
+			for sent.Load() < int64(total) {
+				err := hostileStream(conn, rng, &sent)
+				count(err)
+			}
+		})
+	}
+	wg.Wait()
+	close(done)
+	<-sampled
+	waitFor(t, "every hostile stream gone", func() bool { return len(s.srv.Clients()) == 0 })
+
+	var summary []string
+	refusals.Range(func(k, v any) bool {
+		summary = append(summary, fmt.Sprintf("%v: %d", k, v.(*atomic.Int64).Load()))
+		return true
+	})
+	runtime.GC()
+	heapAfter, rssAfter := heapInUse(), rss()
+	after := metricsText(t, s.reg)
+	t.Logf("%d type URLs sent; streams ended with %v; at most %d streams, %d types on a stream, %d series; "+
+		"/metrics %d -> %d bytes; heap in use %d -> %d KiB; RSS %d -> %d KiB",
+		sent.Load(), summary, maxStreams.Load(), maxTypes.Load(), maxSeries.Load(),
+		len(baseline), len(after), heapBefore>>10, heapAfter>>10, rssBefore>>10, rssAfter>>10)
+
+	if maxTypes.Load() > maxTypesPerStream {
+		t.Errorf("a stream held %d types, more than %d", maxTypes.Load(), maxTypesPerStream)
+	}
+	// Every type label is one of a fixed set (istiod's types, the served
+	// kinds' older versions, "other"): 23 values. Series of connected
+	// streams (acked) are bounded by the streams; the rest by the labels.
+	const labelValues = 16 + 2*2 + 1 + 2
+	if limit := int64(300 + workers*labelValues); maxSeries.Load() > limit {
+		t.Errorf("%d metric series during the attack, more than %d", maxSeries.Load(), limit)
+	}
+	if len(after) > len(baseline)+32<<10 {
+		t.Errorf("/metrics grew from %d to %d bytes", len(baseline), len(after))
+	}
+	if got := ackSeries(t, s.reg); len(got) != 0 {
+		t.Errorf("%d acked series left after every hostile stream ended", len(got))
+	}
+	if n := s.cache.parkedCount(); n != 0 {
+		t.Errorf("%d watches left after every hostile stream ended", n)
+	}
+	refusals.Range(func(k, _ any) bool {
+		if c := k.(codes.Code); c != codes.InvalidArgument && c != codes.ResourceExhausted {
+			t.Errorf("a hostile stream ended with %v, want a refusal", c)
+		}
+		return true
+	})
+
+	// istiod is still served: every type, the right content.
+	c := dial(t, s.addr)
+	for _, typ := range istiodTypes {
+		c.request(typ, "", "")
+	}
+	got := map[string]*discovery.DiscoveryResponse{}
+	for range istiodTypes {
+		r := c.next()
+		got[r.TypeUrl] = r
+	}
+	if len(got) != len(istiodTypes) {
+		t.Errorf("%d of %d types answered", len(got), len(istiodTypes))
+	}
+	if n := names(t, got[weV1]); len(n) != 2 {
+		t.Errorf("WorkloadEntries after the attack: %v", n)
+	}
+}
+
+// hostileStream asks for made-up type URLs (some with made-up resource
+// names) until the server ends the stream, one at a time: each is answered
+// (an empty reply) or refused before the next, so that every type URL
+// counted in sent reached the server. It ACKs every reply, and returns how
+// the stream ended.
+func hostileStream(conn *grpc.ClientConn, rng *rand.Rand, sent *atomic.Int64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := rawStream(ctx, conn)
+	if err != nil {
+		return err
+	}
+	node := &core.Node{Id: randomString(rng, 1+rng.IntN(2000))}
+	for i := 0; ; i++ {
+		req := &discovery.DiscoveryRequest{TypeUrl: fmt.Sprintf("x%x.istio.io/v%d/K%x", rng.Uint32(), rng.IntN(9), rng.Uint64())}
+		switch p := rng.IntN(100); {
+		case p < 2: // garbage
+			req.TypeUrl = randomString(rng, 1+rng.IntN(300))
+		case p < 6: // made-up names
+			req.ResourceNames = []string{randomString(rng, 1+rng.IntN(600)), randomString(rng, 1+rng.IntN(600))}
+		}
+		if i == 0 {
+			req.Node = node
+		}
+		sent.Add(1)
+		if err := st.Send(req); err != nil {
+			_, err = st.Recv()
+			return err
+		}
+		r, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		// An ACK parks until a change: it adds nothing, and gets no reply.
+		if err := st.Send(&discovery.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce}); err != nil {
+			_, err = st.Recv()
+			return err
+		}
+	}
+}
+
+func randomString(rng *rand.Rand, n int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789./~-_:é世"
+	r := []rune(alphabet)
+	var b strings.Builder
+	for b.Len() < n {
+		b.WriteRune(r[rng.IntN(len(r))])
+	}
+	return b.String()
+}
+
+func seriesCount(t *testing.T, reg *prometheus.Registry) int {
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	n := 0
+	for _, mf := range mfs {
+		n += len(mf.GetMetric())
+	}
+	return n
+}
+
+func metricsText(t *testing.T, reg *prometheus.Registry) []byte {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return buf.Bytes()
+}
+
+func heapInUse() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
+
+// rss is the process's resident set (Linux), 0 where unknown.
+func rss() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb uint64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err == nil {
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
