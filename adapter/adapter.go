@@ -37,6 +37,8 @@ type NamedSource struct {
 	Name     string
 	Source   sources.Source
 	Reporter *sources.Reporter
+	// Limits caps what the source may deliver; zero values are the defaults.
+	Limits SourceLimits
 }
 
 // Settings are the adapter loop's configuration.

@@ -457,6 +457,8 @@ func TestAdapterRecoversPanickingSource(t *testing.T) {
 		<-done
 	}()
 	waitUntil(t, "restarted after the panic", func() bool { return runs.Load() >= 2 })
+	// The state sent before the panic is published by the flush that follows.
+	waitUntil(t, "served", a.Ready)
 	if st := named[0].Reporter.Status(); !strings.Contains(st.LastError, "panic") {
 		t.Errorf("status after the panic: %+v", st)
 	}

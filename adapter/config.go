@@ -236,6 +236,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s.name %q: used by another source", path, s.Name))
 		}
 		seen[s.Name] = true
+		if err := s.Limits.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", path, err))
+		}
 		r, err := s.registry()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s (%s): %w", path, s.Name, err))

@@ -22,6 +22,8 @@ type SourceConfig struct {
 	// Name identifies the source in metrics, logs and annotations. Its
 	// position in the list decides conflicts: earlier sources win.
 	Name string
+	// Limits caps what the source may deliver (limits.go).
+	Limits SourceLimits
 	// Registry is the registry this source watches; nil when the entry
 	// names none.
 	Registry sources.Config
@@ -36,7 +38,7 @@ var sourceConfigType = reflect.TypeFor[SourceConfig]()
 
 // sourceFields are the YAML keys of a SourceConfig and their types.
 func sourceFields() map[string]reflect.Type {
-	out := map[string]reflect.Type{"name": reflect.TypeFor[string]()}
+	out := map[string]reflect.Type{"name": reflect.TypeFor[string](), "limits": reflect.TypeFor[SourceLimits]()}
 	for _, k := range kinds.All {
 		out[k.Key] = reflect.TypeOf(k.New())
 	}
@@ -59,6 +61,12 @@ func (s *SourceConfig) UnmarshalYAML(n *yaml.Node) error {
 		key, value := n.Content[i], n.Content[i+1]
 		if key.Value == "name" {
 			if err := value.Decode(&s.Name); err != nil {
+				return err
+			}
+			continue
+		}
+		if key.Value == "limits" {
+			if err := value.Decode(&s.Limits); err != nil {
 				return err
 			}
 			continue
@@ -109,6 +117,11 @@ func (s SourceConfig) MarshalYAML() (any, error) {
 	}
 	if err := add("name", s.Name); err != nil {
 		return nil, err
+	}
+	if s.Limits != (SourceLimits{}) {
+		if err := add("limits", s.Limits); err != nil {
+			return nil, err
+		}
 	}
 	for _, c := range append([]sources.Config{s.Registry}, s.more...) {
 		if c == nil {
@@ -161,7 +174,7 @@ func BuildSources(cfg *Config, reg prometheus.Registerer, log *zap.Logger) ([]Na
 			errs = append(errs, fmt.Errorf("sources[%d] (%s): %w", i, sc.Name, err))
 			continue
 		}
-		out = append(out, NamedSource{Name: sc.Name, Source: src, Reporter: rep})
+		out = append(out, NamedSource{Name: sc.Name, Source: src, Reporter: rep, Limits: sc.Limits})
 	}
 	return out, errors.Join(errs...)
 }

@@ -23,6 +23,10 @@ func (a *Adapter) runSource(ctx context.Context, s NamedSource, updates chan<- u
 	for {
 		out := make(chan []model.Group)
 		done := make(chan error, 1)
+		// Each run has its own context, so that a batch beyond the source's
+		// caps can stop this run alone.
+		runCtx, cancelRun := context.WithCancel(ctx)
+		tally := newSourceTally(s.Name, s.Limits)
 		go func() {
 			// A panicking source (a nil map in a registry answer, an SDK bug)
 			// is a crash like any other: recovered, reported, restarted with
@@ -33,13 +37,26 @@ func (a *Adapter) runSource(ctx context.Context, s NamedSource, updates chan<- u
 					done <- fmt.Errorf("panic: %v\n%s", r, debug.Stack())
 				}
 			}()
-			done <- s.Source.Run(ctx, out)
+			done <- s.Source.Run(runCtx, out)
 		}()
 		first := true
 	forward:
 		for {
 			select {
 			case groups := <-out:
+				if err := tally.admit(groups, first); err != nil {
+					// Not applied: the source keeps its last good state. The
+					// restart makes it send its whole state again, so that
+					// what it sends later is not a change to a state the
+					// adapter never took.
+					log.Error("source exceeds a limit; keeping its last good state and restarting it", zap.Error(err))
+					if s.Reporter != nil {
+						s.Reporter.Failed("limit", err)
+					}
+					cancelRun()
+					a.awaitStop(log, done)
+					break forward
+				}
 				u := update{source: s.Name, groups: groups, full: first}
 				if s.Reporter != nil {
 					// A source reports a reset before it sends what follows.
@@ -51,23 +68,27 @@ func (a *Adapter) runSource(ctx context.Context, s NamedSource, updates chan<- u
 				case updates <- u:
 					first = false
 				case <-ctx.Done():
+					cancelRun()
 					a.awaitStop(log, done)
 					return
 				}
 			case err := <-done:
+				cancelRun()
 				if ctx.Err() != nil {
 					return
 				}
 				log.Error("source stopped unexpectedly; keeping its last state and restarting", zap.Error(err))
-				if err != nil {
+				if err != nil && s.Reporter != nil {
 					s.Reporter.Failed("crashed", err)
 				}
 				break forward
 			case <-ctx.Done():
+				cancelRun()
 				a.awaitStop(log, done)
 				return
 			}
 		}
+		cancelRun()
 		select {
 		case <-time.After(a.restartBackoff):
 		case <-ctx.Done():
