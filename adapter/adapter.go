@@ -80,6 +80,12 @@ type Adapter struct {
 	store     *Store
 	published *Published
 	writer    *stateWriter
+	// restoredAt is the savedAt of the state restored at start, until every
+	// source has synced; zero otherwise.
+	restoredAt time.Time
+	// confirmed: the sources have just confirmed a restored state; the next
+	// flush saves it with a fresh time even if nothing in it changed.
+	confirmed bool
 }
 
 type allowRequest struct {
@@ -108,8 +114,10 @@ func NewSharded(srcs []NamedSource, settings Settings, shards []Publisher, m *Me
 	if guard == (GuardConfig{}) {
 		guard = DefaultGuardConfig()
 	}
+	state := settings.StateFile
+	state.SetDefaults()
 	return &Adapter{
-		log: log, opts: settings.Output, debounce: settings.Debounce, state: settings.StateFile,
+		log: log, opts: settings.Output, debounce: settings.Debounce, state: state,
 		sources: srcs, shards: shards, metrics: m,
 		restartBackoff: time.Second,
 		stopTimeout:    10 * time.Second,
@@ -178,7 +186,7 @@ func (a *Adapter) run(ctx context.Context, once bool) error {
 		if a.restoreState() {
 			serveSaved.Reset(a.state.ServeAfter)
 		}
-		a.writer = newStateWriter(a.state.Path, a.state.MinInterval, a.log)
+		a.writer = newStateWriter(a.state, a.now, a.log)
 		wg.Go(func() { a.writer.run(ctx) })
 	}
 
@@ -207,8 +215,14 @@ func (a *Adapter) run(ctx context.Context, once bool) error {
 			return nil
 		case u := <-updates:
 			a.apply(u)
+			synced[u.source] = true
+			if len(synced) == len(a.sources) && !a.restoredAt.IsZero() {
+				// Every source has spoken (perhaps after the saved state
+				// was served): the state is current from now on.
+				a.restoredAt = time.Time{}
+				a.confirmed = true
+			}
 			if !a.ready.Load() {
-				synced[u.source] = true
 				if len(synced) == len(a.sources) {
 					// The first publication goes out at once: istiod is
 					// waiting, unready, for its first reply.

@@ -24,8 +24,9 @@ func (a *Adapter) flush() {
 	// and a host whose address another host's coming or going moved is
 	// converted again too.
 	hosts := a.vips.Sync(a.store.TakeDirty(), a.store.Has)
-	if a.writer != nil && len(hosts) > 0 {
-		a.writer.offer(a.store.snapshot())
+	if a.writer != nil && (len(hosts) > 0 || a.confirmed) {
+		a.writer.offer(stateSnapshot{sources: a.store.snapshot(), asOf: a.restoredAt})
+		a.confirmed = false
 	}
 	results := a.convertHosts(hosts)
 	type shardKind struct {

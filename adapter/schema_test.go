@@ -18,11 +18,12 @@ const chartSchemaPath = "../manifests/chart/registry-adapter/values.schema.json"
 // properties.config: the configuration's schema without the keys the chart
 // sets itself from other values.
 func chartConfigSchema() map[string]any {
-	s := ConfigSchema("server.listen", "server.debugListen", "server.adminListen", "server.shards", "server.tls")
+	s := ConfigSchema("server.listen", "server.debugListen", "server.adminListen", "server.shards", "server.tls",
+		"stateFile.path")
 	s["description"] = "The adapter's config.yaml (README.md, docs/configuration.md), generated from the Go types by " +
 		"`go test ./adapter -run TestChartSchema -update-schema`: an unknown key fails the install. Values are checked " +
 		"when the adapter starts (`registry-adapter validate`). server.listen, debugListen, adminListen, shards and tls " +
-		"are set by the chart from ports, shards and tls."
+		"are set by the chart from ports, shards and tls; stateFile.path from stateFile."
 	s["required"] = []string{"sources"}
 	s["properties"].(map[string]any)["sources"].(map[string]any)["minItems"] = 1
 	return s

@@ -67,7 +67,7 @@ step "helm lint --strict and helm template: ${VARIANTS[*]}"
 for bad in "replicas=3" "config.server.listen=127.0.0.1:15010" "config.server.shards=2" "shards=0" "shards=65" \
   "tls.enabeld=true" "podAntiAffinity=maybe" "config.output.namspace=istio-system" "config.debounce.quiet=fast" \
   "config.sources[0].consul.tokn=x" "config.guard.minInstances=ten" "config.server.adminListen=0.0.0.0:15015" \
-  "networkPolicy.egress.registries[0].prots[0].port=80" "env[0].value=x" "istiodToken.expirationSeconds=60" \
+  "networkPolicy.egress.registries[0].prots[0].port=80" "config.stateFile.path=/tmp/state.json" "env[0].value=x" "istiodToken.expirationSeconds=60" \
   "prometheusRule.sourceStaleFor=often"; do
   if "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --set "$bad" >/dev/null 2>"$WORK/neg.log"; then
     die "values.schema.json accepts --set $bad"

@@ -32,6 +32,9 @@ type adapterConfig struct {
 			KeyFile  string `json:"keyFile"`
 		} `json:"tls"`
 	} `json:"server"`
+	StateFile struct {
+		Path string `json:"path"`
+	} `json:"stateFile"`
 	Sources []struct {
 		Name   string `json:"name"`
 		Consul *struct {
@@ -152,11 +155,10 @@ func crossCheck(docs []*doc) []error {
 
 	// Volumes: ConfigMaps come from this render, Secrets exist beforehand (listed, not checked).
 	mounts := map[string]string{} // mount path -> volume name
+	writable := map[string]bool{} // mount paths not readOnly: only the state file's directory may be
 	for _, m := range ctr.VolumeMounts {
-		mounts[m.MountPath] = m.Name
-		if !m.ReadOnly {
-			bad("Deployment %s: volume mount %s is not readOnly", dep.Name, m.MountPath)
-		}
+		mounts[path.Clean(m.MountPath)] = m.Name
+		writable[path.Clean(m.MountPath)] = !m.ReadOnly
 	}
 	var configMap *corev1.ConfigMap
 	configKey := ""
@@ -180,12 +182,20 @@ func crossCheck(docs []*doc) []error {
 	}
 
 	// The adapter's configuration against the pod.
+	stateDir := ""
 	if configMap == nil || configMap.Data[configKey] == "" {
 		bad("Deployment %s: nothing mounted at %s (a ConfigMap key via subPath)", dep.Name, configPath)
 	} else {
 		var cfg adapterConfig
 		if err := sigsyaml.Unmarshal([]byte(configMap.Data[configKey]), &cfg); err != nil {
 			bad("ConfigMap %s %s: %v", configMap.Name, configKey, err)
+		}
+		// The root filesystem is read-only: the state file's directory must be a writable volume.
+		if cfg.StateFile.Path != "" {
+			stateDir = path.Dir(cfg.StateFile.Path)
+			if !writable[stateDir] {
+				bad("config stateFile.path %q: its directory is not a writable volume mount of the container", cfg.StateFile.Path)
+			}
 		}
 		checkListen := func(key, addr, portName string, reachable bool) {
 			host, port, err := net.SplitHostPort(addr)
@@ -245,6 +255,12 @@ func crossCheck(docs []*doc) []error {
 				inMount(p+".tls.certFile", s.Consul.TLS.CertFile)
 				inMount(p+".tls.keyFile", s.Consul.TLS.KeyFile)
 			}
+		}
+	}
+
+	for p, w := range writable {
+		if w && p != stateDir {
+			bad("Deployment %s: volume mount %s is not readOnly (only the state file's directory may be written)", dep.Name, p)
 		}
 	}
 

@@ -30,6 +30,8 @@ func TestRenderedManifests(t *testing.T) {
 		{"admin listener on the pod address", "adminListen: 127.0.0.1:15015", "adminListen: 0.0.0.0:15015", "not a loopback address"},
 		{"admin listener on the monitoring port", "adminListen: 127.0.0.1:15015", "adminListen: 127.0.0.1:15014", "the admin port is the container port http-monitoring"},
 		{"egress without DNS", "{port: 53, protocol: UDP}", "{port: 54, protocol: UDP}", "without a rule for DNS"},
+		{"state file on the read-only root filesystem", "    log:\n      format: json", "    stateFile:\n      path: /var/lib/registry-adapter/state.json\n    log:\n      format: json", "its directory is not a writable volume mount"},
+		{"writable mount that is not the state file's", "readOnly: true", "readOnly: false", "is not readOnly"},
 		{"listener port mismatch", "listen: 0.0.0.0:15010", "listen: 0.0.0.0:15011", "is not the grpc-xds container port"},
 		{"shards without their ports", "shards: 1", "shards: 2", "shard 1 listens on 15011, want a container port grpc-xds-1 15011"},
 		{"token outside mounts", "tokenFile: /etc/registry-adapter/consul/token", "tokenFile: /etc/consul/token", "not a volume mount"},

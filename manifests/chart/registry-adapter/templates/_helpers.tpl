@@ -74,6 +74,11 @@ once here so that the ConfigMap and the Deployment's checksum agree.
 {{- $_ := set $server "tls" (dict "certFile" (printf "%s/tls.crt" .Values.tls.mountPath) "keyFile" (printf "%s/tls.key" .Values.tls.mountPath)) }}
 {{- end }}
 {{- $_ := set $cfg "server" $server }}
+{{- if .Values.stateFile.enabled }}
+{{- $state := deepCopy (get $cfg "stateFile" | default dict) }}
+{{- $_ := set $state "path" (printf "%s/state.json" (trimSuffix "/" .Values.stateFile.mountPath)) }}
+{{- $_ := set $cfg "stateFile" $state }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}
 
