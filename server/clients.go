@@ -52,7 +52,14 @@ type clients struct {
 
 	mu      sync.Mutex
 	streams map[int64]*streamState
+	// refusals are logged at most once per refusalLogEvery: a client that
+	// opens stream after stream to be refused must not flood the log too.
+	now         func() time.Time
+	lastRefusal time.Time
+	unlogged    int
 }
+
+const refusalLogEvery = time.Second
 
 // streamState is what the server keeps of one stream: what /debug/clients
 // shows, and the resource names it subscribes to (for their bound).
@@ -64,7 +71,7 @@ type streamState struct {
 var _ serverv3.Callbacks = (*clients)(nil)
 
 func newClients(log *zap.Logger, m *Metrics, c *Cache, shard int) *clients {
-	return &clients{log: log.With(zap.Int("shard", shard)), metrics: m, cache: c, shard: shard, streams: make(map[int64]*streamState)}
+	return &clients{log: log.With(zap.Int("shard", shard)), metrics: m, cache: c, shard: shard, streams: make(map[int64]*streamState), now: time.Now}
 }
 
 func (t *clients) count() int {
@@ -184,8 +191,13 @@ func (t *clients) admitLocked(id int64, st *streamState, typeURL string,
 	if t.metrics != nil {
 		t.metrics.refused.WithLabelValues(reason).Inc()
 	}
-	t.log.Warn("refused a request; ending the stream", zap.Int64("stream", id), zap.String("peer", st.info.Peer),
-		zap.String("node", st.info.NodeID), zap.Error(err))
+	if now := t.now(); now.Sub(t.lastRefusal) >= refusalLogEvery {
+		t.log.Warn("refused a request; ending the stream", zap.Int64("stream", id), zap.String("peer", st.info.Peer),
+			zap.String("node", st.info.NodeID), zap.Error(err), zap.Int("refusedUnlogged", t.unlogged))
+		t.lastRefusal, t.unlogged = now, 0
+	} else {
+		t.unlogged++
+	}
 	return err
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -288,6 +289,37 @@ func TestAckedSeriesBoundedAndDeleted(t *testing.T) {
 	cl.OnStreamClosed(2, node)
 	if got := ackSeries(t, reg); len(got) != 0 {
 		t.Errorf("series left after every stream closed: %v", got)
+	}
+}
+
+func TestRefusalsLoggedAtMostOncePerSecond(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	cl := newClients(zap.New(core), nil, NewCache(nil), 0)
+	now := time.Unix(1000, 0)
+	cl.now = func() time.Time { return now }
+	for id := range int64(100) {
+		if err := cl.OnStreamOpen(context.Background(), id, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.OnStreamRequest(id, &discovery.DiscoveryRequest{TypeUrl: "bogus"}); err == nil {
+			t.Fatal("bogus type URL admitted")
+		}
+		cl.OnStreamClosed(id, nil)
+		now = now.Add(10 * time.Millisecond)
+	}
+	// 100 refusals over 1 s: one line at the start, one a second later
+	// counting the 99 in between.
+	lines := logs.FilterMessageSnippet("refused").All()
+	if len(lines) != 1 {
+		t.Fatalf("%d refusal lines for 100 refusals within a second, want 1", len(lines))
+	}
+	if err := cl.OnStreamOpen(context.Background(), 100, ""); err != nil {
+		t.Fatal(err)
+	}
+	_ = cl.OnStreamRequest(100, &discovery.DiscoveryRequest{TypeUrl: "bogus"})
+	lines = logs.FilterMessageSnippet("refused").All()
+	if len(lines) != 2 || lines[1].ContextMap()["refusedUnlogged"] != int64(99) {
+		t.Errorf("after a second: %d lines, the last %v; want 2, counting 99 unlogged", len(lines), lines[len(lines)-1].ContextMap())
 	}
 }
 
