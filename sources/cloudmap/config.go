@@ -16,7 +16,7 @@ import (
 )
 
 // Config is the configuration of one AWS Cloud Map source: the instances of
-// the services of one namespace, read with DiscoverInstances every
+// the services of one namespace, read with ListInstances every
 // refreshInterval, skipped for a service whose DiscoverInstancesRevision did
 // not change. SetDefaults fills in the defaults documented in README.md.
 type Config struct {
@@ -25,7 +25,7 @@ type Config struct {
 	// Region is the AWS region of the namespace (required).
 	Region string `yaml:"region"`
 	// Endpoint overrides the Cloud Map endpoint (tests, VPC interface
-	// endpoints). DiscoverInstances then goes to this host too, not to the
+	// endpoints). DiscoverInstancesRevision then goes to this host too, not to the
 	// "data-" prefixed host.
 	Endpoint string `yaml:"endpoint"`
 	// Namespace is the namespace's name or HTTP name (required), e.g.
@@ -38,7 +38,7 @@ type Config struct {
 	// one through AWS RAM.
 	OwnerAccount string `yaml:"ownerAccount"`
 	// QueryParameters keeps only the instances with these attribute values
-	// (DiscoverInstances' QueryParameters).
+	// (as DiscoverInstances' QueryParameters did; matched on the client).
 	QueryParameters map[string]string `yaml:"queryParameters"`
 	// FullResync bounds how long an unchanged revision is trusted: a service
 	// is read in full at least this often (default 10m).

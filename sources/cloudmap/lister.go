@@ -28,13 +28,16 @@ import (
 type cloudMapAPI interface {
 	ListNamespaces(ctx context.Context, in *sd.ListNamespacesInput, optFns ...func(*sd.Options)) (*sd.ListNamespacesOutput, error)
 	ListServices(ctx context.Context, in *sd.ListServicesInput, optFns ...func(*sd.Options)) (*sd.ListServicesOutput, error)
-	DiscoverInstances(ctx context.Context, in *sd.DiscoverInstancesInput, optFns ...func(*sd.Options)) (*sd.DiscoverInstancesOutput, error)
+	ListInstances(ctx context.Context, in *sd.ListInstancesInput, optFns ...func(*sd.Options)) (*sd.ListInstancesOutput, error)
+	GetInstancesHealthStatus(ctx context.Context, in *sd.GetInstancesHealthStatusInput, optFns ...func(*sd.Options)) (*sd.GetInstancesHealthStatusOutput, error)
 	DiscoverInstancesRevision(ctx context.Context, in *sd.DiscoverInstancesRevisionInput, optFns ...func(*sd.Options)) (*sd.DiscoverInstancesRevisionOutput, error)
 }
 
-// maxInstances is DiscoverInstances' largest page; it has no pagination, so
-// a reply that is full may be truncated.
-const maxInstances = 1000
+// pageSize is the largest page ListInstances and GetInstancesHealthStatus
+// return (their MaxResults is 1 to 100; 100 is also their default).
+// DiscoverInstances is not used for the instances: it has no NextToken and
+// stops at 1000, so a larger service could not be read in full.
+const pageSize = 100
 
 // concurrency bounds the services read at once.
 const concurrency = 4
@@ -93,7 +96,7 @@ func (l *lister) client(ctx context.Context) (cloudMapAPI, error) {
 }
 
 // noEndpointHostPrefix is an API option that sends the data-plane calls
-// (DiscoverInstances, DiscoverInstancesRevision) to the endpoint's host
+// (DiscoverInstancesRevision) to the endpoint's host
 // rather than to "data-<host>": an endpoint override is the one host to use.
 func noEndpointHostPrefix(stack *middleware.Stack) error {
 	return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("NoEndpointHostPrefix",
@@ -136,6 +139,10 @@ func (l *lister) request(op string, err error) error {
 // serviceInfo is a service of the namespace.
 type serviceInfo struct {
 	name string
+	// id is what ListInstances and GetInstancesHealthStatus take: the
+	// service's ID, or its ARN for a namespace shared by another account
+	// (ownerAccount), as those calls require.
+	id string
 	// healthChecked: the service has a Route 53 or custom health check.
 	healthChecked bool
 }
@@ -144,7 +151,7 @@ type serviceInfo struct {
 // set.
 func (l *lister) services(ctx context.Context, api cloudMapAPI) (svcs []serviceInfo, httpName string, err error) {
 	var nsIDs []string
-	// DiscoverInstances takes the namespace's HTTP name, which is its
+	// DiscoverInstancesRevision takes the namespace's HTTP name, which is its
 	// name unless set otherwise: match either, on the client.
 	nsIn := &sd.ListNamespacesInput{}
 	if err := paginate(func(token *string) (*string, error) {
@@ -190,6 +197,16 @@ func (l *lister) services(ctx context.Context, api cloudMapAPI) (svcs []serviceI
 				name := aws.ToString(s.Name)
 				info := byName[name]
 				info.name = name
+				id := aws.ToString(s.Id)
+				if l.cfg.OwnerAccount != "" && aws.ToString(s.Arn) != "" {
+					id = aws.ToString(s.Arn)
+				}
+				// Two matched namespaces (by name and by HTTP name) with
+				// a service of the same name: keep the lowest ID, so
+				// that every refresh reads the same one.
+				if info.id == "" || id < info.id {
+					info.id = id
+				}
 				info.healthChecked = info.healthChecked || s.HealthCheckConfig != nil || s.HealthCheckCustomConfig != nil
 				byName[name] = info
 			}
@@ -264,7 +281,7 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 	var groups []model.Group
 	total := cloudsource.NewResult(0)
 	for i, c := range results {
-		if c == nil { // gone between ListServices and DiscoverInstances
+		if c == nil { // gone between ListServices and reading it
 			continue
 		}
 		next[svcs[i].name] = *c
@@ -289,52 +306,117 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 
 // readService reads one service: from the cache when its revision did not
 // change, it has no health check (health changes do not move the
-// revision), and it was read in full less than fullResync ago; else with
-// DiscoverInstances. It returns nil for a service that no longer exists.
+// revision), and it was read in full less than fullResync ago; else in full
+// with ListInstances (and GetInstancesHealthStatus for a health-checked
+// service), every page. It returns nil for a service that no longer exists.
 func (l *lister) readService(ctx context.Context, api cloudMapAPI, namespace string, s serviceInfo) (*cached, error) {
-	var owner *string
-	if l.cfg.OwnerAccount != "" {
-		owner = aws.String(l.cfg.OwnerAccount)
-	}
 	now := l.now()
-	if c, ok := l.cache[s.name]; ok && !s.healthChecked && now.Sub(c.read) < l.cfg.FullResync {
+	var revision int64
+	if !s.healthChecked {
+		// The revision is read before the instances: a registration
+		// between the two moves it again, so the next refresh reads the
+		// service once more rather than trust a stale list.
+		var owner *string
+		if l.cfg.OwnerAccount != "" {
+			owner = aws.String(l.cfg.OwnerAccount)
+		}
 		out, err := api.DiscoverInstancesRevision(ctx, &sd.DiscoverInstancesRevisionInput{
 			NamespaceName: aws.String(namespace), ServiceName: aws.String(s.name), OwnerAccount: owner,
 		})
 		if err := l.request("DiscoverInstancesRevision", err); err != nil {
-			var notFound *types.ServiceNotFound
-			if errors.As(err, &notFound) {
+			if isNotFound(err) {
 				return nil, nil
 			}
 			return nil, fmt.Errorf("service %s: %w", s.name, err)
 		}
-		if aws.ToInt64(out.InstancesRevision) == c.revision {
+		revision = aws.ToInt64(out.InstancesRevision)
+		if c, ok := l.cache[s.name]; ok && now.Sub(c.read) < l.cfg.FullResync && revision == c.revision {
 			l.metrics.unchanged.Inc()
 			return &c, nil
 		}
 	}
-	out, err := api.DiscoverInstances(ctx, &sd.DiscoverInstancesInput{
-		NamespaceName:   aws.String(namespace),
-		ServiceName:     aws.String(s.name),
-		OwnerAccount:    owner,
-		HealthStatus:    types.HealthStatusFilterAll,
-		QueryParameters: l.cfg.QueryParameters,
-		MaxResults:      aws.Int32(maxInstances),
-	})
-	if err := l.request("DiscoverInstances", err); err != nil {
-		var notFound *types.ServiceNotFound
-		if errors.As(err, &notFound) {
+	instances, err := l.listInstances(ctx, api, s)
+	if err != nil {
+		if isNotFound(err) {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("service %s: %w", s.name, err)
 	}
-	if len(out.Instances) >= maxInstances {
-		return nil, fmt.Errorf("cloudmap DiscoverInstances service %s: %d instances, the API's maximum: the list may be incomplete",
-			s.name, len(out.Instances))
-	}
 	return &cached{
-		revision: aws.ToInt64(out.InstancesRevision),
+		revision: revision,
 		read:     now,
-		result:   l.mapper.mapService(s.name, out.Instances),
+		result:   l.mapper.mapService(s.name, instances),
 	}, nil
+}
+
+func isNotFound(err error) bool {
+	var notFound *types.ServiceNotFound
+	return errors.As(err, &notFound)
+}
+
+// listInstances reads every instance of a service, page by page, keeps the
+// ones that match queryParameters (what DiscoverInstances' QueryParameters
+// did on the server), and gives them their health: from
+// GetInstancesHealthStatus, every page, for a health-checked service;
+// HEALTHY otherwise, as Cloud Map routes to every instance of a service
+// without a health check (and DiscoverInstances reports them so). An
+// instance GetInstancesHealthStatus does not list yet (Cloud Map reports
+// health shortly after a registration) is UNKNOWN, which is served.
+func (l *lister) listInstances(ctx context.Context, api cloudMapAPI, s serviceInfo) ([]types.HttpInstanceSummary, error) {
+	var instances []types.HttpInstanceSummary
+	in := &sd.ListInstancesInput{ServiceId: aws.String(s.id), MaxResults: aws.Int32(pageSize)}
+	if err := paginate(func(token *string) (*string, error) {
+		in.NextToken = token
+		out, err := api.ListInstances(ctx, in)
+		if err := l.request("ListInstances", err); err != nil {
+			return nil, err
+		}
+		for _, inst := range out.Instances {
+			if !matches(inst.Attributes, l.cfg.QueryParameters) {
+				continue
+			}
+			instances = append(instances, types.HttpInstanceSummary{
+				InstanceId: inst.Id, Attributes: inst.Attributes, HealthStatus: types.HealthStatusHealthy,
+			})
+		}
+		return out.NextToken, nil
+	}); err != nil {
+		return nil, err
+	}
+	if !s.healthChecked || len(instances) == 0 {
+		return instances, nil
+	}
+	health := make(map[string]types.HealthStatus, len(instances))
+	hin := &sd.GetInstancesHealthStatusInput{ServiceId: aws.String(s.id), MaxResults: aws.Int32(pageSize)}
+	if err := paginate(func(token *string) (*string, error) {
+		hin.NextToken = token
+		out, err := api.GetInstancesHealthStatus(ctx, hin)
+		if err := l.request("GetInstancesHealthStatus", err); err != nil {
+			return nil, err
+		}
+		for id, st := range out.Status {
+			health[id] = st
+		}
+		return out.NextToken, nil
+	}); err != nil {
+		return nil, err
+	}
+	for i := range instances {
+		st, ok := health[aws.ToString(instances[i].InstanceId)]
+		if !ok {
+			st = types.HealthStatusUnknown
+		}
+		instances[i].HealthStatus = st
+	}
+	return instances, nil
+}
+
+// matches reports whether attrs hold every key of want with its value.
+func matches(attrs, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := attrs[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
 }

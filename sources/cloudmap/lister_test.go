@@ -64,13 +64,53 @@ func (f *fakeAPI) ListServices(_ context.Context, in *sd.ListServicesInput, _ ..
 	return out, nil
 }
 
-func (f *fakeAPI) DiscoverInstances(_ context.Context, in *sd.DiscoverInstancesInput, _ ...func(*sd.Options)) (*sd.DiscoverInstancesOutput, error) {
-	f.count("DiscoverInstances")
-	name := aws.ToString(in.ServiceName)
+// page returns the page of n items that token (an offset) starts, and the
+// next token, the way moto does; badToken makes it repeat the first token.
+func (f *fakeAPI) page(n int, token *string, max *int32) (lo, hi int, next *string) {
+	if token != nil {
+		fmt.Sscan(*token, &lo)
+	}
+	hi = min(lo+int(aws.ToInt32(max)), n)
+	if max == nil {
+		hi = n
+	}
+	if hi < n {
+		t := hi
+		if f.badToken {
+			t = int(aws.ToInt32(max))
+		}
+		next = aws.String(fmt.Sprint(t))
+	}
+	return lo, hi, next
+}
+
+// ListInstances takes the service's name as its ID (svc sets Id = Name).
+func (f *fakeAPI) ListInstances(_ context.Context, in *sd.ListInstancesInput, _ ...func(*sd.Options)) (*sd.ListInstancesOutput, error) {
+	f.count("ListInstances")
+	name := aws.ToString(in.ServiceId)
 	if f.notFound[name] {
 		return nil, &types.ServiceNotFound{Message: aws.String("gone")}
 	}
-	return &sd.DiscoverInstancesOutput{Instances: f.instances[name], InstancesRevision: aws.Int64(f.revision[name])}, nil
+	all := f.instances[name]
+	lo, hi, next := f.page(len(all), in.NextToken, in.MaxResults)
+	out := &sd.ListInstancesOutput{NextToken: next}
+	for _, i := range all[lo:hi] {
+		out.Instances = append(out.Instances, types.InstanceSummary{Id: i.InstanceId, Attributes: i.Attributes})
+	}
+	return out, nil
+}
+
+func (f *fakeAPI) GetInstancesHealthStatus(_ context.Context, in *sd.GetInstancesHealthStatusInput, _ ...func(*sd.Options)) (*sd.GetInstancesHealthStatusOutput, error) {
+	f.count("GetInstancesHealthStatus")
+	all := f.instances[aws.ToString(in.ServiceId)]
+	lo, hi, next := f.page(len(all), in.NextToken, in.MaxResults)
+	out := &sd.GetInstancesHealthStatusOutput{NextToken: next, Status: map[string]types.HealthStatus{}}
+	for _, i := range all[lo:hi] {
+		if i.HealthStatus != "" {
+			out.Status[aws.ToString(i.InstanceId)] = i.HealthStatus
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeAPI) DiscoverInstancesRevision(_ context.Context, in *sd.DiscoverInstancesRevisionInput, _ ...func(*sd.Options)) (*sd.DiscoverInstancesRevisionOutput, error) {
@@ -93,6 +133,10 @@ func newFakeLister(t *testing.T, f *fakeAPI, now *time.Time) *lister {
 		now: func() time.Time { return *now }}
 }
 
+func svc(name string) types.ServiceSummary {
+	return types.ServiceSummary{Name: aws.String(name), Id: aws.String(name)}
+}
+
 func inst(id, ip string) types.HttpInstanceSummary {
 	return types.HttpInstanceSummary{InstanceId: aws.String(id), Attributes: map[string]string{AttrIPv4: ip, AttrPort: "80"}}
 }
@@ -100,7 +144,7 @@ func inst(id, ip string) types.HttpInstanceSummary {
 func TestRevisionAndFullResync(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	f := &fakeAPI{
-		services:  []types.ServiceSummary{{Name: aws.String("web")}},
+		services:  []types.ServiceSummary{svc("web")},
 		instances: map[string][]types.HttpInstanceSummary{"web": {inst("a", "10.0.0.1")}},
 		revision:  map[string]int64{"web": 7},
 	}
@@ -114,43 +158,43 @@ func TestRevisionAndFullResync(t *testing.T) {
 		return g
 	}
 	first := list()
-	if len(first) != 1 || f.calls["DiscoverInstances"] != 1 {
+	if len(first) != 1 || f.calls["ListInstances"] != 1 {
 		t.Fatalf("first list: %+v, calls %v", first, f.calls)
 	}
 	// Same revision: the cache, even though the fake's content changed
 	// (a revision is trusted until fullResync).
 	f.instances["web"] = append(f.instances["web"], inst("b", "10.0.0.2"))
 	now = now.Add(time.Minute)
-	if g := list(); len(g[0].Services[0].Instances) != 1 || f.calls["DiscoverInstances"] != 1 || f.calls["DiscoverInstancesRevision"] != 1 {
+	if g := list(); len(g[0].Services[0].Instances) != 1 || f.calls["ListInstances"] != 1 || f.calls["DiscoverInstancesRevision"] != 2 {
 		t.Fatalf("unchanged revision: %+v, calls %v", g, f.calls)
 	}
 	// fullResync after the last full read: read in full.
 	now = now.Add(DefaultFullResync)
-	if g := list(); len(g[0].Services[0].Instances) != 2 || f.calls["DiscoverInstances"] != 2 {
+	if g := list(); len(g[0].Services[0].Instances) != 2 || f.calls["ListInstances"] != 2 {
 		t.Fatalf("full resync: %+v, calls %v", g, f.calls)
 	}
 	// A new revision: read in full.
 	f.instances["web"] = f.instances["web"][:1]
 	f.revision["web"] = 8
 	now = now.Add(time.Minute)
-	if g := list(); len(g[0].Services[0].Instances) != 1 || f.calls["DiscoverInstances"] != 3 {
+	if g := list(); len(g[0].Services[0].Instances) != 1 || f.calls["ListInstances"] != 3 {
 		t.Fatalf("new revision: %+v, calls %v", g, f.calls)
 	}
 	// A health-checked service is always read in full.
 	f.services[0].HealthCheckCustomConfig = &types.HealthCheckCustomConfig{}
 	list()
 	list()
-	if f.calls["DiscoverInstances"] != 5 {
+	if f.calls["ListInstances"] != 5 || f.calls["GetInstancesHealthStatus"] != 2 {
 		t.Fatalf("health-checked: calls %v", f.calls)
 	}
 }
 
 func TestListEdgeCases(t *testing.T) {
 	now := time.Now()
-	// A service deleted between ListServices and DiscoverInstances is
+	// A service deleted between ListServices and ListInstances is
 	// dropped, not an error; pages of ListServices are followed.
 	f := &fakeAPI{
-		services:     []types.ServiceSummary{{Name: aws.String("a")}, {Name: aws.String("b")}, {Name: aws.String("c")}},
+		services:     []types.ServiceSummary{svc("a"), svc("b"), svc("c")},
 		instances:    map[string][]types.HttpInstanceSummary{"a": {inst("1", "10.0.0.1")}, "c": {inst("3", "10.0.0.3")}},
 		notFound:     map[string]bool{"b": true},
 		servicePages: true,
@@ -164,12 +208,89 @@ func TestListEdgeCases(t *testing.T) {
 	if _, err := newFakeLister(t, f, &now).List(context.Background()); err == nil || !strings.Contains(err.Error(), "NextToken repeated") {
 		t.Fatalf("repeated token: %v", err)
 	}
-	// A full DiscoverInstances reply may be truncated: an error.
-	f = &fakeAPI{services: []types.ServiceSummary{{Name: aws.String("big")}}, instances: map[string][]types.HttpInstanceSummary{}}
-	for i := range maxInstances {
-		f.instances["big"] = append(f.instances["big"], inst(fmt.Sprint(i), "10.0.0.1"))
-	}
-	if _, err := newFakeLister(t, f, &now).List(context.Background()); err == nil || !strings.Contains(err.Error(), "may be incomplete") {
-		t.Fatalf("truncated: %v", err)
+}
+
+// TestListInstancesPages: every page of ListInstances and of
+// GetInstancesHealthStatus is read, one request per page; an instance is
+// in the batch once, with the health its page of GetInstancesHealthStatus
+// gives (UNHEALTHY: critical, which convert never serves; missing: unknown,
+// served); queryParameters filter on the client.
+func TestListInstancesPages(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		n             int
+		healthChecked bool
+		query         map[string]string
+		wantPages     int
+	}{
+		{name: "empty", n: 0, wantPages: 1},
+		{name: "one page", n: pageSize, healthChecked: true, wantPages: 1},
+		{name: "one more than a page", n: pageSize + 1, healthChecked: true, wantPages: 2},
+		{name: "past DiscoverInstances' 1000", n: 2500, healthChecked: true, wantPages: 25},
+		{name: "no health check", n: 2500, wantPages: 25},
+		{name: "query parameters", n: 1001, healthChecked: true, query: map[string]string{"tier": "even"}, wantPages: 11},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Now()
+			s := svc("big")
+			if tc.healthChecked {
+				s.HealthCheckCustomConfig = &types.HealthCheckCustomConfig{}
+			}
+			f := &fakeAPI{services: []types.ServiceSummary{s}, instances: map[string][]types.HttpInstanceSummary{}}
+			want := map[string]model.Health{}
+			for i := range tc.n {
+				in := inst(fmt.Sprintf("i-%05d", i), fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255))
+				in.Attributes["tier"] = []string{"even", "odd"}[i%2]
+				// Every third unhealthy, every seventh not reported yet.
+				h := model.HealthPassing
+				switch {
+				case i%3 == 0:
+					in.HealthStatus = types.HealthStatusUnhealthy
+					h = model.HealthCritical
+				case i%7 == 0:
+					h = model.HealthUnknown
+				default:
+					in.HealthStatus = types.HealthStatusHealthy
+				}
+				if !tc.healthChecked {
+					h = model.HealthPassing
+				}
+				filtered := tc.query != nil && in.Attributes["tier"] != tc.query["tier"]
+				if !filtered {
+					want[aws.ToString(in.InstanceId)] = h
+				}
+				f.instances["big"] = append(f.instances["big"], in)
+			}
+			l := newFakeLister(t, f, &now)
+			l.cfg.QueryParameters = tc.query
+			groups, err := l.List(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]model.Health{}
+			for _, g := range groups {
+				for _, in := range g.Services[0].Instances {
+					if _, dup := got[in.ID]; dup {
+						t.Fatalf("instance %s served twice", in.ID)
+					}
+					got[in.ID] = in.Health
+				}
+			}
+			if len(got) != len(want) {
+				t.Fatalf("served %d instances, want %d", len(got), len(want))
+			}
+			for id, h := range want {
+				if got[id] != h {
+					t.Fatalf("instance %s: health %v, want %v", id, got[id], h)
+				}
+			}
+			wantHealth := 0
+			if tc.healthChecked && tc.n > 0 {
+				wantHealth = tc.wantPages
+			}
+			if f.calls["ListInstances"] != tc.wantPages || f.calls["GetInstancesHealthStatus"] != wantHealth {
+				t.Fatalf("calls %v, want %d ListInstances and %d GetInstancesHealthStatus", f.calls, tc.wantPages, wantHealth)
+			}
+		})
 	}
 }

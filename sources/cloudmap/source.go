@@ -1,6 +1,7 @@
 // Package cloudmap is the AWS Cloud Map source: every refreshInterval
 // (through the shared poll helper) it reads the instances of the services
-// of one namespace with DiscoverInstances, skipping a service whose
+// of one namespace with ListInstances and GetInstancesHealthStatus (every
+// page: DiscoverInstances stops at 1000), skipping a service whose
 // DiscoverInstancesRevision did not change, and maps each service to a
 // model.Service under a scope named after it. See README.md for the mapping
 // rules and the options.
