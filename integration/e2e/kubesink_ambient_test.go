@@ -1,5 +1,3 @@
-//go:build kubesink
-
 package e2e
 
 import (

@@ -1,5 +1,3 @@
-//go:build kubesink
-
 package e2e
 
 import (
@@ -24,6 +22,7 @@ func kubeSinkConfig(consulAddr, owner string) string {
 server: {listen: "{{XDS}}", debugListen: "{{DEBUG}}"}
 debounce: {quiet: 50ms, max: 300ms}
 sink: kubernetes
+output: {namespace: %s}
 kubernetesSink:
   kubeconfig: %q
   owner: %s
@@ -31,8 +30,12 @@ kubernetesSink:
 sources:
 - name: dc1
   consul: {address: "%s", wait: 2s, requestTimeout: 1s, backoffMin: 100ms, backoffMax: 1s, minQueryInterval: 50ms}
-`, kubeconfig, owner, owner, consulAddr)
+`, kubeSinkNamespace, kubeconfig, owner, owner, consulAddr)
 }
+
+// kubeSinkNamespace is where the sink writes: the Kubernetes sink, unlike
+// the xDS one, needs its output namespace to exist.
+const kubeSinkNamespace = "registry-adapter-entries"
 
 // meshK8sOnly is a mesh config whose only config source is the Kubernetes API.
 const meshK8sOnly = "rootNamespace: istio-system\ntrustDomain: cluster.local\nconfigSources:\n- address: k8s://\n"
@@ -101,7 +104,8 @@ func ownedVersions(t *testing.T, ns, owner string) []string {
 // objects are listed from the API as `kubectl get serviceentries` does.
 func TestKubeSinkConsulIstiod(t *testing.T) {
 	installIstioCRDs(t)
-	const ns, owner = "istio-system", "e2e-full"
+	const ns, owner = kubeSinkNamespace, "e2e-full"
+	kubeNamespace(t, ns)
 	t.Cleanup(func() { deleteIstioObjects(t, ns) })
 	consul := newConsulAgent(t, freePort(t))
 	consul.start(t)

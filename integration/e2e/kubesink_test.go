@@ -1,5 +1,3 @@
-//go:build kubesink
-
 package e2e
 
 import (
@@ -12,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	mcp "istio.io/api/mcp/v1alpha1"
@@ -65,7 +65,7 @@ func (s *runningSink) stop() {
 func startSink(t *testing.T, ns string, cfg kube.Config) *runningSink {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	s, err := kube.New(cfg, ns, kubeREST(t), reg, nopLogger())
+	s, err := kube.New(cfg, ns, kubeREST(t), reg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,9 +132,24 @@ func TestKubeSinkOwnership(t *testing.T) {
 	if got := api.GetLabels()[kube.LabelOwner]; got != "e2e" {
 		t.Errorf("owner label %q", got)
 	}
-	if got := managers(api); !slices.Equal(got, []string{"registry-adapter/Apply"}) {
-		t.Errorf("managers of api: %v, want only registry-adapter/Apply (server-side apply)", got)
+	// Created (a create is refused if anything holds the name), then every
+	// change is a server-side apply. Fields the apply sets to the values the
+	// create wrote stay co-owned by the create's entry: both entries are the
+	// adapter's field manager, and nothing else manages the object.
+	if got := managers(api); !slices.Equal(got, []string{"registry-adapter/Update"}) {
+		t.Errorf("managers of api after its creation: %v, want registry-adapter/Update", got)
 	}
+	s.Apply("ServiceEntry", []kube.Upsert{seUpsert(t, ns, "api", "api.service.consul", 9090, "b")}, nil)
+	eventually(t, 30*time.Second, "api changed by an apply", func() error {
+		api, err := getSE(t, ns, "api")
+		if err != nil {
+			return err
+		}
+		if got := managers(api); api.GetLabels()["team"] != "b" || !slices.Equal(got, []string{"registry-adapter/Apply", "registry-adapter/Update"}) {
+			return fmt.Errorf("labels %v, managers %v, want team b and registry-adapter's Apply and Update", api.GetLabels(), got)
+		}
+		return nil
+	})
 	web, err := getSE(t, ns, "web")
 	if err != nil {
 		t.Fatal(err)

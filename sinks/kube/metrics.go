@@ -17,7 +17,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		applies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "registry_adapter_kube_applies_total",
-			Help: "Objects written to the Kubernetes API with server-side apply, by kind.",
+			Help: "Objects written to the Kubernetes API (created, or changed with server-side apply), by kind.",
 		}, []string{"kind"}),
 		deletes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "registry_adapter_kube_deletes_total",
@@ -33,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"kind", "reason"}),
 		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "registry_adapter_kube_request_duration_seconds",
-			Help:    "Kubernetes API request latency by verb (apply, delete, get, list), including client-side rate limiting.",
+			Help:    "Kubernetes API request latency by verb (create, apply, delete, get, list), including client-side rate limiting.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}, []string{"verb"}),
 		writeDelay: prometheus.NewHistogram(prometheus.HistogramOpts{

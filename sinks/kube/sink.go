@@ -28,6 +28,7 @@ import (
 	"go.uber.org/zap"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/dynamic"
@@ -445,12 +446,17 @@ var errRetry = errors.New("retry")
 
 // sync makes the API agree with the desired state for one key.
 //
-// Every apply carries metadata.uid. For an object the sink knows it owns,
-// that is the object's UID; for a name it does not know, a fresh random UID.
-// The API server keeps UIDs immutable and assigns its own on create, so the
-// apply creates the object if the name is free and is refused if any object
-// holds the name: nothing another writer created is ever modified, even if
-// it appeared a moment before the write. Deletes carry the same precondition.
+// A name the sink does not know it owns is written with a create, which the
+// API server refuses if any object holds the name: nothing another writer
+// created is ever modified, even if it appeared a moment before the write.
+// (A server-side apply cannot be made create-only: one carrying a
+// metadata.uid that no object has is refused with "uid mismatch", measured
+// against kube-apiserver 1.36.) An object the sink owns is written with a
+// server-side apply carrying its UID, which the API server checks, so an
+// apply never lands on an object that replaced ours. Deletes carry the same
+// precondition. Objects the sink created show the field manager
+// registry-adapter with operation Update until their first change, which
+// is applied and moves every field to registry-adapter's Apply entry.
 func (s *Sink) sync(ctx context.Context, k key) error {
 	s.mu.Lock()
 	w, isDesired := s.desired[k]
@@ -515,14 +521,16 @@ func (s *Sink) sync(ctx context.Context, k key) error {
 		s.written(k, false)
 		return nil
 	}
-	uid := h.uid
-	if !isActual {
-		uid = uuid.NewUUID()
-	}
-	obj.SetUID(uid)
+	var got *unstructured.Unstructured
 	start := time.Now()
-	got, err := res.Apply(ctx, name, obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
-	s.m.requests.WithLabelValues("apply").Observe(time.Since(start).Seconds())
+	if isActual {
+		obj.SetUID(h.uid)
+		got, err = res.Apply(ctx, name, obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+		s.m.requests.WithLabelValues("apply").Observe(time.Since(start).Seconds())
+	} else {
+		got, err = res.Create(ctx, obj, metav1.CreateOptions{FieldManager: FieldManager})
+		s.m.requests.WithLabelValues("create").Observe(time.Since(start).Seconds())
+	}
 	if err == nil {
 		s.m.applies.WithLabelValues(k.kind).Inc()
 		s.mu.Lock()
@@ -535,9 +543,9 @@ func (s *Sink) sync(ctx context.Context, k key) error {
 		s.written(k, true)
 		return nil
 	}
-	if !uidRefused(err) {
+	if !uidRefused(err) && !apierrors.IsAlreadyExists(err) {
 		s.m.errors.WithLabelValues(k.kind, reason(err)).Inc()
-		return fmt.Errorf("apply %s: %w", k, err)
+		return fmt.Errorf("write %s: %w", k, err)
 	}
 	// Another object holds the name, or ours was replaced. Ask whose it is.
 	start = time.Now()
@@ -547,7 +555,7 @@ func (s *Sink) sync(ctx context.Context, k key) error {
 		s.mu.Lock()
 		delete(s.actual, k)
 		s.mu.Unlock()
-		return errRetry
+		return errRetry // ours was deleted meanwhile: create it
 	}
 	if gerr != nil {
 		s.m.errors.WithLabelValues(k.kind, reason(gerr)).Inc()
