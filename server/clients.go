@@ -103,10 +103,8 @@ func (t *clients) closed(id int64, node *core.Node) {
 		t.metrics.clients.Dec()
 		// Every series of the stream goes with it, so that the series of a
 		// client that comes and goes do not pile up.
-		for typ, ts := range st.info.Types {
-			if ts.AckedVersion != "" {
-				t.unackLocked(st.info.NodeID, typ, ts.AckedVersion)
-			}
+		for typ := range st.info.Types {
+			t.unackLocked(st.info.NodeID, typ)
 		}
 	}
 	t.mu.Unlock()
@@ -117,22 +115,22 @@ func (t *clients) closed(id int64, node *core.Node) {
 		zap.Duration("connected", time.Since(st.info.ConnectedSince)))
 }
 
-// unackLocked deletes the acked series of (node, type, version) unless
-// another stream still reports it: two streams of one node (a reconnect
-// that overlaps the old stream) share the series.
-func (t *clients) unackLocked(node, typeURL, version string) {
+// unackLocked deletes the acked series of (node, type) of a stream that
+// ended, unless another stream of the node still has the type: two streams
+// of one node (a reconnect that overlaps the old stream) share the series.
+func (t *clients) unackLocked(node, typeURL string) {
 	label := typeLabel(typeURL)
 	for _, other := range t.streams {
 		if other.info.NodeID != node {
 			continue
 		}
-		for typ, ts := range other.info.Types {
-			if ts.AckedVersion == version && typeLabel(typ) == label {
+		for typ := range other.info.Types {
+			if typeLabel(typ) == label {
 				return
 			}
 		}
 	}
-	t.metrics.acked.DeleteLabelValues(node, label, version)
+	t.metrics.acked.DeleteLabelValues(node, label)
 }
 
 func (t *clients) OnStreamOpen(ctx context.Context, id int64, _ string) error {
@@ -234,6 +232,7 @@ func (t *clients) request(id int64, node *core.Node, typeURL, nonce, version, na
 		ts.LastNack = truncate(strings.ToValidUTF8(nackMsg, "\uFFFD"), maxNackMessage)
 		if t.metrics != nil {
 			t.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
+			t.metrics.acked.WithLabelValues(info.NodeID, typeLabel(typeURL)).Set(0)
 		}
 		t.log.Warn("client rejected a response", zap.Int64("stream", id), zap.String("node", info.NodeID),
 			zap.String("type", typeURL), zap.String("error", ts.LastNack))
@@ -244,11 +243,14 @@ func (t *clients) request(id int64, node *core.Node, typeURL, nonce, version, na
 	}
 	prev := ts.AckedVersion
 	ts.AckedVersion, ts.AckedNonce = version, nonce
-	if t.metrics == nil || prev == version {
+	if t.metrics == nil {
+		return nil
+	}
+	t.metrics.acked.WithLabelValues(info.NodeID, typeLabel(typeURL)).Set(1)
+	if prev == version {
 		return nil
 	}
 	if prev != "" {
-		t.unackLocked(info.NodeID, typeURL, prev)
 		// The first reply on a stream is a sync, not a change; only later
 		// ACKs measure how fast a change reaches the client.
 		if k := served.KindOf(typeURL); k != "" {
@@ -257,7 +259,6 @@ func (t *clients) request(id int64, node *core.Node, typeURL, nonce, version, na
 			}
 		}
 	}
-	t.metrics.acked.WithLabelValues(info.NodeID, typeLabel(typeURL), version).Set(1)
 	return nil
 }
 
@@ -290,6 +291,10 @@ func (t *clients) response(id int64, typeURL, version, nonce, protocol string, b
 			st.info.Types[typeURL] = ts
 		}
 		ts.SentVersion, ts.SentNonce, ts.SentAt = version, nonce, time.Now()
+		if t.metrics != nil {
+			// Unacknowledged until the client ACKs this nonce.
+			t.metrics.acked.WithLabelValues(st.info.NodeID, typeLabel(typeURL)).Set(0)
+		}
 	}
 	t.mu.Unlock()
 	if t.metrics != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -228,7 +229,7 @@ func ackSeries(t *testing.T, reg *prometheus.Registry) []map[string]string {
 	}
 	var out []map[string]string
 	for _, mf := range mfs {
-		if mf.GetName() != "registry_adapter_server_client_acked_info" {
+		if mf.GetName() != "registry_adapter_server_client_acked" {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
@@ -673,4 +674,63 @@ func rss() uint64 {
 		}
 	}
 	return 0
+}
+
+// TestAckedGaugeFollowsTheLastResponse: one series per client and type,
+// whatever the number of pushes (a version label made a new series at each
+// push), 0 while the last response is unacknowledged or rejected, 1 once
+// it is ACKed.
+func TestAckedGaugeFollowsTheLastResponse(t *testing.T) {
+	cl, reg := callbackClients(t)
+	node := &core.Node{Id: "istiod-1"}
+	if err := cl.OnStreamOpen(context.Background(), 1, ""); err != nil {
+		t.Fatal(err)
+	}
+	value := func() float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "registry_adapter_server_client_acked" {
+				if n := len(mf.GetMetric()); n != 1 {
+					t.Fatalf("%d acked series, want 1", n)
+				}
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no acked series")
+		return 0
+	}
+	req := &discovery.DiscoveryRequest{Node: node, TypeUrl: seV1}
+	if err := cl.OnStreamRequest(1, req); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		v, nonce := fmt.Sprint("v", i), fmt.Sprint(i)
+		cl.OnStreamResponse(context.Background(), 1, req, &discovery.DiscoveryResponse{TypeUrl: seV1, VersionInfo: v, Nonce: nonce})
+		if got := value(); got != 0 {
+			t.Fatalf("push %d not ACKed yet: acked %v, want 0", i, got)
+		}
+		ack := &discovery.DiscoveryRequest{TypeUrl: seV1, VersionInfo: v, ResponseNonce: nonce}
+		if i == 3 {
+			ack.VersionInfo = "v2"
+			ack.ErrorDetail = &rpcstatus.Status{Message: "rejected"}
+		}
+		if err := cl.OnStreamRequest(1, ack); err != nil {
+			t.Fatal(err)
+		}
+		want := 1.0
+		if i == 3 {
+			want = 0
+		}
+		if got := value(); got != want {
+			t.Fatalf("push %d answered: acked %v, want %v", i, got, want)
+		}
+	}
+	cl.OnStreamClosed(1, node)
+	if got := ackSeries(t, reg); len(got) != 0 {
+		t.Errorf("series left after the stream closed: %v", got)
+	}
 }

@@ -73,9 +73,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Responses a client rejected, by type URL (\"other\" for a type istiod does not ask for) and shard (istiod never does; other clients may).",
 		}, []string{"type", "shard"}),
 		acked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "registry_adapter_server_client_acked_info",
-			Help: "1 for the version of each type each connected client last ACKed (node id cut to 128 bytes, type or \"other\", version, shard).",
-		}, []string{"node", "type", "version", "shard"}),
+			Name: "registry_adapter_server_client_acked",
+			Help: "Per client (node id) and type: 1 when the client ACKed the last response it was sent, 0 while that response is unacknowledged or was rejected. The versions are on /debug/clients (a version label would make a new series at every push).",
+		}, []string{"node", "type", "shard"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "registry_adapter_server_refused_requests_total",
 			Help: "Requests refused, each ending its stream, by reason (type_url: not an Istio config type; types, resource_names, initial_versions: beyond a per-stream limit) and shard. istiod sends none.",
