@@ -9,7 +9,7 @@ VERSION := $(shell sed -n 's/^var version = "\(.*\)"$$/\1/p' cmd/registry-adapte
 COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo +dirty)
 LDFLAGS := -s -w -X main.commit=$(COMMIT)
 
-.PHONY: all build test unit vet fmt-check consul fuzz integration e2e soak demo bench chart-check chart-update docker-check release-check version clean
+.PHONY: all build test unit vet fmt-check consul fuzz integration e2e e2e-matrix soak demo bench chart-check chart-update docker-check release-check version clean
 
 all: build
 
@@ -67,6 +67,12 @@ e2e:
 		$$s apt-get install -y -q --no-install-recommends iproute2 || { $$s apt-get update -q && $$s apt-get install -y -q --no-install-recommends iproute2; }; }
 	cd integration/e2e && $(GO) vet ./... && REGISTRY_ADAPTER_REQUIRE_NETNS=1 $(GO) test -count=1 -timeout 40m -v ./... 2>&1 | \
 		grep --line-buffered -E '^(=== RUN|--- |PASS|FAIL|ok|e2e setup|panic)|_test\.go:[0-9]+:' ; exit $${PIPESTATUS[0]}
+
+# The e2e's core scenarios (sync and readiness, change, deregistration, adapter restart, TLS) against every istiod
+# the module proxy here serves: the pinned one and each of integration/istiod/versions/ (README, Compatibility).
+# Not part of make e2e: each Istio line is a pilot-discovery build of its own (about 10 minutes cold, cached).
+e2e-matrix:
+	bash integration/istiod/e2e-matrix.sh
 
 # The five-minute tour on an embedded default: Consul dev agent, sample VM
 # services, the adapter, what istiod receives, a live change. ISTIOD=1 adds a

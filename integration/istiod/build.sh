@@ -6,14 +6,15 @@
 # Prints on stdout, for `eval "$(build.sh)"`:
 #   export PILOT_DISCOVERY_BIN=... KUBE_APISERVER_BIN=... ETCD_BIN=...
 #
-# - pilot-discovery: istio.io/istio/pilot/cmd/pilot-discovery from the module in ./build (go.mod/go.sum pinned)
+# - pilot-discovery: istio.io/istio/pilot/cmd/pilot-discovery from the module in ./build (go.mod/go.sum pinned), or
+#                    with ISTIOD_ISTIO=NAME from ./versions/NAME (other Istio lines, for make e2e-matrix)
 # - kube-apiserver:  k8s.io/kubernetes/cmd/kube-apiserver v1.36.1 (staging replaced by v0.36.1) from ./kapi
 # - etcd:            `etcd` on PATH, else Debian's etcd-server package (apt-get, needs root or sudo)
 # Binaries go to $REGISTRY_ADAPTER_CACHE/istiod/ (default $HOME/.cache/registry-adapter/istiod/), named after a
 # hash of the module's go.mod+go.sum+tools.go, the Go version and the build flags: rebuilt only when one changes.
 # Concurrent callers serialize on a flock; binaries are built under a temporary name and moved into place.
 #
-# Environment: REGISTRY_ADAPTER_CACHE, PILOT_DISCOVERY_BIN / KUBE_APISERVER_BIN / ETCD_BIN (use these instead),
+# Environment: REGISTRY_ADAPTER_CACHE, ISTIOD_ISTIO (a directory of ./versions), PILOT_DISCOVERY_BIN / KUBE_APISERVER_BIN / ETCD_BIN (use these instead),
 #              BUILD_NICE (default 10), ISTIOD_NO_APT=1 (never run apt-get; fail if etcd is missing).
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/lib.sh
@@ -22,7 +23,12 @@ source "$(dirname "$0")/lib.sh"
 BUILD_FLAGS=(-trimpath -ldflags '-s -w')
 
 # component -> module dir, main package
-mod_dir() { case $1 in pilot-discovery) echo "$ISTIOD_DIR/build" ;; kube-apiserver) echo "$ISTIOD_DIR/kapi" ;; esac; }
+pilot_dir=$ISTIOD_DIR/build
+if [ -n "${ISTIOD_ISTIO:-}" ]; then
+  pilot_dir=$ISTIOD_DIR/versions/$ISTIOD_ISTIO
+  [ -f "$pilot_dir/go.mod" ] || die "ISTIOD_ISTIO=$ISTIOD_ISTIO: no $pilot_dir/go.mod (have: $(ls "$ISTIOD_DIR/versions" | tr '\n' ' '))"
+fi
+mod_dir() { case $1 in pilot-discovery) echo "$pilot_dir" ;; kube-apiserver) echo "$ISTIOD_DIR/kapi" ;; esac; }
 main_pkg() { case $1 in pilot-discovery) echo istio.io/istio/pilot/cmd/pilot-discovery ;; kube-apiserver) echo k8s.io/kubernetes/cmd/kube-apiserver ;; esac; }
 
 build_key() {
@@ -57,7 +63,8 @@ build_go() {  # build_go NAME -> prints the binary path
       log "built $bin in $(( ($(now_ms) - t0) / 1000 )) s ($(du -h "$bin" | cut -f1))"
     ) >&2
   fi
-  # stable name for humans; scripts use the keyed path
+  # stable name for humans (the default Istio only); scripts use the keyed path
+  [ "$name" = pilot-discovery ] && [ -n "${ISTIOD_ISTIO:-}" ] && { echo "$bin"; return; }
   ln -sfn "$(basename "$bin")" "$ISTIOD_CACHE/bin/.$name.tmp.$$" && mv -Tf "$ISTIOD_CACHE/bin/.$name.tmp.$$" "$ISTIOD_CACHE/bin/$name"
   echo "$bin"
 }
