@@ -119,14 +119,26 @@ type Proxy struct {
 	events     []EDSEvent
 }
 
+// maxReply bounds one reply from istiod. Envoy has no such limit, and
+// gRPC's default (4 MiB) is below what istiod sends a sidecar at 10k
+// services (measured: a 4.8 MB CDS reply).
+const maxReply = 1 << 30
+
+// dialOptions are the configured options (plaintext by default) with the
+// reply limit raised.
+func (cfg ProxyConfig) dialOptions() []grpc.DialOption {
+	opts := slices.Clone(cfg.DialOptions)
+	if len(opts) == 0 {
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	return append(opts, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxReply)))
+}
+
 // DialProxy connects as a sidecar and starts the stream. Use Wait before
 // reading a View, and Close when done.
 func DialProxy(cfg ProxyConfig) (*Proxy, error) {
 	cfg.setDefaults()
-	opts := cfg.DialOptions
-	if len(opts) == 0 {
-		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	}
+	opts := cfg.dialOptions()
 	node, err := cfg.node()
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package fidelity
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
@@ -423,5 +424,32 @@ func waitEvents(t *testing.T, p *Proxy, n int) {
 			_, got := p.Events(0)
 			t.Fatalf("%d assignments, want %d", got, n)
 		}
+	}
+}
+
+// TestProxyTakesLargeReplies: istiod's CDS reply to a sidecar at 10k
+// services is over gRPC's default 4 MiB receive limit (4.8 MB measured);
+// the proxy must take it.
+func TestProxyTakesLargeReplies(t *testing.T) {
+	f := meshWithAddresses()
+	pad := strings.Repeat("x", 230)
+	for i := range 20000 { // 5 MB of cluster names
+		// STATIC, so that the proxy's EDS request stays small: only the
+		// reply's size matters here.
+		f.clusters = append(f.clusters, &cluster.Cluster{Name: fmt.Sprintf("outbound|%d||s%05d.%s.example.com", 8000+i%1000, i, pad),
+			ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC}})
+	}
+	p, err := DialProxy(ProxyConfig{Address: serve(t, f), Namespace: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := p.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(p.View().Clusters); got != len(f.clusters) {
+		t.Fatalf("%d clusters, want %d", got, len(f.clusters))
 	}
 }

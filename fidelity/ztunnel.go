@@ -8,7 +8,6 @@ import (
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -34,10 +33,7 @@ func Ztunnel(ctx context.Context, cfg ProxyConfig) (ZtunnelView, error) {
 		cfg.Namespace = "istio-system"
 	}
 	cfg.setDefaults()
-	opts := cfg.DialOptions
-	if len(opts) == 0 {
-		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	}
+	opts := cfg.dialOptions()
 	conn, err := grpc.NewClient(cfg.Address, opts...)
 	if err != nil {
 		return ZtunnelView{}, fmt.Errorf("fidelity: xDS client for %s: %w", cfg.Address, err)
