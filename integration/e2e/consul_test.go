@@ -170,7 +170,9 @@ func TestConsulEndpointLifecycle(t *testing.T) {
 	pushLines := func() (full, eds int) {
 		for _, line := range strings.Split(p.log(), "\n") {
 			if strings.Contains(line, "Push debounce stable") {
-				if strings.Contains(line, "for config Endpoints/") {
+				// 1.31 names an EDS-only push's config Endpoints/...; 1.30
+				// names the ServiceEntry and says full=false.
+				if strings.Contains(line, "for config Endpoints/") || strings.HasSuffix(line, "full=false") {
 					eds++
 				} else {
 					full++
