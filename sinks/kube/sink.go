@@ -455,8 +455,9 @@ var errRetry = errors.New("retry")
 // server-side apply carrying its UID, which the API server checks, so an
 // apply never lands on an object that replaced ours. Deletes carry the same
 // precondition. Objects the sink created show the field manager
-// registry-adapter with operation Update until their first change, which
-// is applied and moves every field to registry-adapter's Apply entry.
+// registry-adapter with operation Update; their first change adds its
+// Apply entry, and fields the apply leaves at the created values stay
+// co-owned by both of the adapter's entries.
 func (s *Sink) sync(ctx context.Context, k key) error {
 	s.mu.Lock()
 	w, isDesired := s.desired[k]
