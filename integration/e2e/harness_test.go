@@ -508,6 +508,31 @@ func (a *adapterProc) served(t *testing.T) []string {
 	return sortStrings(out)
 }
 
+// renderAndRead renders the adapter's config with its own code
+// (BuildSources + Render) and reads istiod's registry through its debug API.
+func renderAndRead(a *adapterProc, p *istiodProc) (want, got fidelity.View, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg, err := adapter.LoadConfig(a.configPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	log := nopLogger()
+	srcs, err := adapter.BuildSources(cfg, nil, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	res, _, err := adapter.Render(ctx, srcs, cfg.Output, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	got, err = fidelity.Istiod(ctx, http.DefaultClient, "http://"+p.httpAddr)
+	if err != nil {
+		return nil, nil, err
+	}
+	return fidelity.Expected(res), got, nil
+}
+
 // faithful checks istiod against the adapter's own conversion of its
 // config (BuildSources + Render), in istiod's registry and in what a sidecar
 // in namespace default receives. Because the expectation comes from the code
@@ -516,26 +541,10 @@ func (a *adapterProc) served(t *testing.T) []string {
 // (reaches).
 func faithful(t *testing.T, a *adapterProc, p *istiodProc) error {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cfg, err := adapter.LoadConfig(a.configPath)
+	want, got, err := renderAndRead(a, p)
 	if err != nil {
 		return err
 	}
-	log := nopLogger()
-	srcs, err := adapter.BuildSources(cfg, nil, log)
-	if err != nil {
-		return err
-	}
-	res, _, err := adapter.Render(ctx, srcs, cfg.Output, log)
-	if err != nil {
-		return err
-	}
-	got, err := fidelity.Istiod(ctx, http.DefaultClient, "http://"+p.httpAddr)
-	if err != nil {
-		return err
-	}
-	want := fidelity.Expected(res)
 	if d := fidelity.Diff(want, got); len(d) > 0 {
 		return fmt.Errorf("istiod's registry differs from the adapter's own conversion:\n%s", strings.Join(d, "\n"))
 	}

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -11,7 +10,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/registry-adapter/registry-adapter/adapter"
 	"github.com/registry-adapter/registry-adapter/fidelity"
 	"github.com/registry-adapter/registry-adapter/sinks/kube"
 )
@@ -45,22 +43,7 @@ const meshK8sOnly = "rootNamespace: istio-system\ntrustDomain: cluster.local\nco
 // which decides ownership in the API) is set aside.
 func faithfulKube(t *testing.T, a *adapterProc, p *istiodProc) error {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cfg, err := adapter.LoadConfig(a.configPath)
-	if err != nil {
-		return err
-	}
-	log := nopLogger()
-	srcs, err := adapter.BuildSources(cfg, nil, log)
-	if err != nil {
-		return err
-	}
-	res, _, err := adapter.Render(ctx, srcs, cfg.Output, log)
-	if err != nil {
-		return err
-	}
-	got, err := fidelity.Istiod(ctx, http.DefaultClient, "http://"+p.httpAddr)
+	want, got, err := renderAndRead(a, p)
 	if err != nil {
 		return err
 	}
@@ -70,7 +53,7 @@ func faithfulKube(t *testing.T, a *adapterProc, p *istiodProc) error {
 			svc.Endpoints[k] = ep
 		}
 	}
-	if d := fidelity.Diff(fidelity.Expected(res), got); len(d) > 0 {
+	if d := fidelity.Diff(want, got); len(d) > 0 {
 		return fmt.Errorf("istiod differs from the registries:\n%s", strings.Join(d, "\n"))
 	}
 	return nil
