@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -105,29 +104,16 @@ func writeSecret(t *testing.T, path, content string) {
 // account with this audience, as a projected volume gets from the kubelet.
 func (k *kubeClient) serviceAccountToken(t *testing.T, ns, name, audience string) string {
 	t.Helper()
-	body, err := json.Marshal(map[string]any{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-		"spec": map[string]any{"audiences": []string{audience}, "expirationSeconds": 600}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, err := http.NewRequest(http.MethodPost, k.server+"/api/v1/namespaces/"+ns+"/serviceaccounts/"+name+"/token", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+k.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := k.http.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	code, body := k.postBody(t, "/api/v1/namespaces/"+ns+"/serviceaccounts/"+name+"/token",
+		map[string]any{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+			"spec": map[string]any{"audiences": []string{audience}, "expirationSeconds": 600}})
 	var tr struct {
 		Status struct {
 			Token string `json:"token"`
 		} `json:"status"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&tr); err != nil || resp.StatusCode != http.StatusCreated || tr.Status.Token == "" {
-		t.Fatalf("TokenRequest for %s/%s: %s %v", ns, name, resp.Status, err)
+	if err := json.Unmarshal(body, &tr); err != nil || code != http.StatusCreated || tr.Status.Token == "" {
+		t.Fatalf("TokenRequest for %s/%s: %d %v", ns, name, code, err)
 	}
 	return tr.Status.Token
 }

@@ -156,6 +156,16 @@ func kubeAPI(t *testing.T) *kubeClient {
 
 func (k *kubeClient) post(t *testing.T, path string, obj any) int {
 	t.Helper()
+	code, body := k.postBody(t, path, obj)
+	if code >= 300 && code != http.StatusConflict {
+		t.Fatalf("POST %s: %d: %s", path, code, body)
+	}
+	return code
+}
+
+// postBody POSTs obj as JSON and returns the status code and the answer.
+func (k *kubeClient) postBody(t *testing.T, path string, obj any) (int, []byte) {
+	t.Helper()
 	body, err := json.Marshal(obj)
 	if err != nil {
 		t.Fatal(err)
@@ -173,10 +183,7 @@ func (k *kubeClient) post(t *testing.T, path string, obj any) int {
 	defer resp.Body.Close()
 	var msg bytes.Buffer
 	_, _ = msg.ReadFrom(resp.Body)
-	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusConflict {
-		t.Fatalf("POST %s: %s: %s", path, resp.Status, msg.String())
-	}
-	return resp.StatusCode
+	return resp.StatusCode, msg.Bytes()
 }
 
 func (k *kubeClient) ensureNamespace(t *testing.T, name string) {
