@@ -102,9 +102,9 @@ func (t *sourceTally) admit(groups []model.Group, full bool) error {
 				return err
 			}
 			for _, inst := range svc.Instances {
-				if len(inst.Labels) > l.LabelsPerInstance {
+				if inst.Labels.Len() > l.LabelsPerInstance {
 					return fmt.Errorf("source %q: service %s instance %s has %d labels, more than limits.labelsPerInstance %d",
-						t.source, svc.Host, inst.ID, len(inst.Labels), l.LabelsPerInstance)
+						t.source, svc.Host, inst.ID, inst.Labels.Len(), l.LabelsPerInstance)
 				}
 				if err := t.checkLabels(svc.Host, inst.ID, inst.Labels); err != nil {
 					return err
@@ -139,9 +139,9 @@ func (t *sourceTally) admit(groups []model.Group, full bool) error {
 	return nil
 }
 
-func (t *sourceTally) checkLabels(host, instance string, labels map[string]string) error {
+func (t *sourceTally) checkLabels(host, instance string, labels model.Labels) error {
 	limit := t.limits.LabelValueBytes
-	for k, v := range labels {
+	for k, v := range labels.All() {
 		if len(k) <= limit && len(v) <= limit {
 			continue
 		}

@@ -20,7 +20,7 @@ import (
 
 func labelled(s model.Service, labels map[string]string) model.Service {
 	for i := range s.Instances {
-		s.Instances[i].Labels = labels
+		s.Instances[i].Labels = model.LabelsFromMap(labels)
 	}
 	return s
 }
@@ -77,7 +77,7 @@ func TestSourceLimits(t *testing.T) {
 			`a label key of 9 bytes`},
 		{"service label value", small, []batch{{[]model.Group{group(func() model.Service {
 			s := svc("a")
-			s.Labels = map[string]string{"team": strings.Repeat("x", 9)}
+			s.Labels = model.LabelsFromMap(map[string]string{"team": strings.Repeat("x", 9)})
 			return s
 		}())}, true}}, 0, `source "s": service a.example.com label "team" has a value of 9 bytes`},
 		// The defaults take a 100k-instance source with room to spare.
@@ -86,7 +86,7 @@ func TestSourceLimits(t *testing.T) {
 			for i := range 20_000 {
 				s := svc(fmt.Sprint("svc", i))
 				for j := range 5 {
-					s.Instances = append(s.Instances, model.Instance{ID: fmt.Sprint(j), Address: "10.0.0.1", Labels: manyLabels(32)})
+					s.Instances = append(s.Instances, model.Instance{ID: fmt.Sprint(j), Address: "10.0.0.1", Labels: model.LabelsFromMap(manyLabels(32))})
 				}
 				gs = append(gs, group(s))
 			}

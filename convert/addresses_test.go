@@ -112,16 +112,16 @@ func TestAddressKey(t *testing.T) {
 			var insts []model.Instance
 			for i, v := range tc.instLabel {
 				in := inst(fmt.Sprintf("n%d", i), fmt.Sprintf("10.0.0.%d", i+1))
-				in.Labels = map[string]string{"team": "a"}
+				in.Labels = model.LabelsFromMap(map[string]string{"team": "a"})
 				if v != "" {
-					in.Labels["mesh-vip"] = v
+					in.Labels = in.Labels.With("mesh-vip", v)
 				}
 				insts = append(insts, in)
 			}
 			svc := web(insts...)
 			svc.Addresses = tc.registry
 			if tc.svcLabel != "" {
-				svc.Labels = map[string]string{"mesh-vip": tc.svcLabel}
+				svc.Labels = model.LabelsFromMap(map[string]string{"mesh-vip": tc.svcLabel})
 			}
 			for _, mode := range []Mode{ModeWorkloadEntry, ModeInline} {
 				opts := defaultOpts(func(o *Options) { o.Mode = mode; o.Addresses.Key = "mesh-vip" })

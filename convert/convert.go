@@ -221,13 +221,13 @@ func (c *conversion) keyAddress() string {
 		}
 		return ip.String(), true
 	}
-	if v, ok := c.base.Service.Labels[key]; ok {
+	if v, ok := c.base.Service.Labels.Get(key); ok {
 		a, _ := parse(v)
 		return a
 	}
 	var found string
 	for _, si := range c.served {
-		v, ok := si.inst.Labels[key]
+		v, ok := si.inst.Labels.Get(key)
 		if !ok {
 			continue
 		}
@@ -353,7 +353,7 @@ func workloadEntry(inst model.Instance, source string, ports []model.Port, opts 
 		we.ServiceAccount = inst.ServiceAccount
 	}
 	for _, p := range ports {
-		if target, ok := inst.Ports[p.Number]; ok && target != p.Number {
+		if target, ok := inst.Ports.Get(p.Number); ok && target != p.Number {
 			if we.Ports == nil {
 				we.Ports = make(map[string]uint32)
 			}

@@ -34,13 +34,13 @@ func web(instances ...model.Instance) model.Service {
 	return model.Service{
 		Name: "web", Host: "web.service.consul",
 		Ports:     []model.Port{{Number: 9090, Protocol: model.ProtocolGRPC}, {Number: 8080, Protocol: model.ProtocolHTTP}},
-		Labels:    map[string]string{"team": "frontend"},
+		Labels:    model.LabelsFromMap(map[string]string{"team": "frontend"}),
 		Instances: instances,
 	}
 }
 
 func inst(id, addr string) model.Instance {
-	return model.Instance{ID: id, Address: addr, Labels: map[string]string{"version": "v1"}, Health: model.HealthPassing}
+	return model.Instance{ID: id, Address: addr, Labels: model.LabelsFromMap(map[string]string{"version": "v1"}), Health: model.HealthPassing}
 }
 
 // GoldenCases are the conversion corpus; the integration module replays the
@@ -52,7 +52,7 @@ func GoldenCases() []struct {
 	Opts     Options
 } {
 	withPort := inst("node2/web", "10.0.0.2")
-	withPort.Ports = map[uint32]uint32{8080: 18080}
+	withPort.Ports = model.TargetPortsFromMap(map[uint32]uint32{8080: 18080})
 	located := inst("node3/web", "10.0.0.3")
 	located.Locality, located.Network, located.Weight = "us-east-1/us-east-1a", "vpc-1", 7
 	located.Identity, located.ServiceAccount = "arn:aws:iam::1:role/web", "web-sa"
@@ -64,9 +64,9 @@ func GoldenCases() []struct {
 			{Number: 8080, Protocol: model.ProtocolHTTP}, {Number: 8080, Protocol: model.ProtocolTCP},
 			{Number: 0, Protocol: model.ProtocolTCP}, {Number: 70000, Protocol: model.ProtocolHTTP},
 		},
-		Labels: map[string]string{"": "x", "Env": "prod!", "app.example.com/tier": "gold", "a/b/c": "d"},
+		Labels: model.LabelsFromMap(map[string]string{"": "x", "Env": "prod!", "app.example.com/tier": "gold", "a/b/c": "d"}),
 		Instances: []model.Instance{
-			{ID: "Node_1/Billing API", Address: "10.1.0.1", Labels: map[string]string{"zone": strings.Repeat("z", 80)}},
+			{ID: "Node_1/Billing API", Address: "10.1.0.1", Labels: model.LabelsFromMap(map[string]string{"zone": strings.Repeat("z", 80)})},
 			{ID: "Node_1/Billing API", Address: "10.1.0.2"},
 			{ID: "node-2/billing", Address: "2001:db8::1"},
 		},
@@ -184,7 +184,7 @@ func TestDeterministic(t *testing.T) {
 			var instances []model.Instance
 			for i := range 20 {
 				in := inst(fmt.Sprintf("n%d/web", i), fmt.Sprintf("10.0.%d.%d", i/10, i))
-				in.Labels = map[string]string{"a": "1", "b": "2", "c": fmt.Sprint(i), "d": "4"}
+				in.Labels = model.LabelsFromMap(map[string]string{"a": "1", "b": "2", "c": fmt.Sprint(i), "d": "4"})
 				instances = append(instances, in)
 			}
 			first, _ := Service("web.service.consul", []Contribution{{"dc1", web(instances...)}}, opts)
@@ -223,9 +223,9 @@ func TestVersionFollowsContent(t *testing.T) {
 		mut  func(*model.Service)
 		kind served.Kind
 	}{
-		{"instance label", func(s *model.Service) { s.Instances[0].Labels["version"] = "v2" }, served.KindWorkloadEntry},
+		{"instance label", func(s *model.Service) { s.Instances[0].Labels = s.Instances[0].Labels.With("version", "v2") }, served.KindWorkloadEntry},
 		{"instance address", func(s *model.Service) { s.Instances[0].Address = "10.0.0.9" }, served.KindWorkloadEntry},
-		{"service label", func(s *model.Service) { s.Labels["team"] = "other" }, served.KindServiceEntry},
+		{"service label", func(s *model.Service) { s.Labels = s.Labels.With("team", "other") }, served.KindServiceEntry},
 		{"service port", func(s *model.Service) { s.Ports[0].Number = 9091 }, served.KindServiceEntry},
 	}
 	for _, c := range changed {

@@ -358,9 +358,9 @@ func checkResource(t *testing.T, r *served.Resource, contribs []Contribution, op
 	}
 	var inputKeys []string
 	for _, c := range contribs {
-		inputKeys = append(inputKeys, sortedKeys(c.Service.Labels)...)
+		inputKeys = append(inputKeys, sortedKeys(c.Service.Labels.Map())...)
 		for _, inst := range c.Service.Instances {
-			inputKeys = append(inputKeys, sortedKeys(inst.Labels)...)
+			inputKeys = append(inputKeys, sortedKeys(inst.Labels.Map())...)
 		}
 	}
 	labels := r.Labels

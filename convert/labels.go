@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/served"
 )
 
@@ -73,19 +74,20 @@ func (o LabelOptions) allowed(k string) bool {
 // valid keys and values, and the keys it had to drop as reserved or invalid.
 // Keys the allow-list leaves out are not reported: that is the operator's
 // choice, not bad registry data.
-func sanitizeLabels(in map[string]string, policy LabelOptions, skip string) (map[string]string, []string) {
-	out := make(map[string]string, len(in)+2)
-	_, hasSkip := in[skip]
+func sanitizeLabels(in model.Labels, policy LabelOptions, skip string) (map[string]string, []string) {
+	out := make(map[string]string, in.Len()+2)
+	_, hasSkip := in.Get(skip)
 	if policy.Prefix == "" && len(policy.Allow) == 0 && !hasSkip && keysClean(in) {
-		// Nothing to rename, so no two keys can collide and the order does
-		// not matter: skip sorting, which every instance would pay.
-		for k, v := range in {
+		// Nothing to rename, so no two keys can collide.
+		for k, v := range in.All() {
 			out[k] = LabelValue(v)
 		}
 		return out, nil
 	}
 	var dropped []string
-	for _, k := range sortedKeys(in) {
+	// In name order (model.Labels is sorted), so that of two keys that
+	// become the same, the same one wins every time.
+	for k, v := range in.All() {
 		if k == skip && skip != "" {
 			continue // output.addresses.key: an address, not a label
 		}
@@ -101,15 +103,15 @@ func sanitizeLabels(in map[string]string, policy LabelOptions, skip string) (map
 			dropped = append(dropped, k)
 			continue
 		}
-		out[key] = LabelValue(in[k])
+		out[key] = LabelValue(v)
 	}
 	return out, dropped
 }
 
 // keysClean reports whether every key of m is a valid label key the adapter
 // may pass on unchanged.
-func keysClean(m map[string]string) bool {
-	for k := range m {
+func keysClean(m model.Labels) bool {
+	for k := range m.All() {
 		if !IsLabelKey(k) || reservedKey(k) {
 			return false
 		}
@@ -119,16 +121,16 @@ func keysClean(m map[string]string) bool {
 
 // sanitizeAnnotations keeps the annotations whose keys are valid, and
 // returns the reserved ones it dropped.
-func sanitizeAnnotations(in map[string]string) (map[string]string, []string) {
-	out := make(map[string]string, len(in)+3)
+func sanitizeAnnotations(in model.Labels) (map[string]string, []string) {
+	out := make(map[string]string, in.Len()+3)
 	if keysClean(in) {
-		for k, v := range in {
+		for k, v := range in.All() {
 			out[k] = v
 		}
 		return out, nil
 	}
 	var reserved []string
-	for _, k := range sortedKeys(in) {
+	for k, v := range in.All() {
 		key, ok := LabelKey(k)
 		if !ok {
 			continue
@@ -137,7 +139,7 @@ func sanitizeAnnotations(in map[string]string) (map[string]string, []string) {
 			reserved = append(reserved, k)
 			continue
 		}
-		out[key] = in[k]
+		out[key] = v
 	}
 	return out, reserved
 }

@@ -83,8 +83,8 @@ func TestRegistryLabelsCannotSteerIstio(t *testing.T) {
 			svc := model.Service{
 				Name: "evil", Host: "evil.service.consul",
 				Ports:     []model.Port{{Number: 80, Protocol: model.ProtocolHTTP}},
-				Labels:    maps.Clone(hostileLabels),
-				Instances: []model.Instance{{ID: "i1", Address: "10.0.0.1", Labels: maps.Clone(hostileLabels)}},
+				Labels:    model.LabelsFromMap(maps.Clone(hostileLabels)),
+				Instances: []model.Instance{{ID: "i1", Address: "10.0.0.1", Labels: model.LabelsFromMap(maps.Clone(hostileLabels))}},
 			}
 			res, rejected := Service(svc.Host, []Contribution{{Source: "dc1", Service: svc}}, opts)
 			kind := served.KindWorkloadEntry
@@ -134,7 +134,7 @@ func TestRegistryLabelsCannotSteerIstio(t *testing.T) {
 
 func TestReservedAnnotationsDropped(t *testing.T) {
 	svc := web(inst("n1", "10.0.0.1"))
-	svc.Annotations = map[string]string{"sidecar.istio.io/inject": "true", "kubernetes.io/description": "x", "keep": "me"}
+	svc.Annotations = model.LabelsFromMap(map[string]string{"sidecar.istio.io/inject": "true", "kubernetes.io/description": "x", "keep": "me"})
 	res, rejected := Service(svc.Host, []Contribution{{"dc1", svc}}, defaultOpts())
 	if _, ok := res[0].Annotations["sidecar.istio.io/inject"]; ok || res[0].Annotations["keep"] != "me" {
 		t.Errorf("annotations %v", res[0].Annotations)

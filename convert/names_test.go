@@ -3,6 +3,8 @@ package convert
 import (
 	"strings"
 	"testing"
+
+	"github.com/registry-adapter/registry-adapter/model"
 )
 
 func TestResourceName(t *testing.T) {
@@ -111,9 +113,9 @@ func TestOptionsValidateExportTo(t *testing.T) {
 
 func TestReservedMetadataDropped(t *testing.T) {
 	svc := web(inst("n1/web", "10.0.0.1"))
-	svc.Labels["istio.io/rev"] = "canary"
-	svc.Annotations = map[string]string{"internal.istio.io/parents": "x", "istio.io/dry-run": "true", "keep": "me"}
-	svc.Instances[0].Annotations = map[string]string{"internal.istio.io/parent-namespace": "y"}
+	svc.Labels = svc.Labels.With("istio.io/rev", "canary")
+	svc.Annotations = model.LabelsFromMap(map[string]string{"internal.istio.io/parents": "x", "istio.io/dry-run": "true", "keep": "me"})
+	svc.Instances[0].Annotations = model.LabelsFromMap(map[string]string{"internal.istio.io/parent-namespace": "y"})
 	res, rejected := Service("web.service.consul", []Contribution{{"dc1", svc}}, defaultOpts())
 	if len(res) != 2 {
 		t.Fatalf("%d resources served, want the ServiceEntry and its WorkloadEntry", len(res))

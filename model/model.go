@@ -36,8 +36,8 @@ type Service struct {
 	// spec.addresses; a service without one may get an allocated address.
 	Addresses []string
 	// Labels and Annotations go on the ServiceEntry's metadata.
-	Labels      map[string]string
-	Annotations map[string]string
+	Labels      Labels
+	Annotations Labels
 	// Instances are the endpoints currently serving the service. Sources
 	// apply their own health policy; an instance marked Critical is never
 	// served regardless.
@@ -60,9 +60,9 @@ type Instance struct {
 	Address string
 	// Ports maps a service port number to the port this instance listens on,
 	// for instances that do not listen on the service port itself.
-	Ports map[uint32]uint32
+	Ports TargetPorts
 	// Labels go on the WorkloadEntry (and the inline endpoint).
-	Labels map[string]string
+	Labels Labels
 	// Locality is "region/zone/subzone" (any suffix may be omitted).
 	Locality string
 	// Network is the Istio network the address belongs to; Istio treats an
@@ -79,7 +79,7 @@ type Instance struct {
 	// ServiceAccount is set only when an operator configured it explicitly.
 	ServiceAccount string
 	// Annotations go on the WorkloadEntry.
-	Annotations map[string]string
+	Annotations Labels
 }
 
 // Health is an instance's aggregated health.

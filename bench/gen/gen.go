@@ -24,14 +24,15 @@ func Service(i int) model.Service {
 			{Number: 8080, Protocol: model.ProtocolHTTP},
 			{Number: 9090, Protocol: model.ProtocolGRPC},
 		},
-		Labels:      map[string]string{"team": fmt.Sprintf("team-%02d", i%40), "env": "prod", "app": name},
-		Annotations: map[string]string{"consul.example.com/datacenter": "dc1"},
+		Labels:      model.MakeLabels("team", fmt.Sprintf("team-%02d", i%40), "env", "prod", "app", name),
+		Annotations: model.MakeLabels("consul.example.com/datacenter", "dc1"),
+		Instances:   make([]model.Instance, 0, InstancesPerService),
 	}
 	for j := 0; j < InstancesPerService; j++ {
 		svc.Instances = append(svc.Instances, model.Instance{
 			ID:       fmt.Sprintf("node-%06d/%s-%d", i*InstancesPerService+j, name, j),
 			Address:  Address(i*InstancesPerService + j),
-			Labels:   map[string]string{"version": "v1", "zone": fmt.Sprintf("dc1-z%d", j), "rack": fmt.Sprintf("r%02d", i%50)},
+			Labels:   model.MakeLabels("version", "v1", "zone", fmt.Sprintf("dc1-z%d", j), "rack", fmt.Sprintf("r%02d", i%50)),
 			Locality: fmt.Sprintf("dc1/dc1-z%d", j),
 			Health:   model.HealthPassing,
 		})

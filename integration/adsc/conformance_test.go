@@ -460,13 +460,13 @@ func webService(weight uint32, extra ...model.Instance) model.Service {
 	return model.Service{
 		Name: "web", Host: "web.service.consul",
 		Ports:       []model.Port{{Number: 8080, Protocol: model.ProtocolHTTP}, {Number: 9090, Protocol: model.ProtocolGRPC}},
-		Labels:      map[string]string{"team": "frontend"},
-		Annotations: map[string]string{"example.com/owner": "web-team"},
+		Labels:      model.LabelsFromMap(map[string]string{"team": "frontend"}),
+		Annotations: model.LabelsFromMap(map[string]string{"example.com/owner": "web-team"}),
 		Instances: append([]model.Instance{
-			{ID: "node1/web", Address: "10.0.0.1", Labels: map[string]string{"version": "v1"}, Health: model.HealthPassing},
+			{ID: "node1/web", Address: "10.0.0.1", Labels: model.LabelsFromMap(map[string]string{"version": "v1"}), Health: model.HealthPassing},
 			{
-				ID: "node2/web", Address: "10.0.0.2", Ports: map[uint32]uint32{8080: 18080},
-				Labels: map[string]string{"version": "v2"}, Locality: "us-east-1/us-east-1a", Network: "vpc-1",
+				ID: "node2/web", Address: "10.0.0.2", Ports: model.TargetPortsFromMap(map[uint32]uint32{8080: 18080}),
+				Labels: model.LabelsFromMap(map[string]string{"version": "v2"}), Locality: "us-east-1/us-east-1a", Network: "vpc-1",
 				Weight: weight, Identity: "arn:aws:iam::1:role/web", Health: model.HealthPassing,
 			},
 		}, extra...),
@@ -486,7 +486,7 @@ func cacheService(tier string) model.Service {
 	return model.Service{
 		Name: "cache", Host: "cache.service.consul",
 		Ports:     []model.Port{{Number: 6379, Protocol: model.ProtocolRedis}},
-		Labels:    map[string]string{"tier": tier},
+		Labels:    model.LabelsFromMap(map[string]string{"tier": tier}),
 		Instances: []model.Instance{{ID: "n1/cache", Address: "10.0.1.1"}},
 	}
 }

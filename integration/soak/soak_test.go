@@ -113,7 +113,7 @@ func (g *generator) instance(k int, seq int64) model.Instance {
 	return model.Instance{
 		ID:       fmt.Sprintf("node-%d/svc-%d", k, k/g.perSvc),
 		Address:  address(k),
-		Labels:   map[string]string{"inst": fmt.Sprintf("i-%d", k), "seq": strconv.FormatInt(seq, 10), "version": "v1"},
+		Labels:   model.LabelsFromMap(map[string]string{"inst": fmt.Sprintf("i-%d", k), "seq": strconv.FormatInt(seq, 10), "version": "v1"}),
 		Locality: fmt.Sprintf("dc1/z%d", k%3),
 		Health:   model.HealthPassing,
 	}
@@ -124,7 +124,7 @@ func (g *generator) service(i int) model.Service {
 	svc := model.Service{
 		Name: name, Host: name + ".service.consul",
 		Ports:  []model.Port{{Number: 8080, Protocol: model.ProtocolHTTP}, {Number: 9090, Protocol: model.ProtocolGRPC}},
-		Labels: map[string]string{"team": fmt.Sprintf("team-%02d", i%40)},
+		Labels: model.LabelsFromMap(map[string]string{"team": fmt.Sprintf("team-%02d", i%40)}),
 	}
 	for j := 0; j < g.perSvc; j++ {
 		svc.Instances = append(svc.Instances, g.instance(i*g.perSvc+j, 0))

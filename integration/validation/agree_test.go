@@ -367,10 +367,7 @@ func corpus() []model.Service {
 		return model.Instance{ID: id, Address: addr, Health: model.HealthPassing}
 	}
 	withLabels := func(in model.Instance, kv ...string) model.Instance {
-		in.Labels = map[string]string{}
-		for i := 0; i+1 < len(kv); i += 2 {
-			in.Labels[kv[i]] = kv[i+1]
-		}
+		in.Labels = model.MakeLabels(kv[:len(kv)/2*2]...)
 		return in
 	}
 	located := func(in model.Instance, locality, network string, weight uint32) model.Instance {
@@ -378,7 +375,7 @@ func corpus() []model.Service {
 		return in
 	}
 	remapped := func(in model.Instance, m map[uint32]uint32) model.Instance {
-		in.Ports = m
+		in.Ports = model.TargetPortsFromMap(m)
 		return in
 	}
 	http := []model.Port{{Number: 80, Protocol: model.ProtocolHTTP}}
@@ -395,7 +392,7 @@ func corpus() []model.Service {
 		return model.Service{Name: name, Host: host, Ports: ports, Instances: inst}
 	}
 	labelled := func(s model.Service, labels, ann map[string]string) model.Service {
-		s.Labels, s.Annotations = labels, ann
+		s.Labels, s.Annotations = model.LabelsFromMap(labels), model.LabelsFromMap(ann)
 		return s
 	}
 	return []model.Service{

@@ -189,7 +189,7 @@ func (m *mapper) mapVM(vm *armcompute.VirtualMachine, inv inventory) (names []st
 		Instance: model.Instance{
 			ID:       id,
 			Address:  addr,
-			Labels:   labels,
+			Labels:   model.LabelsFromMap(labels),
 			Locality: locality,
 			Network:  network,
 			Health:   model.HealthUnknown,

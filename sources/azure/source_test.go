@@ -103,7 +103,7 @@ func vnet(rg string) string {
 }
 
 func inst(id, addr, locality, network string, labels map[string]string, identity string) model.Instance {
-	return model.Instance{ID: id, Address: addr, Labels: labels, Locality: locality, Network: network,
+	return model.Instance{ID: id, Address: addr, Labels: model.LabelsFromMap(labels), Locality: locality, Network: network,
 		Identity: identity, Health: model.HealthUnknown}
 }
 

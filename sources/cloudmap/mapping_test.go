@@ -48,7 +48,7 @@ func TestMapService(t *testing.T) {
 		// conflicts and loses.
 		Ports: []model.Port{{Number: 80, Protocol: model.ProtocolGRPC}, {Number: 443, Protocol: model.ProtocolHTTPS}},
 		Instances: []model.Instance{
-			{ID: "a", Address: "10.0.0.1", Labels: map[string]string{"mesh-ports": "grpc:80", "team": "x"},
+			{ID: "a", Address: "10.0.0.1", Labels: model.LabelsFromMap(map[string]string{"mesh-ports": "grpc:80", "team": "x"}),
 				Locality: "eu-west-1", Health: model.HealthPassing},
 			// Several configured ports: AWS_INSTANCE_PORT is not a target.
 			{ID: "b", Address: "10.0.0.2", Locality: "eu-west-1", Health: model.HealthCritical},

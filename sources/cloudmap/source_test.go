@@ -56,11 +56,11 @@ func TestMotoCloudMap(t *testing.T) {
 
 	http80 := []model.Port{{Number: 80, Protocol: model.ProtocolHTTP}}
 	grpc := []model.Port{{Number: 9090, Protocol: model.ProtocolGRPC}}
-	w1 := model.Instance{ID: "w1", Address: "10.0.0.1", Ports: map[uint32]uint32{80: 8080},
-		Labels:   map[string]string{"AVAILABILITY_ZONE": "us-east-1a", "ECS_CLUSTER_NAME": "prod"},
+	w1 := model.Instance{ID: "w1", Address: "10.0.0.1", Ports: model.TargetPortsFromMap(map[uint32]uint32{80: 8080}),
+		Labels:   model.LabelsFromMap(map[string]string{"AVAILABILITY_ZONE": "us-east-1a", "ECS_CLUSTER_NAME": "prod"}),
 		Locality: "us-east-1/us-east-1a", Health: model.HealthPassing}
 	w2 := model.Instance{ID: "w2", Address: "10.0.0.2", Locality: "us-east-1", Health: model.HealthPassing}
-	a1 := model.Instance{ID: "a1", Address: "10.0.1.1", Labels: map[string]string{"mesh-ports": "grpc:9090"},
+	a1 := model.Instance{ID: "a1", Address: "10.0.1.1", Labels: model.LabelsFromMap(map[string]string{"mesh-ports": "grpc:9090"}),
 		Locality: "us-east-1", Health: model.HealthPassing}
 	checkBatch(t, "first batch", r.Next(t),
 		group("api", "api.mesh.local", grpc, a1),

@@ -573,6 +573,8 @@ func (m *mapper) mapService(name, peer string, entries []*api.ServiceEntry) mapR
 	slices.SortFunc(ports, func(a, b model.Port) int { return int(a.Number) - int(b.Number) })
 
 	svc := &model.Service{Name: name, Host: host, Ports: ports, Addresses: m.virtualAddresses(cands, problem)}
+	// Sized once: the store keeps this slice as long as the service lives.
+	svc.Instances = make([]model.Instance, 0, len(cands))
 	for _, c := range cands {
 		h, _ := instanceHealth(c.e.Checks)
 		if h == model.HealthCritical || (h == model.HealthWarning && !m.includeWarning) {
@@ -581,7 +583,7 @@ func (m *mapper) mapService(name, peer string, entries []*api.ServiceEntry) mapR
 		inst := model.Instance{
 			ID:       c.id,
 			Address:  c.addr,
-			Labels:   m.instanceLabels(c.e.Service),
+			Labels:   model.LabelsFromMap(m.instanceLabels(c.e.Service)),
 			Locality: m.locality(c.e.Service, c.e.Node, firstNonEmpty(c.e.Node.Datacenter, dc)),
 			Network:  m.network,
 			Weight:   weight(c.e.Service.Weights, h),
@@ -592,16 +594,21 @@ func (m *mapper) mapService(name, peer string, entries []*api.ServiceEntry) mapR
 				inst.Network = v
 			}
 		}
+		var targets map[uint32]uint32
 		for _, p := range c.ports {
 			sp, ok := svcPort[p.name]
 			if ok && uint32(p.port) != sp {
-				if inst.Ports == nil {
-					inst.Ports = map[uint32]uint32{}
+				if targets == nil {
+					targets = map[uint32]uint32{}
 				}
-				inst.Ports[sp] = uint32(p.port)
+				targets[sp] = uint32(p.port)
 			}
 		}
+		inst.Ports = model.TargetPortsFromMap(targets)
 		svc.Instances = append(svc.Instances, inst)
+	}
+	if len(svc.Instances) == 0 {
+		svc.Instances = nil
 	}
 	slices.SortFunc(svc.Instances, func(a, b model.Instance) int { return strings.Compare(a.ID, b.ID) })
 	r.svc = svc

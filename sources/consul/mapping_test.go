@@ -348,7 +348,7 @@ func TestMapService(t *testing.T) {
 				Instances: []model.Instance{
 					{ID: "n1/web-a", Address: "10.0.0.1", Locality: "dc1", Weight: 1, Health: model.HealthPassing},
 					{ID: "n2/web-b", Address: "10.0.0.2", Locality: "dc1", Weight: 1, Health: model.HealthPassing},
-					{ID: "n3/web-c", Address: "10.0.0.3", Locality: "dc1", Weight: 1, Health: model.HealthPassing, Ports: map[uint32]uint32{8080: 9090}},
+					{ID: "n3/web-c", Address: "10.0.0.3", Locality: "dc1", Weight: 1, Health: model.HealthPassing, Ports: model.TargetPortsFromMap(map[uint32]uint32{8080: 9090})},
 				}},
 		},
 		{
@@ -411,7 +411,7 @@ func TestMapService(t *testing.T) {
 				Ports: []model.Port{{Number: 8080, Protocol: model.ProtocolHTTP, Name: "http"}, {Number: 9090, Protocol: model.ProtocolGRPC, Name: "admin"}},
 				Instances: []model.Instance{
 					{ID: "n1/w1", Address: "10.0.0.1", Locality: "dc1", Health: model.HealthPassing},
-					{ID: "n2/w2", Address: "10.0.0.2", Locality: "dc1", Health: model.HealthPassing, Ports: map[uint32]uint32{8080: 8081}},
+					{ID: "n2/w2", Address: "10.0.0.2", Locality: "dc1", Health: model.HealthPassing, Ports: model.TargetPortsFromMap(map[uint32]uint32{8080: 8081})},
 					{ID: "n3/w3", Address: "10.0.0.3", Locality: "dc1", Health: model.HealthPassing},
 				}},
 		},
@@ -560,7 +560,7 @@ func TestTaggedAddressPort(t *testing.T) {
 	want := []model.Instance{
 		{ID: "n1/a", Address: "198.51.100.1", Locality: "dc1", Health: model.HealthPassing},
 		{ID: "n2/b", Address: "198.51.100.2", Locality: "dc1", Health: model.HealthPassing},
-		{ID: "n3/c", Address: "10.0.0.3", Locality: "dc1", Health: model.HealthPassing, Ports: map[uint32]uint32{18080: 8080}},
+		{ID: "n3/c", Address: "10.0.0.3", Locality: "dc1", Health: model.HealthPassing, Ports: model.TargetPortsFromMap(map[uint32]uint32{18080: 8080})},
 	}
 	if r.svc == nil || r.svc.Ports[0].Number != 18080 || !reflect.DeepEqual(r.svc.Instances, want) {
 		t.Fatalf("got %+v", r.svc)

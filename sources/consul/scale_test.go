@@ -120,7 +120,7 @@ func TestConsulHTTPFeeds(t *testing.T) {
 		&api.AgentService{ID: "fd-021", Service: "fd-021", Address: "10.9.0.1", Port: 80, Tags: []string{"env=prod"}}, api.HealthPassing)
 	h.waitFor("fd-021 labelled", func(v view) bool {
 		s := v.svc("fd-021")
-		return s != nil && len(s.Instances) == 1 && s.Instances[0].Labels["env"] == "prod"
+		return s != nil && len(s.Instances) == 1 && s.Instances[0].Labels.Map()["env"] == "prod"
 	})
 
 	// A node check goes critical: every instance on the node leaves.

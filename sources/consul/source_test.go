@@ -94,7 +94,7 @@ func TestConsulInitialState(t *testing.T) {
 		Name: "init-web", Host: "init-web.service.consul",
 		Ports: []model.Port{{Number: 8080, Protocol: model.ProtocolHTTP, Name: "http"}, {Number: 9090, Protocol: model.ProtocolHTTP, Name: "admin"}},
 		Instances: []model.Instance{{
-			ID: "dev/init-web-1", Address: "127.0.0.11", Labels: map[string]string{"version": "v1", "team": "pay"},
+			ID: "dev/init-web-1", Address: "127.0.0.11", Labels: model.LabelsFromMap(map[string]string{"version": "v1", "team": "pay"}),
 			Locality: "dc1", Weight: 1, Health: model.HealthPassing,
 		}},
 	}
@@ -105,9 +105,9 @@ func TestConsulInitialState(t *testing.T) {
 		Name: "init-pay", Host: "init-pay.service.consul",
 		Ports: []model.Port{{Number: 7000, Protocol: model.ProtocolHTTP2}},
 		Instances: []model.Instance{
-			{ID: "init-ext-1/pay-1", Address: "127.0.0.21", Labels: map[string]string{"env": "prod"}, Locality: "dc1/z1", Weight: 3, Health: model.HealthPassing},
-			{ID: "init-ext-3/pay-3", Address: "127.0.0.23", Labels: map[string]string{"env": "prod"}, Locality: "dc1/z1", Weight: 3, Health: model.HealthPassing,
-				Ports: map[uint32]uint32{7000: 7001}},
+			{ID: "init-ext-1/pay-1", Address: "127.0.0.21", Labels: model.LabelsFromMap(map[string]string{"env": "prod"}), Locality: "dc1/z1", Weight: 3, Health: model.HealthPassing},
+			{ID: "init-ext-3/pay-3", Address: "127.0.0.23", Labels: model.LabelsFromMap(map[string]string{"env": "prod"}), Locality: "dc1/z1", Weight: 3, Health: model.HealthPassing,
+				Ports: model.TargetPortsFromMap(map[uint32]uint32{7000: 7001})},
 		},
 	}
 	if got := *h.state.svc("init-pay"); !reflect.DeepEqual(got, wantPay) {

@@ -211,7 +211,7 @@ func (m *mapper) mapInstance(in *types.Instance) (names []string, out mappedInst
 		Instance: model.Instance{
 			ID:       aws.ToString(in.InstanceId),
 			Address:  addr,
-			Labels:   labels,
+			Labels:   model.LabelsFromMap(labels),
 			Locality: locality,
 			Network:  network,
 			Health:   model.HealthUnknown,

@@ -68,10 +68,10 @@ func TestMapInstances(t *testing.T) {
 		Name: "web", Host: "web.us-east-1.ec2",
 		Ports: []model.Port{{Number: 22, Protocol: model.ProtocolTCP}, {Number: 8080, Protocol: model.ProtocolHTTP}},
 		Instances: []model.Instance{
-			{ID: "i-1", Address: "10.0.0.1", Labels: map[string]string{"mesh-service": "web,Bad_Name", "mesh-ports": "http:8080,tcp:22", "Name": "one"},
+			{ID: "i-1", Address: "10.0.0.1", Labels: model.LabelsFromMap(map[string]string{"mesh-service": "web,Bad_Name", "mesh-ports": "http:8080,tcp:22", "Name": "one"}),
 				Locality: "us-east-1/us-east-1b", Network: "vpc-1", Identity: "arn:aws:iam::1:instance-profile/web"},
 			// i-2 declares 8080 as grpc: i-1, the lower ID, wins; i-2 stays.
-			{ID: "i-2", Address: "10.0.0.1", Labels: map[string]string{"mesh-service": "web", "mesh-ports": "grpc:8080"},
+			{ID: "i-2", Address: "10.0.0.1", Labels: model.LabelsFromMap(map[string]string{"mesh-service": "web", "mesh-ports": "grpc:8080"}),
 				Locality: "us-east-1/us-east-1b", Network: "vpc-1"},
 		},
 	}}}}

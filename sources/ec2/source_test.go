@@ -33,7 +33,7 @@ func (c *cloud) expect(id string, labels map[string]string) model.Instance {
 		identity = aws.ToString(in.IamInstanceProfile.Arn)
 	}
 	return model.Instance{
-		ID: id, Address: aws.ToString(in.PrivateIpAddress), Labels: labels,
+		ID: id, Address: aws.ToString(in.PrivateIpAddress), Labels: model.LabelsFromMap(labels),
 		Locality: testRegion + "/" + c.zone, Network: c.vpc, Identity: identity, Health: model.HealthUnknown,
 	}
 }
@@ -208,7 +208,7 @@ func TestMotoSelection(t *testing.T) {
 	checkBatch(t, "first batch", r.Next(t), model.Group{Scope: "shop", Services: []model.Service{{
 		Name: "shop", Host: "shop.shop.example.com", Ports: http8080,
 		Instances: []model.Instance{{
-			ID: keep, Address: aws.ToString(in.PublicIpAddress), Labels: prod,
+			ID: keep, Address: aws.ToString(in.PublicIpAddress), Labels: model.LabelsFromMap(prod),
 			Locality: testRegion + "/" + c.zone, Network: "aws-net", Health: model.HealthUnknown,
 		}},
 	}}})

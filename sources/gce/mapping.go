@@ -213,7 +213,7 @@ func (m *mapper) mapInstance(in *compute.Instance) (names []string, out mappedIn
 		Instance: model.Instance{
 			ID:       strconv.FormatUint(in.Id, 10),
 			Address:  addr,
-			Labels:   labels,
+			Labels:   model.LabelsFromMap(labels),
 			Locality: locality,
 			Network:  network,
 			Health:   model.HealthUnknown,

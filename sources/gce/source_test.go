@@ -80,7 +80,7 @@ func fixture(f *fakeCompute) {
 }
 
 func inst(id, addr, zone, network string, labels map[string]string, identity string) model.Instance {
-	return model.Instance{ID: id, Address: addr, Labels: labels, Locality: regionOf(zone) + "/" + zone,
+	return model.Instance{ID: id, Address: addr, Labels: model.LabelsFromMap(labels), Locality: regionOf(zone) + "/" + zone,
 		Network: network, Identity: identity, Health: model.HealthUnknown}
 }
 

@@ -8,7 +8,7 @@ func groups(cfg Config) []model.Group {
 	var out []model.Group
 	for _, svc := range cfg.Services {
 		ms := model.Service{
-			Name: svc.Name, Host: svc.Host, Labels: svc.Labels, Annotations: svc.Annotations,
+			Name: svc.Name, Host: svc.Host, Labels: model.LabelsFromMap(svc.Labels), Annotations: model.LabelsFromMap(svc.Annotations),
 		}
 		for _, p := range svc.Ports {
 			proto, ok := model.ParseProtocol(p.Protocol)
@@ -19,7 +19,7 @@ func groups(cfg Config) []model.Group {
 		}
 		for _, in := range svc.Instances {
 			ms.Instances = append(ms.Instances, model.Instance{
-				ID: in.ID, Address: in.Address, Ports: in.Ports, Labels: in.Labels, Locality: in.Locality,
+				ID: in.ID, Address: in.Address, Ports: model.TargetPortsFromMap(in.Ports), Labels: model.LabelsFromMap(in.Labels), Locality: in.Locality,
 				Network: in.Network, Weight: in.Weight, Identity: in.Identity, ServiceAccount: in.ServiceAccount,
 				Health: model.HealthUnknown,
 			})

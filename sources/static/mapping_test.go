@@ -15,9 +15,9 @@ func TestGroups(t *testing.T) {
 	}}}
 	cfg.SetDefaults()
 	want := []model.Group{{Scope: "web", Services: []model.Service{{
-		Name: "web", Host: "web.static", Labels: map[string]string{"team": "a"},
+		Name: "web", Host: "web.static", Labels: model.LabelsFromMap(map[string]string{"team": "a"}),
 		Ports: []model.Port{{Number: 80, Protocol: model.ProtocolHTTP}, {Number: 9000, Protocol: model.ProtocolTCP}},
-		Instances: []model.Instance{{ID: "10.0.0.1", Address: "10.0.0.1", Ports: map[uint32]uint32{80: 8080},
+		Instances: []model.Instance{{ID: "10.0.0.1", Address: "10.0.0.1", Ports: model.TargetPortsFromMap(map[uint32]uint32{80: 8080}),
 			Weight: 3, Health: model.HealthUnknown}},
 	}}}}
 	if got := groups(cfg); !reflect.DeepEqual(got, want) {
