@@ -276,7 +276,7 @@ func (c *conversion) instances(se *networking.ServiceEntry) []*served.Resource {
 	selector := LabelValue(c.seName)
 	var entries []*served.Resource
 	for _, s := range c.served {
-		we, labels, ann, errs := workloadEntry(s.inst, s.source, c.ports, c.opts)
+		we, labels, ann, errs := workloadEntry(s.inst, s.source, c.ports, c.opts, true)
 		for _, k := range errs {
 			c.reject(labelRejection(served.KindWorkloadEntry, s.inst.ID, s.source, k))
 		}
@@ -304,7 +304,7 @@ func (c *conversion) inlineEndpoints(se *networking.ServiceEntry) {
 		servicePorts[p.Name] = struct{}{}
 	}
 	for _, s := range c.served {
-		we, labels, _, errs := workloadEntry(s.inst, s.source, c.ports, c.opts)
+		we, labels, _, errs := workloadEntry(s.inst, s.source, c.ports, c.opts, false)
 		for _, k := range errs {
 			c.reject(labelRejection(served.KindWorkloadEntry, s.inst.ID, s.source, k))
 		}
@@ -341,8 +341,10 @@ func (c *conversion) finish(se *networking.ServiceEntry, meta validation.Meta, e
 }
 
 // workloadEntry builds the spec and metadata of one instance. It returns the
-// keys of the labels and annotations it had to drop.
-func workloadEntry(inst model.Instance, source string, ports []model.Port, opts Options) (*networking.WorkloadEntry, map[string]string, map[string]string, []string) {
+// keys of the labels and annotations it had to drop. Without withAnnotations
+// (an inline endpoint, which has no metadata of its own) it builds no
+// annotations but still reports the reserved ones, as a WorkloadEntry would.
+func workloadEntry(inst model.Instance, source string, ports []model.Port, opts Options, withAnnotations bool) (*networking.WorkloadEntry, map[string]string, map[string]string, []string) {
 	we := &networking.WorkloadEntry{
 		Address:  inst.Address,
 		Network:  inst.Network,
@@ -361,6 +363,9 @@ func workloadEntry(inst model.Instance, source string, ports []model.Port, opts 
 		}
 	}
 	labels, dropped := sanitizeLabels(inst.Labels, opts.Labels, opts.Addresses.Key)
+	if !withAnnotations {
+		return we, labels, nil, append(dropped, reservedAnnotations(inst.Annotations)...)
+	}
 	ann, reserved := sanitizeAnnotations(inst.Annotations)
 	dropped = append(dropped, reserved...)
 	ann[AnnotationSource] = source

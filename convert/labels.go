@@ -119,6 +119,20 @@ func keysClean(m model.Labels) bool {
 	return true
 }
 
+// reservedAnnotations is what sanitizeAnnotations reports, without the map.
+func reservedAnnotations(in model.Labels) []string {
+	if keysClean(in) {
+		return nil
+	}
+	var reserved []string
+	for k := range in.All() {
+		if key, ok := LabelKey(k); ok && (reservedKey(k) || reservedKey(key)) {
+			reserved = append(reserved, k)
+		}
+	}
+	return reserved
+}
+
 // sanitizeAnnotations keeps the annotations whose keys are valid, and
 // returns the reserved ones it dropped.
 func sanitizeAnnotations(in model.Labels) (map[string]string, []string) {

@@ -111,26 +111,37 @@ func TestOptionsValidateExportTo(t *testing.T) {
 	}
 }
 
+// TestReservedMetadataDropped: reserved keys are dropped and reported in
+// both modes; an inline endpoint has no annotations of its own, but its
+// instance's reserved ones are reported all the same.
 func TestReservedMetadataDropped(t *testing.T) {
-	svc := web(inst("n1/web", "10.0.0.1"))
-	svc.Labels = svc.Labels.With("istio.io/rev", "canary")
-	svc.Annotations = model.LabelsFromMap(map[string]string{"internal.istio.io/parents": "x", "istio.io/dry-run": "true", "keep": "me"})
-	svc.Instances[0].Annotations = model.LabelsFromMap(map[string]string{"internal.istio.io/parent-namespace": "y"})
-	res, rejected := Service("web.service.consul", []Contribution{{"dc1", svc}}, defaultOpts())
-	if len(res) != 2 {
-		t.Fatalf("%d resources served, want the ServiceEntry and its WorkloadEntry", len(res))
-	}
-	n := 0
-	for _, r := range rejected {
-		if r.Code == CodeReserved {
-			n++
-		}
-	}
-	if n != 4 {
-		t.Errorf("%d reserved keys reported, want 4: %v", n, rejected)
-	}
-	if _, ok := res[0].Labels["istio.io/rev"]; ok || res[0].Annotations["keep"] != "me" {
-		t.Errorf("labels %v annotations %v", res[0].Labels, res[0].Annotations)
+	for _, mode := range []Mode{ModeWorkloadEntry, ModeInline} {
+		t.Run(string(mode), func(t *testing.T) {
+			svc := web(inst("n1/web", "10.0.0.1"))
+			svc.Labels = svc.Labels.With("istio.io/rev", "canary")
+			svc.Annotations = model.LabelsFromMap(map[string]string{"internal.istio.io/parents": "x", "istio.io/dry-run": "true", "keep": "me"})
+			svc.Instances[0].Annotations = model.LabelsFromMap(map[string]string{"internal.istio.io/parent-namespace": "y", "fine": "z"})
+			res, rejected := Service("web.service.consul", []Contribution{{"dc1", svc}}, defaultOpts(func(o *Options) { o.Mode = mode }))
+			want := 2
+			if mode == ModeInline {
+				want = 1
+			}
+			if len(res) != want {
+				t.Fatalf("%d resources served, want %d", len(res), want)
+			}
+			var keys []string
+			for _, r := range rejected {
+				if r.Code == CodeReserved {
+					keys = append(keys, r.Reason)
+				}
+			}
+			if len(keys) != 4 || !strings.Contains(strings.Join(keys, "; "), "internal.istio.io/parent-namespace") {
+				t.Errorf("%d reserved keys reported, want 4 with the instance's: %v", len(keys), rejected)
+			}
+			if _, ok := res[0].Labels["istio.io/rev"]; ok || res[0].Annotations["keep"] != "me" {
+				t.Errorf("labels %v annotations %v", res[0].Labels, res[0].Annotations)
+			}
+		})
 	}
 }
 

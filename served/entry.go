@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	mcp "istio.io/api/mcp/v1alpha1"
 
@@ -43,13 +42,12 @@ func (e Entry) Record() []byte { return e.record }
 // Entry serializes the resource's MCP envelope straight into its record.
 // This is the one place the envelope is marshalled.
 func (r *Resource) Entry() (Entry, error) {
-	env := r.envelope()
-	// Size first, so that the buffer is allocated once and exactly; the
-	// marshal then reuses the sizes it cached.
-	size := proto.Size(env)
-	buf, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(make([]byte, recordHeadroom, recordHeadroom+size), env)
-	if err != nil {
-		return Entry{}, fmt.Errorf("served: marshal %s %s: %w", r.Kind, r.Key(), err)
+	// Size first, so that the buffer is allocated once and exactly.
+	w := newEnvelopeWriter(r)
+	size := w.size()
+	buf := w.append(make([]byte, recordHeadroom, recordHeadroom+size))
+	if len(buf) != recordHeadroom+size {
+		return Entry{}, fmt.Errorf("served: marshal %s %s: wrote %d bytes, sized %d", r.Kind, r.Key(), len(buf)-recordHeadroom, size)
 	}
 	value := buf[recordHeadroom:]
 	var hb [recordHeadroom]byte

@@ -118,3 +118,30 @@ func TestVersionFollowsContent(t *testing.T) {
 		t.Error("a label and the same annotation hash alike")
 	}
 }
+
+// TestEnvelopeMatchesProto: the hand-written envelope is byte for byte what
+// proto.Marshal writes deterministically, for every shape of metadata.
+func TestEnvelopeMatchesProto(t *testing.T) {
+	long := string(make([]byte, 300))
+	for _, r := range []*Resource{
+		{Kind: KindServiceEntry, Namespace: "ns", Name: "a", Version: "1", createTime: timestamppb.New(created)},
+		{Kind: KindWorkloadEntry, Namespace: "ns", Name: "b", createTime: timestamppb.New(time.Unix(0, 0))},
+		{Kind: KindWorkloadEntry, Namespace: "ns", Name: "c", Version: "ff", body: []byte{1, 2, 3}},
+		{Kind: KindServiceEntry, Namespace: "istio-system", Name: "web", Version: "abc", body: make([]byte, 70_000),
+			Labels:      map[string]string{"z": "1", "a": "", "": "x", "m": long},
+			Annotations: map[string]string{"registry-adapter.io/source": "dc1", "k": "v"},
+			createTime:  timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC))},
+		{Kind: KindServiceEntry, Namespace: "ns", Name: "d", createTime: timestamppb.New(time.Date(1960, 1, 1, 0, 0, 0, 5, time.UTC))},
+	} {
+		want, err := proto.MarshalOptions{Deterministic: true}.Marshal(r.envelope())
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := newEnvelopeWriter(r)
+		got := w.append(nil)
+		if string(got) != string(want) || w.size() != len(want) {
+			t.Errorf("%s: hand-written envelope (%d bytes, sized %d) differs from proto's (%d bytes)\n got %x\nwant %x",
+				r.Key(), len(got), w.size(), len(want), got, want)
+		}
+	}
+}
