@@ -9,6 +9,8 @@ import (
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
+
+	"github.com/registry-adapter/registry-adapter/fidelity"
 )
 
 // startConsul runs a dev agent through the project's script, on port if
@@ -137,7 +139,9 @@ func TestReadyOnlyAfterAdapterAnswered(t *testing.T) {
 	c, _ := startConsul(t, port)
 	register(t, c, "web", "vm-1", "10.1.0.1", 8080, nil, map[string]string{"protocol": "http"})
 	p.waitReady(t)
-	eventually(t, 30*time.Second, "istiod faithful", func() error { return faithful(t, a, p) })
+	eventually(t, 30*time.Second, "istiod holds the registration", func() error {
+		return holds(t, a, p, expect(consulService("web", "HTTP", 8080, "10.1.0.1")))
+	})
 }
 
 // TestConsulEndpointLifecycle: registering, changing and deregistering
@@ -153,11 +157,24 @@ func TestConsulEndpointLifecycle(t *testing.T) {
 	p := startIstiod(t, meshFor(a.xdsAddr))
 	p.waitReady(t)
 	const host = "api.service.consul"
+	// By hand: tags key=value become labels; db has no protocol, so TCP.
+	db := consulService("db", "TCP", 5432, "10.2.9.1")
+	api := func(versions map[string]string) *fidelity.Service {
+		var addrs []string
+		for a := range versions {
+			addrs = append(addrs, a)
+		}
+		s := consulService("api", "GRPC", 9000, addrs...)
+		for a, v := range versions {
+			labelled(s, a, map[string]string{"version": v})
+		}
+		return s
+	}
 	eventually(t, 30*time.Second, "first instance", func() error {
 		if got := p.endpoints(t, host); strings.Join(got, ",") != "10.2.0.1/grpc-9000" {
 			return fmt.Errorf("endpoints %v", got)
 		}
-		return faithful(t, a, p)
+		return holds(t, a, p, expect(db, api(map[string]string{"10.2.0.1": "v1"})))
 	})
 
 	type counters struct{ eds, pushes float64 }
@@ -190,7 +207,7 @@ func TestConsulEndpointLifecycle(t *testing.T) {
 		if got := p.endpoints(t, host); strings.Join(got, ",") != "10.2.0.1/grpc-9000,10.2.0.2/grpc-9000" {
 			return fmt.Errorf("endpoints %v", got)
 		}
-		return faithful(t, a, p)
+		return holds(t, a, p, expect(db, api(map[string]string{"10.2.0.1": "v1", "10.2.0.2": "v2"})))
 	})
 	eventually(t, 30*time.Second, "istiod pushed", func() error {
 		if _, eds := pushLines(); eds == edsBefore {
@@ -211,7 +228,9 @@ func TestConsulEndpointLifecycle(t *testing.T) {
 
 	// A label change on an instance is also endpoint-only.
 	register(t, c, "api", "vm-2", "10.2.0.2", 9000, []string{"version=v3"}, map[string]string{"protocol": "grpc"})
-	eventually(t, 30*time.Second, "label change", func() error { return faithful(t, a, p) })
+	eventually(t, 30*time.Second, "label change", func() error {
+		return holds(t, a, p, expect(db, api(map[string]string{"10.2.0.1": "v1", "10.2.0.2": "v3"})))
+	})
 
 	// A refresh that changes nothing: re-registering identical data moves
 	// Consul's index; the adapter's debounce window closes with nothing to
@@ -227,7 +246,8 @@ func TestConsulEndpointLifecycle(t *testing.T) {
 		if metric(t, "http://"+a.debugAddr+"/metrics", "registry_adapter_debounce_windows_total") <= windows {
 			return fmt.Errorf("no debounce window closed yet")
 		}
-		return faithful(t, a, p)
+		return holds(t, a, p, expect(consulService("db", "TCP", 5432, "10.2.9.1", "10.2.9.2"),
+			api(map[string]string{"10.2.0.1": "v1", "10.2.0.2": "v3"})))
 	})
 	after = read()
 	// Only the db change may have been pushed: one WorkloadEntry reply per
@@ -246,10 +266,13 @@ func TestConsulEndpointLifecycle(t *testing.T) {
 		if got := p.endpoints(t, host); strings.Join(got, ",") != "10.2.0.2/grpc-9000" {
 			return fmt.Errorf("endpoints %v", got)
 		}
-		return faithful(t, a, p)
+		return holds(t, a, p, expect(consulService("db", "TCP", 5432, "10.2.9.1", "10.2.9.2"),
+			api(map[string]string{"10.2.0.2": "v3"})))
 	})
 	deregister(t, c, "vm-2", "api")
-	eventually(t, 30*time.Second, "service gone", func() error { return faithful(t, a, p) })
+	eventually(t, 30*time.Second, "service gone", func() error {
+		return holds(t, a, p, expect(consulService("db", "TCP", 5432, "10.2.9.1", "10.2.9.2")))
+	})
 	for _, cfg := range p.configs(t) {
 		if strings.Contains(cfg, "api.service.consul") {
 			t.Errorf("istiod still holds %s after the service was deregistered", cfg)
@@ -268,7 +291,12 @@ func TestConsulPortsAndProtocols(t *testing.T) {
 	a := startAdapter(t, consulConfig(addr), 0)
 	p := startIstiod(t, meshFor(a.xdsAddr))
 	p.waitReady(t)
-	eventually(t, 30*time.Second, "istiod faithful", func() error { return faithful(t, a, p) })
+	eventually(t, 30*time.Second, "istiod holds each protocol", func() error {
+		return holds(t, a, p, expect(
+			consulService("h2", "HTTP2", 8443, "10.3.0.1"),
+			consulService("legacy", "HTTP", 8080, "10.3.0.2"),
+			consulService("plain", "TCP", 6000, "10.3.0.3")))
+	})
 	_, body, err := httpGet("http://" + p.httpAddr + "/debug/registryz")
 	if err != nil {
 		t.Fatal(err)

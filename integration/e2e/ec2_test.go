@@ -14,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/registry-adapter/registry-adapter/fidelity"
 )
 
 // startMoto runs moto_server, the AWS API emulator this machine image ships,
@@ -73,11 +75,20 @@ func TestEC2InstancesReachIstiod(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RunInstances: %v", err)
 	}
-	var ips []string
+	var ips, addrs []string
 	for _, in := range run.Instances {
+		addrs = append(addrs, aws.ToString(in.PrivateIpAddress))
 		ips = append(ips, aws.ToString(in.PrivateIpAddress)+"/http-8080")
 	}
 	slices.Sort(ips)
+	// The mesh-ports tag gives the port; other tags become labels.
+	billing := func(addrs ...string) fidelity.View {
+		s := located(service("billing.us-east-1.ec2", "HTTP", 8080, 0, addrs...), "us-east-1/us-east-1a")
+		for _, a := range addrs {
+			labelled(s, a, map[string]string{"version": "v7"})
+		}
+		return expect(s)
+	}
 
 	a := startAdapter(t, fmt.Sprintf(`
 server: {listen: "{{XDS}}", debugListen: "{{DEBUG}}"}
@@ -93,7 +104,7 @@ sources:
 		if got := p.endpoints(t, host); !slices.Equal(got, ips) {
 			return fmt.Errorf("endpoints %v, want %v", got, ips)
 		}
-		return faithful(t, a, p)
+		return holds(t, a, p, billing(addrs...))
 	})
 
 	if _, err := client.TerminateInstances(ctx, &awsec2.TerminateInstancesInput{InstanceIds: []string{aws.ToString(run.Instances[0].InstanceId)}}); err != nil {
@@ -104,7 +115,7 @@ sources:
 		if got := p.endpoints(t, host); !slices.Equal(got, left) {
 			return fmt.Errorf("endpoints %v, want %v", got, left)
 		}
-		return faithful(t, a, p)
+		return holds(t, a, p, billing(addrs[1]))
 	})
 	shown := a.output()
 	for _, path := range []string{"/debug/sources", "/debug/resources", "/readyz", "/metrics"} {

@@ -241,6 +241,21 @@ func endpointsOf(vms []vm) []string {
 	return out
 }
 
+// expectVMs is what istiod must hold for vms, written from how the fault
+// tests register them (registerTxn): a host <service>.service.consul per
+// service, on port 8080 as HTTP, an endpoint per instance (consulService).
+func expectVMs(vms ...vm) fidelity.View {
+	var services []*fidelity.Service
+	byService := map[string][]string{}
+	for _, v := range vms {
+		byService[v.service] = append(byService[v.service], v.addr)
+	}
+	for name, addrs := range byService {
+		services = append(services, consulService(name, "HTTP", vmPort, addrs...))
+	}
+	return expect(services...)
+}
+
 // fleet is web-1..web-n and api-1..api-n with addresses 10.<net>.0.x and
 // 10.<net>.1.x.
 func fleet(net, n int) []vm {

@@ -116,7 +116,7 @@ func TestFaultConsulKilledWipedRestarted(t *testing.T) {
 		if held, err := heldChanges(t, a.debugAddr); err != nil || len(held) > 0 {
 			return fmt.Errorf("held %+v %v", held, err)
 		}
-		return faithful(t, a, p)
+		return holds(t, a, p, expectVMs(append(slices.Clone(vms), extra)...))
 	})
 	w.check(t, endpointsOf(vms))
 
@@ -169,7 +169,7 @@ func TestFaultConsulKilledWipedRestarted(t *testing.T) {
 				return fmt.Errorf("istiod still has %s", e)
 			}
 		}
-		return faithful(t, a, p)
+		return holds(t, a, p, expectVMs(kept...))
 	})
 	// The watcher does see a loss: the released deletion.
 	eventually(t, 10*time.Second, "the watcher saw the released deletion", func() error {
@@ -246,7 +246,7 @@ func TestFaultConsulUnreachableAtStart(t *testing.T) {
 		return nil
 	})
 	hasEndpoints(t, p, 30*time.Second, "istiod has the fleet", endpointsOf(vms)...)
-	eventually(t, 30*time.Second, "istiod faithful", func() error { return faithful(t, a, p) })
+	eventually(t, 30*time.Second, "istiod holds the fleet", func() error { return holds(t, a, p, expectVMs(vms...)) })
 }
 
 // TestFaultConsulSlow: Consul stops answering (requests arrive, answers are
@@ -288,7 +288,9 @@ func TestFaultConsulSlow(t *testing.T) {
 	px.resume()
 	hasEndpoints(t, p, 30*time.Second, "the registration made during the stall arrives", extra.endpoint())
 	waitStale(t, a.debugAddr, "dc1", false, 30*time.Second)
-	eventually(t, 30*time.Second, "istiod faithful", func() error { return faithful(t, a, p) })
+	eventually(t, 30*time.Second, "istiod holds the fleet and the extra", func() error {
+		return holds(t, a, p, expectVMs(append(slices.Clone(vms), extra)...))
+	})
 	w.check(t, endpointsOf(vms))
 }
 
@@ -370,10 +372,12 @@ func TestFaultIstiodStreamCut100(t *testing.T) {
 	if !p.ready() {
 		t.Error("istiod is not ready after the cuts")
 	}
-	eventually(t, 30*time.Second, "istiod faithful", func() error { return faithful(t, a, p) })
+	eventually(t, 30*time.Second, "istiod holds the fleet and every extra", func() error {
+		return holds(t, a, p, expectVMs(append(slices.Clone(vms), extras...)...))
+	})
 	// Only the instances that existed before the first cut count: an extra is
 	// absent until it is registered, which the watcher would report as a loss.
-	// Each extra's arrival is asserted above, and faithful() holds them all.
+	// Each extra's arrival is asserted above, and holds() checks them all.
 	w.check(t, endpointsOf(vms))
 	t.Logf("100 cuts in %s (%d connections accepted by the proxy)", took.Round(time.Millisecond), px.accepted.Load())
 }
@@ -432,7 +436,9 @@ func TestFaultAdapterRestartThreeIstiods(t *testing.T) {
 	registerTxn(t, c.client, extra)
 	for i, p := range ps {
 		hasEndpoints(t, p, 30*time.Second, fmt.Sprintf("istiod %d: a change after the restarts", i+1), extra.endpoint())
-		eventually(t, 30*time.Second, fmt.Sprintf("istiod %d faithful", i+1), func() error { return faithful(t, a, p) })
+		eventually(t, 30*time.Second, fmt.Sprintf("istiod %d holds the fleet and the extra", i+1), func() error {
+			return holds(t, a, p, expectVMs(append(slices.Clone(vms), extra)...))
+		})
 	}
 	for _, w := range ws {
 		w.check(t, endpointsOf(vms))
@@ -598,7 +604,12 @@ sources:
 		}
 		return nil
 	})
-	eventually(t, 30*time.Second, "istiod faithful", func() error { return faithful(t, ad, p) })
+	// EC2 instances tagged mesh-service=<service> in us-east-1a, on the
+	// configured port 8080 as HTTP; EC2 has no weights.
+	want := expect(
+		located(service("web.us-east-1.ec2", "HTTP", 8080, 0, "10.65.0.1", "10.65.0.2", "10.65.0.3"), "us-east-1/us-east-1a"),
+		located(service("api.us-east-1.ec2", "HTTP", 8080, 0, "10.65.1.1", "10.65.1.2"), "us-east-1/us-east-1a"))
+	eventually(t, 30*time.Second, "istiod holds every instance listed", func() error { return holds(t, ad, p, want) })
 	api.mu.Lock()
 	t.Logf("fake EC2 answered %v", api.answered)
 	api.mu.Unlock()
@@ -648,7 +659,9 @@ func TestFaultNetworkPartition(t *testing.T) {
 	l.heal(t)
 	hasEndpoints(t, p, 60*time.Second, "the registration made during the partition arrives", extra.endpoint())
 	waitStale(t, a.debugAddr, "dc1", false, 30*time.Second)
-	eventually(t, 30*time.Second, "istiod faithful", func() error { return faithful(t, a, p) })
+	eventually(t, 30*time.Second, "istiod holds the fleet and the extra", func() error {
+		return holds(t, a, p, expectVMs(append(slices.Clone(vms), extra)...))
+	})
 	w.check(t, endpointsOf(vms))
 }
 
@@ -713,14 +726,14 @@ guard: {minInstances: 1, holdFor: 1h}`, state)), 0)
 		return nil
 	})
 	registerTxn(t, c.client, vms...)
-	eventually(t, 30*time.Second, "re-populated: nothing held, both istiods faithful", func() error {
+	eventually(t, 30*time.Second, "re-populated: nothing held, both istiods hold the fleet", func() error {
 		if held, err := heldChanges(t, a.debugAddr); err != nil || len(held) > 0 {
 			return fmt.Errorf("held %+v %v", held, err)
 		}
-		if err := faithful(t, a, p1); err != nil {
+		if err := holds(t, a, p1, expectVMs(vms...)); err != nil {
 			return err
 		}
-		return faithful(t, a, p2)
+		return holds(t, a, p2, expectVMs(vms...))
 	})
 	w.check(t, endpointsOf(vms))
 }
@@ -767,11 +780,11 @@ func TestFaultGuardPartialRepopulation(t *testing.T) {
 	heldRemoving("the rest stays held", len(only(vms, "api")))
 	w.observe(t, 20)
 	registerTxn(t, c.client, only(vms, "api")...)
-	eventually(t, 30*time.Second, "fully re-populated: nothing held, istiod faithful", func() error {
+	eventually(t, 30*time.Second, "fully re-populated: nothing held, istiod holds the fleet", func() error {
 		if held, err := heldChanges(t, a.debugAddr); err != nil || len(held) > 0 {
 			return fmt.Errorf("held %+v %v", held, err)
 		}
-		return faithful(t, a, p)
+		return holds(t, a, p, expectVMs(vms...))
 	})
 	w.check(t, endpointsOf(vms))
 }

@@ -554,6 +554,79 @@ func faithful(t *testing.T, a *adapterProc, p *istiodProc) error {
 	return nil
 }
 
+// holds is the check of a test that registered content: istiod's registry
+// (hosts, ports, healthy endpoints at their target ports, weights) and what a
+// sidecar receives are compared with want, an expectation the test wrote by
+// hand from what it registered. Then faithful checks the delivery of the
+// adapter's own render, which also covers what want leaves out (labels).
+func holds(t *testing.T, a *adapterProc, p *istiodProc, want fidelity.View) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got, err := fidelity.Istiod(ctx, http.DefaultClient, "http://"+p.httpAddr)
+	if err != nil {
+		return err
+	}
+	if d := fidelity.Diff(want, got); len(d) > 0 {
+		return fmt.Errorf("istiod's registry differs from what the test registered:\n%s", strings.Join(d, "\n"))
+	}
+	if err := reaches(t, p, want); err != nil {
+		return fmt.Errorf("against what the test registered: %w", err)
+	}
+	return faithful(t, a, p)
+}
+
+// expect builds a hand-written expectation from services (see service).
+func expect(services ...*fidelity.Service) fidelity.View {
+	v := fidelity.View{}
+	for _, s := range services {
+		v[s.Host] = s
+	}
+	return v
+}
+
+// service is one host on one port, named "<protocol>-<number>" as a
+// registration without a port name is, with an endpoint per healthy address
+// at that port and weight. protocol is spelled as Istio does (HTTP, Redis).
+func service(host, protocol string, port, weight uint32, addrs ...string) *fidelity.Service {
+	name := fmt.Sprintf("%s-%d", strings.ToLower(protocol), port)
+	s := &fidelity.Service{Host: host,
+		Ports:     map[string]fidelity.Port{name: {Number: port, Protocol: protocol}},
+		Endpoints: map[string]fidelity.Endpoint{}}
+	for _, a := range addrs {
+		s.Endpoints[a+"/"+name] = fidelity.Endpoint{Address: a, PortName: name, Port: port, Weight: weight}
+	}
+	return s
+}
+
+// located sets every endpoint's locality: Consul's is its datacenter, EC2's
+// region/zone.
+func located(s *fidelity.Service, locality string) *fidelity.Service {
+	for k, e := range s.Endpoints {
+		e.Locality = locality
+		s.Endpoints[k] = e
+	}
+	return s
+}
+
+// consulService is service for a Consul service in datacenter dc1 (the
+// dev agent's): host <name>.service.consul, Consul's default weight of 1,
+// locality dc1.
+func consulService(name, protocol string, port uint32, addrs ...string) *fidelity.Service {
+	return located(service(name+".service.consul", protocol, port, 1, addrs...), "dc1")
+}
+
+// labelled sets labels on every endpoint of s at addr.
+func labelled(s *fidelity.Service, addr string, labels map[string]string) *fidelity.Service {
+	for k, e := range s.Endpoints {
+		if e.Address == addr {
+			e.Labels = labels
+			s.Endpoints[k] = e
+		}
+	}
+	return s
+}
+
 // sidecar is a sidecar's ADS stream to istiod (namespace default, DNS
 // capture on), opened at the first call and held until the test ends.
 func (p *istiodProc) sidecar(t *testing.T) (*fidelity.Proxy, error) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os/exec"
 	"slices"
 	"strings"
@@ -145,7 +146,18 @@ func TestShardsIstiodHoldsTheUnion(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, 30*time.Second, "istiod faithful", func() error { return faithful(t, a, p) })
+	// shardedConfig by hand: staticConfig's billing without its TCP port,
+	// its cache, and three more hosts.
+	want := staticWant()
+	billing := want["billing.vms.example.com"]
+	delete(billing.Ports, "tcp-5432")
+	delete(billing.Endpoints, "10.0.1.10/tcp-5432")
+	delete(billing.Endpoints, "10.0.1.11/tcp-5432")
+	maps.Copy(want, expect(
+		service("db.vms.example.com", "TCP", 5432, 0, "10.0.3.30", "10.0.3.31"),
+		service("queue.vms.example.com", "TCP", 5672, 0, "10.0.4.40"),
+		service("payments.vms.example.com", "HTTPS", 8443, 0, "10.0.5.50")))
+	eventually(t, 30*time.Second, "istiod holds every shard's hosts", func() error { return holds(t, a, p, want) })
 	if out, err := runCheck(t, a, p); err != nil || !strings.Contains(out, "istiod is faithful") {
 		t.Errorf("check against the sharded istiod: %v\n%s", err, out)
 	}
