@@ -212,7 +212,10 @@ func consulInstance(svc, j int) (node, id, name string) {
 	return fmt.Sprintf("node-%05d", k/10), fmt.Sprintf("svc-%06d-%d", svc, j), fmt.Sprintf("svc-%06d", svc)
 }
 
-func (c *consulReg) register(svc, j int, address string) error {
+// register writes instance j of svc at address; checkOutput is its check's
+// output (Consul rewrites a check, and moves the checks feed, only when the
+// check differs).
+func (c *consulReg) register(svc, j int, address, checkOutput string) error {
 	node, id, name := consulInstance(svc, j)
 	k := svc*3 + j
 	body := map[string]any{
@@ -224,7 +227,7 @@ func (c *consulReg) register(svc, j int, address string) error {
 			"Meta": map[string]string{"protocol": "http"},
 		},
 		"Checks": []map[string]any{{
-			"CheckID": "service:" + id, "Name": "alive", "Status": "passing", "ServiceID": id,
+			"CheckID": "service:" + id, "Name": "alive", "Status": "passing", "ServiceID": id, "Output": checkOutput,
 		}},
 	}
 	b, _ := json.Marshal(body)
@@ -252,7 +255,7 @@ func (c *consulReg) registerRange(from, to, par int) error {
 		wg.Go(func() {
 			for jb := range jobs {
 				k := jb.svc*3 + jb.j
-				if err := c.register(jb.svc, jb.j, fmt.Sprintf("10.%d.%d.%d", (k>>16)&0xff, (k>>8)&0xff, k&0xff)); err != nil {
+				if err := c.register(jb.svc, jb.j, fmt.Sprintf("10.%d.%d.%d", (k>>16)&0xff, (k>>8)&0xff, k&0xff), ""); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 				}
 			}
@@ -274,13 +277,28 @@ func (c *consulReg) registerRange(from, to, par int) error {
 var moveCounter atomic.Int64
 
 // move gives instance j of svc a fresh address and returns it.
-func (c *consulReg) move(svc, j int) (string, error) {
+func (c *consulReg) move(svc, j int) (string, error) { return c.moveKind(svc, j, false) }
+
+// moveKind is move; with withCheck, the instance's check output changes too.
+func (c *consulReg) moveKind(svc, j int, withCheck bool) (string, error) {
 	m := moveCounter.Add(1)
 	addr := fmt.Sprintf("172.%d.%d.%d", 16+(m>>16)&0x0f, (m>>8)&0xff, m&0xff)
-	return addr, c.register(svc, j, addr)
+	out := ""
+	if withCheck {
+		out = "HTTP GET http://" + addr + ":8080/health: 200 OK"
+	}
+	return addr, c.register(svc, j, addr, out)
+}
+
+var churnKindText = map[string]string{
+	"address": "same check: a registration change that moves no check",
+	"check":   "the check's output changes with it: a change the checks feed shows",
 }
 
 func runConsul(rep *report, o options) error {
+	if _, ok := churnKindText[o.consulKind]; !ok {
+		return fmt.Errorf("-consul-churn-kind %q: want address or check", o.consulKind)
+	}
 	state, err := os.MkdirTemp("", "bench-consul-")
 	if err != nil {
 		return err
@@ -343,7 +361,7 @@ func runConsul(rep *report, o options) error {
 	reg := &consulReg{addr: addr, hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second}}
 
 	rep.consul = append(rep.consul,
-		"| services (x3 inst) | transport, mode | sync s | changes seen | change→client p50 / p99 / max s | req/s at rest (health/catalog/other) | req/s under churn | conns to Consul at rest | 429s | adapter CPU % rest / churn | Consul CPU % rest | adapter RSS KB / service | load avg |",
+		"| services (x3 inst) | transport, mode | sync s | changes seen | change→client p50 / p99 / max s | req/s at rest (health/catalog/other) | req/s (MB/s read) under churn | conns to Consul at rest | 429s | adapter CPU % rest / churn | Consul CPU % rest | adapter RSS KB / service | load avg |",
 		"|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 	registered := 0
 	for _, n := range o.consulServices {
@@ -384,10 +402,10 @@ func runConsul(rep *report, o options) error {
 		"Consul at 127.0.0.1 (dev agent, one server); the adapter's source talks to it through a counting reverse proxy in the driver "+
 			"(\"https\": a TLS proxy that speaks HTTP/2 on both sides, to Consul's HTTPS listener; the adapter's defaults otherwise). "+
 			"Connections to Consul = the adapter's connections to the proxy.",
-		fmt.Sprintf("Churn: instances moved to a new address through /v1/catalog/register (same check: a registration change that moves no check), "+
+		fmt.Sprintf("Churn (%s): instances moved to a new address through /v1/catalog/register (%s), "+
 			"at least %d changes to random services, at the real rate of %.0f%%/min of the instances or faster to reach that count; "+
 			"visibility = the client (istiod stand-in) decoded a WorkloadEntry with the new address. "+
-			"The machine is shared with other sessions' work: the load average is that of the whole machine.", o.consulChanges, o.churnRate*100))
+			"The machine is shared with other sessions' work: the load average is that of the whole machine.", o.consulKind, churnKindText[o.consulKind], o.consulChanges, o.churnRate*100))
 	return nil
 }
 
@@ -486,7 +504,7 @@ func consulMode(o options, proxy *countingProxy, reg *consulReg, services int, m
 		addr := fmt.Sprintf("172.%d.%d.%d", 16+(m>>16)&0x0f, (m>>8)&0xff, m&0xff)
 		c.watchAddress(addr)
 		t := time.Now().UnixNano()
-		got, err := reg.move(svc, j)
+		got, err := reg.moveKind(svc, j, o.consulKind == "check")
 		if err != nil {
 			return "", err
 		}
@@ -497,7 +515,7 @@ func consulMode(o options, proxy *countingProxy, reg *consulReg, services int, m
 		changes = append(changes, change{addr, t})
 	}
 	churnD := time.Since(start)
-	churnCounts, _ := proxy.snapshot()
+	churnCounts, churnBytes := proxy.snapshot()
 	post, _ := child.stats(false)
 	// Give the last changes a grace to show up.
 	time.Sleep(5 * time.Second)
@@ -530,7 +548,8 @@ func consulMode(o options, proxy *countingProxy, reg *consulReg, services int, m
 	if mode == "https" {
 		transport, mode = "https (HTTP/2)", "default"
 	}
-	return fmt.Sprintf("| %d | %s, %s | %.1f | %d/%d | %s | %s | %s | %d | %d | %s / %s | %.1f | %s | %s |",
+	return fmt.Sprintf("| %d | %s, %s | %.1f | %d/%d | %s | %s | %s, %.1f MB/s | %d | %d | %s / %s | %.1f | %s | %s |",
 		services, transport, mode, sync.Seconds(), len(lat), len(changes), latS, rate(restCounts, o.consulRest), rate(churnCounts, churnD),
+		float64(churnBytes)/churnD.Seconds()/1e6,
 		conns, proxy.throttle.Load()-throttled0, cpu(pre, mid), cpu(mid, post), consulCPU, rss, measure.LoadAvg()), nil
 }
