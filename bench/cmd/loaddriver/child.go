@@ -51,7 +51,7 @@ type command struct {
 	Census bool `json:"census,omitempty"`
 	// profile: start a CPU profile into Path ("" stops it).
 	Path string `json:"path,omitempty"`
-	// move, addport: the service changed (shards.go).
+	// move, health, addport: the service changed (shard.go).
 	Index int `json:"index,omitempty"`
 }
 
@@ -430,7 +430,7 @@ func runChild(cfg childConfig) error {
 				}
 				r.T1 = time.Now().UnixNano()
 			}
-		case "move", "addport":
+		case "move", "health", "addport":
 			if gs == nil {
 				r.Err = "no generated source"
 				break

@@ -63,6 +63,12 @@ type options struct {
 	shardSizes     []int
 	shardChanges   int
 	shardColds     int
+	compareWays    []string
+	compareSizes   []int
+	compareChanges int
+	compareBurst   int
+	comparePprof   string
+	compareTimeout time.Duration
 	gobench        string
 	out            string
 	repo           string
@@ -94,6 +100,12 @@ func driverMain() int {
 	shardSizes := flag.String("istiod-shard-sizes", "10000,50000", "sharding with the real istiod: inline ServiceEntry counts N")
 	flag.IntVar(&o.shardChanges, "istiod-shard-changes", 20, "sharding with the real istiod: endpoint changes per N and K")
 	flag.IntVar(&o.shardColds, "istiod-shard-colds", 3, "sharding with the real istiod: cold syncs (istiod restarts) per N and K")
+	compareWays := flag.String("istiod-compare", "", "istiod's side, side by side (issue 19): ways to serve the same services to a fresh real istiod each, e.g. inline,inline-versionless,workloadentry (empty: skip; -versionless relays the adapter's replies without resource versions)")
+	compareSizes := flag.String("istiod-compare-sizes", "10000", "istiod comparison: service counts")
+	flag.IntVar(&o.compareChanges, "istiod-compare-changes", 10, "istiod comparison: endpoint moves, and health changes, per row")
+	flag.IntVar(&o.compareBurst, "istiod-compare-burst", 1000, "istiod comparison: endpoint moves of distinct services sent at once (0: skip)")
+	flag.StringVar(&o.comparePprof, "istiod-compare-pprof", "", "istiod comparison: `dir` for istiod CPU profiles (the first 30 s of its sync, and the burst)")
+	flag.DurationVar(&o.compareTimeout, "istiod-compare-timeout", 20*time.Minute, "istiod comparison: limit for istiod's sync, and for the burst")
 	flag.StringVar(&o.gobench, "gobench", "", "`go test -bench` output to fold into the table")
 	flag.StringVar(&o.out, "out", "", "also write the table to this file")
 	flag.StringVar(&o.repo, "repo", ".", "repository root (for the integration scripts)")
@@ -105,6 +117,10 @@ func driverMain() int {
 	o.consulModes = strings.Split(*cmodes, ",")
 	o.shardKs = ints(*shardKs)
 	o.shardSizes = ints(*shardSizes)
+	o.compareSizes = ints(*compareSizes)
+	if *compareWays != "" {
+		o.compareWays = strings.Split(*compareWays, ",")
+	}
 
 	rep := &report{start: time.Now(), opts: o}
 	rep.machine()
@@ -126,6 +142,11 @@ func driverMain() int {
 	if len(o.shardKs) > 0 {
 		if err := runShards(rep, o); err != nil {
 			rep.fail("istiod shards", err)
+		}
+	}
+	if len(o.compareWays) > 0 {
+		if err := runCompare(rep, o); err != nil {
+			rep.fail("istiod compare", err)
 		}
 	}
 	if o.gobench != "" {

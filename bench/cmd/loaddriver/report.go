@@ -114,6 +114,7 @@ type report struct {
 	consul   []string
 	istiod   []string
 	shards   []string
+	compare  []string
 	notes    []string
 	gobench  []string
 	failures []string
@@ -262,6 +263,7 @@ func (rep *report) render() string {
 		{"Consul", rep.consul},
 		{"Real istiod", rep.istiod},
 		{"Sharding with the real istiod", rep.shards},
+		{"istiod side by side (issue 19)", rep.compare},
 		{"Go benchmarks (go test -bench -benchmem, same run)", rep.gobench},
 	} {
 		if len(sec.lines) == 0 {

@@ -33,8 +33,9 @@ import (
 )
 
 // shardChange is the child's side of "move" (one endpoint of service Index
-// gets a new address) and "addport" (service Index gets one more port): one
-// source update each.
+// gets a new address), "health" (service Index's first instance turns
+// critical, or passing again) and "addport" (service Index gets one more
+// port): one source update each.
 func shardChange(gs *genSource, reg *gen.Registry, c command) reply {
 	i := c.Index % len(reg.Services)
 	var r reply
@@ -44,6 +45,20 @@ func shardChange(gs *genSource, reg *gen.Registry, c command) reply {
 		var j int
 		g, j = reg.MoveEndpoint(i)
 		r.Address = g.Services[0].Instances[j].Address
+	case "health":
+		// The service's first instance turns critical (convert drops it:
+		// one endpoint fewer) or passing again.
+		svc := reg.Services[i]
+		insts := slices.Clone(svc.Instances)
+		if insts[0].Health == model.HealthCritical {
+			insts[0].Health = model.HealthPassing
+		} else {
+			insts[0].Health = model.HealthCritical
+		}
+		svc.Instances = insts
+		reg.Services[i] = svc
+		g = reg.Group(i)
+		r.Address = insts[0].Address
 	case "addport":
 		svc := reg.Services[i]
 		port := newPort(len(svc.Ports))
