@@ -422,7 +422,7 @@ func renderCompare(o options, cases []*compareCase, loads []string) []string {
 		"pushes per change = istiod's pilot_xds_pushes to that sidecar by type (a full push sends CDS, an EDS-only push only EDS). %d endpoint moves and %d health changes per row. Debounce quiet %s (adapter) + 100 ms (istiod). "+
 		"Load average before and after each row: %s.", o.compareChanges, o.compareChanges, o.quiet, strings.Join(loads, " | "))
 	add("")
-	add("| N | way | istiod /ready | settled | istiod CPU to settle | VmHWM after sync (heap in use) | CPU / endpoint move, ms: median (max) | CPU / health change, ms: median (max) | pushes per change, EDS / CDS (move; health) | change → sidecar EDS, ms p50 | burst: moves, istiod busy, CPU, changes/s, pushes (CDS) | peak VmHWM | rest CPU |")
+	add("| N | way | istiod /ready | settled | istiod CPU to settle | VmHWM after sync (heap in use) | CPU / endpoint move, ms: median, mean (max) | CPU / health change, ms: median, mean (max) | pushes per change, EDS / CDS (move; health) | change → sidecar EDS, ms p50 | burst: moves, istiod busy, CPU, changes/s, pushes (CDS) | peak VmHWM | rest CPU |")
 	add("|---:|---|---:|---:|---:|---|---|---|---|---:|---|---:|---:|")
 	for _, c := range cases {
 		mv, hc := c.changes["move"], c.changes["health"]
@@ -434,8 +434,14 @@ func renderCompare(o options, cases []*compareCase, loads []string) []string {
 					ready = settled
 				}
 			}
-			add("| %s | %s | %s | %s | %s%s | %s (%s) | - | - | - | - | - | - | - |", human(c.n), c.way, ready, settled,
-				map[bool]string{true: "> "}[c.timedOut], c.syncCPU.Round(10*time.Millisecond), bytesH(float64(c.rssSync)), bytesH(c.heapSync))
+			cpu, heap := c.syncCPU.Round(10*time.Millisecond).String(), "-"
+			if c.timedOut {
+				cpu = "> " + cpu
+			}
+			if c.heapSync > 0 {
+				heap = bytesH(c.heapSync)
+			}
+			add("| %s | %s | %s | %s | %s | %s (%s) | - | - | - | - | - | - | - |", human(c.n), c.way, ready, settled, cpu, bytesH(float64(c.rssSync)), heap)
 			continue
 		}
 		lat := append(slices.Clone(mv.lat), hc.lat...)
@@ -445,17 +451,22 @@ func renderCompare(o options, cases []*compareCase, loads []string) []string {
 				float64(c.burst.count)/max(c.burst.busy.Seconds(), 0.001), c.burst.pushes, c.burst.cds)
 		}
 		per := func(cc *compareCosts, k string) float64 { return cc.metrics[k] / float64(len(cc.istiod)) }
-		add("| %s | %s | %s | %s | %s | %s (%s) | %s (%s) | %s (%s) | %.1f / %.1f; %.1f / %.1f | %.0f | %s | %s | %.1f%% |",
+		add("| %s | %s | %s | %s | %s | %s (%s) | %s, %s (%s) | %s, %s (%s) | %.1f / %.1f; %.1f / %.1f | %.0f | %s | %s | %.1f%% |",
 			human(c.n), c.way, c.ready.Round(10*time.Millisecond), c.settled.Round(10*time.Millisecond), c.syncCPU.Round(10*time.Millisecond),
 			bytesH(float64(c.rssSync)), bytesH(c.heapSync),
-			ms(measure.Median(mv.istiod)), ms(slices.Max(mv.istiod)), ms(measure.Median(hc.istiod)), ms(slices.Max(hc.istiod)),
+			ms(measure.Median(mv.istiod)), ms(measure.Mean(mv.istiod)), ms(slices.Max(mv.istiod)),
+			ms(measure.Median(hc.istiod)), ms(measure.Mean(hc.istiod)), ms(slices.Max(hc.istiod)),
 			per(mv, edsPushes), per(mv, cdsPushes), per(hc, edsPushes), per(hc, cdsPushes),
 			measure.Quantile(lat, 0.5), burst, bytesH(float64(c.peakRSS)), c.restPct)
 	}
 	add("")
 	for _, c := range cases {
-		add("- N=%s %s: adapter sync %s; sidecar synced %s after connecting; istiod held at the end: %s; VmRSS at the end %s.",
-			human(c.n), c.way, c.adapterSync.Round(time.Millisecond), c.sidecarSync.Round(time.Millisecond), c.held, bytesH(float64(c.rssEnd)))
+		if c.sidecarSync == 0 {
+			add("- N=%s %s: adapter sync %s; istiod did not get as far as the changes.", human(c.n), c.way, c.adapterSync.Round(time.Millisecond))
+		} else {
+			add("- N=%s %s: adapter sync %s; sidecar synced %s after connecting; istiod held at the end: %s; VmRSS at the end %s.",
+				human(c.n), c.way, c.adapterSync.Round(time.Millisecond), c.sidecarSync.Round(time.Millisecond), c.held, bytesH(float64(c.rssEnd)))
+		}
 		if c.stripped > 0 {
 			add("  - stand-in: %d resources relayed without their version.", c.stripped)
 		}
