@@ -188,6 +188,10 @@ func progress(format string, args ...any) {
 // floorSet is the floors of one registry, per kind, measured in this run.
 type floorSet struct {
 	Marshal, Build, Decode map[served.Kind]time.Duration
+	// Copy is the physical floor of a state-of-the-world push: one copy of
+	// the reply's bytes (memmove of a full response), which any server that
+	// sends the whole set pays at least once per client.
+	Copy                   map[served.Kind]time.Duration
 	Wire, Resources, Bytes map[served.Kind]int
 }
 
@@ -220,7 +224,7 @@ func timeIt(k int, fn func()) time.Duration {
 }
 
 func measureFloors(mode convert.Mode, services int) (floorSet, error) {
-	f := floorSet{Marshal: map[served.Kind]time.Duration{}, Build: map[served.Kind]time.Duration{}, Decode: map[served.Kind]time.Duration{},
+	f := floorSet{Marshal: map[served.Kind]time.Duration{}, Build: map[served.Kind]time.Duration{}, Decode: map[served.Kind]time.Duration{}, Copy: map[served.Kind]time.Duration{},
 		Wire: map[served.Kind]int{}, Resources: map[served.Kind]int{}, Bytes: map[served.Kind]int{}}
 	all := gen.Resources(gen.Services(services), gen.Options(mode))
 	byKind := map[served.Kind][]*served.Resource{}
@@ -248,6 +252,8 @@ func measureFloors(mode convert.Mode, services int) (floorSet, error) {
 			}
 			wire = w
 		})
+		dst := make([]byte, len(wire))
+		f.Copy[kind] = timeIt(k, func() { copy(dst, wire) })
 		f.Decode[kind] = timeIt(k, func() {
 			if _, e := floor.Decode(wire); e != nil {
 				err = e
