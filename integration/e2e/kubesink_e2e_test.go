@@ -38,10 +38,12 @@ const kubeSinkNamespace = "registry-adapter-entries"
 // meshK8sOnly is a mesh config whose only config source is the Kubernetes API.
 const meshK8sOnly = "rootNamespace: istio-system\ntrustDomain: cluster.local\nconfigSources:\n- address: k8s://\n"
 
-// faithfulKube is faithful for the Kubernetes sink: the same fidelity checker
-// on istiod's view, where the one label the sink adds (the owner label,
-// which decides ownership in the API) is set aside.
-func faithfulKube(t *testing.T, a *adapterProc, p *istiodProc) error {
+// faithfulKube is holds for the Kubernetes sink: istiod's registry is
+// compared with registered, an expectation written by hand from what the
+// test registered, then with the adapter's own render (which proves
+// delivery only), with the one label the sink adds (the owner label, which
+// decides ownership in the API) set aside.
+func faithfulKube(t *testing.T, a *adapterProc, p *istiodProc, registered fidelity.View) error {
 	t.Helper()
 	want, got, err := renderAndRead(a, p)
 	if err != nil {
@@ -53,8 +55,11 @@ func faithfulKube(t *testing.T, a *adapterProc, p *istiodProc) error {
 			svc.Endpoints[k] = ep
 		}
 	}
+	if d := fidelity.Diff(registered, got); len(d) > 0 {
+		return fmt.Errorf("istiod's registry differs from what the test registered:\n%s", strings.Join(d, "\n"))
+	}
 	if d := fidelity.Diff(want, got); len(d) > 0 {
-		return fmt.Errorf("istiod differs from the registries:\n%s", strings.Join(d, "\n"))
+		return fmt.Errorf("istiod's registry differs from the adapter's own conversion:\n%s", strings.Join(d, "\n"))
 	}
 	return nil
 }
@@ -97,11 +102,13 @@ func TestKubeSinkConsulIstiod(t *testing.T) {
 	a := startAdapter(t, kubeSinkConfig(consul.addr, owner), 0)
 	p := startIstiod(t, meshK8sOnly)
 	p.waitReady(t)
-	step := func(what string) {
+	step := func(what string, registered ...vm) {
 		t.Helper()
-		eventually(t, 60*time.Second, what+": istiod (reading k8s://) is faithful", func() error { return faithfulKube(t, a, p) })
+		eventually(t, 60*time.Second, what+": istiod (reading k8s://) holds what is registered", func() error {
+			return faithfulKube(t, a, p, expectVMs(registered...))
+		})
 	}
-	step("register")
+	step("register", vm{"web", "web-1", "10.7.0.1"}, vm{"web", "web-2", "10.7.0.2"}, vm{"db", "db-1", "10.7.1.1"})
 	if got := kubeNames(t, seGVR, ns); !slices.Contains(got, "web.service.consul") && !slices.Contains(got, "web-service-consul") {
 		t.Fatalf("kubectl get serviceentries -n %s: %v", ns, got)
 	}
@@ -109,10 +116,10 @@ func TestKubeSinkConsulIstiod(t *testing.T) {
 
 	registerTxn(t, consul.client, vm{"web", "web-3", "10.7.0.3"})
 	deregister(t, consul.client, "web-1", "web")
-	step("change")
+	step("change", vm{"web", "web-2", "10.7.0.2"}, vm{"web", "web-3", "10.7.0.3"}, vm{"db", "db-1", "10.7.1.1"})
 
 	deregister(t, consul.client, "db-1", "db")
-	step("deregister")
+	step("deregister", vm{"web", "web-2", "10.7.0.2"}, vm{"web", "web-3", "10.7.0.3"})
 	for _, n := range kubeNames(t, seGVR, ns) {
 		if strings.HasPrefix(n, "db") {
 			t.Fatalf("ServiceEntry %s still in the API after db was deregistered", n)
@@ -131,7 +138,7 @@ func TestKubeSinkConsulIstiod(t *testing.T) {
 	// deletion; the fleet is registered again and everything converges.
 	consul.start(t)
 	registerTxn(t, consul.client, vm{"web", "web-2", "10.7.0.2"}, vm{"web", "web-3", "10.7.0.3"})
-	step("consul crash")
+	step("consul crash", vm{"web", "web-2", "10.7.0.2"}, vm{"web", "web-3", "10.7.0.3"})
 
 	// The adapter restarts: one list, nothing rewritten, istiod unaffected.
 	before = ownedVersions(t, ns, owner)
@@ -146,7 +153,7 @@ func TestKubeSinkConsulIstiod(t *testing.T) {
 		return nil
 	})
 	registerTxn(t, consul.client, vm{"web", "web-4", "10.7.0.4"})
-	step("adapter restart")
+	step("adapter restart", vm{"web", "web-2", "10.7.0.2"}, vm{"web", "web-3", "10.7.0.3"}, vm{"web", "web-4", "10.7.0.4"})
 	after := ownedVersions(t, ns, owner)
 	changed := 0
 	for _, v := range before {
