@@ -70,35 +70,9 @@ func TestMeasureFirstAllocation(t *testing.T) {
 		}
 		return nil
 	})
-	pidB, err := os.ReadFile(filepath.Join(p.runDir, "istiod.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid := strings.TrimSpace(string(pidB))
-	cpu := func() time.Duration { // istiod's utime+stime
-		st, err := os.ReadFile("/proc/" + pid + "/stat")
-		if err != nil {
-			t.Fatal(err)
-		}
-		f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+2:]))
-		u, _ := strconv.Atoi(f[11])
-		s, _ := strconv.Atoi(f[12])
-		return time.Duration(u+s) * 10 * time.Millisecond // USER_HZ 100
-	}
+	cpu := procCPU(t, pidFile(t, filepath.Join(p.runDir, "istiod.pid"))) // istiod's utime+stime
 	// idle waits until istiod used under 20 ms of CPU in each of 3 seconds.
-	idle := func() {
-		quiet := 0
-		for last := cpu(); quiet < 3; {
-			time.Sleep(time.Second) // sampling a rate, not synchronising
-			now := cpu()
-			if now-last < 20*time.Millisecond {
-				quiet++
-			} else {
-				quiet = 0
-			}
-			last = now
-		}
-	}
+	idle := func() { waitIdle(cpu, 3) }
 	pushSize := regexp.MustCompile(`(CDS|LDS|NDS): PUSH (?:request )?for node:registry-adapter-check\S* resources:(\d+) size:(\S+)`)
 	pushes := func(log string) string {
 		var out []string

@@ -119,7 +119,7 @@ func TestMeasureKubeSink(t *testing.T) {
 			}
 			return nil
 		})
-		waitIdle(ist)
+		waitIdle(ist, 2)
 		if got := len(p.configs(t)); got < wantConfigs {
 			t.Fatalf("istiod holds %d configs after the cold sync, want %d", got, wantConfigs)
 		}
@@ -139,7 +139,7 @@ func TestMeasureKubeSink(t *testing.T) {
 				}
 				return nil
 			})
-			waitIdle(ist)
+			waitIdle(ist, 2)
 			costs = append(costs, ist()-cpu0-time.Duration(float64(time.Since(s))*rate))
 		}
 		t.Logf("xds sink, %d changes: istiod CPU per change %s (idle rate %.1f ms/s subtracted)", k, summary(costs), rate*1000)
@@ -153,7 +153,7 @@ func TestMeasureKubeSink(t *testing.T) {
 		p := startIstiod(t, meshK8sOnly)
 		p.waitReady(t)
 		ist := procCPU(t, pidFile(t, filepath.Join(p.runDir, "istiod.pid")))
-		waitIdle(ist)
+		waitIdle(ist, 2)
 		t.Logf("istiod (k8s://) ready and idle with no entries: CPU %v since its start", ist())
 		w := watchAddresses(t, ns, mode)
 		t.Logf("etcd before: %s", etcdSize())
@@ -167,7 +167,7 @@ func TestMeasureKubeSink(t *testing.T) {
 			return nil
 		})
 		inAPI := time.Since(t0)
-		waitIdle(ist)
+		waitIdle(ist, 2)
 		if got := len(p.configs(t)); got < wantConfigs {
 			t.Fatalf("istiod holds %d configs after the cold sync, want %d", got, wantConfigs)
 		}
@@ -195,7 +195,7 @@ func TestMeasureKubeSink(t *testing.T) {
 				return nil
 			})
 			lat = append(lat, seen.Sub(s))
-			waitIdle(ist)
+			waitIdle(ist, 2)
 			d := float64(time.Since(s))
 			costs = append(costs, ist()-cpu0-time.Duration(d*rate))
 			apiCosts = append(apiCosts, apiCPU()-api0-time.Duration(d*apiRate))
@@ -235,7 +235,7 @@ func TestMeasureKubeSink(t *testing.T) {
 			}
 			return nil
 		})
-		waitIdle(ist)
+		waitIdle(ist, 2)
 		t.Logf("adapter restart (warm start): API requests %s; adapter applies %v, request counts %s", diffRequests(req4, apiRequests(t)),
 			a.metric(t, "registry_adapter_kube_applies_total"), adapterVerbs(t, a))
 		t.Logf("load average %s", loadavg())
@@ -354,11 +354,11 @@ func procCPU(t *testing.T, pid string) func() time.Duration {
 	}
 }
 
-// waitIdle waits until the process used under 20 ms of CPU in each of 2
-// consecutive seconds.
-func waitIdle(cpu func() time.Duration) {
+// waitIdle waits until the process used under 20 ms of CPU in each of
+// seconds consecutive seconds.
+func waitIdle(cpu func() time.Duration, seconds int) {
 	quiet := 0
-	for last := cpu(); quiet < 2; {
+	for last := cpu(); quiet < seconds; {
 		time.Sleep(time.Second) // sampling a rate, not synchronising
 		now := cpu()
 		if now-last < 20*time.Millisecond {

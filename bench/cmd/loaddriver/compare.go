@@ -162,21 +162,11 @@ func compareRun(o options, env []string, run, way string, n int) (*compareCase, 
 		return nil, err
 	}
 	defer child.quit()
-	start, err := child.do(command{Op: "start"})
+	start, st, err := child.startReady(20*time.Millisecond, 10*time.Minute)
 	if err != nil {
 		return nil, err
 	}
-	for {
-		st, err := child.stats(false)
-		if err != nil {
-			return nil, err
-		}
-		if st.Ready {
-			c.adapterSync = time.Duration(st.ReadyAt - start.T0)
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	c.adapterSync = time.Duration(st.ReadyAt - start.T0)
 	source := child.addr
 	if versionless {
 		si, err := startStandIn(child.addr)

@@ -446,21 +446,9 @@ func consulMode(o options, proxy *countingProxy, reg *consulReg, services int, m
 	}
 	defer c.close()
 	t0 := time.Now()
-	if _, err := child.do(command{Op: "start"}); err != nil {
+	_, st, err := child.startReady(20*time.Millisecond, 10*time.Minute)
+	if err != nil {
 		return "", err
-	}
-	var st *stats
-	for {
-		if st, err = child.stats(false); err != nil {
-			return "", err
-		}
-		if st.Ready {
-			break
-		}
-		if time.Since(t0) > 10*time.Minute {
-			return "", fmt.Errorf("not synced after 10 minutes")
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	last, err := waitAll([]*client{c}, wanted(st), 5*time.Minute)
 	if err != nil {

@@ -83,18 +83,8 @@ func istiodScenario(rep *report, o options, proxy *countingProxy, reg *consulReg
 		return err
 	}
 	defer child.quit()
-	if _, err := child.do(command{Op: "start"}); err != nil {
+	if _, _, err := child.startReady(20*time.Millisecond, 10*time.Minute); err != nil {
 		return err
-	}
-	for {
-		st, err := child.stats(false)
-		if err != nil {
-			return err
-		}
-		if st.Ready {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 
 	run, env, err := istiodHarness(o.repo, "bench-istiod-")

@@ -320,6 +320,30 @@ func startChild(args ...string) (*childProc, error) {
 	return p, nil
 }
 
+// startReady starts the child's sources and polls its stats every poll
+// until it has served its first full state. It returns the start reply (T0
+// is when the child began) and the stats at readiness (ReadyAt).
+func (p *childProc) startReady(poll, timeout time.Duration) (reply, *stats, error) {
+	start, err := p.do(command{Op: "start"})
+	if err != nil {
+		return reply{}, nil, err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := p.stats(false)
+		if err != nil {
+			return reply{}, nil, err
+		}
+		if st.Ready {
+			return start, st, nil
+		}
+		if time.Now().After(deadline) {
+			return reply{}, nil, fmt.Errorf("adapter child not ready after %s", timeout)
+		}
+		time.Sleep(poll)
+	}
+}
+
 func (p *childProc) do(c command) (reply, error) {
 	b, _ := json.Marshal(c)
 	if _, err := p.in.Write(append(b, '\n')); err != nil {
@@ -491,19 +515,9 @@ func (s *set) cold(rep *report, nc int, once bool) error {
 		return err
 	}
 	s.startProfile(child, fmt.Sprintf("cold-%dcl", nc))
-	start, err := child.do(command{Op: "start"})
+	start, st, err := child.startReady(5*time.Millisecond, 10*time.Minute)
 	if err != nil {
 		return err
-	}
-	var st *stats
-	for {
-		if st, err = child.stats(false); err != nil {
-			return err
-		}
-		if st.Ready {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 	last, err := waitAll(clients, wanted(st), 10*time.Minute)
 	if err != nil {

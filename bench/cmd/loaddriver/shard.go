@@ -196,21 +196,11 @@ func shardRun(o options, env []string, run string, n, k int) (*shardCase, error)
 	if len(child.addrs) != k {
 		return nil, fmt.Errorf("adapter child has %d listeners, want %d", len(child.addrs), k)
 	}
-	start, err := child.do(command{Op: "start"})
+	start, st, err := child.startReady(20*time.Millisecond, 10*time.Minute)
 	if err != nil {
 		return nil, err
 	}
-	for {
-		st, err := child.stats(false)
-		if err != nil {
-			return nil, err
-		}
-		if st.Ready {
-			c.adapterSync = time.Duration(st.ReadyAt - start.T0)
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	c.adapterSync = time.Duration(st.ReadyAt - start.T0)
 
 	var mesh strings.Builder
 	mesh.WriteString("rootNamespace: istio-system\ntrustDomain: cluster.local\nconfigSources:\n")
