@@ -298,15 +298,6 @@ func newTransport(ac *api.Config, sl *slots, m *metrics, log *zap.Logger) (*http
 	rest, tlsOn := strings.CutPrefix(ac.Address, "https://")
 	tlsOn = unixPath == "" && (tlsOn || ac.Scheme == "https")
 	if !tlsOn {
-		// HTTP/1.1 only: the slots already bound the requests in flight, but
-		// a request cancelled in flight (a watch nudged into a read) closes
-		// its connection asynchronously, and the transport may dial for the
-		// next request first. Bounding the connections too keeps the count
-		// under maxConcurrentQueries, which is what keeps the adapter under
-		// Consul's limits.http_max_conns_per_client. (Not over TLS: there
-		// HTTP/2 multiplexes streams, and the limit would be per connection
-		// attempt.)
-		tr.MaxConnsPerHost = tr.MaxIdleConnsPerHost
 		return tr, nil
 	}
 	host := strings.TrimPrefix(rest, "http://")
