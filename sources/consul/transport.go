@@ -61,17 +61,35 @@ type limitedBody struct {
 func (b *limitedBody) Read(p []byte) (int, error) { return b.r.Read(p) }
 func (b *limitedBody) Close() error               { return b.c.Close() }
 
-// connCounter counts the open connections to Consul.
-type connCounter struct{ gauge prometheus.Gauge }
+// connCounter counts the open connections to Consul and, when limit is set,
+// holds a dial until fewer than cap(limit) are open.
+//
+// Why at the dial and not only in the slots: the slots bound the requests in
+// flight, but over HTTP/1.1 a request cancelled in flight (a watch nudged into
+// a read) closes its connection asynchronously, and the transport may dial for
+// the next request before that close lands. A connection's permit is given
+// back only by its Close, so the count never passes the limit, even for a
+// moment. The transport's own MaxConnsPerHost was tried for this and stalled
+// a feed's read (RELIABILITY.md).
+type connCounter struct {
+	gauge prometheus.Gauge
+	limit chan struct{} // nil: no limit
+}
 
 type countedConn struct {
 	net.Conn
 	once  sync.Once
 	gauge prometheus.Gauge
+	limit chan struct{}
 }
 
 func (c *countedConn) Close() error {
-	c.once.Do(c.gauge.Dec)
+	c.once.Do(func() {
+		c.gauge.Dec()
+		if c.limit != nil {
+			<-c.limit
+		}
+	})
 	return c.Conn.Close()
 }
 
@@ -81,12 +99,24 @@ func (cc connCounter) dialer(unixPath string) func(ctx context.Context, network,
 		if unixPath != "" {
 			network, addr = "unix", unixPath
 		}
+		if cc.limit != nil {
+			// The transport cancels this context when the request that
+			// asked for the dial gives up before getting a connection.
+			select {
+			case cc.limit <- struct{}{}:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("waiting for one of %d connections to Consul to close: %w", cap(cc.limit), ctx.Err())
+			}
+		}
 		conn, err := d.DialContext(ctx, network, addr)
 		if err != nil {
+			if cc.limit != nil {
+				<-cc.limit
+			}
 			return nil, err
 		}
 		cc.gauge.Inc()
-		return &countedConn{Conn: conn, gauge: cc.gauge}, nil
+		return &countedConn{Conn: conn, gauge: cc.gauge, limit: cc.limit}, nil
 	}
 }
 
@@ -286,17 +316,29 @@ func newTransport(ac *api.Config, sl *slots, m *metrics, log *zap.Logger) (*http
 		unixPath = p
 		ac.Address, ac.Scheme = "localhost", "http"
 	}
+	rest, tlsOn := strings.CutPrefix(ac.Address, "https://")
+	tlsOn = unixPath == "" && (tlsOn || ac.Scheme == "https")
+	cc := connCounter{gauge: m.connections}
+	if !tlsOn {
+		// Over HTTP/1.1 a request in flight is a connection: bound them to
+		// the slots, which keeps the adapter under Consul's
+		// limits.http_max_conns_per_client. (Not over TLS: there HTTP/2
+		// carries up to 250 requests on each connection, and maxStreams,
+		// not maxConcurrentQueries, sets how many are needed.)
+		cc.limit = make(chan struct{}, cap(sl.blocking)+cap(sl.reads)+feedQueries)
+		if !sl.split {
+			cc.limit = make(chan struct{}, cap(sl.blocking))
+		}
+	}
 	tr := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
-		DialContext:         connCounter{gauge: m.connections}.dialer(unixPath),
+		DialContext:         cc.dialer(unixPath),
 		ForceAttemptHTTP2:   true,
 		MaxIdleConns:        cap(sl.blocking) + cap(sl.reads) + feedQueries,
 		MaxIdleConnsPerHost: cap(sl.blocking) + cap(sl.reads) + feedQueries,
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second,
 	}
-	rest, tlsOn := strings.CutPrefix(ac.Address, "https://")
-	tlsOn = unixPath == "" && (tlsOn || ac.Scheme == "https")
 	if !tlsOn {
 		return tr, nil
 	}

@@ -1,0 +1,215 @@
+package consul
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// peakGauge is a gauge that remembers the highest value it held.
+type peakGauge struct {
+	prometheus.Gauge
+	mu        sync.Mutex
+	now, peak int
+}
+
+func (g *peakGauge) Inc() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.now++
+	g.peak = max(g.peak, g.now)
+}
+
+func (g *peakGauge) Dec() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.now--
+}
+
+func (g *peakGauge) values() (now, peak int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.now, g.peak
+}
+
+// A dial past the limit waits for a connection to close, and gives up with
+// its context.
+func TestConnLimitDial(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	g := &peakGauge{}
+	dial := connCounter{gauge: g, limit: make(chan struct{}, 2)}.dialer("")
+	ctx := context.Background()
+	a, err := dial(ctx, "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := dial(ctx, "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	third := make(chan error, 1)
+	go func() {
+		c, err := dial(cctx, "tcp", ln.Addr().String())
+		if c != nil {
+			c.Close()
+		}
+		third <- err
+	}()
+	cancel()
+	// The message tells the wait apart from a dial that was itself cancelled.
+	if err := <-third; !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "waiting for one of 2 connections") {
+		t.Fatalf("a third dial with two open and a limit of two: err %v, want it to wait and be cancelled", err)
+	}
+	// Closing one (twice: the permit is given back once) lets the next dial through.
+	a.Close()
+	a.Close()
+	c, err := dial(ctx, "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("dial after a close: %v", err)
+	}
+	c.Close()
+	b.Close()
+	if now, peak := g.values(); now != 0 || peak != 2 {
+		t.Errorf("gauge now %d peak %d, want 0 and 2", now, peak)
+	}
+}
+
+// Blocking queries cancelled in flight over HTTP/1.1 (before any answer, as
+// a nudged watch's is, or in the middle of one), each followed at once by a
+// new request: the limit holds, and no request waits for a permit that is
+// never given back (the transport's MaxConnsPerHost stalled like that).
+// Neither this test nor TestConnLimitQuickAnswers makes Go's transport open
+// more connections than requests in flight without the limit, so they guard
+// against stalls; TestConnLimitDial guards the limit itself.
+func TestConnLimitCancelledRequests(t *testing.T) {
+	t.Parallel()
+	var arrived sync.Map // request id -> chan struct{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("mid") != "" {
+			// An answer cut off mid-body: headers and part of it, then held.
+			w.Write([]byte("[{"))
+			w.(http.Flusher).Flush()
+		}
+		if ch, ok := arrived.Load(r.URL.Query().Get("id")); ok {
+			close(ch.(chan struct{}))
+		}
+		<-r.Context().Done() // a blocking query, held until the client gives up
+	}))
+	t.Cleanup(srv.Close)
+	const limit = 3
+	g := &peakGauge{}
+	tr := &http.Transport{
+		DialContext:         connCounter{gauge: g, limit: make(chan struct{}, limit)}.dialer(""),
+		MaxIdleConnsPerHost: limit,
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr}
+	sem := make(chan struct{}, limit) // the slots: at most limit requests in flight
+	var wg sync.WaitGroup
+	for i := range 300 {
+		sem <- struct{}{}
+		id := strconv.Itoa(i)
+		here := make(chan struct{})
+		arrived.Store(id, here)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			defer close(done)
+			url := srv.URL + "/?id=" + id
+			if i%2 == 1 {
+				url += "&mid=1"
+			}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if resp, err := client.Do(req); err == nil {
+				io.Copy(io.Discard, resp.Body) // ends with the cancel
+				resp.Body.Close()
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			select {
+			case <-here: // in flight on a connection: nudge it
+			case <-done: // failed before reaching the server
+			}
+			cancel()
+			<-done
+			<-sem
+		}()
+	}
+	wg.Wait()
+	if _, peak := g.values(); peak > limit {
+		t.Errorf("%d connections open at once, limit %d", peak, limit)
+	}
+}
+
+// Short answers, with a new request the moment one is read: every request is
+// served under the limit.
+func TestConnLimitQuickAnswers(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("[]"))
+	}))
+	t.Cleanup(srv.Close)
+	const limit = 3
+	g := &peakGauge{}
+	tr := &http.Transport{
+		DialContext:         connCounter{gauge: g, limit: make(chan struct{}, limit)}.dialer(""),
+		MaxIdleConnsPerHost: limit,
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr}
+	sem := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 2000 {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			resp, err := client.Get(srv.URL)
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}()
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d requests failed", n)
+	}
+	if _, peak := g.values(); peak > limit {
+		t.Errorf("%d connections open at once, limit %d", peak, limit)
+	}
+}
