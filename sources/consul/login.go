@@ -65,7 +65,15 @@ func (s *Source) logout(token string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := s.client.ACL().Logout((&api.WriteOptions{Token: token, Datacenter: s.cfg.Datacenter,
+	// A read's slot: over plain HTTP a request needs a connection, and the
+	// connections are bounded to the slots.
+	release, _, err := s.slots.acquire(ctx, classRead, nil)
+	if err != nil {
+		s.log.Warn("Consul logout not sent; the token stays until it expires", zap.Error(err))
+		return
+	}
+	defer release()
+	_, err = s.client.ACL().Logout((&api.WriteOptions{Token: token, Datacenter: s.cfg.Datacenter,
 		Namespace: s.cfg.Namespace, Partition: s.cfg.Partition}).WithContext(ctx))
 	if err != nil {
 		s.log.Warn("Consul logout failed; the token stays until it expires", zap.Error(s.tokens.redactErr(err)))
