@@ -86,6 +86,8 @@ type Adapter struct {
 	// confirmed: the sources have just confirmed a restored state; the next
 	// flush saves it with a fresh time even if nothing in it changed.
 	confirmed bool
+	// warnedSelectorCost: warnSelectorCost has logged.
+	warnedSelectorCost bool
 }
 
 type allowRequest struct {

@@ -14,7 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
@@ -116,6 +118,53 @@ func TestDiff(t *testing.T) {
 	d = p.Diff("web.example.com", nil)
 	if u, del := count(d); u != 0 || del != 3 {
 		t.Errorf("host gone: %d upserts %d deletes", u, del)
+	}
+	p.Commit("db.example.com", conv("10.0.1.1"))
+	if se, we := p.Count(served.KindServiceEntry), p.Count(served.KindWorkloadEntry); se != 2 || we != 3 {
+		t.Errorf("two hosts of 2 and 1 instances published: counts %d ServiceEntries, %d WorkloadEntries; want 2 and 3", se, we)
+	}
+	p.Commit("web.example.com", conv("10.0.0.1"))
+	p.Commit("db.example.com", nil)
+	if se, we := p.Count(served.KindServiceEntry), p.Count(served.KindWorkloadEntry); se != 1 || we != 1 {
+		t.Errorf("after shrinking one host and removing the other: counts %d, %d; want 1 and 1", se, we)
+	}
+}
+
+// In workloadentry mode the adapter warns once when the WorkloadEntries it
+// serves pass the size from which istiod's selector matching was measured to
+// be slow; not below it, not twice, and never in inline mode.
+func TestWarnSelectorCost(t *testing.T) {
+	publish := func(p *Published, n int) {
+		for i := range n {
+			p.commit(fmt.Sprintf("h%d", i), []publishedResource{{kind: served.KindWorkloadEntry, key: fmt.Sprintf("ns/w%d", i)}})
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		mode  convert.Mode
+		n     int
+		warns int
+	}{
+		{"at the threshold", convert.ModeWorkloadEntry, workloadEntriesWarnAt, 0},
+		{"past it", convert.ModeWorkloadEntry, workloadEntriesWarnAt + 1, 1},
+		{"inline", convert.ModeInline, workloadEntriesWarnAt + 1, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			core, logs := observer.New(zap.WarnLevel)
+			o := opts()
+			o.Mode = tc.mode
+			a := &Adapter{log: zap.New(core), opts: o, published: NewPublished()}
+			publish(a.published, tc.n)
+			a.warnSelectorCost()
+			a.warnSelectorCost()
+			got := logs.FilterMessageSnippet("output.mode: inline").All()
+			if len(got) != tc.warns {
+				t.Fatalf("%d WorkloadEntries in %s mode: %d warnings, want %d", tc.n, tc.mode, len(got), tc.warns)
+			}
+			if tc.warns > 0 && got[0].ContextMap()["workloadEntries"] != int64(tc.n) {
+				t.Errorf("warning fields %v, want workloadEntries %d", got[0].ContextMap(), tc.n)
+			}
+		})
 	}
 }
 

@@ -15,6 +15,8 @@ type Published struct {
 	// inline mode and 1+instances in workloadentry mode, and a map of one
 	// entry cost 580 bytes per host at 50k hosts (measured).
 	byHost map[string][]publishedResource
+	// perKind counts the published resources of each kind.
+	perKind map[served.Kind]int
 }
 
 type publishedResource struct {
@@ -29,7 +31,7 @@ func comparePublished(a, b publishedResource) int {
 
 // NewPublished returns an empty published state.
 func NewPublished() *Published {
-	return &Published{byHost: make(map[string][]publishedResource)}
+	return &Published{byHost: make(map[string][]publishedResource), perKind: make(map[served.Kind]int)}
 }
 
 // Change is the difference between the published and desired resources of
@@ -90,12 +92,21 @@ func (p *Published) Commit(host string, desired []*served.Resource) {
 
 // commit records a list made by publishedList.
 func (p *Published) commit(host string, list []publishedResource) {
+	for _, r := range p.byHost[host] {
+		p.perKind[r.kind]--
+	}
+	for _, r := range list {
+		p.perKind[r.kind]++
+	}
 	if len(list) == 0 {
 		delete(p.byHost, host)
 		return
 	}
 	p.byHost[host] = list
 }
+
+// Count is the number of published resources of kind.
+func (p *Published) Count(kind served.Kind) int { return p.perKind[kind] }
 
 // publishedList is what Published keeps of desired: names and versions,
 // sorted.

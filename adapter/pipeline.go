@@ -90,6 +90,32 @@ func (a *Adapter) flush() {
 	} else if len(hosts) > 0 {
 		a.log.Debug("refresh changed nothing", fields...)
 	}
+	a.warnSelectorCost()
+}
+
+// workloadEntriesWarnAt is the number of WorkloadEntries, all in one
+// namespace, from which the adapter warns about istiod's cost. Measured with
+// the real istiod (BENCHMARKS.md, "inline against workloadentry mode"): 3,000
+// WorkloadEntries settled in 4.8 s of istiod CPU, 9,000 in 163 s, 30,000 not
+// within 20 minutes. istiod matches every ServiceEntry's workloadSelector
+// against every WorkloadEntry of the namespace.
+const workloadEntriesWarnAt = 5000
+
+// warnSelectorCost logs once, in workloadentry mode, when the served
+// WorkloadEntries pass workloadEntriesWarnAt: the default mode is the one
+// that does not scale in istiod, and an operator should hear it from the
+// adapter rather than from an istiod that never settles.
+func (a *Adapter) warnSelectorCost() {
+	if a.warnedSelectorCost || a.opts.Mode != convert.ModeWorkloadEntry {
+		return
+	}
+	n := a.published.Count(served.KindWorkloadEntry)
+	if n <= workloadEntriesWarnAt {
+		return
+	}
+	a.warnedSelectorCost = true
+	a.log.Warn("serving many WorkloadEntries in one namespace: istiod's cost to process them grows with the square of their number (measured: 9,000 took 163 s of istiod CPU, 30,000 did not settle in 20 minutes); set output.mode: inline unless you need WorkloadEntries (README, Sizing)",
+		zap.Int("workloadEntries", n), zap.String("namespace", a.opts.Namespace))
 }
 
 // ShardOf is the shard of host among k: a stable hash, the same in every
