@@ -254,7 +254,9 @@ func (l *loop) checkRotation(ctx context.Context) {
 	switch {
 	case rotating && h2:
 		l.s.log.Warn("more services than maxStreams: watches take turns and a change can take up to one wait to be seen; "+
-			"raise maxStreams above the service count",
+			"raise maxStreams above the service count (Consul serves 250 streams per connection and allows "+
+			"limits.http_max_conns_per_client, 200 by default, connections per client IP: up to about 45,000 "+
+			"streams, or raise that limit too)",
 			zap.Int("services", watched), zap.Int("maxStreams", capacity), zap.Duration("wait", l.s.cfg.Wait))
 	case rotating:
 		l.s.log.Warn("more services than Consul connections (maxConcurrentQueries, HTTP/1.1): watches take turns. "+

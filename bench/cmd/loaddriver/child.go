@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -299,6 +300,15 @@ func runChild(cfg childConfig) error {
 			return fmt.Errorf("unknown consul mode %q", cfg.consulMode)
 		}
 		cc.MaxConcurrentQueries = cfg.consulMaxQ
+		// BENCH_CONSUL_MAX_STREAMS sets the source's maxStreams (HTTP/2
+		// streams), for runs past its default of 20,000 services.
+		if v := os.Getenv("BENCH_CONSUL_MAX_STREAMS"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("BENCH_CONSUL_MAX_STREAMS: %w", err)
+			}
+			cc.MaxStreams = n
+		}
 		if cfg.consulGlob != "" {
 			cc.Services = []string{cfg.consulGlob}
 		}
