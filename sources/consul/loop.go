@@ -228,17 +228,18 @@ func (ev changedEvent) apply(_ context.Context, l *loop) {
 }
 
 // checkRotation follows whether watches outnumber the blocking queries that
-// can be in flight. Over HTTP/2 that takes maxStreams services. Over
-// HTTP/1.1 watches then take turns, and the checks feed runs: a check or
-// catalog change makes its service read at once; a registration change that
-// moves no check and no tag (an address, port or meta change) is seen at its
-// watch's turn, up to one wait later. The operator is told once.
+// can be in flight: maxStreams over HTTP/2, maxConcurrentQueries over
+// HTTP/1.1, each less the feeds' and reads' share. Watches then take turns,
+// and the checks feed runs: a check or catalog change makes its service read
+// at once; a registration change that moves no check and no tag (an address,
+// port or meta change) is seen at its watch's turn, up to one wait later. The
+// operator is told once.
 func (l *loop) checkRotation(ctx context.Context) {
 	watched, capacity := len(l.watches), l.s.slots.blockingCapacity()
 	h2 := l.s.slots.http2()
 	rotating := watched > capacity
 	l.s.metrics.slotsShort.Set(float64(max(watched-capacity, 0)))
-	wantFeed := rotating && !h2 && l.s.slots.feedsPossible()
+	wantFeed := rotating && l.s.slots.feedsPossible()
 	if wantFeed && l.stopFeed == nil {
 		fctx, cancel := context.WithCancel(ctx)
 		l.stopFeed = cancel
@@ -253,7 +254,9 @@ func (l *loop) checkRotation(ctx context.Context) {
 	l.rotating = rotating
 	switch {
 	case rotating && h2:
-		l.s.log.Warn("more services than maxStreams: watches take turns and a change can take up to one wait to be seen; "+
+		l.s.log.Warn("more services than maxStreams (HTTP/2): watches take turns. Check and tag changes are still read "+
+			"at once through the checks and catalog feeds, but a change that moves neither (a new address, port or "+
+			"meta with the same checks) waits for its watch's turn, up to one wait. To remove this, "+
 			"raise maxStreams above the service count (Consul serves 250 streams per connection and allows "+
 			"limits.http_max_conns_per_client, 200 by default, connections per client IP: up to about 45,000 "+
 			"streams, or raise that limit too)",

@@ -82,18 +82,43 @@ func TestConsulHTTP2(t *testing.T) {
 // catalog feeds make a changed service read at once.
 func TestConsulHTTPFeeds(t *testing.T) {
 	t.Parallel()
-	a := startAgent(t, agentOpts{}) // its own agent: the checks feed reads every check of the datacenter
+	testFeeds(t, false)
+}
+
+// TestConsulHTTP2Feeds: the same past maxStreams over HTTP/2, where watches
+// take turns too (a turn every 5m × 9 / 40 ≈ 1 min) and the same feeds run.
+func TestConsulHTTP2Feeds(t *testing.T) {
+	t.Parallel()
+	testFeeds(t, true)
+}
+
+func testFeeds(t *testing.T, https bool) {
+	opts := agentOpts{} // its own agent: the checks feed reads every check of the datacenter
+	var dir, httpsPort string
+	if https {
+		dir, httpsPort = t.TempDir(), freePort(t)
+		consulCerts(t, dir)
+		opts.args = tlsAgentArgs(httpsPort, dir)
+	}
+	a := startAgent(t, opts)
 	c := a.client(t, "")
 	const n = 40
 	registerMany(t, c, "fd-", n)
 	cfg := testConfig(a.addr, "fd-")
 	cfg.MaxConcurrentQueries = 12 // 9 blocking queries, 1 read, 2 feeds
+	wantLog, wantHTTP2 := "more services than Consul connections", 0.0
+	if https {
+		cfg = testConfig("https://127.0.0.1:"+httpsPort, "fd-")
+		cfg.TLS = tlsClient(dir)
+		cfg.MaxStreams = 12 // the same split, of streams
+		wantLog, wantHTTP2 = "more services than maxStreams", 1
+	}
 	cfg.Wait = 5 * time.Minute
 	h := runSource(t, cfg)
 	h.next("initial")
-	h.waitLog("more services than Consul connections")
-	if got := h.counter(h.src.metrics.http2); got != 0 {
-		t.Fatalf("http2 = %v over plain HTTP", got)
+	h.waitLog(wantLog)
+	if got := h.counter(h.src.metrics.http2); got != wantHTTP2 {
+		t.Fatalf("http2 = %v, want %v", got, wantHTTP2)
 	}
 	instances := func(name string) string { return ids(h.state.svc(name)) }
 	check := func(i int, status string) {
@@ -138,7 +163,7 @@ func TestConsulHTTPFeeds(t *testing.T) {
 	if got := h.counter(h.src.metrics.inflight); got > 12 {
 		t.Errorf("in flight %v > 12", got)
 	}
-	if got := h.counter(h.src.metrics.connections); got > 12 {
+	if got := h.counter(h.src.metrics.connections); !https && got > 12 {
 		t.Errorf("connections %v > 12", got)
 	}
 	if got := h.counter(h.src.metrics.feedChanges.WithLabelValues("checks")); got < 1 {

@@ -38,40 +38,44 @@ const feedQueries = 2
 //
 // Over HTTP/2 (Consul's HTTPS listener) a request in flight is a stream:
 // Consul serves up to 250 at once on each connection, so every watch gets its
-// own blocking query, up to maxStreams.
+// own blocking query, up to maxStreams. The streams are split the same way,
+// so that past maxStreams services, when watches take turns over HTTP/2 too,
+// the feeds run and a read they ask for does not wait behind the turns.
 type slots struct {
-	blocking, reads, streams chan struct{}
-	split                    bool
-	inflight                 prometheus.Gauge
-	http2Gauge               prometheus.Gauge
+	blocking, reads, fed            chan struct{} // HTTP/1.1
+	streams, streamReads, streamFed chan struct{} // HTTP/2
+	split, streamSplit              bool
+	inflight                        prometheus.Gauge
+	http2Gauge                      prometheus.Gauge
 
 	mu    sync.Mutex
 	h2    bool
 	flip  chan struct{} // closed and replaced when the protocol changes
-	fed   chan struct{} // feed requests in flight, when split
 	flips chan struct{} // buffered 1: the loop re-checks its rotation
 }
 
 func newSlots(maxQueries, maxStreams int, m *metrics) *slots {
 	s := &slots{
-		streams:    make(chan struct{}, maxStreams),
 		inflight:   m.inflight,
 		http2Gauge: m.http2,
 		flip:       make(chan struct{}),
 		flips:      make(chan struct{}, 1),
 	}
-	if maxQueries >= 12 {
-		reads := min(8, maxQueries/10)
-		s.split = true
-		s.blocking = make(chan struct{}, maxQueries-feedQueries-reads)
-		s.reads = make(chan struct{}, reads)
-		s.fed = make(chan struct{}, feedQueries)
-	} else {
-		s.blocking = make(chan struct{}, maxQueries)
-		s.reads = s.blocking
-		s.fed = s.blocking
-	}
+	s.split, s.blocking, s.reads, s.fed = splitSlots(maxQueries)
+	s.streamSplit, s.streams, s.streamReads, s.streamFed = splitSlots(maxStreams)
 	return s
+}
+
+// splitSlots divides n slots: the feeds get their own two, non-blocking reads
+// a few (n/10, at most 8), and the per-service blocking queries the rest.
+// Below 12 there is no split: one pool for all, and no feeds.
+func splitSlots(n int) (split bool, blocking, reads, fed chan struct{}) {
+	if n < 12 {
+		blocking = make(chan struct{}, n)
+		return false, blocking, blocking, blocking
+	}
+	r := min(8, n/10)
+	return true, make(chan struct{}, n-feedQueries-r), make(chan struct{}, r), make(chan struct{}, feedQueries)
 }
 
 // http2 reports whether Consul last answered over HTTP/2.
@@ -90,9 +94,16 @@ func (s *slots) blockingCapacity() int {
 	return cap(s.blocking)
 }
 
-// feedsPossible reports whether HTTP/1.1 slots are split, which the change
-// feeds need.
-func (s *slots) feedsPossible() bool { return s.split }
+// feedsPossible reports whether the slots of the protocol in use are split,
+// which the change feeds need.
+func (s *slots) feedsPossible() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.h2 {
+		return s.streamSplit
+	}
+	return s.split
+}
 
 // observe records the protocol of an answer.
 func (s *slots) observe(h2 bool) {
@@ -119,6 +130,12 @@ func (s *slots) pool(c class) (sem, spare chan struct{}, flip <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.h2 {
+		switch c {
+		case classRead:
+			return s.streamReads, s.streams, s.flip
+		case classFeed:
+			return s.streamFed, nil, s.flip
+		}
 		return s.streams, nil, s.flip
 	}
 	switch c {
