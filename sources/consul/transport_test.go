@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -211,5 +212,48 @@ func TestConnLimitQuickAnswers(t *testing.T) {
 	}
 	if _, peak := g.values(); peak > limit {
 		t.Errorf("%d connections open at once, limit %d", peak, limit)
+	}
+}
+
+// The slots split the same way over either protocol: from 12, two for the
+// feeds, a tenth (at most 8) for reads, the rest for blocking queries; below
+// 12 one pool and no feeds. Which split applies follows the protocol Consul
+// last answered with.
+func TestSlotsSplit(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		queries, streams int
+		h1, h2           int  // blocking capacity per protocol
+		feeds1, feeds2   bool // feeds possible per protocol
+	}{
+		{100, 20000, 90, 19990, true, true},
+		{12, 12, 9, 9, true, true},
+		{11, 5, 11, 5, false, false},
+		{100, 5, 90, 5, true, false},
+	} {
+		s := newSlots(tc.queries, tc.streams, newMetrics("t"))
+		if got, feeds := s.blockingCapacity(), s.feedsPossible(); got != tc.h1 || feeds != tc.feeds1 {
+			t.Errorf("%d queries, HTTP/1.1: blocking %d, feeds %v; want %d, %v", tc.queries, got, feeds, tc.h1, tc.feeds1)
+		}
+		s.observe(true)
+		if got, feeds := s.blockingCapacity(), s.feedsPossible(); got != tc.h2 || feeds != tc.feeds2 {
+			t.Errorf("%d streams, HTTP/2: blocking %d, feeds %v; want %d, %v", tc.streams, got, feeds, tc.h2, tc.feeds2)
+		}
+		// A feed over HTTP/2 does not wait behind blocking queries that
+		// hold every blocking stream.
+		if tc.feeds2 {
+			for range cap(s.streams) {
+				s.streams <- struct{}{}
+			}
+			// A free feed slot is taken at once; the timeout only bounds
+			// the failure.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			release, _, err := s.acquire(ctx, classFeed, nil)
+			cancel()
+			if err != nil {
+				t.Fatalf("%d streams: a feed waits behind the blocking queries: %v", tc.streams, err)
+			}
+			release()
+		}
 	}
 }
