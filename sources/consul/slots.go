@@ -94,6 +94,15 @@ func (s *slots) blockingCapacity() int {
 	return cap(s.blocking)
 }
 
+// http1Capacity is the number of HTTP/1.1 requests in flight at most
+// (maxConcurrentQueries), which is also the number of connections they need.
+func (s *slots) http1Capacity() int {
+	if !s.split {
+		return cap(s.blocking)
+	}
+	return cap(s.blocking) + cap(s.reads) + cap(s.fed)
+}
+
 // feedsPossible reports whether the slots of the protocol in use are split,
 // which the change feeds need.
 func (s *slots) feedsPossible() bool {

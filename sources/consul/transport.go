@@ -325,17 +325,14 @@ func newTransport(ac *api.Config, sl *slots, m *metrics, log *zap.Logger) (*http
 		// limits.http_max_conns_per_client. (Not over TLS: there HTTP/2
 		// carries up to 250 requests on each connection, and maxStreams,
 		// not maxConcurrentQueries, sets how many are needed.)
-		cc.limit = make(chan struct{}, cap(sl.blocking)+cap(sl.reads)+feedQueries)
-		if !sl.split {
-			cc.limit = make(chan struct{}, cap(sl.blocking))
-		}
+		cc.limit = make(chan struct{}, sl.http1Capacity())
 	}
 	tr := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		DialContext:         cc.dialer(unixPath),
 		ForceAttemptHTTP2:   true,
-		MaxIdleConns:        cap(sl.blocking) + cap(sl.reads) + feedQueries,
-		MaxIdleConnsPerHost: cap(sl.blocking) + cap(sl.reads) + feedQueries,
+		MaxIdleConns:        sl.http1Capacity(),
+		MaxIdleConnsPerHost: sl.http1Capacity(),
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second,
 	}

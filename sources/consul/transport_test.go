@@ -43,6 +43,18 @@ func (g *peakGauge) values() (now, peak int) {
 	return g.now, g.peak
 }
 
+// limitedClient is an HTTP client whose connections are counted by g and
+// bounded to limit, as the source's transport over plain HTTP.
+func limitedClient(t *testing.T, limit int) (*http.Client, *peakGauge) {
+	g := &peakGauge{}
+	tr := &http.Transport{
+		DialContext:         connCounter{gauge: g, limit: make(chan struct{}, limit)}.dialer(""),
+		MaxIdleConnsPerHost: limit,
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}, g
+}
+
 // A dial past the limit waits for a connection to close, and gives up with
 // its context.
 func TestConnLimitDial(t *testing.T) {
@@ -125,13 +137,7 @@ func TestConnLimitCancelledRequests(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	const limit = 3
-	g := &peakGauge{}
-	tr := &http.Transport{
-		DialContext:         connCounter{gauge: g, limit: make(chan struct{}, limit)}.dialer(""),
-		MaxIdleConnsPerHost: limit,
-	}
-	t.Cleanup(tr.CloseIdleConnections)
-	client := &http.Client{Transport: tr}
+	client, g := limitedClient(t, limit)
 	sem := make(chan struct{}, limit) // the slots: at most limit requests in flight
 	var wg sync.WaitGroup
 	for i := range 300 {
@@ -181,13 +187,7 @@ func TestConnLimitQuickAnswers(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	const limit = 3
-	g := &peakGauge{}
-	tr := &http.Transport{
-		DialContext:         connCounter{gauge: g, limit: make(chan struct{}, limit)}.dialer(""),
-		MaxIdleConnsPerHost: limit,
-	}
-	t.Cleanup(tr.CloseIdleConnections)
-	client := &http.Client{Transport: tr}
+	client, g := limitedClient(t, limit)
 	sem := make(chan struct{}, limit)
 	var wg sync.WaitGroup
 	var failed atomic.Int64
@@ -232,6 +232,9 @@ func TestSlotsSplit(t *testing.T) {
 		{100, 5, 90, 5, true, false},
 	} {
 		s := newSlots(tc.queries, tc.streams, newMetrics("t"))
+		if got := s.http1Capacity(); got != tc.queries {
+			t.Errorf("%d queries: HTTP/1.1 capacity (connections) %d", tc.queries, got)
+		}
 		if got, feeds := s.blockingCapacity(), s.feedsPossible(); got != tc.h1 || feeds != tc.feeds1 {
 			t.Errorf("%d queries, HTTP/1.1: blocking %d, feeds %v; want %d, %v", tc.queries, got, feeds, tc.h1, tc.feeds1)
 		}
