@@ -98,8 +98,8 @@ const (
 )
 
 func runCompare(rep *report, o options) error {
-	if !istiodCached() && os.Getenv("BENCH_ISTIOD_BUILD") != "1" {
-		rep.compare = append(rep.compare, "skipped: istiod is not built yet (`make e2e` builds it once, about 15 minutes; or set BENCH_ISTIOD_BUILD=1)")
+	if why := istiodSkipped(); why != "" {
+		rep.compare = append(rep.compare, why)
 		return nil
 	}
 	run, env, err := istiodHarness(o.repo, "bench-compare-")

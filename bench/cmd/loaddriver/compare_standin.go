@@ -69,37 +69,28 @@ func (s *standIn) StreamAggregatedResources(down discovery.AggregatedDiscoverySe
 		return err
 	}
 	errc := make(chan error, 2)
-	go func() {
-		for {
-			req, err := down.Recv()
-			if err != nil {
-				errc <- err
-				return
-			}
-			if err := up.Send(req); err != nil {
-				errc <- err
-				return
-			}
+	go relay(down.Recv, up.Send, errc)
+	go relay(up.Recv, func(resp *discovery.DiscoveryResponse) error {
+		if err := s.strip(resp); err != nil {
+			return err
 		}
-	}()
-	go func() {
-		for {
-			resp, err := up.Recv()
-			if err != nil {
-				errc <- err
-				return
-			}
-			if err := s.strip(resp); err != nil {
-				errc <- err
-				return
-			}
-			if err := down.Send(resp); err != nil {
-				errc <- err
-				return
-			}
-		}
-	}()
+		return down.Send(resp)
+	}, errc)
 	return <-errc
+}
+
+// relay sends what recv gives until either fails, and reports that error.
+func relay[T any](recv func() (T, error), send func(T) error, errc chan<- error) {
+	for {
+		m, err := recv()
+		if err == nil {
+			err = send(m)
+		}
+		if err != nil {
+			errc <- err
+			return
+		}
+	}
 }
 
 // strip empties Metadata.Version of every resource in place.

@@ -23,6 +23,15 @@ import (
 	"github.com/registry-adapter/registry-adapter/fidelity"
 )
 
+// istiodSkipped is why an istiod scenario does not run, or "" when it can:
+// istiod is built (cached), or BENCH_ISTIOD_BUILD=1 lets the run build it.
+func istiodSkipped() string {
+	if istiodCached() || os.Getenv("BENCH_ISTIOD_BUILD") == "1" {
+		return ""
+	}
+	return "skipped: istiod is not built yet (`make e2e` builds it once, about 15 minutes; or set BENCH_ISTIOD_BUILD=1)"
+}
+
 // istiodCached reports whether istiod and kube-apiserver are already built
 // (building them takes about 15 minutes on 2 cores: not within `make bench`).
 func istiodCached() bool {
@@ -71,8 +80,8 @@ func istiodScenario(rep *report, o options, proxy *countingProxy, reg *consulReg
 	if n > registered || int(math.Pow10(digits)) != n {
 		return fmt.Errorf("istiod-services must be a power of ten up to the %d services registered", registered)
 	}
-	if !istiodCached() && os.Getenv("BENCH_ISTIOD_BUILD") != "1" {
-		rep.istiod = append(rep.istiod, "skipped: istiod is not built yet (`make e2e` builds it once, about 15 minutes; or set BENCH_ISTIOD_BUILD=1)")
+	if why := istiodSkipped(); why != "" {
+		rep.istiod = append(rep.istiod, why)
 		return nil
 	}
 	glob := "svc-" + strings.Repeat("0", 6-digits) + strings.Repeat("?", digits)

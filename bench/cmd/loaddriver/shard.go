@@ -114,8 +114,8 @@ type changeCosts struct {
 }
 
 func runShards(rep *report, o options) error {
-	if !istiodCached() && os.Getenv("BENCH_ISTIOD_BUILD") != "1" {
-		rep.shards = append(rep.shards, "skipped: istiod is not built yet (`make e2e` builds it once, about 15 minutes; or set BENCH_ISTIOD_BUILD=1)")
+	if why := istiodSkipped(); why != "" {
+		rep.shards = append(rep.shards, why)
 		return nil
 	}
 	run, env, err := istiodHarness(o.repo, "bench-shards-")
