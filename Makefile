@@ -48,13 +48,13 @@ unit:
 # deadline exceeded" and no crasher when the deadline lands mid-call
 # (go.dev/issue/75804, fixed in Go 1.27). That failed CI once on
 # FuzzParseConfig. The counts give roughly ten seconds each on two cores;
-# FuzzParseConfig is slow per input because every package the adapter
+# FuzzParseConfig is slow per input because every package the configuration
 # imports (client-go included) is instrumented. FUZZTIME=5m, or 1000000x,
 # runs every target longer.
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzService -fuzztime=$(or $(FUZZTIME),100000x) ./convert
 	$(GO) test -run='^$$' -fuzz=FuzzSyntaxMatchesUpstream -fuzztime=$(or $(FUZZTIME),100000x) ./convert/validation
-	$(GO) test -run='^$$' -fuzz=FuzzParseConfig -fuzztime=$(or $(FUZZTIME),2000x) ./adapter
+	$(GO) test -run='^$$' -fuzz=FuzzParseConfig -fuzztime=$(or $(FUZZTIME),2000x) ./config
 	# Against Istio's own validator; in the integration module.
 	cd integration && $(GO) test -run='^$$' -fuzz=FuzzValidationAgrees -fuzztime=$(or $(FUZZTIME),10000x) ./validation
 

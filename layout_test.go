@@ -24,13 +24,15 @@ const module = "github.com/registry-adapter/registry-adapter"
 // package has to state its room here; a package matching several rules obeys
 // all of them. withTests holds the package's _test.go files to the same rule;
 // elsewhere tests may borrow fixtures (bench/gen, convert) from anywhere.
-var rules = []struct {
+type rule struct {
 	pkg       string
 	may       []string // packages of ours; nothing else of ours
 	mayNot    []string // outside import path prefixes
 	withTests bool
 	why       string
-}{
+}
+
+var rules = []rule{
 	{pkg: "model", mayNot: []string{"istio.io/"}, withTests: true,
 		why: "the registry-neutral model everything else shares; it imports nothing of ours and knows no Istio"},
 	{pkg: "served", withTests: true,
@@ -47,16 +49,24 @@ var rules = []struct {
 		why: "a source speaks its registry and the model only; it imports neither adapter, convert, served nor server, and knows no Istio"},
 	{pkg: "server", may: []string{"served"}, mayNot: []string{"istio.io/api/networking/"},
 		why: "the xDS server serves served entries and knows nothing of how they were made: not convert, not sources, not adapter, not Istio's networking types"},
-	{pkg: "adapter", may: []string{"model", "convert", "served", "server", "sinks/kube", "sources", "sources/kinds", "vip"},
-		why: "the adapter wires sources to publishers; it reaches the sources only through sources/kinds"},
+	{pkg: "adapter", may: []string{"model", "convert", "served", "sources", "vip"},
+		why: "the adapter is the loop from sources to publishers: it publishes through its one Publisher interface, so it imports neither the xDS server nor a sink, nor the process configuration or the registry sources"},
+	{pkg: "config", may: []string{"adapter", "convert", "server", "sinks/kube", "sources", "sources/kinds"},
+		why: "the process configuration holds every room's options (the loop's settings, the server's, the sinks') and builds the sources through sources/kinds; only cmd (and tests) import it"},
 	{pkg: "admin", may: []string{"adapter", "convert", "served", "server", "sources"},
 		why: "debug handlers read the adapter and server, and are wired only by cmd"},
 	{pkg: "fidelity", may: []string{"convert", "served"},
 		why: "the fidelity check compares registry and istiod views through convert's output"},
-	{pkg: "cmd/...", may: []string{"adapter", "admin", "convert", "fidelity", "model", "served", "server", "sinks/kube", "sources/...", "vip"},
+	{pkg: "cmd/...", may: []string{"adapter", "admin", "config", "convert", "fidelity", "model", "served", "server", "sinks/kube", "sources/...", "vip"},
 		why: "cmd wires everything; it may import every source, but never bench"},
 	{pkg: "bench/...", may: []string{"adapter", "bench/...", "convert", "fidelity", "model", "served", "server", "sources", "sources/consul"},
 		why: "the benchmarks measure the real pieces, the Consul watch included"},
+}
+
+// allows reports whether the rule lets the package rel import o, a package of
+// ours.
+func (r rule) allows(rel, o string) bool {
+	return o == rel || slices.ContainsFunc(r.may, func(m string) bool { return matches(m, o) })
 }
 
 // pkgImports is what one package's files import, split by test and non-test.
@@ -114,7 +124,7 @@ func scan(t *testing.T) map[string]*pkgImports {
 		t.Fatal(err)
 	}
 	// The walk must have found the tree; an empty scan would pass every rule.
-	for _, want := range []string{"model", "served", "convert", "adapter", "server", "sources/consul", "sources/kinds", "cmd/registry-adapter"} {
+	for _, want := range []string{"model", "served", "convert", "adapter", "config", "server", "sources/consul", "sources/kinds", "cmd/registry-adapter"} {
 		if pkgs[want] == nil {
 			t.Fatalf("scan found no package %s (found %d packages)", want, len(pkgs))
 		}
@@ -164,7 +174,7 @@ func TestImportRules(t *testing.T) {
 				for _, ip := range sorted(imports) {
 					files := strings.Join(imports[ip], ", ")
 					if o, ok := ours(ip); ok {
-						if o == rel || slices.ContainsFunc(r.may, func(m string) bool { return matches(m, o) }) {
+						if r.allows(rel, o) {
 							continue
 						}
 						t.Errorf("%s (%s %s) imports %s: rule %q allows only %v of ours: %s", rel, kind, files, o, r.pkg, r.may, r.why)
@@ -217,6 +227,35 @@ func TestSourcesStandAlone(t *testing.T) {
 				}
 				t.Errorf("%s (%s %s) imports the registry source %s: only sources/kinds lists the sources, and a source or shared helper stands on its own",
 					rel, kind, strings.Join(imports[ip], ", "), o)
+			}
+		}
+	}
+}
+
+// TestForbidden pins the edges the layering exists to keep out: whatever
+// the rules' allow lists become, these stay refused. The adapter publishes
+// through its one interface, so it imports neither the xDS server nor any
+// sink; the process configuration sits above it, not in it.
+func TestForbidden(t *testing.T) {
+	for _, e := range []struct{ from, to string }{
+		{"adapter", "server"},
+		{"adapter", "sinks/kube"},
+		{"adapter", "sinks/other"},
+		{"adapter", "config"},
+		{"adapter", "sources/kinds"},
+		{"adapter", "sources/consul"},
+		{"adapter", "admin"},
+		{"served", "model"},
+		{"server", "convert"},
+		{"server", "adapter"},
+		{"sinks/kube", "convert"},
+		{"sinks/kube", "adapter"},
+		{"config", "admin"},
+		{"sources/consul", "served"},
+	} {
+		for _, r := range rules {
+			if matches(r.pkg, e.from) && r.allows(e.from, e.to) {
+				t.Errorf("rule %q lets %s import %s", r.pkg, e.from, e.to)
 			}
 		}
 	}

@@ -53,7 +53,7 @@ func DefaultGuardConfig() GuardConfig {
 }
 
 // SetDefaults fills the fields left at zero, for a configuration built in
-// Go (tests, render); ParseConfig does not use it, see DefaultGuardConfig.
+// Go (tests, render); config.Parse does not use it, see DefaultGuardConfig.
 func (c *GuardConfig) SetDefaults() {
 	d := DefaultGuardConfig()
 	if c.MaxDeletionShare == 0 {

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/registry-adapter/registry-adapter/adapter"
+	"github.com/registry-adapter/registry-adapter/config"
 )
 
 // The testdata JSON was captured from a real istiod (pilot-discovery, Istio
@@ -40,12 +41,12 @@ func istiodServer(t *testing.T, mutate func(shards string) string) *httptest.Ser
 
 func expectedFromExample(t *testing.T) View {
 	t.Helper()
-	cfg, err := adapter.LoadConfig("../examples/static.yaml")
+	cfg, err := config.Load("../examples/static.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := zaptest.NewLogger(t)
-	srcs, err := adapter.BuildSources(cfg, nil, log)
+	srcs, err := config.BuildSources(cfg, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,7 +63,7 @@ done
 step "helm lint --strict and helm template: ${VARIANTS[*]}"
 
 # values.schema.json must turn typos and chart-owned config keys into errors.
-# The config part of the schema is generated from the adapter's Go types (go test ./adapter -run TestChartSchema).
+# The config part of the schema is generated from the configuration's Go types (go test ./config -run TestChartSchema).
 for bad in "replicas=3" "config.server.listen=127.0.0.1:15010" "config.server.shards=2" "shards=0" "shards=65" \
   "tls.enabeld=true" "podAntiAffinity=maybe" "config.output.namspace=istio-system" "config.debounce.quiet=fast" \
   "config.sources[0].consul.tokn=x" "config.guard.minInstances=ten" "config.server.adminListen=0.0.0.0:15015" \

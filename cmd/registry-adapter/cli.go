@@ -8,7 +8,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/registry-adapter/registry-adapter/adapter"
+	"github.com/registry-adapter/registry-adapter/config"
 )
 
 // Exit codes, the same for every command (README "Running it").
@@ -163,7 +163,7 @@ func addLogFlags(fs *flag.FlagSet) logFlags {
 	}
 }
 
-func (l logFlags) apply(cfg *adapter.LogConfig) error {
+func (l logFlags) apply(cfg *config.LogConfig) error {
 	if *l.level != "" {
 		cfg.Level = *l.level
 	}
@@ -179,7 +179,7 @@ func (l logFlags) apply(cfg *adapter.LogConfig) error {
 }
 
 // loadConfig parses the flags and reads the configuration file.
-func loadConfig(fs *flag.FlagSet, path *string, args []string, stdout io.Writer) (*adapter.Config, error) {
+func loadConfig(fs *flag.FlagSet, path *string, args []string, stdout io.Writer) (*config.Config, error) {
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return nil, err
 	}
@@ -187,5 +187,5 @@ func loadConfig(fs *flag.FlagSet, path *string, args []string, stdout io.Writer)
 		fs.Usage()
 		return nil, usageError{fmt.Errorf("--config (or $%s) is required", configEnv)}
 	}
-	return adapter.LoadConfig(*path)
+	return config.Load(*path)
 }

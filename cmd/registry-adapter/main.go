@@ -25,6 +25,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/adapter"
 	"github.com/registry-adapter/registry-adapter/admin"
+	"github.com/registry-adapter/registry-adapter/config"
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/fidelity"
 	"github.com/registry-adapter/registry-adapter/server"
@@ -99,7 +100,7 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := adapter.BuildSources(cfg, nil, zap.NewNop()); err != nil {
+	if _, err := config.BuildSources(cfg, nil, zap.NewNop()); err != nil {
 		return err
 	}
 	shards := ""
@@ -128,7 +129,7 @@ func renderCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srcs, err := adapter.BuildSources(cfg, nil, log)
+	srcs, err := config.BuildSources(cfg, nil, log)
 	if err != nil {
 		return err
 	}
@@ -179,7 +180,7 @@ func checkCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srcs, err := adapter.BuildSources(cfg, nil, log)
+	srcs, err := config.BuildSources(cfg, nil, log)
 	if err != nil {
 		return err
 	}
@@ -238,7 +239,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerBuildInfo(reg)
-	srcs, err := adapter.BuildSources(cfg, reg, log)
+	srcs, err := config.BuildSources(cfg, reg, log)
 	if err != nil {
 		return err
 	}
@@ -288,7 +289,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 // newLogger logs JSON unless told otherwise or writing to a terminal.
-func newLogger(cfg adapter.LogConfig, w io.Writer) (*zap.Logger, error) {
+func newLogger(cfg config.LogConfig, w io.Writer) (*zap.Logger, error) {
 	level, err := zapcore.ParseLevel(cfg.Level)
 	if err != nil {
 		return nil, fmt.Errorf("log.level: %w", err)

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
 	"github.com/registry-adapter/registry-adapter/adapter"
+	"github.com/registry-adapter/registry-adapter/config"
 	"github.com/registry-adapter/registry-adapter/fidelity"
 )
 
@@ -513,12 +514,12 @@ func (a *adapterProc) served(t *testing.T) []string {
 func renderAndRead(a *adapterProc, p *istiodProc) (want, got fidelity.View, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cfg, err := adapter.LoadConfig(a.configPath)
+	cfg, err := config.Load(a.configPath)
 	if err != nil {
 		return nil, nil, err
 	}
 	log := nopLogger()
-	srcs, err := adapter.BuildSources(cfg, nil, log)
+	srcs, err := config.BuildSources(cfg, nil, log)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,4 +1,4 @@
-package adapter
+package config
 
 import (
 	"encoding"
@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// ConfigSchema is a JSON Schema (draft-07) of the configuration file,
-// derived from the Go types ParseConfig decodes into, with the same key
+// Schema is a JSON Schema (draft-07) of the configuration file,
+// derived from the Go types Parse decodes into, with the same key
 // names (yaml tags, inline structs flattened) and the same strictness: a key
 // the types lack is an error. The Helm chart embeds it in values.schema.json
 // (under config), so that `helm install` rejects a misspelt key instead of
@@ -22,7 +22,7 @@ import (
 //
 // omit lists dotted paths to leave out (the chart sets server.listen itself,
 // so its values must not).
-func ConfigSchema(omit ...string) map[string]any {
+func Schema(omit ...string) map[string]any {
 	return schemaOf(reflect.TypeOf(Config{}), "", omit)
 }
 

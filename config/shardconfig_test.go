@@ -1,4 +1,4 @@
-package adapter
+package config
 
 import (
 	"strings"
@@ -22,7 +22,7 @@ func TestServerShardsConfig(t *testing.T) {
 		{"server: {shards: 8, listen: 0.0.0.0:65530}", 0, "server.listen \"0.0.0.0:65530\": server.shards 8 needs ports 65530-65537"},
 		{"server: {shard: 2}", 0, "server.shard: unknown key"},
 	} {
-		cfg, err := ParseConfig(strings.NewReader(c.server + "\n" + base))
+		cfg, err := Parse(strings.NewReader(c.server + "\n" + base))
 		switch {
 		case c.wantErr == "" && err != nil:
 			t.Errorf("%q: %v", c.server, err)

@@ -1,4 +1,4 @@
-package adapter
+package config
 
 import (
 	"errors"
@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/registry-adapter/registry-adapter/adapter"
 	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/kinds"
 )
@@ -22,8 +23,8 @@ type SourceConfig struct {
 	// Name identifies the source in metrics, logs and annotations. Its
 	// position in the list decides conflicts: earlier sources win.
 	Name string
-	// Limits caps what the source may deliver (limits.go).
-	Limits SourceLimits
+	// Limits caps what the source may deliver (adapter/limits.go).
+	Limits adapter.SourceLimits
 	// Registry is the registry this source watches; nil when the entry
 	// names none.
 	Registry sources.Config
@@ -38,7 +39,7 @@ var sourceConfigType = reflect.TypeFor[SourceConfig]()
 
 // sourceFields are the YAML keys of a SourceConfig and their types.
 func sourceFields() map[string]reflect.Type {
-	out := map[string]reflect.Type{"name": reflect.TypeFor[string](), "limits": reflect.TypeFor[SourceLimits]()}
+	out := map[string]reflect.Type{"name": reflect.TypeFor[string](), "limits": reflect.TypeFor[adapter.SourceLimits]()}
 	for _, k := range kinds.All {
 		out[k.Key] = reflect.TypeOf(k.New())
 	}
@@ -73,7 +74,7 @@ func (s *SourceConfig) UnmarshalYAML(n *yaml.Node) error {
 		}
 		k, ok := kinds.Lookup(key.Value)
 		if !ok {
-			return fmt.Errorf("line %d: field %s not found in type adapter.SourceConfig", key.Line, key.Value)
+			return fmt.Errorf("line %d: field %s not found in type config.SourceConfig", key.Line, key.Value)
 		}
 		c := k.New()
 		if err := value.Decode(c); err != nil {
@@ -118,7 +119,7 @@ func (s SourceConfig) MarshalYAML() (any, error) {
 	if err := add("name", s.Name); err != nil {
 		return nil, err
 	}
-	if s.Limits != (SourceLimits{}) {
+	if s.Limits != (adapter.SourceLimits{}) {
 		if err := add("limits", s.Limits); err != nil {
 			return nil, err
 		}
@@ -152,12 +153,12 @@ func (s *SourceConfig) registry() (sources.Config, error) {
 
 // BuildSources constructs every configured source, in configuration order,
 // and registers their metrics with reg (nil for one-shot commands).
-func BuildSources(cfg *Config, reg prometheus.Registerer, log *zap.Logger) ([]NamedSource, error) {
+func BuildSources(cfg *Config, reg prometheus.Registerer, log *zap.Logger) ([]adapter.NamedSource, error) {
 	var metrics *sources.Metrics
 	if reg != nil {
 		metrics = sources.NewMetrics(reg)
 	}
-	var out []NamedSource
+	var out []adapter.NamedSource
 	var errs []error
 	for i := range cfg.Sources {
 		sc := &cfg.Sources[i]
@@ -174,7 +175,7 @@ func BuildSources(cfg *Config, reg prometheus.Registerer, log *zap.Logger) ([]Na
 			errs = append(errs, fmt.Errorf("sources[%d] (%s): %w", i, sc.Name, err))
 			continue
 		}
-		out = append(out, NamedSource{Name: sc.Name, Source: src, Reporter: rep, Limits: sc.Limits})
+		out = append(out, adapter.NamedSource{Name: sc.Name, Source: src, Reporter: rep, Limits: sc.Limits})
 	}
 	return out, errors.Join(errs...)
 }

@@ -1,4 +1,4 @@
-package adapter
+package config
 
 import (
 	"bytes"
@@ -28,7 +28,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add("sources:\n- name: x\n  static:\n    services:\n    - {name: s, ports: [{number: 99999}]}\n")
 	f.Add("sources:\n- name: x\n  static:\n    services:\n    - {name: s, ports: [{number: 80}], instances: [{address: 10.0.0.1, ports: {80: 8080}}]}\n")
 	f.Fuzz(func(t *testing.T, doc string) {
-		cfg, err := ParseConfig(strings.NewReader(doc))
+		cfg, err := Parse(strings.NewReader(doc))
 		if err != nil {
 			return
 		}
@@ -39,7 +39,7 @@ func FuzzParseConfig(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted config does not marshal: %v", err)
 		}
-		again, err := ParseConfig(bytes.NewReader(out))
+		again, err := Parse(bytes.NewReader(out))
 		if err != nil {
 			t.Fatalf("accepted config, written out, is refused: %v\n%s", err, out)
 		}

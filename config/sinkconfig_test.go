@@ -1,4 +1,4 @@
-package adapter
+package config
 
 import (
 	"strings"
@@ -22,7 +22,7 @@ func TestParseConfigSink(t *testing.T) {
 			"leaseDuration 5s must be greater than renewDeadline 10s", false, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			cfg, err := ParseConfig(strings.NewReader(c.yaml))
+			cfg, err := Parse(strings.NewReader(c.yaml))
 			if c.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 					t.Fatalf("error %v, want %q", err, c.wantErr)

@@ -1,4 +1,11 @@
-package adapter
+// Package config is the process configuration: the file's types, parsing
+// (strict, every unknown key named with its path), defaults, validation, the
+// JSON Schema the chart embeds, and building the configured sources. It is
+// kept apart from the pipeline, as Prometheus keeps config/ apart from
+// discovery/: the adapter receives its Settings and the sources built here,
+// and so imports neither the xDS server nor the sinks whose options this
+// file also holds.
+package config
 
 import (
 	"bytes"
@@ -15,6 +22,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/registry-adapter/registry-adapter/adapter"
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/server"
 	"github.com/registry-adapter/registry-adapter/sinks/kube"
@@ -30,14 +38,14 @@ type Config struct {
 	// one ServiceEntry, so a per-source sink would split a host's resources.
 	Sink SinkKind `yaml:"sink"`
 	// KubernetesSink configures the kubernetes sink.
-	KubernetesSink kube.Config    `yaml:"kubernetesSink"`
-	Debounce       DebounceConfig `yaml:"debounce"`
-	Guard          GuardConfig    `yaml:"guard"`
+	KubernetesSink kube.Config            `yaml:"kubernetesSink"`
+	Debounce       adapter.DebounceConfig `yaml:"debounce"`
+	Guard          adapter.GuardConfig    `yaml:"guard"`
 	// StateFile saves the last state to serve it after a restart while a
 	// registry is unreachable.
-	StateFile StateFileConfig `yaml:"stateFile"`
-	Log       LogConfig       `yaml:"log"`
-	Sources   []SourceConfig  `yaml:"sources"`
+	StateFile adapter.StateFileConfig `yaml:"stateFile"`
+	Log       LogConfig               `yaml:"log"`
+	Sources   []SourceConfig          `yaml:"sources"`
 }
 
 // ServerConfig is the xDS listener plus the HTTP listener for metrics,
@@ -77,8 +85,8 @@ func isLoopback(addr string) bool {
 }
 
 // Settings returns the adapter loop's part of the configuration.
-func (c *Config) Settings() Settings {
-	return Settings{Output: c.Output, Debounce: c.Debounce, Guard: c.Guard, StateFile: c.StateFile}
+func (c *Config) Settings() adapter.Settings {
+	return adapter.Settings{Output: c.Output, Debounce: c.Debounce, Guard: c.Guard, StateFile: c.StateFile}
 }
 
 // SinkKind chooses the sinks.
@@ -106,23 +114,23 @@ type LogConfig struct {
 
 var sourceNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
-// LoadConfig reads, defaults and validates a configuration file.
-func LoadConfig(path string) (*Config, error) {
+// Load reads, defaults and validates a configuration file.
+func Load(path string) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	defer f.Close()
-	cfg, err := ParseConfig(f)
+	cfg, err := Parse(f)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil
 }
 
-// ParseConfig decodes YAML strictly: an unknown key is an error that names
+// Parse decodes YAML strictly: an unknown key is an error that names
 // its path, because a misspelt option silently ignored is an outage later.
-func ParseConfig(r io.Reader) (*Config, error) {
+func Parse(r io.Reader) (*Config, error) {
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return nil, err
@@ -132,7 +140,7 @@ func ParseConfig(r io.Reader) (*Config, error) {
 		return nil, fmt.Errorf("parse: %w", err)
 	}
 	// Decoded onto the defaults, so that a key set to zero stays zero.
-	cfg := &Config{Debounce: DefaultDebounceConfig(), Guard: DefaultGuardConfig()}
+	cfg := &Config{Debounce: adapter.DefaultDebounceConfig(), Guard: adapter.DefaultGuardConfig()}
 	if len(root.Content) > 0 {
 		if err := checkKeys(root.Content[0], reflect.TypeOf(cfg).Elem(), ""); err != nil {
 			return nil, err
@@ -163,7 +171,7 @@ func (c *Config) SetDefaults() {
 		}
 	}
 	c.Output.SetDefaults()
-	// Debounce and Guard are not filled here: ParseConfig decodes onto
+	// Debounce and Guard are not filled here: Parse decodes onto
 	// their defaults, so that a key set to zero stays zero.
 	if c.Sink == "" {
 		c.Sink = SinkXDS

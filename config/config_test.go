@@ -1,10 +1,11 @@
-package adapter
+package config
 
 import (
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/registry-adapter/registry-adapter/adapter"
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/sources/static"
 )
@@ -70,7 +71,7 @@ sources:
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			cfg, err := ParseConfig(strings.NewReader(c.yaml))
+			cfg, err := Parse(strings.NewReader(c.yaml))
 			if len(c.wantErr) == 0 {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
@@ -90,7 +91,7 @@ sources:
 }
 
 func TestConfigDefaults(t *testing.T) {
-	cfg, err := ParseConfig(strings.NewReader("sources: [{name: vms, static: {services: [{name: web, ports: [{number: 80}]}]}}]\n"))
+	cfg, err := Parse(strings.NewReader("sources: [{name: vms, static: {services: [{name: web, ports: [{number: 80}]}]}}]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,19 +118,19 @@ func TestConfigDefaults(t *testing.T) {
 func TestConfigExplicitZeros(t *testing.T) {
 	cases := []struct {
 		yaml  string
-		guard GuardConfig
-		deb   DebounceConfig
+		guard adapter.GuardConfig
+		deb   adapter.DebounceConfig
 	}{
-		{"", DefaultGuardConfig(), DefaultDebounceConfig()},
-		{"guard: {}\ndebounce: {}\n", DefaultGuardConfig(), DefaultDebounceConfig()},
-		{"guard:\ndebounce:\n", DefaultGuardConfig(), DefaultDebounceConfig()},
+		{"", adapter.DefaultGuardConfig(), adapter.DefaultDebounceConfig()},
+		{"guard: {}\ndebounce: {}\n", adapter.DefaultGuardConfig(), adapter.DefaultDebounceConfig()},
+		{"guard:\ndebounce:\n", adapter.DefaultGuardConfig(), adapter.DefaultDebounceConfig()},
 		{"guard: {minInstances: 0, maxDeletionShare: 0, window: 0s}\ndebounce: {quiet: 0s}\n",
-			GuardConfig{HoldFor: 10 * time.Minute}, DebounceConfig{Max: time.Second}},
+			adapter.GuardConfig{HoldFor: 10 * time.Minute}, adapter.DebounceConfig{Max: time.Second}},
 		{"guard: {manual: true, holdFor: 0s}\n",
-			GuardConfig{MaxDeletionShare: 0.5, MinInstances: 10, Manual: true, Window: time.Minute}, DefaultDebounceConfig()},
+			adapter.GuardConfig{MaxDeletionShare: 0.5, MinInstances: 10, Manual: true, Window: time.Minute}, adapter.DefaultDebounceConfig()},
 	}
 	for _, c := range cases {
-		cfg, err := ParseConfig(strings.NewReader(c.yaml))
+		cfg, err := Parse(strings.NewReader(c.yaml))
 		if err != nil {
 			t.Errorf("%q: %v", c.yaml, err)
 			continue
@@ -155,7 +156,7 @@ func TestAdminListen(t *testing.T) {
 		{"server: {adminListen: 0.0.0.0:15015, adminTokenFile: /var/run/token}", "0.0.0.0:15015", ""},
 	}
 	for _, c := range cases {
-		cfg, err := ParseConfig(strings.NewReader(c.server + "\n"))
+		cfg, err := Parse(strings.NewReader(c.server + "\n"))
 		switch {
 		case c.wantErr != "":
 			if err == nil || !strings.Contains(err.Error(), c.wantErr) {

@@ -1,4 +1,4 @@
-package adapter
+package config
 
 import (
 	"bytes"
@@ -18,10 +18,10 @@ const chartSchemaPath = "../manifests/chart/registry-adapter/values.schema.json"
 // properties.config: the configuration's schema without the keys the chart
 // sets itself from other values.
 func chartConfigSchema() map[string]any {
-	s := ConfigSchema("server.listen", "server.debugListen", "server.adminListen", "server.shards", "server.tls",
+	s := Schema("server.listen", "server.debugListen", "server.adminListen", "server.shards", "server.tls",
 		"stateFile.path")
 	s["description"] = "The adapter's config.yaml (README.md, docs/configuration.md), generated from the Go types by " +
-		"`go test ./adapter -run TestChartSchema -update-schema`: an unknown key fails the install. Values are checked " +
+		"`go test ./config -run TestChartSchema -update-schema`: an unknown key fails the install. Values are checked " +
 		"when the adapter starts (`registry-adapter validate`). server.listen, debugListen, adminListen, shards and tls " +
 		"are set by the chart from ports, shards and tls; stateFile.path from stateFile."
 	s["required"] = []string{"sources"}
@@ -93,7 +93,7 @@ func TestChartSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, exp) {
-		t.Errorf("%s: properties.config differs from the Go types' schema: run go test ./adapter -run TestChartSchema -update-schema", chartSchemaPath)
+		t.Errorf("%s: properties.config differs from the Go types' schema: run go test ./config -run TestChartSchema -update-schema", chartSchemaPath)
 	}
 	var whole any
 	if err := json.Unmarshal(text, &whole); err != nil {

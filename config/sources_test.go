@@ -1,4 +1,4 @@
-package adapter
+package config
 
 import (
 	"strings"
@@ -16,7 +16,7 @@ import (
 // from its own section, and a source's metrics of its own reach the
 // registry through sources.Options.
 func TestBuildSources(t *testing.T) {
-	cfg, err := ParseConfig(strings.NewReader(`
+	cfg, err := Parse(strings.NewReader(`
 sources:
 - name: aws
   ec2: {region: us-east-1, pageSize: 50}
@@ -70,15 +70,15 @@ sources:
 // in the list's order, whatever the file's order, as they did when every
 // registry was a field of SourceConfig.
 func TestSourceKeyOrder(t *testing.T) {
-	_, err := ParseConfig(strings.NewReader("sources: [{name: x, consul: {}, static: {}}]\n"))
+	_, err := Parse(strings.NewReader("sources: [{name: x, consul: {}, static: {}}]\n"))
 	if err == nil || !strings.Contains(err.Error(), "sources[0] (x): more than one registry configured (static and consul)") {
 		t.Fatalf("err = %v", err)
 	}
-	_, err = ParseConfig(strings.NewReader("sources: [{name: x, consul: }]\n"))
+	_, err = Parse(strings.NewReader("sources: [{name: x, consul: }]\n"))
 	if err == nil || !strings.Contains(err.Error(), "no registry configured: set one of static, consul, gce, azure, ec2, cloudmap") {
 		t.Fatalf("null registry: err = %v", err)
 	}
-	_, err = ParseConfig(strings.NewReader("sources: [{name: x, static: {services: [{name: 1, ports: oops}]}}]\n"))
+	_, err = Parse(strings.NewReader("sources: [{name: x, static: {services: [{name: 1, ports: oops}]}}]\n"))
 	if err == nil || !strings.Contains(err.Error(), "line 1") {
 		t.Fatalf("type error: err = %v", err)
 	}
