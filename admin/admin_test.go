@@ -36,8 +36,11 @@ func group(services ...model.Service) model.Group {
 	return model.Group{Scope: services[0].Name, Services: services}
 }
 
+// opts are the default options in workloadentry mode, where every instance
+// is a resource of its own, so that a test sees what changed instance by
+// instance. The default mode, inline, has tests of its own where it matters.
 func opts() convert.Options {
-	o := convert.Options{}
+	o := convert.Options{Mode: convert.ModeWorkloadEntry}
 	o.SetDefaults()
 	return o
 }

@@ -101,7 +101,7 @@ func TestConfigDefaults(t *testing.T) {
 	if cfg.Server.KeepaliveMinTime != 10*time.Second {
 		t.Errorf("keepalive default %s", cfg.Server.KeepaliveMinTime)
 	}
-	if cfg.Output.Mode != convert.ModeWorkloadEntry || cfg.Output.Namespace != convert.DefaultNamespace {
+	if cfg.Output.Mode != convert.ModeInline || cfg.Output.Namespace != convert.DefaultNamespace {
 		t.Errorf("output defaults %+v", cfg.Output)
 	}
 	if cfg.Debounce.Quiet != 100*time.Millisecond || cfg.Debounce.Max != time.Second {

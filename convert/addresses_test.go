@@ -38,7 +38,7 @@ func TestServiceAddresses(t *testing.T) {
 			}
 			svc.Addresses = tc.registry
 			for _, mode := range []Mode{ModeWorkloadEntry, ModeInline} {
-				opts := defaultOpts(func(o *Options) { o.Mode = mode })
+				opts := testOpts(func(o *Options) { o.Mode = mode })
 				res, rejected := ServiceAt(svc.Host, tc.alloc, []Contribution{{"dc1", svc}}, opts)
 				se := res[0].Spec.(*networking.ServiceEntry)
 				if !slices.Equal(se.Addresses, tc.want) {
@@ -70,15 +70,15 @@ func TestAddressOptions(t *testing.T) {
 		{[]string{"240.240.0.0/16"}, false}, {[]string{"240.0.0.0/4"}, false}, {[]string{"10.0.0.0/8", "11.0.0.0/8"}, false},
 		{[]string{"none", "10.0.0.0/8"}, false}, {[]string{"10.0.0.1"}, false},
 	} {
-		o := defaultOpts(func(o *Options) { o.Addresses.Allocate = c.allocate })
+		o := testOpts(func(o *Options) { o.Addresses.Allocate = c.allocate })
 		if c.allocate == nil {
-			o = defaultOpts()
+			o = testOpts()
 		}
 		if err := o.Validate(); (err == nil) != c.ok {
 			t.Errorf("allocate %q: err %v, want ok=%v", c.allocate, err, c.ok)
 		}
 	}
-	if o := defaultOpts(); !slices.Equal(o.Addresses.Allocate, []string{DefaultAllocateRange}) {
+	if o := testOpts(); !slices.Equal(o.Addresses.Allocate, []string{DefaultAllocateRange}) {
 		t.Errorf("default allocate %q", o.Addresses.Allocate)
 	}
 }
@@ -124,7 +124,7 @@ func TestAddressKey(t *testing.T) {
 				svc.Labels = model.LabelsFromMap(map[string]string{"mesh-vip": tc.svcLabel})
 			}
 			for _, mode := range []Mode{ModeWorkloadEntry, ModeInline} {
-				opts := defaultOpts(func(o *Options) { o.Mode = mode; o.Addresses.Key = "mesh-vip" })
+				opts := testOpts(func(o *Options) { o.Mode = mode; o.Addresses.Key = "mesh-vip" })
 				res, rejected := ServiceAt(svc.Host, allocated, []Contribution{{"dc1", svc}}, opts)
 				se := res[0].Spec.(*networking.ServiceEntry)
 				if !slices.Equal(se.Addresses, tc.want) {
@@ -162,7 +162,7 @@ func TestAddressKey(t *testing.T) {
 			}
 		})
 	}
-	bad := defaultOpts(func(o *Options) { o.Addresses.Key = "not a key" })
+	bad := testOpts(func(o *Options) { o.Addresses.Key = "not a key" })
 	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "output.addresses.key") {
 		t.Errorf("invalid key accepted: %v", err)
 	}

@@ -21,8 +21,11 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the current output")
 
-func defaultOpts(mut ...func(*Options)) Options {
-	o := Options{}
+// testOpts are the default options in workloadentry mode, where every
+// instance is a resource of its own (the golden files show each one); cases
+// of the default mode, inline, set it with mut.
+func testOpts(mut ...func(*Options)) Options {
+	o := Options{Mode: ModeWorkloadEntry}
 	o.SetDefaults()
 	for _, m := range mut {
 		m(&o)
@@ -77,26 +80,26 @@ func GoldenCases() []struct {
 		Contribs []Contribution
 		Opts     Options
 	}{
-		{"workloadentry", "web.service.consul", []Contribution{{"dc1", web(inst("node1/web", "10.0.0.1"), withPort, located, critical)}}, defaultOpts()},
-		{"inline", "web.service.consul", []Contribution{{"dc1", web(inst("node1/web", "10.0.0.1"), withPort, located, critical)}}, defaultOpts(func(o *Options) { o.Mode = ModeInline })},
-		{"service-account-opt-in", "web.service.consul", []Contribution{{"dc1", web(located)}}, defaultOpts(func(o *Options) { o.SetServiceAccount = true })},
+		{"workloadentry", "web.service.consul", []Contribution{{"dc1", web(inst("node1/web", "10.0.0.1"), withPort, located, critical)}}, testOpts()},
+		{"inline", "web.service.consul", []Contribution{{"dc1", web(inst("node1/web", "10.0.0.1"), withPort, located, critical)}}, testOpts(func(o *Options) { o.Mode = ModeInline })},
+		{"service-account-opt-in", "web.service.consul", []Contribution{{"dc1", web(located)}}, testOpts(func(o *Options) { o.SetServiceAccount = true })},
 		{"dns-hostname-endpoint", "db.service.consul", []Contribution{{"dc1", model.Service{
 			Name: "db", Host: "db.service.consul", Ports: []model.Port{{Number: 5432, Protocol: model.ProtocolTCP}},
 			Instances: []model.Instance{{ID: "n/db", Address: "db-1.internal.example.com"}},
-		}}}, defaultOpts()},
-		{"no-instances", "web.service.consul", []Contribution{{"dc1", web(critical)}}, defaultOpts()},
+		}}}, testOpts()},
+		{"no-instances", "web.service.consul", []Contribution{{"dc1", web(critical)}}, testOpts()},
 		{"merged-sources", "web.service.consul", []Contribution{
 			{"dc1", web(inst("node1/web", "10.0.0.1"))},
 			{"dc2", web(inst("node1/web", "10.8.0.1"))},
-		}, defaultOpts()},
+		}, testOpts()},
 		{"port-conflict-first-source-wins", "web.service.consul", []Contribution{
 			{"dc1", web(inst("node1/web", "10.0.0.1"))},
 			{"dc2", model.Service{Host: "web.service.consul", Ports: []model.Port{{Number: 8080, Protocol: model.ProtocolTCP}},
 				Instances: []model.Instance{inst("node9/web", "10.9.0.1")}}},
-		}, defaultOpts()},
-		{"hostile", "billing.service.consul", []Contribution{{"dc1", hostile}}, defaultOpts(func(o *Options) { o.ExportTo = []string{"*"} })},
+		}, testOpts()},
+		{"hostile", "billing.service.consul", []Contribution{{"dc1", hostile}}, testOpts(func(o *Options) { o.ExportTo = []string{"*"} })},
 		{"invalid-host-rejected", "*", []Contribution{{"dc1", model.Service{Host: "*", Ports: []model.Port{{Number: 80, Protocol: model.ProtocolHTTP}},
-			Instances: []model.Instance{inst("a", "10.0.0.1")}}}}, defaultOpts()},
+			Instances: []model.Instance{inst("a", "10.0.0.1")}}}}, testOpts()},
 	}
 }
 
@@ -153,7 +156,7 @@ func TestRejectionsNameTheItem(t *testing.T) {
 			hostile = tc.Contribs
 		}
 	}
-	res, rejected := Service("billing.service.consul", hostile, defaultOpts())
+	res, rejected := Service("billing.service.consul", hostile, testOpts())
 	codes := map[string]int{}
 	for _, r := range rejected {
 		codes[r.Code]++
@@ -180,7 +183,7 @@ func TestRejectionsNameTheItem(t *testing.T) {
 func TestDeterministic(t *testing.T) {
 	for _, mode := range []Mode{ModeWorkloadEntry, ModeInline} {
 		t.Run(string(mode), func(t *testing.T) {
-			opts := defaultOpts(func(o *Options) { o.Mode = mode })
+			opts := testOpts(func(o *Options) { o.Mode = mode })
 			var instances []model.Instance
 			for i := range 20 {
 				in := inst(fmt.Sprintf("n%d/web", i), fmt.Sprintf("10.0.%d.%d", i/10, i))
@@ -209,7 +212,7 @@ func TestDeterministic(t *testing.T) {
 
 func TestVersionFollowsContent(t *testing.T) {
 	base := func() []*served.Resource {
-		res, _ := Service("web.service.consul", []Contribution{{"dc1", web(inst("n1/web", "10.0.0.1"))}}, defaultOpts())
+		res, _ := Service("web.service.consul", []Contribution{{"dc1", web(inst("n1/web", "10.0.0.1"))}}, testOpts())
 		return res
 	}
 	a, b := base(), base()
@@ -232,7 +235,7 @@ func TestVersionFollowsContent(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			svc := web(inst("n1/web", "10.0.0.1"))
 			c.mut(&svc)
-			res, _ := Service("web.service.consul", []Contribution{{"dc1", svc}}, defaultOpts())
+			res, _ := Service("web.service.consul", []Contribution{{"dc1", svc}}, testOpts())
 			for i, r := range res {
 				moved := r.Version != a[i].Version
 				if (r.Kind == c.kind) != moved {
@@ -248,7 +251,7 @@ func TestVersionFollowsContent(t *testing.T) {
 // TestServedRoundTrip: what convert builds is served and read back as istiod
 // reads it, unchanged.
 func TestServedRoundTrip(t *testing.T) {
-	res, _ := Service("web.service.consul", []Contribution{{"dc1", web(inst("n1/web", "10.0.0.1"))}}, defaultOpts())
+	res, _ := Service("web.service.consul", []Contribution{{"dc1", web(inst("n1/web", "10.0.0.1"))}}, testOpts())
 	for _, r := range res {
 		e, err := r.Entry()
 		if err != nil {
@@ -281,7 +284,7 @@ func TestServiceAccountOnlyWhenConfigured(t *testing.T) {
 	in := inst("n1/web", "10.0.0.1")
 	in.ServiceAccount, in.Identity = "web-sa", "spiffe://example/web"
 	for _, set := range []bool{false, true} {
-		res, _ := Service("web.service.consul", []Contribution{{"dc1", web(in)}}, defaultOpts(func(o *Options) { o.SetServiceAccount = set }))
+		res, _ := Service("web.service.consul", []Contribution{{"dc1", web(in)}}, testOpts(func(o *Options) { o.SetServiceAccount = set }))
 		we := res[1].Spec.(*networking.WorkloadEntry)
 		if got := we.ServiceAccount != ""; got != set {
 			t.Errorf("SetServiceAccount=%v: serviceAccount %q", set, we.ServiceAccount)
@@ -309,7 +312,7 @@ func TestInlineEndpointRejectedAlone(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			svc := web(inst("a", "10.0.0.1"), tc.bad, inst("c", "10.0.0.3"))
-			res, rejected := Service(svc.Host, []Contribution{{Source: "dc1", Service: svc}}, defaultOpts(func(o *Options) { o.Mode = ModeInline }))
+			res, rejected := Service(svc.Host, []Contribution{{Source: "dc1", Service: svc}}, testOpts(func(o *Options) { o.Mode = ModeInline }))
 			if len(res) != 1 {
 				t.Fatalf("served %d resources, want the ServiceEntry (rejections: %v)", len(res), rejected)
 			}

@@ -71,7 +71,7 @@ func TestRegistryLabelsCannotSteerIstio(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			opts := defaultOpts(func(o *Options) {
+			opts := testOpts(func(o *Options) {
 				o.Labels = tc.labels
 				if tc.mode != "" {
 					o.Mode = tc.mode
@@ -135,7 +135,7 @@ func TestRegistryLabelsCannotSteerIstio(t *testing.T) {
 func TestReservedAnnotationsDropped(t *testing.T) {
 	svc := web(inst("n1", "10.0.0.1"))
 	svc.Annotations = model.LabelsFromMap(map[string]string{"sidecar.istio.io/inject": "true", "kubernetes.io/description": "x", "keep": "me"})
-	res, rejected := Service(svc.Host, []Contribution{{"dc1", svc}}, defaultOpts())
+	res, rejected := Service(svc.Host, []Contribution{{"dc1", svc}}, testOpts())
 	if _, ok := res[0].Annotations["sidecar.istio.io/inject"]; ok || res[0].Annotations["keep"] != "me" {
 		t.Errorf("annotations %v", res[0].Annotations)
 	}
@@ -165,7 +165,7 @@ func TestLabelOptionsValidate(t *testing.T) {
 		{LabelOptions{Prefix: "x.kubernetes.io/"}, false},
 		{LabelOptions{Prefix: "Bad Prefix/"}, false},
 	} {
-		o := defaultOpts(func(o *Options) { o.Labels = c.labels })
+		o := testOpts(func(o *Options) { o.Labels = c.labels })
 		if err := o.Validate(); (err == nil) != c.ok {
 			t.Errorf("%+v: err %v, want ok=%v", c.labels, err, c.ok)
 		}
@@ -175,7 +175,7 @@ func TestLabelOptionsValidate(t *testing.T) {
 // The default output namespace holds no Kubernetes Services, so no Service
 // can select a registry's WorkloadEntries by whatever labels pass.
 func TestDefaultNamespaceIsNotIstioSystem(t *testing.T) {
-	o := defaultOpts()
+	o := testOpts()
 	if o.Namespace != DefaultNamespace || o.Namespace == "istio-system" || o.Namespace == "default" {
 		t.Errorf("default namespace %q", o.Namespace)
 	}

@@ -104,7 +104,7 @@ func TestOptionsValidateExportTo(t *testing.T) {
 		{[]string{".", DefaultNamespace}, false}, {[]string{"*", "team-a"}, false}, {[]string{"a", "a"}, false},
 		{[]string{"Bad_NS"}, false},
 	} {
-		o := defaultOpts(func(o *Options) { o.ExportTo = c.exportTo })
+		o := testOpts(func(o *Options) { o.ExportTo = c.exportTo })
 		if err := o.Validate(); (err == nil) != c.ok {
 			t.Errorf("exportTo %q: err %v, want ok=%v", c.exportTo, err, c.ok)
 		}
@@ -121,7 +121,7 @@ func TestReservedMetadataDropped(t *testing.T) {
 			svc.Labels = svc.Labels.With("istio.io/rev", "canary")
 			svc.Annotations = model.LabelsFromMap(map[string]string{"internal.istio.io/parents": "x", "istio.io/dry-run": "true", "keep": "me"})
 			svc.Instances[0].Annotations = model.LabelsFromMap(map[string]string{"internal.istio.io/parent-namespace": "y", "fine": "z"})
-			res, rejected := Service("web.service.consul", []Contribution{{"dc1", svc}}, defaultOpts(func(o *Options) { o.Mode = mode }))
+			res, rejected := Service("web.service.consul", []Contribution{{"dc1", svc}}, testOpts(func(o *Options) { o.Mode = mode }))
 			want := 2
 			if mode == ModeInline {
 				want = 1

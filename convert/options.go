@@ -15,11 +15,15 @@ type Mode string
 
 const (
 	// ModeWorkloadEntry emits one WorkloadEntry per instance and a ServiceEntry
-	// that selects them. An instance change then touches one small resource
-	// and takes istiod's cheap endpoint-only (EDS) path.
+	// that selects them. An instance change then touches one small resource,
+	// but istiod matches every WorkloadEntry of a namespace against every
+	// ServiceEntry selector of it, which grows with the square of the
+	// registry (BENCHMARKS.md, "istiod side by side").
 	ModeWorkloadEntry Mode = "workloadentry"
-	// ModeInline puts the endpoints inside the ServiceEntry: fewer objects,
-	// but every instance change rewrites the whole ServiceEntry.
+	// ModeInline (the default) puts the endpoints inside the ServiceEntry:
+	// fewer objects and no selector matching in istiod; an instance change
+	// rewrites the whole ServiceEntry, and is still an endpoint-only (EDS)
+	// push to proxies.
 	ModeInline Mode = "inline"
 )
 
@@ -118,7 +122,7 @@ func (o *Options) SetDefaults() {
 		o.Namespace = DefaultNamespace
 	}
 	if o.Mode == "" {
-		o.Mode = ModeWorkloadEntry
+		o.Mode = ModeInline
 	}
 	if o.Location == "" {
 		o.Location = "MESH_INTERNAL"

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -44,6 +45,11 @@ type Endpoint struct {
 	Labels   map[string]string
 	Locality string
 	Weight   uint32
+	Network  string
+	// ServiceAccount is the workload identity istiod derived, without its
+	// trust domain: "ns/<namespace>/sa/<name>" (istiod holds
+	// spiffe://<trust domain>/ns/<namespace>/sa/<name>).
+	ServiceAccount string
 }
 
 // View is a set of services by host.
@@ -98,6 +104,27 @@ func Expected(resources []*served.Resource) View {
 	return v
 }
 
+// identity is the service account as Endpoint holds it.
+func identity(namespace, serviceAccount string) string {
+	if serviceAccount == "" {
+		return ""
+	}
+	return "ns/" + namespace + "/sa/" + serviceAccount
+}
+
+// withoutTrustDomain turns istiod's spiffe://<trust domain>/ns/x/sa/y into
+// ns/x/sa/y.
+func withoutTrustDomain(spiffe string) string {
+	rest, ok := strings.CutPrefix(spiffe, "spiffe://")
+	if !ok {
+		return spiffe
+	}
+	if _, path, ok := strings.Cut(rest, "/"); ok {
+		return path
+	}
+	return spiffe
+}
+
 func matches(selector, labels map[string]string) bool {
 	for k, v := range selector {
 		if labels[k] != v {
@@ -115,7 +142,7 @@ func addEndpoints(svc *Service, ports []*networking.ServicePort, we *networking.
 		}
 		svc.Endpoints[we.Address+"/"+p.Name] = Endpoint{
 			Address: we.Address, PortName: p.Name, Port: target, Labels: labels,
-			Locality: we.Locality, Weight: we.Weight,
+			Locality: we.Locality, Weight: we.Weight, Network: we.Network, ServiceAccount: identity(svc.Namespace, we.ServiceAccount),
 		}
 	}
 }
@@ -146,6 +173,8 @@ func Istiod(ctx context.Context, client *http.Client, baseURL string) (View, err
 			EndpointPort    uint32
 			LbWeight        uint32
 			Locality        struct{ Label string }
+			Network         string
+			ServiceAccount  string
 		}
 	}
 	if err := getJSON(ctx, client, baseURL+"/debug/endpointShardz", &shards); err != nil {
@@ -168,6 +197,7 @@ func Istiod(ctx context.Context, client *http.Client, baseURL string) (View, err
 				svc.Endpoints[ep.Addresses[0]+"/"+ep.ServicePortName] = Endpoint{
 					Address: ep.Addresses[0], PortName: ep.ServicePortName, Port: ep.EndpointPort,
 					Labels: ep.Labels, Locality: ep.Locality.Label, Weight: ep.LbWeight,
+					Network: ep.Network, ServiceAccount: withoutTrustDomain(ep.ServiceAccount),
 				}
 			}
 		}
@@ -234,6 +264,12 @@ func Diff(want, got View) []string {
 			}
 			if ge.Weight != we.Weight {
 				out = append(out, fmt.Sprintf("host %s: endpoint %s weight %d, want %d", host, key, ge.Weight, we.Weight))
+			}
+			if ge.Network != we.Network {
+				out = append(out, fmt.Sprintf("host %s: endpoint %s network %q, want %q", host, key, ge.Network, we.Network))
+			}
+			if ge.ServiceAccount != we.ServiceAccount {
+				out = append(out, fmt.Sprintf("host %s: endpoint %s service account %q, want %q", host, key, ge.ServiceAccount, we.ServiceAccount))
 			}
 			for k, v := range we.Labels {
 				if gv, ok := ge.Labels[k]; !ok || gv != v {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -416,6 +418,22 @@ type SidecarCluster struct {
 	Type      string   // EDS, STRICT_DNS, ORIGINAL_DST...
 	Endpoints []string // "address:port", sorted
 	Unhealthy []string // endpoints istiod sent marked unhealthy or draining
+	// Details are each endpoint's locality and weight, by "address:port".
+	Details map[string]SidecarEndpoint
+	// SubjectAltNames are the identities the cluster's Istio mutual TLS
+	// (the tlsMode-istio transport socket) accepts from its endpoints.
+	SubjectAltNames []string
+}
+
+// SidecarEndpoint is what a load assignment says about one endpoint.
+type SidecarEndpoint struct {
+	// Locality is "region/zone/subzone" as Istio writes a locality, without
+	// trailing empty parts: the locality of the LocalityLbEndpoints the
+	// endpoint is in.
+	Locality string
+	// Weight is the endpoint's load_balancing_weight (istiod sends 1 for an
+	// instance without a weight).
+	Weight uint32
 }
 
 // SidecarListener is one listener's bind address.
@@ -437,6 +455,8 @@ func (p *Proxy) View() SidecarView {
 			cla = p.endpoints[edsName(c)]
 		}
 		sc.Endpoints, sc.Unhealthy = lbEndpoints(cla)
+		sc.Details = endpointDetails(cla)
+		sc.SubjectAltNames = istioMutualSANs(c)
 		v.Clusters[name] = sc
 	}
 	for name, l := range p.listeners {
@@ -447,4 +467,44 @@ func (p *Proxy) View() SidecarView {
 		v.Names[h] = slices.Clone(ips)
 	}
 	return v
+}
+
+// endpointDetails reads each endpoint's locality and weight.
+func endpointDetails(cla *endpoint.ClusterLoadAssignment) map[string]SidecarEndpoint {
+	out := map[string]SidecarEndpoint{}
+	for _, l := range cla.GetEndpoints() {
+		loc := strings.TrimRight(strings.Join([]string{l.GetLocality().GetRegion(), l.GetLocality().GetZone(), l.GetLocality().GetSubZone()}, "/"), "/")
+		for _, e := range l.GetLbEndpoints() {
+			sa := e.GetEndpoint().GetAddress().GetSocketAddress()
+			if sa == nil {
+				continue
+			}
+			out[fmt.Sprintf("%s:%d", sa.GetAddress(), sa.GetPortValue())] = SidecarEndpoint{Locality: loc, Weight: e.GetLoadBalancingWeight().GetValue()}
+		}
+	}
+	return out
+}
+
+// istioMutualSANs lists the subject alt names that the cluster's
+// tlsMode-istio transport socket match verifies, sorted.
+func istioMutualSANs(c *cluster.Cluster) []string {
+	var out []string
+	for _, m := range c.GetTransportSocketMatches() {
+		if m.GetMatch().GetFields()["tlsMode"].GetStringValue() != "istio" {
+			continue
+		}
+		ctx := &tlsv3.UpstreamTlsContext{}
+		if err := m.GetTransportSocket().GetTypedConfig().UnmarshalTo(ctx); err != nil {
+			continue
+		}
+		vc := ctx.GetCommonTlsContext().GetCombinedValidationContext().GetDefaultValidationContext()
+		for _, san := range vc.GetMatchTypedSubjectAltNames() {
+			out = append(out, san.GetMatcher().GetExact()+san.GetMatcher().GetPrefix())
+		}
+		for _, san := range vc.GetMatchSubjectAltNames() {
+			out = append(out, san.GetExact()+san.GetPrefix())
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }

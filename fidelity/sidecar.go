@@ -145,3 +145,80 @@ func (v SidecarView) Summary() string {
 	}
 	return fmt.Sprintf("%d clusters, %d endpoints, %d listeners, %d names", len(v.Clusters), eps, len(v.Listeners), len(v.Names))
 }
+
+// Subsets names label sets by subset name, as a DestinationRule's subsets do.
+type Subsets map[string]map[string]string
+
+// DiffSidecarEndpoints lists, one line each naming the host, sorted, every
+// way a sidecar's load assignments lose per-instance data that want holds:
+//   - each endpoint's locality (its LocalityLbEndpoints) and weight
+//     (load_balancing_weight; istiod sends 1 for an instance without one);
+//   - for each subset in subsets (a DestinationRule istiod was given), the
+//     subset's cluster of every port holds exactly the endpoints whose
+//     labels match, which is how labels reach a sidecar;
+//   - each endpoint's service account is among the identities the cluster's
+//     Istio mutual TLS verifies.
+//
+// A sidecar's load assignments carry no network: istiod uses it only to
+// route through network gateways, which the caller checks in istiod's
+// registry (Diff).
+func DiffSidecarEndpoints(want View, got SidecarView, subsets Subsets) []string {
+	var out []string
+	for _, host := range want.Hosts() {
+		w := want[host]
+		for _, name := range slices.Sorted(maps.Keys(w.Ports)) {
+			p := w.Ports[name]
+			cname := outboundCluster(host, p.Number)
+			c, ok := got.Clusters[cname]
+			if !ok {
+				out = append(out, fmt.Sprintf("host %s port %d: no outbound cluster %s in the sidecar", host, p.Number, cname))
+				continue
+			}
+			sans := map[string]bool{}
+			for _, s := range c.SubjectAltNames {
+				sans[withoutTrustDomain(s)] = true
+			}
+			for _, key := range slices.Sorted(maps.Keys(w.Endpoints)) {
+				e := w.Endpoints[key]
+				if e.PortName != name {
+					continue
+				}
+				hp := hostPort(e.Address, e.Port)
+				d, ok := c.Details[hp]
+				if !ok {
+					out = append(out, fmt.Sprintf("host %s port %d: endpoint %s missing from cluster %s", host, p.Number, hp, cname))
+					continue
+				}
+				if d.Locality != e.Locality {
+					out = append(out, fmt.Sprintf("host %s port %d: endpoint %s in locality %q, want %q", host, p.Number, hp, d.Locality, e.Locality))
+				}
+				if wantWeight := max(e.Weight, 1); d.Weight != wantWeight {
+					out = append(out, fmt.Sprintf("host %s port %d: endpoint %s load_balancing_weight %d, want %d", host, p.Number, hp, d.Weight, wantWeight))
+				}
+				if e.ServiceAccount != "" && !sans[e.ServiceAccount] {
+					out = append(out, fmt.Sprintf("host %s port %d: endpoint %s identity %s not verified by cluster %s (it verifies %v)", host, p.Number, hp, e.ServiceAccount, cname, c.SubjectAltNames))
+				}
+			}
+			for _, subset := range slices.Sorted(maps.Keys(subsets)) {
+				sname := fmt.Sprintf("outbound|%d|%s|%s", p.Number, subset, host)
+				sc, ok := got.Clusters[sname]
+				if !ok {
+					out = append(out, fmt.Sprintf("host %s port %d: no subset cluster %s in the sidecar", host, p.Number, sname))
+					continue
+				}
+				var eps []string
+				for _, e := range w.Endpoints {
+					if e.PortName == name && matches(subsets[subset], e.Labels) {
+						eps = append(eps, hostPort(e.Address, e.Port))
+					}
+				}
+				slices.Sort(eps)
+				if !slices.Equal(eps, sc.Endpoints) {
+					out = append(out, fmt.Sprintf("host %s port %d: subset %s %v sends traffic to %v, want %v", host, p.Number, subset, subsets[subset], sc.Endpoints, eps))
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}

@@ -21,6 +21,7 @@ func TestRenderExample(t *testing.T) {
 	// Every document is a Kubernetes object kubectl apply accepts.
 	dec := yaml.NewDecoder(&out)
 	kinds := map[string]int{}
+	endpoints := 0
 	for {
 		var doc struct {
 			APIVersion string `yaml:"apiVersion"`
@@ -37,9 +38,13 @@ func TestRenderExample(t *testing.T) {
 			t.Errorf("bad document %+v", doc)
 		}
 		kinds[doc.Kind]++
+		if eps, ok := doc.Spec["endpoints"].([]any); ok {
+			endpoints += len(eps)
+		}
 	}
-	if kinds["ServiceEntry"] != 2 || kinds["WorkloadEntry"] != 3 {
-		t.Errorf("rendered %v, want 2 ServiceEntries and 3 WorkloadEntries", kinds)
+	// The example sets inline mode: the 3 instances are endpoints.
+	if kinds["ServiceEntry"] != 2 || kinds["WorkloadEntry"] != 0 || endpoints != 3 {
+		t.Errorf("rendered %v with %d endpoints, want 2 ServiceEntries holding 3 endpoints", kinds, endpoints)
 	}
 }
 

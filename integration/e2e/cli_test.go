@@ -34,14 +34,16 @@ func TestRenderFromConsul(t *testing.T) {
 	for _, want := range []string{
 		"kind: ServiceEntry\n", "  name: web.service.consul\n", "  - web.service.consul\n",
 		"  - name: http-8080\n    number: 8080\n    protocol: HTTP\n",
-		"  address: 10.4.0.1\n", "  address: 10.4.0.2\n", "    version: v2\n",
+		// The default output mode, inline: the instances are the
+		// ServiceEntry's endpoints, with their labels.
+		"  endpoints:\n", "  - address: 10.4.0.1\n", "  - address: 10.4.0.2\n", "      version: v2\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("render output lacks %q:\n%s", want, out)
 		}
 	}
-	if n := strings.Count(out, "kind: WorkloadEntry"); n != 2 {
-		t.Errorf("%d WorkloadEntries, want 2", n)
+	if n := strings.Count(out, "kind: WorkloadEntry"); n != 0 {
+		t.Errorf("%d WorkloadEntries in the default (inline) mode, want none", n)
 	}
 	if strings.Contains(out, "consul.service.consul") {
 		t.Error("Consul's own service was rendered")

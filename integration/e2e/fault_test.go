@@ -57,9 +57,13 @@ func only(vms []vm, service string) []vm {
 // arrives, the mass-deletion guard holds it; istiod keeps everything.
 // Re-registering the fleet (plus one new instance) converges without an
 // operator. Then a real mass deregistration (5 of 7) is held until an
-// operator allows it on /debug/allow-deletions.
+// operator allows it on /debug/allow-deletions. In both output modes.
 func TestFaultConsulKilledWipedRestarted(t *testing.T) {
 	t.Parallel()
+	bothModes(t, testFaultConsulKilledWipedRestarted)
+}
+
+func testFaultConsulKilledWipedRestarted(t *testing.T, mode string) {
 	c := newConsulAgent(t, freePort(t))
 	c.start(t)
 	vms := fleet(60, 3)
@@ -67,7 +71,7 @@ func TestFaultConsulKilledWipedRestarted(t *testing.T) {
 	oldIndex := c.bumpIndex(t, 100)
 
 	// Manual release only; the fleet is below the default minInstances.
-	a := startAdapter(t, faultConsulConfig(c.addr, wipeGuard), 0)
+	a := startAdapter(t, withMode(faultConsulConfig(c.addr, wipeGuard), mode), 0)
 	p := startFaultIstiod(t, meshFor(a.xdsAddr))
 	p.waitReady(t)
 	w := watchEndpoints(t, "kill, wipe, re-register", p, endpointsOf(vms))
@@ -234,14 +238,8 @@ func TestFaultConsulUnreachableAtStart(t *testing.T) {
 			return errors.New("/ready is not 200")
 		}
 		// Ready means every type was answered: the answer must be whole.
-		n := 0
-		for _, cfg := range p.configs(t) {
-			if strings.HasPrefix(cfg, "WorkloadEntry/") {
-				n++
-			}
-		}
-		if n != len(vms) {
-			t.Fatalf("istiod became ready with %d of %d WorkloadEntries", n, len(vms))
+		if n := len(p.instances(t)); n != len(vms) {
+			t.Fatalf("istiod became ready holding %d of %d instances", n, len(vms))
 		}
 		return nil
 	})
@@ -299,14 +297,18 @@ func TestFaultConsulSlow(t *testing.T) {
 // reconnected (before istiod could resync); after the others istiod must
 // have re-established its stream and ACKed every type. Every tenth cut a new
 // instance is registered while istiod is disconnected; it must arrive. istiod
-// keeps its config throughout.
+// keeps its config throughout. In both output modes.
 func TestFaultIstiodStreamCut100(t *testing.T) {
 	t.Parallel()
+	bothModes(t, testFaultIstiodStreamCut100)
+}
+
+func testFaultIstiodStreamCut100(t *testing.T, mode string) {
 	c := newConsulAgent(t, freePort(t))
 	c.start(t)
 	vms := fleet(63, 3)
 	registerTxn(t, c.client, vms...)
-	a := startAdapter(t, faultConsulConfig(c.addr, ""), 0)
+	a := startAdapter(t, withMode(faultConsulConfig(c.addr, ""), mode), 0)
 	px := startProxy(t, a.xdsAddr)
 	p := startFaultIstiod(t, meshFor(px.addr()))
 	p.waitReady(t)
@@ -385,14 +387,19 @@ func TestFaultIstiodStreamCut100(t *testing.T) {
 // TestFaultAdapterRestartThreeIstiods: three istiods are connected when the
 // adapter is stopped (SIGTERM) and started again, then killed (SIGKILL) and
 // started again. Each istiod keeps its config while the adapter is away,
-// reconnects and resyncs, and a change made after that reaches all three.
+// reconnects and resyncs, and a change made after that reaches all three. In
+// both output modes.
 func TestFaultAdapterRestartThreeIstiods(t *testing.T) {
 	t.Parallel()
+	bothModes(t, testFaultAdapterRestartThreeIstiods)
+}
+
+func testFaultAdapterRestartThreeIstiods(t *testing.T, mode string) {
 	c := newConsulAgent(t, freePort(t))
 	c.start(t)
 	vms := fleet(64, 3)
 	registerTxn(t, c.client, vms...)
-	a := startAdapter(t, faultConsulConfig(c.addr, ""), 0)
+	a := startAdapter(t, withMode(faultConsulConfig(c.addr, ""), mode), 0)
 	ps := make([]*istiodProc, 3)
 	for i := range ps {
 		ps[i] = startFaultIstiod(t, meshFor(a.xdsAddr))

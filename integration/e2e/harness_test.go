@@ -423,6 +423,36 @@ func launchIstiod(t *testing.T, runDir string, extraEnv []string, args ...string
 	return p, startErr
 }
 
+// The output modes. inline is the default; the tests that check what istiod
+// and a sidecar make of each mode's resources run in both (bothModes), the
+// others only in the default. Which tests double, and why, is in
+// integration/README.md ("Both output modes").
+const (
+	modeInline        = "inline"
+	modeWorkloadEntry = "workloadentry"
+)
+
+// bothModes runs test once per output mode, as parallel subtests named after
+// the mode. The expectations a test writes by hand are the same for both:
+// istiod's registry and a sidecar's view must not depend on the mode.
+func bothModes(t *testing.T, test func(t *testing.T, mode string)) {
+	for _, mode := range []string{modeInline, modeWorkloadEntry} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			test(t, mode)
+		})
+	}
+}
+
+// withMode sets output.mode in an adapter config: inside its flow-style
+// "output: {...}" line if it has one, else as a line of its own.
+func withMode(config, mode string) string {
+	if strings.Contains(config, "\noutput: {") {
+		return strings.Replace(config, "\noutput: {", "\noutput: {mode: "+mode+", ", 1)
+	}
+	return strings.TrimRight(config, "\n") + "\noutput: {mode: " + mode + "}\n"
+}
+
 func meshFor(xdsAddr string) string {
 	return fmt.Sprintf("rootNamespace: istio-system\ntrustDomain: cluster.local\nconfigSources:\n- address: xds://%s\n", xdsAddr)
 }
@@ -471,6 +501,40 @@ func (p *istiodProc) configs(t *testing.T) []string {
 	for _, c := range cfgs {
 		if c.Kind == "ServiceEntry" || c.Kind == "WorkloadEntry" {
 			out = append(out, fmt.Sprintf("%s/%s/%s@%s", c.Kind, c.Metadata.Namespace, c.Metadata.Name, c.Metadata.ResourceVersion))
+		}
+	}
+	return sortStrings(out)
+}
+
+// instances returns the address of every instance istiod's config store
+// holds, in either output mode: each WorkloadEntry's, and each endpoint of a
+// ServiceEntry. Unlike endpointShardz it is what istiod received, before it
+// derived endpoints from it.
+func (p *istiodProc) instances(t *testing.T) []string {
+	t.Helper()
+	_, body, err := httpGet("http://" + p.httpAddr + "/debug/configz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfgs []struct {
+		Kind string
+		Spec struct {
+			Address   string
+			Endpoints []struct{ Address string }
+		}
+	}
+	if err := json.Unmarshal(body, &cfgs); err != nil {
+		t.Fatalf("configz: %v: %.200s", err, body)
+	}
+	var out []string
+	for _, c := range cfgs {
+		switch c.Kind {
+		case "WorkloadEntry":
+			out = append(out, c.Spec.Address)
+		case "ServiceEntry":
+			for _, e := range c.Spec.Endpoints {
+				out = append(out, e.Address)
+			}
 		}
 	}
 	return sortStrings(out)

@@ -63,7 +63,7 @@ func TestKubeSinkAmbientZtunnel(t *testing.T) {
 	kubeNamespace(t, ns)
 	a := startAdapter(t, fmt.Sprintf(`
 server: {listen: "{{XDS}}", debugListen: "{{DEBUG}}"}
-output: {namespace: %s}
+output: {namespace: %s, mode: workloadentry}
 sink: kubernetes
 kubernetesSink:
   kubeconfig: %q

@@ -72,9 +72,14 @@ func svc(host string, ports map[string]fidelity.Port, endpoints map[string][]str
 // instances listen on different ports, a service addressed by a DNS name,
 // and the same as MESH_EXTERNAL; after each step, a sidecar's view from the
 // real istiod is compared with what the test registered. An endpoint-only
-// change then reaches the sidecar as EDS with no CDS or LDS reply.
+// change then reaches the sidecar as EDS with no CDS or LDS reply. In both
+// output modes, with the same expectations.
 func TestSidecarReachesWhatUsersRegister(t *testing.T) {
 	t.Parallel()
+	bothModes(t, testSidecarReaches)
+}
+
+func testSidecarReaches(t *testing.T, mode string) {
 	c, addr := startConsul(t, 0)
 	for _, in := range []instance{
 		{service: "web", node: "web-1", addr: "10.40.0.1", port: 8080, protocol: "http"},
@@ -112,7 +117,7 @@ func TestSidecarReachesWhatUsersRegister(t *testing.T) {
 		"ext.service.consul": svc("ext.service.consul", tcp(3306), map[string][]string{"tcp": {"db.example.internal:3306"}}),
 	}
 
-	a := startAdapter(t, consulConfig(addr), 0)
+	a := startAdapter(t, withMode(consulConfig(addr), mode), 0)
 	p := startIstiod(t, meshFor(a.xdsAddr))
 	p.waitReady(t)
 	step := func(what string, want fidelity.View) {
@@ -167,7 +172,8 @@ func TestSidecarReachesWhatUsersRegister(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(a.configPath, append(cfg, []byte("output: {location: MESH_EXTERNAL}\n")...), 0o600); err != nil {
+	external := strings.Replace(string(cfg), "\noutput: {", "\noutput: {location: MESH_EXTERNAL, ", 1)
+	if err := os.WriteFile(a.configPath, []byte(external), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	a.restart(t)

@@ -42,7 +42,9 @@ func TestRegistryLabelsCannotJoinKubernetesServices(t *testing.T) {
 	kube.createService(t, ns, "gwcontrol-"+id, map[string]string{"istio": istioSel})
 
 	c, addr := startConsul(t, 0)
-	a := startAdapter(t, consulConfig(addr), 0)
+	// WorkloadEntries are what a Kubernetes Service can select; inline
+	// endpoints (the default mode) never join one.
+	a := startAdapter(t, withMode(consulConfig(addr), modeWorkloadEntry), 0)
 	p := startIstiod(t, meshFor(a.xdsAddr))
 	p.waitReady(t)
 

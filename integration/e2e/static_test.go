@@ -75,10 +75,15 @@ func staticWant(extraCache ...string) fidelity.View {
 
 // TestIstiodHoldsExactlyWhatIsServed: istiod becomes ready through the
 // adapter, and holds the resources the adapter serves, at the same versions,
-// with ports, protocols, target ports, labels, localities and weights intact.
+// with ports, protocols, target ports, labels, localities and weights intact,
+// in both output modes.
 func TestIstiodHoldsExactlyWhatIsServed(t *testing.T) {
 	t.Parallel()
-	a := startAdapter(t, staticConfig, 0)
+	bothModes(t, testIstiodHoldsExactlyWhatIsServed)
+}
+
+func testIstiodHoldsExactlyWhatIsServed(t *testing.T, mode string) {
+	a := startAdapter(t, withMode(staticConfig, mode), 0)
 	p := startIstiod(t, meshFor(a.xdsAddr))
 	p.waitReady(t)
 	eventually(t, 30*time.Second, "istiod holds the served set", func() error {
