@@ -106,7 +106,7 @@ const workloadEntriesWarnAt = 5000
 // that does not scale in istiod, and an operator should hear it from the
 // adapter rather than from an istiod that never settles.
 func (a *Adapter) warnSelectorCost() {
-	if a.warnedSelectorCost || a.opts.Mode != convert.ModeWorkloadEntry {
+	if a.warnedSelectorCost || a.opts.Mode != convert.ModeWorkloadEntry || a.opts.NamespaceLayout == convert.LayoutPerService {
 		return
 	}
 	n := a.published.Count(served.KindWorkloadEntry)

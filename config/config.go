@@ -210,6 +210,9 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("sink %q: must be xds, kubernetes or both", c.Sink))
 	}
+	if c.Sink.Kubernetes() && c.Output.NamespaceLayout == convert.LayoutPerService {
+		errs = append(errs, fmt.Errorf("output.namespaceLayout %q: only with sink xds (the Kubernetes sink writes to output.namespace)", c.Output.NamespaceLayout))
+	}
 	if c.Sink.Kubernetes() {
 		if err := c.KubernetesSink.Validate("kubernetesSink"); err != nil {
 			errs = append(errs, err)

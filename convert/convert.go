@@ -79,6 +79,7 @@ func ServiceAt(host string, allocated []string, contribs []Contribution, opts Op
 	if len(contribs) == 0 {
 		return nil, nil
 	}
+	opts.Namespace = opts.NamespaceFor(host)
 	c := conversion{host: host, seName: ResourceName(host), base: contribs[0], opts: opts, allocated: allocated}
 	c.normalizePorts()
 	c.collectInstances(contribs)

@@ -2,7 +2,9 @@ package convert
 
 import (
 	"fmt"
+	"hash/fnv"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +29,32 @@ const (
 	ModeInline Mode = "inline"
 )
 
+// NamespaceLayout says how resources are spread over namespaces.
+type NamespaceLayout string
+
+const (
+	// LayoutShared puts every resource in Options.Namespace.
+	LayoutShared NamespaceLayout = "shared"
+	// LayoutPerService puts each service's resources in a namespace of their
+	// own, named by NamespaceFor.
+	LayoutPerService NamespaceLayout = "perService"
+)
+
+// perServiceSuffixLen is the length of "-" and the hash NamespaceFor adds.
+const perServiceSuffixLen = 1 + 10
+
+// NamespaceFor is the namespace of host's resources: Namespace, or with the
+// perService layout Namespace followed by a hash of the host, stable across
+// restarts and replicas (e.g. registry-adapter-entries-3f9a1c2b7d).
+func (o Options) NamespaceFor(host string) string {
+	if o.NamespaceLayout != LayoutPerService {
+		return o.Namespace
+	}
+	h := fnv.New64a()
+	h.Write([]byte(host))
+	return fmt.Sprintf("%s-%010x", o.Namespace, h.Sum64()&(1<<40-1))
+}
+
 // Options shape the generated resources.
 type Options struct {
 	// Namespace the resources are placed in. A ServiceEntry's workloadSelector
@@ -36,6 +64,13 @@ type Options struct {
 	// that holds no Kubernetes Services (DefaultNamespace).
 	Namespace string `yaml:"namespace"`
 	Mode      Mode   `yaml:"mode"`
+	// NamespaceLayout is shared (every resource in Namespace) or, in
+	// workloadentry mode, perService: each service's ServiceEntry and
+	// WorkloadEntries in a namespace of their own (NamespaceFor). istiod
+	// matches a ServiceEntry's selector against every WorkloadEntry of its
+	// namespace, so one shared namespace costs it O(N²) for N services and
+	// perService O(N) (BENCHMARKS.md, "WorkloadEntry layouts").
+	NamespaceLayout NamespaceLayout `yaml:"namespaceLayout"`
 	// Location is MESH_INTERNAL (default) or MESH_EXTERNAL.
 	Location string `yaml:"location"`
 	// ExportTo limits the namespaces that see the services (default: all).
@@ -124,6 +159,9 @@ func (o *Options) SetDefaults() {
 	if o.Mode == "" {
 		o.Mode = ModeInline
 	}
+	if o.NamespaceLayout == "" {
+		o.NamespaceLayout = LayoutShared
+	}
 	if o.Location == "" {
 		o.Location = "MESH_INTERNAL"
 	}
@@ -144,6 +182,21 @@ func (o *Options) Validate() error {
 	case ModeWorkloadEntry, ModeInline:
 	default:
 		return fmt.Errorf("output.mode %q: must be %q or %q", o.Mode, ModeWorkloadEntry, ModeInline)
+	}
+	switch o.NamespaceLayout {
+	case LayoutShared:
+	case LayoutPerService:
+		if o.Mode != ModeWorkloadEntry {
+			return fmt.Errorf("output.namespaceLayout %q: only for mode %q (an inline ServiceEntry selects nothing)", o.NamespaceLayout, ModeWorkloadEntry)
+		}
+		if len(o.Namespace)+perServiceSuffixLen > 63 {
+			return fmt.Errorf("output.namespaceLayout %q: output.namespace %q leaves no room for the %d characters of a service's suffix (at most %d characters)", o.NamespaceLayout, o.Namespace, perServiceSuffixLen, 63-perServiceSuffixLen)
+		}
+		if slices.Contains(o.ExportTo, ".") {
+			return fmt.Errorf("output.namespaceLayout %q: exportTo \".\" would show each service only to its own namespace, where no workload runs", o.NamespaceLayout)
+		}
+	default:
+		return fmt.Errorf("output.namespaceLayout %q: must be %q or %q", o.NamespaceLayout, LayoutShared, LayoutPerService)
 	}
 	switch o.Location {
 	case "MESH_INTERNAL", "MESH_EXTERNAL":

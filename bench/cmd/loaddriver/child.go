@@ -259,8 +259,9 @@ func childMain(args []string) int {
 	cmaxq := fs.Int("consul-max-queries", 0, "the Consul source's maxConcurrentQueries (0: its default)")
 	cglob := fs.String("consul-services-glob", "", "watch only the Consul services matching this glob")
 	shards := fs.Int("shards", 1, "xDS listeners (one cache each) the hosts are spread over by adapter.ShardOf")
+	layout := fs.String("namespace-layout", "shared", "output.namespaceLayout: shared or perService")
 	_ = fs.Parse(args)
-	err := runChild(childConfig{mode: convert.Mode(*mode), services: *services, quiet: *quiet, max: *maxd,
+	err := runChild(childConfig{mode: convert.Mode(*mode), layout: convert.NamespaceLayout(*layout), services: *services, quiet: *quiet, max: *maxd,
 		consulAddr: *caddr, consulMode: *cmode, consulMaxQ: *cmaxq, consulGlob: *cglob, shards: *shards})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "adapter child:", err)
@@ -271,6 +272,7 @@ func childMain(args []string) int {
 
 type childConfig struct {
 	mode       convert.Mode
+	layout     convert.NamespaceLayout
 	services   int
 	quiet, max time.Duration
 	consulAddr string
@@ -285,6 +287,12 @@ type childConfig struct {
 func runChild(cfg childConfig) error {
 	log := zap.NewNop()
 	opts := gen.Options(cfg.mode)
+	if cfg.layout != "" {
+		opts.NamespaceLayout = cfg.layout
+		if err := opts.Validate(); err != nil {
+			return err
+		}
+	}
 	var reg *gen.Registry
 	var src sources.Source
 	var gs *genSource

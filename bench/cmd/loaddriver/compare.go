@@ -151,13 +151,19 @@ func parseWay(way string) (convert.Mode, bool, error) {
 }
 
 func compareRun(o options, env []string, run, way string, n int) (*compareCase, error) {
-	mode, versionless, err := parseWay(way)
+	// workloadentry-perservice: output.namespaceLayout perService.
+	baseWay, perService := strings.CutSuffix(way, "-perservice")
+	mode, versionless, err := parseWay(baseWay)
 	if err != nil {
 		return nil, err
 	}
 	c := &compareCase{way: way, n: n, changes: map[string]*compareCosts{}}
 	progress("compare: N=%d %s: adapter", n, way)
-	child, err := startChild("-mode", string(mode), "-services", strconv.Itoa(n), "-quiet", o.quiet.String(), "-max", o.max.String())
+	args := []string{"-mode", string(mode), "-services", strconv.Itoa(n), "-quiet", o.quiet.String(), "-max", o.max.String()}
+	if perService {
+		args = append(args, "-namespace-layout", string(convert.LayoutPerService))
+	}
+	child, err := startChild(args...)
 	if err != nil {
 		return nil, err
 	}
