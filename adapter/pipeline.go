@@ -114,7 +114,7 @@ func (a *Adapter) warnSelectorCost() {
 		return
 	}
 	a.warnedSelectorCost = true
-	a.log.Warn("serving many WorkloadEntries in one namespace: istiod's cost to process them grows with the square of their number (measured: 9,000 took 163 s of istiod CPU, 30,000 did not settle in 20 minutes); set output.mode: inline unless you need WorkloadEntries (README, Sizing)",
+	a.log.Warn("serving many WorkloadEntries in one namespace: istiod's cost to process them grows with the square of their number (measured: 9,000 took 163 s of istiod CPU, 30,000 did not settle in 20 minutes); set output.mode: inline (the default) unless you need WorkloadEntries, or output.namespaceLayout: perService (docs/configuration.md, WorkloadEntry layouts)",
 		zap.Int("workloadEntries", n), zap.String("namespace", a.opts.Namespace))
 }
 
