@@ -9,7 +9,8 @@ package e2e
 //	cd integration/e2e && flock /tmp/heavy.lock go test -tags measure -count=1 -timeout 60m -run TestMeasureKubeSink -v .
 //
 // Environment: MEASURE_SERVICES (default 1000), MEASURE_CHANGES (default 50),
-// MEASURE_MODE (output.mode: workloadentry, the default, or inline),
+// MEASURE_MODE (output.mode: workloadentry, this measurement's default as in
+// BENCHMARKS.md's rows, or inline),
 // MEASURE_KUBE_QPS (kubernetesSink.qps, default 20 as in the sink; burst is
 // twice that).
 //
