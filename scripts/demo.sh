@@ -60,7 +60,7 @@ curl -fsS "$C/v1/catalog/services" | python3 -m json.tool 2>/dev/null || curl -f
 XDS=127.0.0.1:$(free_port); DEBUG=127.0.0.1:$(free_port)
 cat > "$RUN/config.yaml" <<EOF
 server: {listen: "$XDS", debugListen: "$DEBUG"}
-output: {namespace: istio-system, mode: workloadentry}
+output: {namespace: istio-system}   # mode: inline, the default: instances are ServiceEntry endpoints
 debounce: {quiet: 100ms, max: 1s}
 log: {format: console}
 sources:
@@ -93,9 +93,9 @@ fi
 
 bold "A live change: vm-web-2 is deregistered from Consul"
 put /v1/catalog/deregister '{"Node":"vm-web-2"}'
-wait_for 30 "the change to reach the adapter" sh -c "! curl -fsS 'http://$DEBUG/debug/resources?kind=WorkloadEntry' | grep -q 10.10.0.2"
-echo "WorkloadEntries now served:"
-curl -fsS "http://$DEBUG/debug/resources?kind=WorkloadEntry" | grep -E '^  name:|^  address:' | sed 's/^/  /'
+wait_for 30 "the change to reach the adapter" sh -c "! curl -fsS 'http://$DEBUG/debug/resources?kind=ServiceEntry' | grep -q 10.10.0.2"
+echo "ServiceEntries and their endpoints now served:"
+curl -fsS "http://$DEBUG/debug/resources?kind=ServiceEntry" | grep -E '^  name:|^  - address:' | sed 's/^/  /'
 echo "The adapter logged:"
 grep -E 'published changes' "$RUN/adapter.log" | tail -1 | sed 's/^/  /'
 if [ "${ISTIOD:-0}" = 1 ]; then
