@@ -39,6 +39,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/registry-adapter/registry-adapter/adapter"
+	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/served"
 	"github.com/registry-adapter/registry-adapter/server"
@@ -453,6 +454,8 @@ func TestSoak(t *testing.T) {
 		t.Fatal(err)
 	}
 	var settings adapter.Settings
+	// The soak watches WorkloadEntry replies: one per instance change.
+	settings.Output.Mode = convert.ModeWorkloadEntry
 	settings.Output.SetDefaults()
 	settings.Debounce.SetDefaults()
 	settings.Guard.SetDefaults()

@@ -462,8 +462,10 @@ func corpus() []model.Service {
 }
 
 func corpusOptions() map[string]convert.Options {
+	// workloadentry unless a set says otherwise: most sets were written for
+	// it, and it serves every instance as a resource of its own.
 	mk := func(f func(*convert.Options)) convert.Options {
-		o := convert.Options{}
+		o := convert.Options{Mode: convert.ModeWorkloadEntry}
 		f(&o)
 		o.SetDefaults()
 		return o
@@ -475,6 +477,7 @@ func corpusOptions() map[string]convert.Options {
 		"exportTo":       mk(func(o *convert.Options) { o.ExportTo = []string{".", "mesh-clients"} }),
 		"exportTo-none":  mk(func(o *convert.Options) { o.ExportTo = []string{"~"}; o.Mode = convert.ModeInline }),
 		"serviceAccount": mk(func(o *convert.Options) { o.SetServiceAccount = true; o.CreateTime = time.Unix(1e9, 0) }),
+		"perService":     mk(func(o *convert.Options) { o.NamespaceLayout = convert.LayoutPerService }),
 	}
 }
 
