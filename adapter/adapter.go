@@ -316,17 +316,18 @@ func (a *Adapter) apply(u update) {
 }
 
 // newAllocator builds the address allocator of opts. The configuration was
-// validated before, so an error here only disables allocation, loudly.
+// validated before, so an error here only disables addresses, loudly: no
+// registry address is served unchecked.
 func newAllocator(opts convert.Options, log *zap.Logger) *vip.Allocator {
-	ranges, err := opts.Addresses.AllocateRanges()
+	cfg, err := opts.Addresses.Config()
 	if err == nil {
 		var a *vip.Allocator
-		if a, err = vip.New(ranges); err == nil {
+		if a, err = vip.New(cfg); err == nil {
 			return a
 		}
 	}
 	if log != nil {
-		log.Error("output.addresses.allocate is invalid; allocating no addresses", zap.Error(err))
+		log.Error("output.addresses is invalid; serving no addresses", zap.Error(err))
 	}
 	return nil
 }

@@ -273,6 +273,11 @@ func startAdapter(t *testing.T, deb DebounceConfig, srcs ...*chanSource) (*Adapt
 
 func startAdapterGuarded(t *testing.T, deb DebounceConfig, guard GuardConfig, srcs ...*chanSource) (*Adapter, *recordingPublisher, *prometheus.Registry) {
 	t.Helper()
+	return startAdapterLogged(t, deb, guard, zaptest.NewLogger(t), srcs...)
+}
+
+func startAdapterLogged(t *testing.T, deb DebounceConfig, guard GuardConfig, log *zap.Logger, srcs ...*chanSource) (*Adapter, *recordingPublisher, *prometheus.Registry) {
+	t.Helper()
 	guard.SetDefaults()
 	var named []NamedSource
 	for i, s := range srcs {
@@ -281,7 +286,7 @@ func startAdapterGuarded(t *testing.T, deb DebounceConfig, guard GuardConfig, sr
 	}
 	pub := newRecorder()
 	reg := prometheus.NewRegistry()
-	a := New(named, Settings{Output: opts(), Debounce: deb, Guard: guard}, pub, NewMetrics(reg), zaptest.NewLogger(t))
+	a := New(named, Settings{Output: opts(), Debounce: deb, Guard: guard}, pub, NewMetrics(reg), log)
 	a.restartBackoff = time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

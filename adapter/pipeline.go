@@ -2,7 +2,9 @@ package adapter
 
 import (
 	"fmt"
+	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/served"
+	"github.com/registry-adapter/registry-adapter/vip"
 )
 
 // flush is one pass of the pipeline: the guard commits what it does not
@@ -20,10 +23,21 @@ import (
 func (a *Adapter) flush() {
 	start := time.Now()
 	a.guard.Commit(a.store)
-	// Allocation depends on the set of hosts, so it runs before conversion,
-	// and a host whose address another host's coming or going moved is
-	// converted again too.
-	hosts := a.vips.Sync(a.store.TakeDirty(), a.store.Has)
+	// Addresses depend on the set of hosts and on what every host's registry
+	// claims, so they are decided before conversion, and a host whose
+	// address another host's coming or going moved is converted again too.
+	var claimRejections []convert.Rejection
+	hosts, refused := a.vips.SyncClaims(a.store.TakeDirty(), func(host string) (bool, []netip.Addr) {
+		contribs := a.store.Contributions(host)
+		if len(contribs) == 0 {
+			return false, nil
+		}
+		claims, rejected := convert.Claims(host, contribs, a.opts)
+		claimRejections = append(claimRejections, rejected...)
+		return true, claims
+	})
+	a.reportRejections(claimRejections)
+	a.reportRefusals(refused)
 	if a.writer != nil && (len(hosts) > 0 || a.confirmed) {
 		a.writer.offer(stateSnapshot{sources: a.store.snapshot(), asOf: a.restoredAt})
 		a.confirmed = false
@@ -215,6 +229,30 @@ func without(rs []*served.Resource, drop *served.Resource) []*served.Resource {
 		}
 	}
 	return out
+}
+
+// reportRefusals reports the registry addresses a host is not served with,
+// each once for as long as it lasts (vip.Allocator.SyncClaims): a refused
+// address is an attempt, or a mistake, the operator should hear of, but
+// not again at every change of the service's instances.
+func (a *Adapter) reportRefusals(refused []vip.Refusal) {
+	if len(refused) == 0 {
+		return
+	}
+	rejected := make([]convert.Rejection, 0, len(refused))
+	for _, r := range refused {
+		source := ""
+		if c := a.store.Contributions(r.Host); len(c) > 0 {
+			source = c[0].Source
+		}
+		instead := "no address (output.addresses.allocate: [none])"
+		if addrs := a.vips.Addresses(r.Host); len(addrs) > 0 {
+			instead = strings.Join(addrs, ", ")
+		}
+		rejected = append(rejected, convert.Rejection{Kind: served.KindServiceEntry, Name: r.Host, Source: source,
+			Code: convert.CodeRefusedAddress, Reason: r.Reason + "; serving the service with " + instead})
+	}
+	a.reportRejections(rejected)
 }
 
 func (a *Adapter) reportRejections(rejected []convert.Rejection) {

@@ -12,74 +12,109 @@ import (
 	"github.com/registry-adapter/registry-adapter/model"
 )
 
+// TestServiceAddresses: the registry's own addresses are the host's
+// claims (invalid ones rejected alone); ServiceAt serves the addresses it is
+// given (package vip decides them from every host's claims); Service, which
+// sees one host alone, serves the claims the policy accepts.
 func TestServiceAddresses(t *testing.T) {
 	allocated := []string{"248.1.2.3", "fd00:5ad::7"}
 	cases := []struct {
 		name     string
 		registry []string
-		alloc    []string
-		dnsEP    bool
-		want     []string
+		claims   []string
 		rejected int
+		service  []string // what Service serves
+		refused  int      // of which Service refuses
 	}{
-		{name: "allocated when the registry gives none", alloc: allocated, want: allocated},
-		{name: "the registry's first", registry: []string{"240.0.0.5"}, alloc: allocated, want: []string{"240.0.0.5"}},
+		{name: "none"},
+		{name: "the registry's", registry: []string{"240.0.0.5"}, claims: []string{"240.0.0.5"}, service: []string{"240.0.0.5"}},
 		{name: "invalid registry address dropped alone", registry: []string{"not-an-ip", "10.0.0.0/8", "240.0.0.5", "240.0.0.5"},
-			alloc: allocated, want: []string{"240.0.0.5"}, rejected: 2},
-		{name: "all registry addresses invalid: allocated", registry: []string{"fe80::1%eth0"}, alloc: allocated, want: allocated, rejected: 1},
-		{name: "allocation off", want: nil},
-		{name: "with DNS resolution", alloc: allocated, dnsEP: true, want: allocated},
+			claims: []string{"240.0.0.5"}, rejected: 2, service: []string{"240.0.0.5"}},
+		{name: "IPv4-mapped", registry: []string{"::ffff:240.0.0.5"}, claims: []string{"240.0.0.5"}, service: []string{"240.0.0.5"}},
+		{name: "all registry addresses invalid", registry: []string{"fe80::1%eth0"}, rejected: 1},
+		{name: "a cluster address", registry: []string{"10.96.0.1", "240.0.0.5"}, claims: []string{"10.96.0.1", "240.0.0.5"},
+			service: []string{"240.0.0.5"}, refused: 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			svc := web(inst("n1", "10.0.0.1"))
-			if tc.dnsEP {
-				svc.Instances[0].Address = "vm1.example.com"
-			}
 			svc.Addresses = tc.registry
-			for _, mode := range []Mode{ModeWorkloadEntry, ModeInline} {
-				opts := testOpts(func(o *Options) { o.Mode = mode })
-				res, rejected := ServiceAt(svc.Host, tc.alloc, []Contribution{{"dc1", svc}}, opts)
-				se := res[0].Spec.(*networking.ServiceEntry)
-				if !slices.Equal(se.Addresses, tc.want) {
-					t.Errorf("%s: addresses %q, want %q", mode, se.Addresses, tc.want)
-				}
-				n := 0
-				for _, r := range rejected {
-					if r.Code == CodeAddress {
-						n++
-					}
-				}
-				if n != tc.rejected {
-					t.Errorf("%s: %d address rejections, want %d: %v", mode, n, tc.rejected, rejected)
-				}
-				if err := validation.ServiceEntry(metaOf(res[0]), se); err != nil {
-					t.Errorf("%s: served ServiceEntry fails validation: %v", mode, err)
-				}
+			opts := testOpts()
+			claims, rejected := Claims(svc.Host, []Contribution{{"dc1", svc}}, opts)
+			var got []string
+			for _, c := range claims {
+				got = append(got, c.String())
+			}
+			if !slices.Equal(got, tc.claims) {
+				t.Errorf("claims %q, want %q", got, tc.claims)
+			}
+			if n := countCode(rejected, CodeAddress); n != tc.rejected {
+				t.Errorf("%d address rejections, want %d: %v", n, tc.rejected, rejected)
+			}
+			res, rejected := Service(svc.Host, []Contribution{{"dc1", svc}}, opts)
+			if se := res[0].Spec.(*networking.ServiceEntry); !slices.Equal(se.Addresses, tc.service) {
+				t.Errorf("Service: addresses %q, want %q", se.Addresses, tc.service)
+			}
+			if n := countCode(rejected, CodeRefusedAddress); n != tc.refused {
+				t.Errorf("Service: %d refused, want %d: %v", n, tc.refused, rejected)
 			}
 		})
 	}
+	for _, mode := range []Mode{ModeWorkloadEntry, ModeInline} {
+		for _, dnsEP := range []bool{false, true} {
+			svc := web(inst("n1", "10.0.0.1"))
+			if dnsEP {
+				svc.Instances[0].Address = "vm1.example.com"
+			}
+			opts := testOpts(func(o *Options) { o.Mode = mode })
+			res, _ := ServiceAt(svc.Host, allocated, []Contribution{{"dc1", svc}}, opts)
+			se := res[0].Spec.(*networking.ServiceEntry)
+			if !slices.Equal(se.Addresses, allocated) {
+				t.Errorf("%s (DNS endpoint %v): addresses %q, want %q", mode, dnsEP, se.Addresses, allocated)
+			}
+			if err := validation.ServiceEntry(metaOf(res[0]), se); err != nil {
+				t.Errorf("%s: served ServiceEntry fails validation: %v", mode, err)
+			}
+		}
+	}
+}
+
+func countCode(rs []Rejection, code string) int {
+	n := 0
+	for _, r := range rs {
+		if r.Code == code {
+			n++
+		}
+	}
+	return n
 }
 
 func TestAddressOptions(t *testing.T) {
 	for _, c := range []struct {
-		allocate []string
-		ok       bool
+		allocate, allow, istio []string
+		ok                     bool
 	}{
-		{nil, true}, {[]string{"none"}, true}, {[]string{"248.0.0.0/6", "fd00:5ad::/64"}, true},
-		{[]string{"240.240.0.0/16"}, false}, {[]string{"240.0.0.0/4"}, false}, {[]string{"10.0.0.0/8", "11.0.0.0/8"}, false},
-		{[]string{"none", "10.0.0.0/8"}, false}, {[]string{"10.0.0.1"}, false},
+		{nil, nil, nil, true}, {[]string{"none"}, nil, nil, true}, {[]string{"248.0.0.0/6", "fd00:5ad::/64"}, nil, nil, true},
+		{[]string{"240.240.0.0/16"}, nil, nil, false}, {[]string{"240.0.0.0/4"}, nil, nil, false},
+		{[]string{"10.0.0.0/8", "11.0.0.0/8"}, nil, nil, false},
+		{[]string{"none", "10.0.0.0/8"}, nil, nil, false}, {[]string{"10.0.0.1"}, nil, nil, false},
+		{nil, []string{"none"}, nil, true}, {nil, []string{"240.0.0.0/4", "fd00::/8"}, nil, true},
+		{nil, []string{"240.0.0.1"}, nil, false}, {nil, []string{"240.0.0.1/4"}, nil, false}, {nil, []string{"none", "240.0.0.0/4"}, nil, false},
+		// istiod's range moved (PILOT_IP_AUTOALLOCATE_IPV4_PREFIX) onto the allocation range.
+		{nil, nil, []string{"248.0.0.0/16"}, false}, {nil, nil, []string{"241.0.0.0/16", "fd00:1::/48"}, true},
+		{nil, nil, []string{"none"}, false}, {nil, nil, []string{"241.0.0.0/16", "242.0.0.0/16"}, false},
 	} {
-		o := testOpts(func(o *Options) { o.Addresses.Allocate = c.allocate })
-		if c.allocate == nil {
-			o = testOpts()
-		}
+		o := testOpts(func(o *Options) {
+			o.Addresses.Allocate, o.Addresses.Allow, o.Addresses.IstioRanges = c.allocate, c.allow, c.istio
+		})
 		if err := o.Validate(); (err == nil) != c.ok {
-			t.Errorf("allocate %q: err %v, want ok=%v", c.allocate, err, c.ok)
+			t.Errorf("allocate %q allow %q istioRanges %q: err %v, want ok=%v", c.allocate, c.allow, c.istio, err, c.ok)
 		}
 	}
-	if o := testOpts(); !slices.Equal(o.Addresses.Allocate, []string{DefaultAllocateRange}) {
-		t.Errorf("default allocate %q", o.Addresses.Allocate)
+	o := testOpts()
+	if !slices.Equal(o.Addresses.Allocate, []string{DefaultAllocateRange}) || !slices.Equal(o.Addresses.Allow, []string{DefaultAllowRange}) ||
+		!slices.Equal(o.Addresses.IstioRanges, []string{"240.240.0.0/16", "2001:2::/48"}) {
+		t.Errorf("defaults %+v", o.Addresses)
 	}
 }
 
@@ -87,7 +122,7 @@ func TestAddressOptions(t *testing.T) {
 // label (any source's tag, meta or label), after the registry's own address
 // and before allocation, and the label is never copied onto the resources.
 func TestAddressKey(t *testing.T) {
-	allocated := []string{"248.1.2.3"}
+	allocated := []string(nil) // no claim: vip allocates
 	cases := []struct {
 		name      string
 		registry  []string
@@ -125,10 +160,19 @@ func TestAddressKey(t *testing.T) {
 			}
 			for _, mode := range []Mode{ModeWorkloadEntry, ModeInline} {
 				opts := testOpts(func(o *Options) { o.Mode = mode; o.Addresses.Key = "mesh-vip" })
-				res, rejected := ServiceAt(svc.Host, allocated, []Contribution{{"dc1", svc}}, opts)
+				claims, rejected := Claims(svc.Host, []Contribution{{"dc1", svc}}, opts)
+				var got []string
+				for _, c := range claims {
+					got = append(got, c.String())
+				}
+				if !slices.Equal(got, tc.want) {
+					t.Errorf("%s: claims %q, want %q", mode, got, tc.want)
+				}
+				res, more := ServiceAt(svc.Host, got, []Contribution{{"dc1", svc}}, opts)
+				rejected = append(rejected, more...)
 				se := res[0].Spec.(*networking.ServiceEntry)
-				if !slices.Equal(se.Addresses, tc.want) {
-					t.Errorf("%s: addresses %q, want %q", mode, se.Addresses, tc.want)
+				if !slices.Equal(se.Addresses, got) {
+					t.Errorf("%s: served %q, want the addresses given, %q", mode, se.Addresses, got)
 				}
 				n := 0
 				for _, r := range rejected {

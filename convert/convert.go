@@ -16,6 +16,7 @@ import (
 	"github.com/registry-adapter/registry-adapter/convert/validation"
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/served"
+	"github.com/registry-adapter/registry-adapter/vip"
 )
 
 // Metadata keys the adapter writes. The selector label ties a ServiceEntry to
@@ -56,6 +57,10 @@ const (
 	CodeInvalid   = "failed-validation"
 	CodeReserved  = "reserved-metadata"
 	CodeAddress   = "invalid-address"
+	// CodeRefusedAddress: a registry gave the service an address it may not
+	// have (outside output.addresses.allow, reserved, or claimed by another
+	// host too); the service is served without it.
+	CodeRefusedAddress = "refused-address"
 )
 
 func (r Rejection) String() string {
@@ -68,19 +73,40 @@ func (r Rejection) String() string {
 // a service's ports, the earlier source wins and the later is rejected.
 // Resources that would fail istiod's validation are rejected with a reason;
 // the rest are still returned.
+//
+// Service sees one host alone: the addresses its registry claims are served
+// when the options' policy accepts them, and nothing is allocated. The
+// adapter uses ServiceAt, with the addresses package vip decides from every
+// host's claims.
 func Service(host string, contribs []Contribution, opts Options) ([]*served.Resource, []Rejection) {
-	return ServiceAt(host, nil, contribs, opts)
+	claims, rejected := Claims(host, contribs, opts)
+	var addrs []string
+	if len(claims) > 0 {
+		if cfg, err := opts.Addresses.Config(); err == nil {
+			policy := vip.Policy{Allow: cfg.Allow, Istio: cfg.Istio, Allocate: cfg.Allocate}
+			for _, a := range claims {
+				if why := policy.Check(a); why != "" {
+					rejected = append(rejected, Rejection{Kind: served.KindServiceEntry, Name: host, Source: contribs[0].Source,
+						Code: CodeRefusedAddress, Reason: fmt.Sprintf("address %s is %s", a, why)})
+					continue
+				}
+				addrs = append(addrs, a.String())
+			}
+		}
+	}
+	res, more := ServiceAt(host, addrs, contribs, opts)
+	return res, append(rejected, more...)
 }
 
-// ServiceAt is Service with the addresses allocated to host (by package
-// vip, which needs the set of every host and so runs before conversion).
-// They become spec.addresses unless the registry gives the service its own.
-func ServiceAt(host string, allocated []string, contribs []Contribution, opts Options) ([]*served.Resource, []Rejection) {
+// ServiceAt is Service with the host's addresses decided by package vip,
+// which needs every host's claims (Claims) and the set of hosts, and so runs
+// before conversion. They become spec.addresses as they are.
+func ServiceAt(host string, addresses []string, contribs []Contribution, opts Options) ([]*served.Resource, []Rejection) {
 	if len(contribs) == 0 {
 		return nil, nil
 	}
 	opts.Namespace = opts.NamespaceFor(host)
-	c := conversion{host: host, seName: ResourceName(host), base: contribs[0], opts: opts, allocated: allocated}
+	c := conversion{host: host, seName: ResourceName(host), base: contribs[0], opts: opts, addresses: addresses}
 	c.normalizePorts()
 	c.collectInstances(contribs)
 	se := c.serviceEntrySpec()
@@ -89,12 +115,41 @@ func ServiceAt(host string, allocated []string, contribs []Contribution, opts Op
 	return c.finish(se, seMeta, entries)
 }
 
+// Claims returns the addresses the registries give host: the first
+// contribution's own (model.Service.Addresses: Consul's consul-virtual, a
+// source's virtual address key), else the value of output.addresses.key on
+// the service or its served instances. A value that is not an IP address
+// is rejected alone. Claims are not checked here: package vip decides
+// which ones a host keeps (the policy, and no address for two hosts).
+func Claims(host string, contribs []Contribution, opts Options) ([]netip.Addr, []Rejection) {
+	if len(contribs) == 0 {
+		return nil, nil
+	}
+	c := conversion{host: host, seName: ResourceName(host), base: contribs[0], opts: opts}
+	if len(c.base.Service.Addresses) == 0 && opts.Addresses.Key == "" {
+		return nil, nil
+	}
+	if out := c.registryAddresses(); len(out) > 0 || opts.Addresses.Key == "" {
+		return out, c.rejected
+	}
+	// The key's value on the instances counts only for the instances that
+	// are served: the ones whose source agrees on the ports, not critical.
+	rejected := c.rejected
+	c.normalizePorts()
+	c.collectInstances(contribs)
+	c.rejected = rejected
+	if a, ok := c.keyAddress(); ok {
+		return []netip.Addr{a}, c.rejected
+	}
+	return nil, c.rejected
+}
+
 // conversion is the state of one Service call, passed from step to step.
 type conversion struct {
 	host, seName string
 	base         Contribution // the first contribution, whose ports and metadata win
 	opts         Options
-	allocated    []string // addresses allocated to the host, if any
+	addresses    []string // the host's addresses, decided by package vip
 	ports        []model.Port
 	served       []sourcedInstance // instances not critical, in contribution order
 	sourceNames  []string          // the sources that contributed, for the annotation
@@ -166,18 +221,17 @@ func (c *conversion) serviceEntrySpec() *networking.ServiceEntry {
 			break
 		}
 	}
-	se.Addresses = c.addresses()
+	se.Addresses = c.addresses
 	return se
 }
 
-// addresses are the registry's own addresses for the service (the first
-// contribution's, like its ports), else the one the address key gives, else
-// the allocated ones. A registry address that is not an IP is rejected
+// registryAddresses are the registry's own addresses for the service (the
+// first contribution's, like its ports). One that is not an IP is rejected
 // alone: istiod would reject the whole ServiceEntry for it. CIDRs are not
 // taken from registries: istiod allows them only with resolution NONE or
 // STATIC, and a VIP is one address.
-func (c *conversion) addresses() []string {
-	var out []string
+func (c *conversion) registryAddresses() []netip.Addr {
+	var out []netip.Addr
 	for _, a := range c.base.Service.Addresses {
 		ip, err := netip.ParseAddr(a)
 		if err != nil || ip.Zone() != "" {
@@ -185,29 +239,23 @@ func (c *conversion) addresses() []string {
 				Reason: fmt.Sprintf("address %q is not an IP address; dropped it", a)})
 			continue
 		}
-		if !slices.Contains(out, ip.String()) {
-			out = append(out, ip.String())
+		if ip = ip.Unmap(); !slices.Contains(out, ip) {
+			out = append(out, ip)
 		}
 	}
-	if len(out) > 0 {
-		return out
-	}
-	if a := c.keyAddress(); a != "" {
-		return []string{a}
-	}
-	return c.allocated
+	return out
 }
 
 // keyAddress is the address output.addresses.key gives the service: its
 // own label, or else the one value its served instances agree on. A value
 // that is not an IP, or instances that disagree, are rejected (for the
 // address only), and allocation applies.
-func (c *conversion) keyAddress() string {
+func (c *conversion) keyAddress() (netip.Addr, bool) {
 	key := c.opts.Addresses.Key
 	if key == "" {
-		return ""
+		return netip.Addr{}, false
 	}
-	parse := func(v string) (string, bool) {
+	parse := func(v string) (netip.Addr, bool) {
 		ip, err := netip.ParseAddr(v)
 		if err != nil && strings.Count(v, "-") == 3 && !strings.Contains(v, ".") {
 			// 10-99-0-1: GCE label values cannot hold ".".
@@ -218,15 +266,14 @@ func (c *conversion) keyAddress() string {
 		if err != nil || ip.Zone() != "" {
 			c.reject(Rejection{Kind: served.KindServiceEntry, Name: c.host, Source: c.base.Source, Code: CodeAddress,
 				Reason: fmt.Sprintf("%s %q is not an IP address; allocating instead", key, v)})
-			return "", false
+			return netip.Addr{}, false
 		}
-		return ip.String(), true
+		return ip.Unmap(), true
 	}
 	if v, ok := c.base.Service.Labels.Get(key); ok {
-		a, _ := parse(v)
-		return a
+		return parse(v)
 	}
-	var found string
+	var found netip.Addr
 	for _, si := range c.served {
 		v, ok := si.inst.Labels.Get(key)
 		if !ok {
@@ -234,16 +281,16 @@ func (c *conversion) keyAddress() string {
 		}
 		a, ok := parse(v)
 		if !ok {
-			return ""
+			return netip.Addr{}, false
 		}
-		if found != "" && a != found {
+		if found.IsValid() && a != found {
 			c.reject(Rejection{Kind: served.KindServiceEntry, Name: c.host, Source: si.source, Code: CodeAddress,
 				Reason: fmt.Sprintf("instances disagree on %s (%s, %s); allocating instead", key, found, a)})
-			return ""
+			return netip.Addr{}, false
 		}
 		found = a
 	}
-	return found
+	return found, found.IsValid()
 }
 
 // serviceEntryMeta builds the ServiceEntry's labels and annotations from the

@@ -91,7 +91,8 @@ type Options struct {
 }
 
 // AddressOptions: each service gets the addresses its registry gives it
-// (model.Service.Addresses), or else one allocated from each range of
+// (model.Service.Addresses, or the Key label) when they are inside Allow and
+// no other service claims them, or else one allocated from each range of
 // Allocate, so that its name resolves in a sidecar's name table and each TCP
 // port gets a listener of its own.
 type AddressOptions struct {
@@ -107,7 +108,27 @@ type AddressOptions struct {
 	// onto the resources. Instances that disagree are rejected for the
 	// address alone.
 	Key string `yaml:"key"`
+	// Allow lists the ranges an address given by a registry must be inside
+	// to be served, or the single word "none" to refuse every one. Whoever
+	// registers a service writes its address, and in a sidecar an address
+	// is a TCP listener: the default holds no address a cluster uses.
+	// IstioRanges and the Allocate ranges are never allowed, nor loopback,
+	// link-local, unspecified, multicast or broadcast addresses. A refused
+	// address is reported once per host; the service is served with its
+	// allocated addresses.
+	Allow []string `yaml:"allow"`
+	// IstioRanges are the ranges istiod allocates from itself: its
+	// PILOT_IP_AUTOALLOCATE_IPV4_PREFIX and PILOT_IP_AUTOALLOCATE_IPV6_PREFIX
+	// (configurable since Istio 1.28). Set them to istiod's values when
+	// those are changed.
+	IstioRanges []string `yaml:"istioRanges"`
 }
+
+// DefaultAllowRange is the reserved 240.0.0.0/4 (Class E): no cluster,
+// cloud or host network uses it for Services or pods by default, Consul
+// gives out its virtual addresses there (from 240.0.0.1 up), and Linux
+// applications can connect to it, the sidecar capturing the traffic.
+const DefaultAllowRange = "240.0.0.0/4"
 
 // DefaultAllocateRange is in the reserved 240.0.0.0/4 like Istio's own
 // 240.240.0.0/16, which it does not overlap, and far above the addresses
@@ -117,18 +138,58 @@ const DefaultAllocateRange = "248.0.0.0/6"
 
 // AllocateRanges returns the parsed ranges; none for "none".
 func (o AddressOptions) AllocateRanges() ([]netip.Prefix, error) {
-	if len(o.Allocate) == 1 && o.Allocate[0] == "none" {
+	return parseRanges("output.addresses.allocate", o.Allocate, true)
+}
+
+// Config returns the address allocator's configuration (package vip).
+// Unset lists take their defaults.
+func (o AddressOptions) Config() (vip.Config, error) {
+	o.setDefaults()
+	var cfg vip.Config
+	var err error
+	if cfg.Allocate, err = o.AllocateRanges(); err != nil {
+		return cfg, err
+	}
+	if cfg.Allow, err = parseRanges("output.addresses.allow", o.Allow, true); err != nil {
+		return cfg, err
+	}
+	if cfg.Istio, err = parseRanges("output.addresses.istioRanges", o.IstioRanges, false); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+func parseRanges(key string, rs []string, noneOK bool) ([]netip.Prefix, error) {
+	if noneOK && len(rs) == 1 && rs[0] == "none" {
 		return nil, nil
 	}
 	var out []netip.Prefix
-	for i, r := range o.Allocate {
+	for i, r := range rs {
 		p, err := netip.ParsePrefix(r)
 		if err != nil {
-			return nil, fmt.Errorf("output.addresses.allocate[%d] %q: not a CIDR (or use \"none\" alone)", i, r)
+			hint := ""
+			if noneOK {
+				hint = ` (or use "none" alone)`
+			}
+			return nil, fmt.Errorf("%s[%d] %q: not a CIDR%s", key, i, r, hint)
 		}
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+func (o *AddressOptions) setDefaults() {
+	if len(o.Allocate) == 0 {
+		o.Allocate = []string{DefaultAllocateRange}
+	}
+	if len(o.Allow) == 0 {
+		o.Allow = []string{DefaultAllowRange}
+	}
+	if len(o.IstioRanges) == 0 {
+		for _, r := range vip.DefaultIstioRanges {
+			o.IstioRanges = append(o.IstioRanges, r.String())
+		}
+	}
 }
 
 // LabelOptions narrows the registry labels copied onto the resources.
@@ -165,9 +226,7 @@ func (o *Options) SetDefaults() {
 	if o.Location == "" {
 		o.Location = "MESH_INTERNAL"
 	}
-	if len(o.Addresses.Allocate) == 0 {
-		o.Addresses.Allocate = []string{DefaultAllocateRange}
-	}
+	o.Addresses.setDefaults()
 	if o.CreateTime.IsZero() {
 		o.CreateTime = DefaultCreateTime
 	}
@@ -215,12 +274,12 @@ func (o *Options) Validate() error {
 	if k := o.Addresses.Key; k != "" && !IsLabelKey(k) {
 		return fmt.Errorf("output.addresses.key %q: not a label key", k)
 	}
-	ranges, err := o.Addresses.AllocateRanges()
+	cfg, err := o.Addresses.Config()
 	if err != nil {
 		return err
 	}
-	if _, err := vip.New(ranges); err != nil {
-		return fmt.Errorf("output.addresses.allocate: %w", err)
+	if _, err := vip.New(cfg); err != nil {
+		return fmt.Errorf("output.addresses: %w", err)
 	}
 	return nil
 }

@@ -22,9 +22,13 @@
 // is about n/2^26 of the hosts: 0.15% at 100,000 hosts (measured in
 // vip_test.go).
 //
+// Registry-given addresses (claims) are decided here too, because only a
+// view of every host can keep one address from serving two hosts: see
+// claims.go.
+//
 // The package imports nothing of the adapter's; the adapter's pipeline calls
-// Sync with the hosts it is about to convert, and passes Addresses to
-// convert as input.
+// SyncClaims with the hosts it is about to convert and what their registries
+// claim, and passes Addresses to convert as input.
 package vip
 
 import (
@@ -37,45 +41,85 @@ import (
 	"github.com/cespare/xxhash/v2"
 )
 
-// IstioRanges are the ranges istiod itself allocates from (IPv4 and IPv6
-// auto-allocation); an allocation range must not overlap them.
-var IstioRanges = []netip.Prefix{netip.MustParsePrefix("240.240.0.0/16"), netip.MustParsePrefix("2001:2::/48")}
+// DefaultIstioRanges are the ranges istiod itself allocates from unless
+// configured otherwise (PILOT_IP_AUTOALLOCATE_IPV4_PREFIX and
+// PILOT_IP_AUTOALLOCATE_IPV6_PREFIX, pilot/pkg/features/pilot.go): no
+// address of theirs is allocated here or accepted from a registry.
+var DefaultIstioRanges = []netip.Prefix{netip.MustParsePrefix("240.240.0.0/16"), netip.MustParsePrefix("2001:2::/48")}
 
-// Allocator gives each host one address from each of its ranges. It is not
-// safe for concurrent use: the pipeline calls Sync, then reads Addresses
-// from its conversion workers, which is safe as long as no Sync runs.
-type Allocator struct {
-	pools []*pool
-	hosts map[string]bool
+// Config is what an Allocator allocates from and what it accepts.
+type Config struct {
+	// Allocate are the ranges addresses are allocated from, at most one
+	// IPv4 and one IPv6; none allocates nothing.
+	Allocate []netip.Prefix
+	// Allow are the ranges a registry-given address must be in to be kept;
+	// none refuses every one.
+	Allow []netip.Prefix
+	// Istio are the ranges istiod allocates from itself (at most one IPv4
+	// and one IPv6, like its two settings).
+	Istio []netip.Prefix
 }
 
-// New returns an allocator over ranges (at most one IPv4 and one IPv6).
-// With no ranges it allocates nothing.
-func New(ranges []netip.Prefix) (*Allocator, error) {
-	a := &Allocator{hosts: map[string]bool{}}
-	seen := map[bool]bool{}
-	for _, r := range ranges {
-		if err := CheckRange(r); err != nil {
+// Allocator gives each host the addresses its registry claims, when they
+// pass the policy and no other host claims them, or else one address from
+// each of its ranges. It is not safe for concurrent use: the pipeline calls
+// SyncClaims, then reads Addresses from its conversion workers, which is
+// safe as long as no SyncClaims runs.
+type Allocator struct {
+	pools  []*pool
+	policy Policy
+	hosts  map[string]bool
+	claims
+}
+
+// New returns an allocator for cfg.
+func New(cfg Config) (*Allocator, error) {
+	if err := onePerFamily("istio", cfg.Istio); err != nil {
+		return nil, err
+	}
+	for _, r := range cfg.Allow {
+		if !r.IsValid() || r.Masked() != r {
+			return nil, fmt.Errorf("%s: not a network prefix (the address must have no bits past the prefix length)", r)
+		}
+	}
+	a := &Allocator{hosts: map[string]bool{}, claims: newClaims()}
+	for _, r := range cfg.Allocate {
+		if err := CheckRange(r, cfg.Istio); err != nil {
 			return nil, err
 		}
-		if seen[r.Addr().Is4()] {
-			return nil, fmt.Errorf("%s: at most one IPv4 and one IPv6 range", r)
-		}
-		seen[r.Addr().Is4()] = true
 		a.pools = append(a.pools, newPool(r))
 	}
+	if err := onePerFamily("allocation", cfg.Allocate); err != nil {
+		return nil, err
+	}
+	a.policy = Policy{Allow: cfg.Allow, Istio: cfg.Istio, Allocate: cfg.Allocate}
 	return a, nil
 }
 
-// CheckRange reports why r cannot be an allocation range.
-func CheckRange(r netip.Prefix) error {
+func onePerFamily(what string, rs []netip.Prefix) error {
+	seen := map[bool]bool{}
+	for _, r := range rs {
+		if !r.IsValid() || r.Masked() != r {
+			return fmt.Errorf("%s: not a network prefix (the address must have no bits past the prefix length)", r)
+		}
+		if seen[r.Addr().Is4()] {
+			return fmt.Errorf("%s: at most one IPv4 and one IPv6 %s range", r, what)
+		}
+		seen[r.Addr().Is4()] = true
+	}
+	return nil
+}
+
+// CheckRange reports why r cannot be an allocation range next to istiod's
+// own ranges istio.
+func CheckRange(r netip.Prefix, istio []netip.Prefix) error {
 	if !r.IsValid() || r.Masked() != r {
 		return fmt.Errorf("%s: not a network prefix (the address must have no bits past the prefix length)", r)
 	}
 	if free := r.Addr().BitLen() - r.Bits(); free < 8 {
 		return fmt.Errorf("%s: too small; a range needs at least 256 addresses", r)
 	}
-	for _, ir := range IstioRanges {
+	for _, ir := range istio {
 		if r.Overlaps(ir) {
 			return fmt.Errorf("%s overlaps %s, which istiod allocates from", r, ir)
 		}
@@ -83,20 +127,34 @@ func CheckRange(r netip.Prefix) error {
 	return nil
 }
 
-// Enabled reports whether the allocator has any range.
+// Policy returns the policy registry-given addresses are checked by.
+func (a *Allocator) Policy() Policy { return a.policy }
+
+// Enabled reports whether the allocator has any range to allocate from.
 func (a *Allocator) Enabled() bool { return a != nil && len(a.pools) > 0 }
 
-// Sync brings the allocation up to date after the hosts in dirty changed;
-// present reports whether a host still needs an address. It returns dirty
-// plus every other host whose address moved, sorted, so that the caller
-// converts those too.
+// Sync is SyncClaims for hosts whose registries claim no address; present
+// reports whether a host is still there.
 func (a *Allocator) Sync(dirty []string, present func(string) bool) []string {
-	if !a.Enabled() {
-		return dirty
+	out, _ := a.SyncClaims(dirty, func(h string) (bool, []netip.Addr) { return present(h), nil })
+	return out
+}
+
+// SyncClaims brings the addresses up to date after the hosts in dirty
+// changed; lookup reports whether a host is still there and the addresses
+// its registry gives it. It returns dirty plus every other host whose
+// addresses moved, sorted, so that the caller converts those too, and the
+// refusals that are new since the last call (each is reported once, for as
+// long as it lasts).
+func (a *Allocator) SyncClaims(dirty []string, lookup func(string) (present bool, claims []netip.Addr)) ([]string, []Refusal) {
+	if a == nil {
+		return dirty, nil
 	}
 	var added, removed []string
+	affected := map[string]bool{}
 	for _, h := range dirty {
-		switch p, had := present(h), a.hosts[h]; {
+		p, raw := lookup(h)
+		switch had := a.hosts[h]; {
 		case p && !had:
 			a.hosts[h] = true
 			added = append(added, h)
@@ -104,15 +162,24 @@ func (a *Allocator) Sync(dirty []string, present func(string) bool) []string {
 			delete(a.hosts, h)
 			removed = append(removed, h)
 		}
-	}
-	if len(added) == 0 && len(removed) == 0 {
-		return dirty
-	}
-	moved := map[string]bool{}
-	for _, p := range a.pools {
-		for _, h := range p.update(added, removed) {
-			moved[h] = true
+		if !p {
+			raw = nil
 		}
+		a.claims.set(h, raw, a.policy, affected)
+	}
+	moved := a.claims.decide(affected, a.hosts)
+	refusals := a.claims.takeRefusals()
+	if len(added) > 0 || len(removed) > 0 {
+		for _, p := range a.pools {
+			for _, h := range p.update(added, removed) {
+				if !a.claims.holds(h) { // its own addresses did not move
+					moved[h] = true
+				}
+			}
+		}
+	}
+	if len(moved) == 0 {
+		return dirty, refusals
 	}
 	out := slices.Clone(dirty)
 	for _, h := range dirty {
@@ -122,12 +189,23 @@ func (a *Allocator) Sync(dirty []string, present func(string) bool) []string {
 		out = append(out, h)
 	}
 	slices.Sort(out)
-	return out
+	return out, refusals
 }
 
-// Addresses returns host's addresses, one per range, or nil.
+// Addresses returns host's addresses: the ones its registry gives it that
+// it keeps, or else one per allocation range; nil for none.
 func (a *Allocator) Addresses(host string) []string {
-	if !a.Enabled() || !a.hosts[host] {
+	if a == nil || !a.hosts[host] {
+		return nil
+	}
+	if won := a.claims.won(host); len(won) > 0 {
+		out := make([]string, len(won))
+		for i, w := range won {
+			out[i] = w.String()
+		}
+		return out
+	}
+	if !a.Enabled() {
 		return nil
 	}
 	out := make([]string, 0, len(a.pools))

@@ -24,7 +24,7 @@ func (s set) has(h string) bool { return s[h] }
 
 func newAlloc(t *testing.T, ranges ...netip.Prefix) *Allocator {
 	t.Helper()
-	a, err := New(ranges)
+	a, err := New(Config{Allocate: ranges, Istio: DefaultIstioRanges})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,11 +210,11 @@ func TestDualStackAndRanges(t *testing.T) {
 		t.Errorf("an unknown host got %v", got)
 	}
 	for _, bad := range []string{"240.240.0.0/12", "240.240.1.0/24", "2001:2::/64", "10.0.0.1/8", "10.0.0.0/30"} {
-		if _, err := New([]netip.Prefix{netip.MustParsePrefix(bad)}); err == nil {
+		if _, err := New(Config{Allocate: []netip.Prefix{netip.MustParsePrefix(bad)}, Istio: DefaultIstioRanges}); err == nil {
 			t.Errorf("range %s accepted", bad)
 		}
 	}
-	if _, err := New([]netip.Prefix{defaultRange, netip.MustParsePrefix("10.0.0.0/8")}); err == nil {
+	if _, err := New(Config{Allocate: []netip.Prefix{defaultRange, netip.MustParsePrefix("10.0.0.0/8")}}); err == nil {
 		t.Error("two IPv4 ranges accepted")
 	}
 	var none *Allocator

@@ -366,11 +366,11 @@ func expect(t *testing.T, opts convert.Options, svcs ...model.Service) want {
 	// Hosts without addresses get one from the adapter's allocator, which
 	// depends on the set of hosts: a fresh allocator over the same set
 	// gives the same addresses (a few hosts in a /6 never collide).
-	ranges, err := opts.Addresses.AllocateRanges()
+	cfg, err := opts.Addresses.Config()
 	if err != nil {
 		t.Fatal(err)
 	}
-	vips, err := vip.New(ranges)
+	vips, err := vip.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
