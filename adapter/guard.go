@@ -225,7 +225,7 @@ func (g *Guard) Commit(store *Store) {
 		case guardHold:
 			if st.heldSince.IsZero() {
 				st.heldSince = now
-				log.Warn("holding a change that removes most of the source's instances, empties it, or shrinks it after a registry reset; it is applied if it persists or an operator allows it",
+				log.Warn("holding the removals of a change that removes most of the source's instances, empties it, or shrinks it after a registry reset; they are applied if they persist or an operator allows them, and the rest of the change is applied now",
 					zap.Bool("registryReset", reset), zap.Int("leaves", after),
 					zap.Float64("maxDeletionShare", g.cfg.MaxDeletionShare), zap.Duration("holdFor", g.cfg.HoldFor),
 					zap.Bool("manual", g.cfg.Manual))
@@ -235,6 +235,10 @@ func (g *Guard) Commit(store *Store) {
 			}
 			if st.id == "" || st.grew {
 				st.id = newChangeID()
+				// Only the removals wait: whatever the change adds or
+				// updates goes in now (docs/operations.md). The staged
+				// change stays whole, to be applied when released.
+				store.Update(source, store.withoutRemovals(source, st))
 			}
 			st.grew = false
 			st.removed, st.before = removed, baseline
@@ -363,6 +367,63 @@ func (st *Store) removals(source string, s *staged) (removed, before, after int)
 		}
 	}
 	return removed, before, after
+}
+
+// withoutRemovals is the staged change s less what it removes: each scope
+// it touches gets the new services plus whatever of the old ones they leave
+// out (whole services, or instances by id), and scopes a complete state
+// leaves out are not named, so they stay as they are. Applied while the
+// guard holds s, it lets additions and changes through and keeps every
+// instance the registry stopped listing. s itself is not modified.
+func (st *Store) withoutRemovals(source string, s *staged) []model.Group {
+	scopes := st.scopes[source]
+	out := make([]model.Group, 0, len(s.groups))
+	for scope, g := range s.groups {
+		old, ok := scopes[scope]
+		if !ok {
+			out = append(out, g)
+			continue
+		}
+		out = append(out, model.Group{Scope: scope, Services: keepRemoved(old, g.Services)})
+	}
+	return out
+}
+
+// keepRemoved returns next plus the services and instances of prev that
+// next leaves out. A service in both has next's ports, labels and
+// instances, with prev's other instances after them, ordered by id like a
+// source orders them.
+func keepRemoved(prev, next []model.Service) []model.Service {
+	out := slices.Clone(next)
+	at := make(map[string]int, len(next))
+	for i, svc := range next {
+		at[svc.Host] = i
+	}
+	for _, svc := range prev {
+		i, ok := at[svc.Host]
+		if !ok {
+			out = append(out, svc)
+			continue
+		}
+		has := make(map[string]bool, len(out[i].Instances))
+		for _, in := range out[i].Instances {
+			has[in.ID] = true
+		}
+		var kept []model.Instance
+		for _, in := range svc.Instances {
+			if !has[in.ID] {
+				kept = append(kept, in)
+			}
+		}
+		if len(kept) == 0 {
+			continue
+		}
+		merged := make([]model.Instance, 0, len(out[i].Instances)+len(kept))
+		merged = append(append(merged, out[i].Instances...), kept...)
+		slices.SortStableFunc(merged, func(a, b model.Instance) int { return strings.Compare(a.ID, b.ID) })
+		out[i].Instances = merged
+	}
+	return out
 }
 
 // guardVerdict decides whether a staged change goes in now.

@@ -3,12 +3,15 @@ package adapter
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/served"
 )
@@ -347,4 +350,70 @@ func TestGuardSmallSource(t *testing.T) {
 			t.Errorf("%d WorkloadEntries after recovery, want 4", got)
 		}
 	})
+}
+
+// TestGuardHoldsOnlyRemovals: while a mass deletion is held, what the same
+// source adds or changes still reaches istiod (docs/operations.md: "Additions
+// and changes still flow"): a new service, a new instance of the held
+// service, an instance's new weight; the removed instances stay served until
+// the release. Before, the whole staged change waited, so a held source
+// froze.
+func TestGuardHoldsOnlyRemovals(t *testing.T) {
+	src := newChanSource()
+	a, pub, _ := startAdapterGuarded(t, DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond},
+		GuardConfig{Manual: true}, src)
+	version := func(name string) string {
+		for _, e := range pub.Entries(served.KindWorkloadEntry) {
+			if strings.HasSuffix(e.Name, name) {
+				return e.Version
+			}
+		}
+		return ""
+	}
+	src.batches <- fleet(20)
+	pub.waitApply(t)
+	pub.waitApply(t)
+	waitUntil(t, "ready", a.Ready)
+	kept := version("10.0.0.1")
+	if kept == "" {
+		t.Fatalf("no WorkloadEntry for 10.0.0.1 in %v", pub.names(served.KindWorkloadEntry))
+	}
+
+	// 15 of 20 instances vanish; in the same window web-1 changes and a new
+	// service registers.
+	next := fleet(5)
+	next[0].Services[0].Instances[0].Weight = 7
+	next = append(next, group(svc("billing", "10.1.0.1")))
+	src.batches <- next
+	waitUntil(t, "held", func() bool { return len(a.Held()) == 1 })
+	waitUntil(t, "the new service served while the removals are held", func() bool {
+		return slices.Contains(pub.names(served.KindServiceEntry), convert.DefaultNamespace+"/billing.example.com")
+	})
+	waitUntil(t, "the changed instance served", func() bool { return version("10.0.0.1") != kept })
+	if got := len(pub.names(served.KindWorkloadEntry)); got != 21 {
+		t.Fatalf("%d WorkloadEntries while held, want the 20 of web (removals held) and billing's", got)
+	}
+	if h := a.Held()[0]; h.Removes != 15 {
+		t.Errorf("held %+v, want 15 removals", h)
+	}
+
+	// Still held, an instance is added to web: it flows too, and the held
+	// removals stay as they were.
+	next = fleet(5)
+	next[0].Services[0].Instances[0].Weight = 7
+	next[0].Services[0].Instances = append(next[0].Services[0].Instances, model.Instance{ID: "10.9.9.9", Address: "10.9.9.9"})
+	src.batches <- next
+	waitUntil(t, "the added instance served", func() bool { return len(pub.names(served.KindWorkloadEntry)) == 22 })
+	if h := a.Held(); len(h) != 1 || h[0].Removes != 15 {
+		t.Fatalf("held %+v, want the same 15 removals", h)
+	}
+
+	if err := a.AllowDeletions(context.Background(), "src0", a.Held()[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	// billing was in the earlier batch of the same held change: it stays.
+	waitUntil(t, "removals applied", func() bool { return len(pub.names(served.KindWorkloadEntry)) == 7 })
+	if !slices.Contains(pub.names(served.KindServiceEntry), convert.DefaultNamespace+"/billing.example.com") {
+		t.Errorf("billing lost at the release: %v", pub.names(served.KindServiceEntry))
+	}
 }
