@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -74,7 +75,8 @@ func (d *Debug) ProbeHandler() http.Handler {
 }
 
 // AdminHandler serves /debug/* and pprof, behind the bearer token when
-// TokenFile is set.
+// TokenFile is set, and otherwise only to requests addressed to an IP
+// address or localhost (requireLocalHost).
 func (d *Debug) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/resources", d.resources)
@@ -94,9 +96,47 @@ func (d *Debug) AdminHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	if d.TokenFile == "" {
-		return mux
+		return requireLocalHost(mux)
 	}
 	return d.requireToken(mux)
+}
+
+// requireLocalHost refuses a request whose Host header names anything but
+// an IP address or localhost. Without a token, the admin listener trusts
+// whoever reaches it, which is meant to be a port-forward on the operator's
+// own machine; but a web page the operator visits can reach it too, by
+// DNS rebinding: its name, re-resolved to 127.0.0.1, makes the browser send
+// same-origin requests to the forwarded port (reading /debug/resources, the
+// registry's every address and identity) with the page's name as Host.
+// Browsers always send the name they resolved, so a Host that is an IP
+// address or localhost (which browsers resolve themselves, RFC 6761) is a
+// request no rebinding can forge. With a token the check is not needed: a
+// page cannot know the token.
+func requireLocalHost(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !localHost(req.Host) {
+			http.Error(w, "the admin endpoints answer only requests addressed to an IP address or localhost, such as http://127.0.0.1:15015 through kubectl port-forward (a page that re-resolves its own name to this address must not read them)", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, req)
+	})
+}
+
+// localHost reports whether a Host header value is empty (HTTP/1.0), an IP
+// address or localhost (or a name under .localhost), with or without a port.
+func localHost(host string) bool {
+	if host == "" {
+		return true
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"), ".")
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	host = strings.ToLower(host)
+	return host == "localhost" || strings.HasSuffix(host, ".localhost")
 }
 
 // Handler serves both, for one loopback listener.

@@ -236,3 +236,75 @@ func TestServerTimeouts(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminHostCheck: without a token, the admin endpoints answer only
+// requests addressed to an IP address or localhost. A page whose name was
+// re-resolved to 127.0.0.1 (DNS rebinding through the operator's
+// port-forward) sends its own name as Host: it reads nothing and releases
+// nothing. Probes keep answering any Host (Prometheus may scrape by name);
+// with a token, the token is the check.
+func TestAdminHostCheck(t *testing.T) {
+	d, _ := startHeld(t)
+	web := httptest.NewServer(d.Handler())
+	defer web.Close()
+	port := web.URL[strings.LastIndex(web.URL, ":")+1:]
+	id := d.Adapter.Held()[0].ID
+	do := func(method, host, path string, header map[string]string) int {
+		t.Helper()
+		req, err := http.NewRequest(method, web.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, host := range []string{"rebind.attacker.example:" + port, "rebind.attacker.example", "127.0.0.1.nip.io:" + port, "localhost.attacker.example:" + port} {
+		for _, path := range []string{"/debug/resources", "/debug/held", "/debug/pprof/cmdline"} {
+			if code := do(http.MethodGet, host, path, nil); code != http.StatusForbidden {
+				t.Errorf("GET %s with Host %s: %d, want 403", path, host, code)
+			}
+		}
+		if code := do(http.MethodPost, host, "/debug/allow-deletions?source=vms", map[string]string{ReleaseHeader: id}); code != http.StatusForbidden {
+			t.Errorf("release with Host %s: %d, want 403", host, code)
+		}
+		if code := do(http.MethodGet, host, "/metrics", nil); code != http.StatusOK {
+			t.Errorf("/metrics with Host %s: %d, want 200", host, code)
+		}
+	}
+	if len(d.Adapter.Held()) != 1 {
+		t.Fatal("a rebinding request released the held change")
+	}
+	for _, host := range []string{"127.0.0.1:" + port, "localhost:" + port, "LOCALHOST.", "[::1]:" + port, "10.1.2.3:15015", "pod.localhost:" + port} {
+		if code := do(http.MethodGet, host, "/debug/held", nil); code != http.StatusOK {
+			t.Errorf("GET /debug/held with Host %s: %d, want 200", host, code)
+		}
+	}
+	// With a token, any Host carrying it is served (in-cluster callers use
+	// the Service's name).
+	path := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(path, []byte("s3cret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.TokenFile = path
+	withToken := httptest.NewServer(d.Handler())
+	defer withToken.Close()
+	req, _ := http.NewRequest(http.MethodGet, withToken.URL+"/debug/held", nil)
+	req.Host = "registry-adapter.istio-system.svc:15015"
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("with the token and a Service name as Host: %d, want 200", resp.StatusCode)
+	}
+}
