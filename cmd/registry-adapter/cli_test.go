@@ -142,3 +142,40 @@ func TestCheckBearerToken(t *testing.T) {
 		t.Errorf("istiod saw Authorization headers %q", f.seen)
 	}
 }
+
+// TestValidateWarnsOnHostTemplate: `validate` accepts a host template that
+// is the service name alone, and warns that registrants then choose whole
+// hosts; the default template draws no warning.
+func TestValidateWarnsOnHostTemplate(t *testing.T) {
+	for _, c := range []struct {
+		source, template string
+		warn             bool
+	}{
+		{"consul", `"{{.Service}}"`, true},
+		{"consul", `"{{.Service}}.svc.cluster.local"`, true},
+		{"consul", "", false},
+		{"ec2", `"{{.Service}}"`, true},
+		{"ec2", "", false},
+	} {
+		cfg := "sources:\n- name: reg\n  " + c.source + ":\n"
+		switch c.source {
+		case "consul":
+			cfg += "    address: http://127.0.0.1:8500\n"
+		case "ec2":
+			cfg += "    region: us-east-1\n"
+		}
+		if c.template != "" {
+			cfg += "    hostTemplate: " + c.template + "\n"
+		}
+		path := filepath.Join(t.TempDir(), "config.yaml")
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var out, errOut bytes.Buffer
+		code := Main([]string{"validate", "--config", path}, &out, &errOut)
+		warned := strings.Contains(errOut.String(), "risky configuration: hostTemplate")
+		if code != exitOK || warned != c.warn {
+			t.Errorf("%s hostTemplate %s: exit %d, warned %v (want %v):\n%s%s", c.source, c.template, code, warned, c.warn, out.String(), errOut.String())
+		}
+	}
+}

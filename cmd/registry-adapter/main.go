@@ -100,7 +100,12 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := config.BuildSources(cfg, nil, zap.NewNop()); err != nil {
+	// A source logs what is valid but risky when it is built: validate shows
+	// those warnings, level and message only, and still succeeds.
+	warn := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zapcore.EncoderConfig{
+		LevelKey: "level", MessageKey: "msg", EncodeLevel: zapcore.CapitalLevelEncoder,
+	}), zapcore.AddSync(stderr), zapcore.WarnLevel))
+	if _, err := config.BuildSources(cfg, nil, warn); err != nil {
 		return err
 	}
 	shards := ""

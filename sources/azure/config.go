@@ -96,6 +96,9 @@ var (
 )
 
 // Validate checks a configuration after SetDefaults. Errors name the field.
+// Warnings names the settings that are valid but risky (sources.Warner).
+func (c *Config) Warnings() []string { return c.MappingConfig.Warnings(hostSample) }
+
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"reflect"
 	"strings"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
 )
 
 // MappingConfig is the part of a cloud source's configuration that every
@@ -52,6 +54,27 @@ func (c *MappingConfig) Validate(hostSample any, addressTypes ...string) error {
 		errs = append(errs, fmt.Errorf("network: %q must not contain white space", c.Network))
 	}
 	return errors.Join(errs...)
+}
+
+// Warnings names the mapping settings that are valid but let registrants
+// reach past the registry: a hostTemplate that lets whoever tags an
+// instance choose whole hosts. hostSample is the source's template data,
+// a struct with a Service field.
+func (c *MappingConfig) Warnings(hostSample any) []string {
+	t, err := ParseHostTemplate(c.HostTemplate, hostSample)
+	if err != nil {
+		return nil // Validate reports it
+	}
+	why := sources.HostTemplateRisk(func(service string) (string, error) {
+		d := reflect.New(reflect.TypeOf(hostSample)).Elem()
+		d.Set(reflect.ValueOf(hostSample))
+		d.FieldByName("Service").SetString(service)
+		return RenderHost(t, d.Interface())
+	})
+	if why == "" {
+		return nil
+	}
+	return []string{fmt.Sprintf("hostTemplate %q: %s", c.HostTemplate, why)}
 }
 
 // ConfigPorts returns the configured ports, sorted by number (valid after

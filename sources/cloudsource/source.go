@@ -13,8 +13,9 @@ import (
 )
 
 // Prepare readies what a cloud source's constructor receives: it fills in
-// and validates cfg, then the options a caller may leave unset (a logger
-// that discards, a reporter without metrics).
+// and validates cfg, logs its warnings (sources.Warner), then the options a
+// caller may leave unset (a logger that discards, a reporter without
+// metrics).
 func Prepare(cfg interface {
 	SetDefaults()
 	Validate() error
@@ -25,6 +26,11 @@ func Prepare(cfg interface {
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
+	}
+	if w, ok := cfg.(sources.Warner); ok {
+		for _, msg := range w.Warnings() {
+			opts.Logger.Warn("risky configuration: " + msg)
+		}
 	}
 	if opts.Reporter == nil {
 		opts.Reporter = sources.NewReporter(opts.Name, nil)

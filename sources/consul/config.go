@@ -295,6 +295,25 @@ func (c *Config) selected(name string) bool {
 func (*Config) Key() string { return "consul" }
 
 // New makes the source (sources.Config); see the package's New.
+// Warnings names the settings that are valid but let registrants reach past
+// the registry: a host template that lets them choose whole hosts.
+func (c *Config) Warnings() []string {
+	var out []string
+	for _, t := range []struct{ key, text string }{{"hostTemplate", c.HostTemplate}, {"peerHostTemplate", c.PeerHostTemplate}} {
+		tmpl, err := parseHostTemplate(t.key, t.text)
+		if err != nil {
+			continue // Validate reports it
+		}
+		why := sources.HostTemplateRisk(func(service string) (string, error) {
+			return renderHost(tmpl, hostData{Service: service, Datacenter: "dc1", Namespace: "default", Partition: "default", Peer: "peer"})
+		})
+		if why != "" {
+			out = append(out, fmt.Sprintf("%s %q: %s", t.key, t.text, why))
+		}
+	}
+	return out
+}
+
 func (c *Config) New(opts sources.Options) (sources.Source, error) {
 	s, err := New(*c, opts)
 	if err != nil {

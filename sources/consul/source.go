@@ -58,6 +58,9 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	for _, w := range cfg.Warnings() {
+		log.Warn("risky configuration: " + w)
+	}
 	rep := opts.Reporter
 	if rep == nil {
 		rep = sources.NewReporter(opts.Name, nil)

@@ -99,6 +99,9 @@ func (c *Config) SetDefaults() {
 var filterNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*$`)
 
 // Validate checks a configuration after SetDefaults. Errors name the field.
+// Warnings names the settings that are valid but risky (sources.Warner).
+func (c *Config) Warnings() []string { return c.MappingConfig.Warnings(hostSample) }
+
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
