@@ -397,8 +397,19 @@ func (m *mapper) locality(s *api.AgentService, n *api.Node, dc string) string {
 	return region + "/" + zone
 }
 
+// maxWeight is the largest weight an instance is served with: the one
+// Consul's own Envoy configuration uses (agent/xds/endpoints.go clamps
+// weights to 1-128), so its mesh and this one balance alike. Envoy refuses
+// an endpoint update whose weights add up past 2^32-1 in one locality, and
+// istiod's sum saturates there: unclamped, a registrant with weight 2^31
+// on two instances would stop updates to the service's endpoints. At 128,
+// a locality's sum stays below 2^32 up to 33 million instances, far past
+// the adapter's per-source cap (limits.instances).
+const maxWeight = 128
+
 // weight is Consul's weight for the instance's health: Weights.Passing, or
-// Weights.Warning for an instance in warning (falling back to Passing).
+// Weights.Warning for an instance in warning (falling back to Passing),
+// clamped to maxWeight.
 func weight(w api.AgentWeights, h model.Health) uint32 {
 	v := w.Passing
 	if h == model.HealthWarning && w.Warning > 0 {
@@ -407,7 +418,7 @@ func weight(w api.AgentWeights, h model.Health) uint32 {
 	if v <= 0 {
 		return 0
 	}
-	return uint32(min(int64(v), int64(^uint32(0))))
+	return uint32(min(v, maxWeight))
 }
 
 // mostCommon returns the value occurring most often in vs, ties going to the

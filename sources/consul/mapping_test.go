@@ -1,6 +1,7 @@
 package consul
 
 import (
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -230,10 +231,22 @@ func TestWeight(t *testing.T) {
 		{api.AgentWeights{Passing: 10}, model.HealthWarning, 10},
 		{api.AgentWeights{}, model.HealthPassing, 0},
 		{api.AgentWeights{Passing: -3}, model.HealthPassing, 0},
+		// Clamped like Consul's own Envoy configuration: a registrant's
+		// huge weights cannot make a locality's sum pass 2^32-1, which
+		// Envoy refuses (before: 2^31 and 2^32-1 were served as they were).
+		{api.AgentWeights{Passing: 128}, model.HealthPassing, 128},
+		{api.AgentWeights{Passing: 129}, model.HealthPassing, 128},
+		{api.AgentWeights{Passing: 65535, Warning: 1 << 31}, model.HealthWarning, 128},
+		{api.AgentWeights{Passing: 1 << 40}, model.HealthPassing, 128},
 	} {
 		if got := weight(tc.w, tc.h); got != tc.want {
 			t.Errorf("weight(%+v, %v) = %d, want %d", tc.w, tc.h, got, tc.want)
 		}
+	}
+	// The bound holds for a locality of a million instances (the default
+	// per-source cap) with 33 times to spare.
+	if uint64(maxWeight)*1_000_000*33 > math.MaxUint32 {
+		t.Errorf("maxWeight %d: a million instances can overflow a locality's uint32 weight", maxWeight)
 	}
 }
 
