@@ -112,7 +112,11 @@ func ServiceAt(host string, addresses []string, contribs []Contribution, opts Op
 	se := c.serviceEntrySpec()
 	seMeta := c.serviceEntryMeta()
 	entries := c.instances(se)
-	return c.finish(se, seMeta, entries)
+	out := c.finish(se, seMeta, entries)
+	if len(out) > 0 {
+		out = append(out, c.traffic(seMeta)...)
+	}
+	return out, c.rejected
 }
 
 // Claims returns the addresses the registries give host: the first
@@ -370,8 +374,8 @@ func (c *conversion) inlineEndpoints(se *networking.ServiceEntry) {
 }
 
 // finish validates the ServiceEntry and returns it first, then the
-// WorkloadEntries, with every rejection.
-func (c *conversion) finish(se *networking.ServiceEntry, meta validation.Meta, entries []*served.Resource) ([]*served.Resource, []Rejection) {
+// WorkloadEntries; nothing when the ServiceEntry is rejected.
+func (c *conversion) finish(se *networking.ServiceEntry, meta validation.Meta, entries []*served.Resource) []*served.Resource {
 	validate := validation.ServiceEntry
 	if c.opts.Mode == ModeInline {
 		validate = validation.ServiceEntryCheckedEndpoints
@@ -380,12 +384,11 @@ func (c *conversion) finish(se *networking.ServiceEntry, meta validation.Meta, e
 		// Without its ServiceEntry a WorkloadEntry serves no host; leave them
 		// out too rather than feed istiod orphans.
 		c.reject(Rejection{Kind: served.KindServiceEntry, Name: c.seName, Source: c.base.Source, Code: CodeInvalid, Reason: err.Error()})
-		return nil, c.rejected
+		return nil
 	}
 	out := make([]*served.Resource, 0, 1+len(entries))
 	out = append(out, served.New(served.KindServiceEntry, c.opts.Namespace, c.seName, meta.Labels, meta.Annotations, se, c.opts.CreateTime))
-	out = append(out, entries...)
-	return out, c.rejected
+	return append(out, entries...)
 }
 
 // workloadEntry builds the spec and metadata of one instance. It returns the

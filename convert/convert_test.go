@@ -100,6 +100,14 @@ func GoldenCases() []struct {
 		{"hostile", "billing.service.consul", []Contribution{{"dc1", hostile}}, testOpts(func(o *Options) { o.ExportTo = []string{"*"} })},
 		{"invalid-host-rejected", "*", []Contribution{{"dc1", model.Service{Host: "*", Ports: []model.Port{{Number: 80, Protocol: model.ProtocolHTTP}},
 			Instances: []model.Instance{inst("a", "10.0.0.1")}}}}, testOpts()},
+		{"traffic", "web.service.consul", []Contribution{{"dc1", withTraffic(web(inst("node1/web", "10.0.0.1")), fullTraffic())}}, testOpts()},
+		{"traffic-inline-exported", "web.service.consul", []Contribution{{"dc1", withTraffic(web(inst("node1/web", "10.0.0.1")), fullTraffic())}},
+			testOpts(func(o *Options) {
+				o.Mode = ModeInline
+				o.ExportTo = []string{".", "mesh-clients"}
+				o.Labels.Prefix = "consul.example.com/"
+			})},
+		{"traffic-hostile", "web.service.consul", []Contribution{{"dc1", withTraffic(web(inst("node1/web", "10.0.0.1")), hostileTraffic())}}, testOpts()},
 	}
 }
 
@@ -140,6 +148,10 @@ func TestGolden(t *testing.T) {
 					err = validation.ServiceEntry(metaOf(r), spec)
 				case *networking.WorkloadEntry:
 					err = validation.WorkloadEntry(metaOf(r), spec)
+				case *networking.DestinationRule:
+					err = validation.DestinationRule(metaOf(r), spec)
+				case *networking.VirtualService:
+					err = validation.VirtualService(metaOf(r), spec)
 				}
 				if err != nil {
 					t.Errorf("%s %s fails validation: %v", r.Kind, r.Key(), err)

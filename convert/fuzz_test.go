@@ -234,15 +234,18 @@ func checkServed(t *testing.T, host string, allocated []string, contribs []Contr
 	}
 
 	var se *networking.ServiceEntry
-	names := map[string]bool{}
+	names := map[served.Kind]map[string]bool{}
 	type sourceID struct{ source, id string }
 	servedWE := map[sourceID]*networking.WorkloadEntry{}
 	for _, r := range res {
-		checkResource(t, r, contribs, opts)
-		if names[r.Name] {
-			t.Errorf("two resources named %s", r.Key())
+		checkResource(t, host, r, contribs, opts)
+		if names[r.Kind][r.Name] {
+			t.Errorf("two %ss named %s", r.Kind, r.Key())
 		}
-		names[r.Name] = true
+		if names[r.Kind] == nil {
+			names[r.Kind] = map[string]bool{}
+		}
+		names[r.Kind][r.Name] = true
 		switch spec := r.Spec.(type) {
 		case *networking.ServiceEntry:
 			if se != nil {
@@ -362,7 +365,7 @@ func duplicates(rejected []Rejection, source, id string) (n int) {
 // it, its name, labels and annotations are valid Kubernetes metadata, no
 // reserved key came from a registry, and registry labels follow
 // output.labels (allow-list, prefix) and never include output.addresses.key.
-func checkResource(t *testing.T, r *served.Resource, contribs []Contribution, opts Options) {
+func checkResource(t *testing.T, host string, r *served.Resource, contribs []Contribution, opts Options) {
 	t.Helper()
 	if r.Namespace != opts.Namespace {
 		t.Errorf("%s in namespace %q, want %q", r.Key(), r.Namespace, opts.Namespace)
@@ -402,6 +405,20 @@ func checkResource(t *testing.T, r *served.Resource, contribs []Contribution, op
 		if !opts.SetServiceAccount && spec.ServiceAccount != "" {
 			t.Errorf("%s: serviceAccount %q set with setServiceAccount off", r.Key(), spec.ServiceAccount)
 		}
+	case *networking.DestinationRule:
+		err = validation.DestinationRule(metaOf(r), spec)
+		if spec.Host != host || !slices.Equal(spec.ExportTo, opts.ExportTo) {
+			t.Errorf("%s: DestinationRule for %q exported to %q, want %q, %q", r.Key(), spec.Host, spec.ExportTo, host, opts.ExportTo)
+		}
+		// Subsets select by registry labels as the instances carry them.
+		for _, sub := range spec.Subsets {
+			checkLabels(t, r.Key()+" subset "+sub.Name, sub.Labels, inputKeysOf(contribs, sub.Name), opts, false)
+		}
+	case *networking.VirtualService:
+		err = validation.VirtualService(metaOf(r), spec)
+		if !slices.Equal(spec.Hosts, []string{host}) || !slices.Equal(spec.ExportTo, opts.ExportTo) {
+			t.Errorf("%s: VirtualService for %q exported to %q, want [%q], %q", r.Key(), spec.Hosts, spec.ExportTo, host, opts.ExportTo)
+		}
 	default:
 		t.Errorf("%s: unexpected spec %T", r.Key(), r.Spec)
 	}
@@ -411,6 +428,19 @@ func checkResource(t *testing.T, r *served.Resource, contribs []Contribution, op
 	if _, err := r.Entry(); err != nil {
 		t.Error(err)
 	}
+}
+
+// inputKeysOf is the label keys of the first contribution's subset name.
+func inputKeysOf(contribs []Contribution, subset string) []string {
+	var keys []string
+	if t := contribs[0].Service.Traffic; t != nil {
+		for _, s := range t.Subsets {
+			if s.Name == subset {
+				keys = append(keys, sortedKeys(s.Labels.Map())...)
+			}
+		}
+	}
+	return keys
 }
 
 // checkLabels checks one label set: valid, and each registry label allowed

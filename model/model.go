@@ -42,6 +42,9 @@ type Service struct {
 	// apply their own health policy; an instance marked Critical is never
 	// served regardless.
 	Instances []Instance
+	// Traffic is the registry's own traffic policy for the service (subsets,
+	// load balancing, routes); nil when it states none.
+	Traffic *Traffic `json:",omitempty"`
 }
 
 // Port is a service port.

@@ -103,9 +103,9 @@ func Decode(a *anypb.Any) (*Resource, error) {
 		return nil, fmt.Errorf("served: decode body of %s: %w", m.GetMetadata().GetName(), err)
 	}
 	ns, name, _ := strings.Cut(m.GetMetadata().GetName(), "/")
-	kind := KindServiceEntry
-	if m.GetBody().GetTypeUrl() == workloadEntryType {
-		kind = KindWorkloadEntry
+	kind := kindOfBody(m.GetBody().GetTypeUrl())
+	if kind == "" {
+		return nil, fmt.Errorf("served: %s: %s is not a served kind", m.GetMetadata().GetName(), m.GetBody().GetTypeUrl())
 	}
 	return &Resource{
 		Kind: kind, Namespace: ns, Name: name,

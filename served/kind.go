@@ -17,12 +17,16 @@ import (
 type Kind string
 
 const (
-	KindServiceEntry  Kind = "ServiceEntry"
-	KindWorkloadEntry Kind = "WorkloadEntry"
+	KindServiceEntry    Kind = "ServiceEntry"
+	KindWorkloadEntry   Kind = "WorkloadEntry"
+	KindDestinationRule Kind = "DestinationRule"
+	KindVirtualService  Kind = "VirtualService"
 )
 
-// Kinds lists every kind the adapter serves, in the order they are rendered.
-var Kinds = []Kind{KindServiceEntry, KindWorkloadEntry}
+// Kinds lists every kind the adapter serves, in the order they are rendered:
+// a DestinationRule after the ServiceEntry of its host, a VirtualService
+// after the DestinationRules whose subsets it names.
+var Kinds = []Kind{KindServiceEntry, KindWorkloadEntry, KindDestinationRule, KindVirtualService}
 
 // Group is the API group of every served kind.
 const Group = "networking.istio.io"
@@ -30,9 +34,8 @@ const Group = "networking.istio.io"
 // Type URLs inside the MCP envelope. istiod decodes the outer Any as an MCP
 // Resource whatever the request's type URL was, and the body by its own URL.
 const (
-	MCPResourceTypeURL  = "type.googleapis.com/istio.mcp.v1alpha1.Resource"
-	serviceEntryTypeURL = "type.googleapis.com/istio.networking.v1alpha3.ServiceEntry"
-	workloadEntryType   = "type.googleapis.com/istio.networking.v1alpha3.WorkloadEntry"
+	MCPResourceTypeURL = "type.googleapis.com/istio.mcp.v1alpha1.Resource"
+	bodyTypeURLPrefix  = "type.googleapis.com/istio.networking.v1alpha3."
 )
 
 // KindOf maps a type URL a config-source client requests to the kind served
@@ -51,9 +54,15 @@ func KindOf(typeURL string) Kind {
 	return ""
 }
 
-func (k Kind) bodyTypeURL() string {
-	if k == KindWorkloadEntry {
-		return workloadEntryType
+// bodyTypeURL is the type URL of the kind's spec inside the envelope: the
+// v1alpha3 message, which every later API version shares.
+func (k Kind) bodyTypeURL() string { return bodyTypeURLPrefix + string(k) }
+
+// kindOfBody is the kind of a spec type URL, or "" for another message.
+func kindOfBody(typeURL string) Kind {
+	k, ok := strings.CutPrefix(typeURL, bodyTypeURLPrefix)
+	if !ok || !slices.Contains(Kinds, Kind(k)) {
+		return ""
 	}
-	return serviceEntryTypeURL
+	return Kind(k)
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	mcp "istio.io/api/mcp/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
 )
 
@@ -19,7 +20,10 @@ func TestKindOf(t *testing.T) {
 		"networking.istio.io/v1alpha3/ServiceEntry":  KindServiceEntry,
 		"networking.istio.io/v1/WorkloadEntry":       KindWorkloadEntry,
 		"networking.istio.io/v1alpha3/WorkloadEntry": KindWorkloadEntry,
-		"networking.istio.io/v1/VirtualService":      "",
+		"networking.istio.io/v1/VirtualService":      KindVirtualService,
+		"networking.istio.io/v1/DestinationRule":     KindDestinationRule,
+		"networking.istio.io/v1/Gateway":             "",
+		"networking.istio.io/v1/Sidecar":             "",
 		"security.istio.io/v1/ServiceEntry":          "",
 		"":                                           "", "ServiceEntry": "",
 	} {
@@ -66,6 +70,9 @@ func TestDecodeRoundTrip(t *testing.T) {
 	}{
 		{KindServiceEntry, &networking.ServiceEntry{Hosts: []string{"web.example"}, Ports: []*networking.ServicePort{{Number: 80, Name: "http", Protocol: "HTTP"}}}},
 		{KindWorkloadEntry, &networking.WorkloadEntry{Address: "10.0.0.1", Labels: map[string]string{"app": "web"}}},
+		{KindDestinationRule, &networking.DestinationRule{Host: "web.example", Subsets: []*networking.Subset{{Name: "v1", Labels: map[string]string{"version": "v1"}}}}},
+		{KindVirtualService, &networking.VirtualService{Hosts: []string{"web.example"}, Http: []*networking.HTTPRoute{{
+			Route: []*networking.HTTPRouteDestination{{Destination: &networking.Destination{Host: "web.example", Subset: "v1"}}}}}}},
 	} {
 		r := New(c.kind, "istio-system", "web", map[string]string{"l": "1"}, map[string]string{"a": "2"}, c.spec, created)
 		e, err := r.Entry()
@@ -86,6 +93,19 @@ func TestDecodeRoundTrip(t *testing.T) {
 	}
 	if _, err := Decode(&anypb.Any{TypeUrl: MCPResourceTypeURL, Value: []byte{0xff}}); err == nil {
 		t.Error("Decode of garbage: no error")
+	}
+	// A body of a kind the adapter does not serve is an error, not a
+	// ServiceEntry.
+	gw, err := anypb.New(&networking.Gateway{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := anypb.New(&mcp.Resource{Metadata: &mcp.Metadata{Name: "ns/gw"}, Body: gw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := Decode(env); err == nil {
+		t.Errorf("Decode of a Gateway gave %s, want an error", r.Kind)
 	}
 }
 

@@ -6,6 +6,9 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // Ports pkg/config/validation/agent/validation.go.
@@ -87,4 +90,16 @@ func validateIPSubnet(subnet string) error {
 		return nil
 	}
 	return validateIPAddress(subnet)
+}
+
+// validateDuration: at least 1ms, in whole milliseconds.
+func validateDuration(pd *durationpb.Duration) error {
+	d := pd.AsDuration()
+	if d < time.Millisecond {
+		return errors.New("duration must be greater than 1ms")
+	}
+	if d%time.Millisecond != 0 {
+		return errors.New("only durations to ms precision are supported")
+	}
+	return nil
 }

@@ -367,7 +367,7 @@ func validateServiceEntrySpec(meta Meta, se *networking.ServiceEntry, endpointsC
 		}
 	}
 
-	validateExportTo(&errs, meta.Namespace, se.ExportTo)
+	validateExportTo(&errs, meta.Namespace, se.ExportTo, true)
 	return errs.join()
 }
 
@@ -452,13 +452,14 @@ func orDefault(s, def string) string {
 // ExportTo applies istiod's exportTo rules for a ServiceEntry in namespace.
 func ExportTo(namespace string, exportTo []string) error {
 	var errs errorList
-	validateExportTo(&errs, namespace, exportTo)
+	validateExportTo(&errs, namespace, exportTo, true)
 	return errs.join()
 }
 
-// validateExportTo ports validateExportTo for a ServiceEntry
-// (isServiceEntry=true, not a DestinationRule).
-func validateExportTo(errs *errorList, namespace string, exportTo []string) {
+// validateExportTo ports validateExportTo, for a ServiceEntry
+// (isServiceEntry) or a DestinationRule or VirtualService without a
+// workload selector (the adapter writes none).
+func validateExportTo(errs *errorList, namespace string, exportTo []string, isServiceEntry bool) {
 	if len(exportTo) == 0 {
 		return
 	}
@@ -480,7 +481,7 @@ func validateExportTo(errs *errorList, namespace string, exportTo []string) {
 		}
 		// "~" is allowed for ServiceEntries only: the service is then
 		// visible to nobody but its own proxies.
-		if e == "~" {
+		if isServiceEntry && e == "~" {
 			seen[key] = struct{}{}
 			continue
 		}
@@ -557,4 +558,301 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// DestinationRule reports why istiod would reject dr, or nil
+// (ValidateDestinationRule). Only the rules of the fields the adapter sets
+// are ported: host, exportTo, subsets (name, labels) and a traffic policy
+// of load balancer and TCP connect timeout. Errors about the name wrap
+// ErrInvalidResourceName.
+func DestinationRule(meta Meta, dr *networking.DestinationRule) error {
+	nameErr := ResourceName(meta.Name, meta.Namespace)
+	if err := validateMetadata(meta); err != nil {
+		return errors.Join(nameErr, err)
+	}
+	if dr == nil {
+		return errors.Join(nameErr, errors.New("spec: destination rule spec is nil"))
+	}
+	var errs errorList
+	errs.addPrefixed(fmt.Sprintf("host %q", dr.Host), validateWildcardDomain(dr.Host))
+	validateTrafficPolicy(&errs, "trafficPolicy", dr.TrafficPolicy)
+	seen := map[string]struct{}{}
+	for i, s := range dr.Subsets {
+		if s == nil {
+			errs.addf("subsets[%d]: subset may not be null", i)
+			continue
+		}
+		if _, dup := seen[s.Name]; dup {
+			errs.addf("subsets[%d] %q: duplicate subset names: %s", i, s.Name, s.Name)
+		}
+		seen[s.Name] = struct{}{}
+		field := fmt.Sprintf("subsets[%d] %q", i, s.Name)
+		errs.addPrefixed(field, validateSubsetName(s.Name))
+		errs.addPrefixed(field+" labels", validateLabels(s.Labels))
+		validateTrafficPolicy(&errs, field+" trafficPolicy", s.TrafficPolicy)
+	}
+	validateExportTo(&errs, meta.Namespace, dr.ExportTo, false)
+	return errors.Join(nameErr, errs.join())
+}
+
+// validateTrafficPolicy ports validateTrafficPolicy for the load balancer
+// and the connection pool.
+func validateTrafficPolicy(errs *errorList, field string, p *networking.TrafficPolicy) {
+	if p == nil {
+		return
+	}
+	if p.OutlierDetection == nil && p.ConnectionPool == nil && p.LoadBalancer == nil && p.Tls == nil &&
+		p.PortLevelSettings == nil && p.Tunnel == nil && p.ProxyProtocol == nil && p.RetryBudget == nil {
+		errs.addf("%s: traffic policy must have at least one field", field)
+		return
+	}
+	validateConnectionPool(errs, field+".connectionPool", p.ConnectionPool)
+	validateLoadBalancer(errs, field+".loadBalancer", p.LoadBalancer)
+}
+
+// validateConnectionPool ports validateConnectionPool for TCP settings.
+func validateConnectionPool(errs *errorList, field string, cp *networking.ConnectionPoolSettings) {
+	if cp == nil {
+		return
+	}
+	if cp.Http == nil && cp.Tcp == nil {
+		errs.addf("%s: connection pool must have at least one field", field)
+		return
+	}
+	if tcp := cp.Tcp; tcp != nil {
+		if tcp.MaxConnections < 0 {
+			errs.addf("%s.tcp.maxConnections %d: max connections must be non-negative", field, tcp.MaxConnections)
+		}
+		if tcp.ConnectTimeout != nil {
+			errs.addPrefixed(fmt.Sprintf("%s.tcp.connectTimeout %s", field, tcp.ConnectTimeout.AsDuration()), validateDuration(tcp.ConnectTimeout))
+		}
+	}
+}
+
+// validateLoadBalancer ports validateLoadBalancer for simple and
+// consistent-hash balancing.
+func validateLoadBalancer(errs *errorList, field string, lb *networking.LoadBalancerSettings) {
+	ch := lb.GetConsistentHash()
+	if ch == nil {
+		return
+	}
+	if c := ch.GetHttpCookie(); c != nil && c.GetName() == "" {
+		errs.addf("%s.consistentHash.httpCookie: name required for HttpCookie", field)
+	}
+	if ml := ch.GetMaglev(); ml != nil {
+		if ml.TableSize == 0 {
+			errs.addf("%s.consistentHash.maglev: tableSize must be set for maglev", field)
+		}
+		if ml.TableSize >= 5000011 {
+			errs.addf("%s.consistentHash.maglev.tableSize %d: tableSize must be less than 5000011 for maglev", field, ml.TableSize)
+		}
+		if !isPrime(ml.TableSize) {
+			errs.addf("%s.consistentHash.maglev.tableSize %d: tableSize must be a prime number for maglev", field, ml.TableSize)
+		}
+	}
+}
+
+// isPrime is Istio's copy of Envoy's primality test of a Maglev table size.
+func isPrime(x uint64) bool {
+	if x != 0 && x < 4 {
+		return true
+	} else if x&1 == 0 {
+		return false
+	}
+	for f := uint64(3); f*f <= x; f += 2 {
+		if x%f == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// validateSubsetName ports validateSubsetName.
+func validateSubsetName(name string) error {
+	if name == "" {
+		return errors.New("subset name cannot be empty")
+	}
+	if !isDNS1123Label(name) {
+		return fmt.Errorf("subset name is invalid: %s", name)
+	}
+	return nil
+}
+
+// VirtualService reports why istiod would reject vs, or nil
+// (ValidateVirtualService), for a VirtualService bound to the mesh (no
+// gateways) with HTTP routes only, which is what the adapter writes. Errors
+// about the name wrap ErrInvalidResourceName.
+func VirtualService(meta Meta, vs *networking.VirtualService) error {
+	nameErr := ResourceName(meta.Name, meta.Namespace)
+	if err := validateMetadata(meta); err != nil {
+		return errors.Join(nameErr, err)
+	}
+	if vs == nil {
+		return errors.Join(nameErr, errors.New("spec: virtual service spec is nil"))
+	}
+	var errs errorList
+	if len(vs.Hosts) == 0 {
+		errs.addf("hosts: a VirtualService without hosts is a delegate, which the adapter does not write")
+	}
+	// JWT claim routing is for gateways only.
+	for i, h := range vs.Http {
+		for j, m := range h.GetMatch() {
+			for _, k := range sortedKeys(m.GetHeaders()) {
+				if isRoutingClaim(k) {
+					errs.addf("http[%d].match[%d].headers[%q]: JWT claim based routing (key: %s) is only supported for gateway, found no gateways: []", i, j, k, k)
+				}
+			}
+			for _, k := range sortedKeys(m.GetWithoutHeaders()) {
+				if isRoutingClaim(k) {
+					errs.addf("http[%d].match[%d].withoutHeaders[%q]: JWT claim based routing (key: %s) is only supported for gateway, found no gateways: []", i, j, k, k)
+				}
+			}
+		}
+	}
+	allValid := true
+	for i, h := range vs.Hosts {
+		if err := validateWildcardDomain(h); err != nil {
+			if validateIPAddress(h) != nil {
+				errs.addPrefixed(fmt.Sprintf("hosts[%d] %q", i, h), err)
+				allValid = false
+			}
+		} else if h == "*" {
+			errs.addf("hosts[%d] %q: wildcard host * is not allowed for virtual services bound to the mesh gateway", i, h)
+			allValid = false
+		}
+	}
+	if allValid {
+		for i := range vs.Hosts {
+			for j := i + 1; j < len(vs.Hosts); j++ {
+				if hostsMatch(vs.Hosts[i], vs.Hosts[j]) {
+					errs.addf("hosts: duplicate hosts in virtual service: %s & %s", vs.Hosts[i], vs.Hosts[j])
+				}
+			}
+		}
+	}
+	if len(vs.Http) == 0 && len(vs.Tcp) == 0 && len(vs.Tls) == 0 {
+		errs.addf("http: http, tcp or tls must be provided in virtual service")
+	}
+	for i, h := range vs.Http {
+		if h == nil {
+			errs.addf("http[%d]: http route may not be null", i)
+			continue
+		}
+		validateHTTPRoute(&errs, fmt.Sprintf("http[%d]", i), h)
+	}
+	validateExportTo(&errs, meta.Namespace, vs.ExportTo, false)
+	return errors.Join(nameErr, errs.join())
+}
+
+// hostsMatch ports host.Name.Matches for two hosts: equal, or one a
+// wildcard whose suffix the other ends with.
+func hostsMatch(a, b string) bool {
+	aw, bw := strings.HasPrefix(a, "*"), strings.HasPrefix(b, "*")
+	switch {
+	case !aw && !bw:
+		return a == b
+	case aw && !bw:
+		return strings.HasSuffix(b, a[1:])
+	case !aw && bw:
+		return strings.HasSuffix(a, b[1:])
+	}
+	if len(a) > len(b) {
+		return strings.HasSuffix(a[1:], b[1:])
+	}
+	return strings.HasSuffix(b[1:], a[1:])
+}
+
+// Header names and values: pkg/config/validation/validation.go's header
+// checks, and pkg/jwt/routing.go's claim syntax.
+
+// tchars are RFC 7230's token characters, the valid header name bytes.
+const tchars = "!#$%&'*+-.^_`|~"
+
+func isHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !IsAlnum(c) && !strings.ContainsRune(tchars, rune(c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// pseudoHeaders are the HTTP/2 pseudo-headers a match may name.
+var pseudoHeaders = []string{":method", ":scheme", ":authority", ":path", ":status"}
+
+// isRoutingClaim ports jwt.ToRoutingClaim(name).Match.
+func isRoutingClaim(name string) bool {
+	const claim = "@request.auth.claims"
+	if !strings.HasPrefix(strings.ToLower(name), claim) {
+		return false
+	}
+	n := name[len(claim):]
+	return strings.HasPrefix(n, ".") && len(n) > 1 || strings.HasPrefix(n, "[") && strings.HasSuffix(n, "]") && len(n) > 2
+}
+
+// validateHeaderNameOrJwtClaimRoute ports ValidateHTTPHeaderNameOrJwtClaimRoute.
+func validateHeaderNameOrJwtClaimRoute(name string) error {
+	switch {
+	case name == "":
+		return errors.New("header name cannot be empty")
+	case isRoutingClaim(name), slices.Contains(pseudoHeaders, name):
+		return nil
+	case !isHeaderName(name):
+		return fmt.Errorf("header name %s is not a valid header name", name)
+	}
+	return nil
+}
+
+// isInternalHeader and isAuthorityHeader port their namesakes.
+func isInternalHeader(k string) bool {
+	return strings.HasPrefix(k, ":") || strings.EqualFold(k, "host")
+}
+
+func isAuthorityHeader(k string) bool {
+	return strings.EqualFold(k, ":authority") || strings.EqualFold(k, "host")
+}
+
+// validateHeaderWithAuthorityOperationName ports
+// ValidateHTTPHeaderWithAuthorityOperationName (request add and set).
+func validateHeaderWithAuthorityOperationName(name string) error {
+	if name == "" {
+		return errors.New("header name cannot be empty")
+	}
+	if isInternalHeader(name) && !isAuthorityHeader(name) {
+		return fmt.Errorf(`invalid header %q: header cannot have ":" prefix`, name)
+	}
+	return nil
+}
+
+// validateHeaderOperationName ports ValidateHTTPHeaderOperationName
+// (request remove, every response operation).
+func validateHeaderOperationName(name string) error {
+	if name == "" {
+		return errors.New("header name cannot be empty")
+	}
+	if strings.EqualFold(name, "host") {
+		return fmt.Errorf(`invalid header %q: cannot set Host header`, name)
+	}
+	if isInternalHeader(name) {
+		return fmt.Errorf(`invalid header %q: header cannot have ":" prefix`, name)
+	}
+	return nil
+}
+
+// validateHeaderValueConfig ports ValidateHTTPHeaderValue: no control
+// characters but tab, and Envoy's %VARIABLE% syntax well formed.
+func validateHeaderValueConfig(value string) error {
+	for i := 0; i < len(value); i++ {
+		if c := value[i]; c <= 0x08 || c >= 0x0a && c <= 0x1f || c == 0x7f {
+			return fmt.Errorf("header value configuration %s is invalid", value)
+		}
+	}
+	if err := validateHeaderValue(value); err != nil {
+		return fmt.Errorf("header value configuration: %w", err)
+	}
+	return nil
 }

@@ -104,6 +104,39 @@ type Config struct {
 	// meta key that overrides it per node.
 	Network        string `yaml:"network"`
 	NetworkMetaKey string `yaml:"networkMetaKey"`
+
+	// ConfigEntries chooses which of Consul's config entries (its own
+	// traffic configuration) the source reads.
+	ConfigEntries ConfigEntriesConfig `yaml:"configEntries"`
+}
+
+// ConfigEntriesConfig chooses the config entries the source reads (README,
+// "Config entries").
+type ConfigEntriesConfig struct {
+	// Protocol reads service-defaults and proxy-defaults for the protocol
+	// of ports whose meta and tags name none. Default on.
+	Protocol *bool `yaml:"protocol"`
+	// TrafficPolicy reads service-resolver, service-splitter and
+	// service-router and states them as each service's traffic policy,
+	// which the adapter serves as DestinationRules and VirtualServices.
+	// Default off: Istio does not merge two VirtualServices for one host,
+	// and a mesh may already have its own.
+	TrafficPolicy bool `yaml:"trafficPolicy"`
+}
+
+// readsProtocol reports whether service-defaults and proxy-defaults are read.
+func (c ConfigEntriesConfig) readsProtocol() bool { return c.Protocol == nil || *c.Protocol }
+
+// kinds lists the config entry kinds the source watches.
+func (c ConfigEntriesConfig) kinds() []string {
+	var out []string
+	if c.readsProtocol() {
+		out = append(out, kindServiceDefaults, kindProxyDefaults)
+	}
+	if c.TrafficPolicy {
+		out = append(out, kindResolver, kindSplitter, kindRouter)
+	}
+	return out
 }
 
 // TLSConfig is TLS toward Consul.

@@ -79,6 +79,13 @@ type loop struct {
 	warned       map[string]string // scope -> host it lost a collision for (logged once)
 	// rotating records that watches outnumber request slots (logged on change).
 	rotating bool
+
+	// config is what the config entries say (nil: none are read); mapped,
+	// per scope, what of a service's mapping they may still change; dc, the
+	// datacenter Consul reports, for the hosts of services routes go to.
+	config *configState
+	mapped map[string]mapped
+	dc     string
 }
 
 func (l *loop) run(ctx context.Context) {
@@ -107,7 +114,7 @@ func (l *loop) ready() bool {
 	if l.initialSent {
 		return len(l.pending) > 0
 	}
-	if !l.listed[""] || l.unanswered > 0 {
+	if !l.listed[""] || l.unanswered > 0 || !l.config.ready() {
 		return false
 	}
 	for _, p := range l.s.cfg.Peers {
@@ -323,6 +330,7 @@ func (l *loop) stopWatch(key watchKey) {
 	delete(l.warned, w.scope)
 	l.recovered(id)
 	l.s.log.Debug("service deregistered", zap.String("service", w.scope))
+	delete(l.mapped, w.scope)
 	l.setDesired(w.scope, nil)
 }
 
@@ -358,7 +366,18 @@ func (ev healthEvent) apply(_ context.Context, l *loop) {
 		l.s.metrics.invalid.WithLabelValues(is.reason).Inc()
 		log.Warn("invalid Consul data: "+is.message, zap.String("reason", is.reason))
 	}
+	if ev.res.dc != "" && l.dc == "" {
+		l.dc = ev.res.dc
+		if l.config != nil && l.s.cfg.ConfigEntries.TrafficPolicy && l.config.ready() {
+			// Hosts of other datacenters' services are told apart by it.
+			l.compileTraffic()
+			defer l.reconcileAll()
+		}
+	}
 	svc := ev.res.svc
+	if svc != nil {
+		l.mapped[w.scope] = mapped{defaulted: ev.res.defaulted, tags: ev.res.tags}
+	}
 	if ev.res.invalid {
 		log.Warn("service skipped: it cannot be mapped")
 	} else if svc == nil {
@@ -434,7 +453,7 @@ func (l *loop) reconcile(scope string) {
 	if svc := l.desired[scope]; svc != nil {
 		owner := slices.Min(slices.Collect(maps.Keys(l.claims[svc.Host])))
 		if owner == scope {
-			g.Services = []model.Service{*svc}
+			g.Services = []model.Service{l.decorate(scope, *svc)}
 			delete(l.warned, scope)
 		} else if l.warned[scope] != svc.Host {
 			l.warned[scope] = svc.Host

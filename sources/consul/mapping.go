@@ -51,6 +51,7 @@ type mapper struct {
 	networkKey       string
 	includeWarning   bool
 	includeK8sSynced bool
+	keepPlainTags    bool
 	requiredTags     []string
 	datacenter       string
 	namespace        string
@@ -83,6 +84,7 @@ func newMapper(c *Config) (*mapper, error) {
 		networkKey:       c.NetworkMetaKey,
 		includeWarning:   c.IncludeWarning,
 		includeK8sSynced: c.IncludeKubernetesSynced,
+		keepPlainTags:    c.ConfigEntries.TrafficPolicy,
 		requiredTags:     c.RequiredTags,
 		datacenter:       c.Datacenter,
 		namespace:        c.Namespace,
@@ -183,6 +185,12 @@ type mapResult struct {
 	issues  []issue
 	// dc is the datacenter seen on the entries, if any.
 	dc string
+	// defaulted are the service ports whose protocol no meta or tag
+	// states, which config entries may still give one.
+	defaulted []uint32
+	// tags are the plain tags of each served instance, by id (only when
+	// the mapper keeps them, for subsets that select by them).
+	tags map[string][]string
 }
 
 // instanceHealth aggregates the node and service checks of one entry.
@@ -578,6 +586,8 @@ func (m *mapper) mapService(name, peer string, entries []*api.ServiceEntry) mapR
 			} else {
 				problem("protocol", "unknown protocol %q on port %d; using %s", raw, num, m.defaultProtocol)
 			}
+		} else {
+			r.defaulted = append(r.defaulted, num)
 		}
 		ports = append(ports, model.Port{Number: num, Protocol: proto, Name: portName(pname)})
 	}
@@ -617,6 +627,14 @@ func (m *mapper) mapService(name, peer string, entries []*api.ServiceEntry) mapR
 		}
 		inst.Ports = model.TargetPortsFromMap(targets)
 		svc.Instances = append(svc.Instances, inst)
+		if m.keepPlainTags {
+			if t := plainTags(c.e.Service.Tags); len(t) > 0 {
+				if r.tags == nil {
+					r.tags = map[string][]string{}
+				}
+				r.tags[c.id] = t
+			}
+		}
 	}
 	if len(svc.Instances) == 0 {
 		svc.Instances = nil
@@ -624,6 +642,19 @@ func (m *mapper) mapService(name, peer string, entries []*api.ServiceEntry) mapR
 	slices.SortFunc(svc.Instances, func(a, b model.Instance) int { return strings.Compare(a.ID, b.ID) })
 	r.svc = svc
 	return r
+}
+
+// plainTags are the tags that are not key=value (nor key|value), sorted,
+// each once.
+func plainTags(tags []string) []string {
+	var out []string
+	for _, t := range tags {
+		if _, _, kv := splitTag(t); !kv && t != "" {
+			out = append(out, t)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // consulVirtual is the tagged address in which Consul gives a service its

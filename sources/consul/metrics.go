@@ -18,6 +18,7 @@ type metrics struct {
 	indexResets   *prometheus.CounterVec
 	aclFiltered   *prometheus.CounterVec
 	invalid       *prometheus.CounterVec
+	notCarried    *prometheus.GaugeVec
 	collectorList []prometheus.Collector
 }
 
@@ -26,7 +27,7 @@ func newMetrics(source string) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name:        "registry_adapter_consul_requests_total",
-			Help:        "Requests to Consul by endpoint (catalog, health, peering) and result (ok, or an error kind).",
+			Help:        "Requests to Consul by endpoint (catalog, health, checks, config, peering, login) and result (ok, or an error kind).",
 			ConstLabels: cl,
 		}, []string{"endpoint", "result"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -77,8 +78,14 @@ func newMetrics(source string) *metrics {
 			Help:        "Instances or services skipped, or values replaced, because Consul's data was invalid, by reason.",
 			ConstLabels: cl,
 		}, []string{"reason"}),
+		notCarried: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "registry_adapter_consul_config_entry_not_carried",
+			Help: "1 for each part of a Consul config entry that Istio cannot state, while it lasts: by kind, service, " +
+				"field and result (rejected: the entry is not carried; ignored: only the field is left out).",
+			ConstLabels: cl,
+		}, []string{"kind", "service", "field", "result"}),
 	}
-	m.collectorList = []prometheus.Collector{m.requests, m.inflight, m.http2, m.connections, m.feedChanges, m.watches, m.slotsShort, m.indexResets, m.aclFiltered, m.invalid}
+	m.collectorList = []prometheus.Collector{m.requests, m.inflight, m.http2, m.connections, m.feedChanges, m.watches, m.slotsShort, m.indexResets, m.aclFiltered, m.invalid, m.notCarried}
 	return m
 }
 

@@ -20,6 +20,11 @@ const (
 	// classFeed is a long-lived blocking query that tells which services
 	// changed (the catalog's service list, the checks).
 	classFeed
+	// classConfig is the blocking query on one kind of config entry. It
+	// shares the feeds' own slots (sized for it) when the slots are split,
+	// and otherwise takes turns with the per-service watches, so that a
+	// small pool is never held by long queries that all block at once.
+	classConfig
 )
 
 // feedQueries is the number of classFeed queries at most (the catalog's
@@ -54,28 +59,31 @@ type slots struct {
 	flips chan struct{} // buffered 1: the loop re-checks its rotation
 }
 
-func newSlots(maxQueries, maxStreams int, m *metrics) *slots {
+// newSlots splits maxQueries and maxStreams; configWatches is the number of
+// config entry kinds watched, each a long blocking query besides the feeds.
+func newSlots(maxQueries, maxStreams, configWatches int, m *metrics) *slots {
 	s := &slots{
 		inflight:   m.inflight,
 		http2Gauge: m.http2,
 		flip:       make(chan struct{}),
 		flips:      make(chan struct{}, 1),
 	}
-	s.split, s.blocking, s.reads, s.fed = splitSlots(maxQueries)
-	s.streamSplit, s.streams, s.streamReads, s.streamFed = splitSlots(maxStreams)
+	s.split, s.blocking, s.reads, s.fed = splitSlots(maxQueries, feedQueries+configWatches)
+	s.streamSplit, s.streams, s.streamReads, s.streamFed = splitSlots(maxStreams, feedQueries+configWatches)
 	return s
 }
 
-// splitSlots divides n slots: the feeds get their own two, non-blocking reads
-// a few (n/10, at most 8), and the per-service blocking queries the rest.
-// Below 12 there is no split: one pool for all, and no feeds.
-func splitSlots(n int) (split bool, blocking, reads, fed chan struct{}) {
-	if n < 12 {
+// splitSlots divides n slots: the feeds (and config entry watches) get their
+// own, non-blocking reads a few (n/10, at most 8), and the per-service
+// blocking queries the rest. Below 12, or when that would leave fewer than
+// two blocking queries, there is no split: one pool for all, and no feeds.
+func splitSlots(n, feeds int) (split bool, blocking, reads, fed chan struct{}) {
+	r := min(8, n/10)
+	if n < 12 || n-feeds-r < 2 {
 		blocking = make(chan struct{}, n)
 		return false, blocking, blocking, blocking
 	}
-	r := min(8, n/10)
-	return true, make(chan struct{}, n-feedQueries-r), make(chan struct{}, r), make(chan struct{}, feedQueries)
+	return true, make(chan struct{}, n-feeds-r), make(chan struct{}, r), make(chan struct{}, feeds)
 }
 
 // http2 reports whether Consul last answered over HTTP/2.
@@ -142,7 +150,7 @@ func (s *slots) pool(c class) (sem, spare chan struct{}, flip <-chan struct{}) {
 		switch c {
 		case classRead:
 			return s.streamReads, s.streams, s.flip
-		case classFeed:
+		case classFeed, classConfig:
 			return s.streamFed, nil, s.flip
 		}
 		return s.streams, nil, s.flip
@@ -152,7 +160,7 @@ func (s *slots) pool(c class) (sem, spare chan struct{}, flip <-chan struct{}) {
 		// A read also takes a free blocking-query slot (at start, every
 		// watch reads once), but never waits behind blocking queries.
 		return s.reads, s.blocking, s.flip
-	case classFeed:
+	case classFeed, classConfig:
 		return s.fed, nil, s.flip
 	}
 	return s.blocking, nil, s.flip

@@ -110,7 +110,7 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 	}
 
 	m := newMetrics(opts.Name)
-	sl := newSlots(cfg.MaxConcurrentQueries, cfg.MaxStreams, m)
+	sl := newSlots(cfg.MaxConcurrentQueries, cfg.MaxStreams, len(cfg.ConfigEntries.kinds()), m)
 	tr, err := newTransport(ac, sl, m, log)
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", tokens.redactErr(err))
@@ -183,6 +183,10 @@ func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
 		failing:     map[string]bool{},
 		filtered:    map[string]bool{},
 		warned:      map[string]string{},
+		mapped:      map[string]mapped{},
+	}
+	if kinds := s.cfg.ConfigEntries.kinds(); len(kinds) > 0 {
+		l.config = newConfigState(kinds)
 	}
 	if s.cfg.Login != nil {
 		tok, err := s.firstLogin(ctx)
@@ -195,6 +199,9 @@ func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
 		wg.Go(func() { loggedIn = s.keepLoggedIn(ctx, tok) })
 	}
 	wg.Go(func() { s.watchCatalog(ctx, l.events) })
+	for _, kind := range s.cfg.ConfigEntries.kinds() {
+		wg.Go(func() { s.watchConfig(ctx, kind, l.events) })
+	}
 	for _, p := range s.cfg.Peers {
 		wg.Go(func() { s.watchPeer(ctx, p, l.events) })
 	}

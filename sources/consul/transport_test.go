@@ -216,22 +216,28 @@ func TestConnLimitQuickAnswers(t *testing.T) {
 }
 
 // The slots split the same way over either protocol: from 12, two for the
-// feeds, a tenth (at most 8) for reads, the rest for blocking queries; below
-// 12 one pool and no feeds. Which split applies follows the protocol Consul
-// last answered with.
+// feeds and one per config entry kind watched, a tenth (at most 8) for
+// reads, the rest for blocking queries; below 12 (or with fewer than two
+// blocking queries left) one pool and no feeds. Which split applies follows
+// the protocol Consul last answered with.
 func TestSlotsSplit(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		queries, streams int
+		config           int  // config entry kinds watched
 		h1, h2           int  // blocking capacity per protocol
 		feeds1, feeds2   bool // feeds possible per protocol
 	}{
-		{100, 20000, 90, 19990, true, true},
-		{12, 12, 9, 9, true, true},
-		{11, 5, 11, 5, false, false},
-		{100, 5, 90, 5, true, false},
+		{100, 20000, 0, 90, 19990, true, true},
+		{12, 12, 0, 9, 9, true, true},
+		{11, 5, 0, 11, 5, false, false},
+		{100, 5, 0, 90, 5, true, false},
+		{100, 20000, 2, 88, 19988, true, true},
+		{100, 20000, 5, 85, 19985, true, true},
+		{12, 12, 5, 4, 4, true, true},
+		{12, 12, 8, 12, 12, false, false},
 	} {
-		s := newSlots(tc.queries, tc.streams, newMetrics("t"))
+		s := newSlots(tc.queries, tc.streams, tc.config, newMetrics("t"))
 		if got := s.http1Capacity(); got != tc.queries {
 			t.Errorf("%d queries: HTTP/1.1 capacity (connections) %d", tc.queries, got)
 		}

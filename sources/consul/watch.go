@@ -97,8 +97,10 @@ func (s *Source) waitTime(c class) time.Duration {
 	w := s.cfg.Wait
 	slots := int64(s.slots.blockingCapacity())
 	// A feed blocks for the full wait: it returns when anything changes, and
-	// the checks feed's answer is large.
-	if n := s.watched.Load() + 1; n > slots && c == classBlocking {
+	// the checks feed's answer is large. A config entry watch does too while
+	// it has a slot of its own; in one shared pool it takes turns.
+	turns := c == classBlocking || c == classConfig && !s.slots.feedsPossible()
+	if n := s.watched.Load() + 1; n > slots && turns {
 		w = max(time.Duration(int64(w)*slots/n), time.Second)
 	}
 	if j := s.cfg.WaitJitter; j > 0 {
