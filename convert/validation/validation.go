@@ -848,7 +848,15 @@ func validateHeaderOperationName(name string) error {
 func validateHeaderValueConfig(value string) error {
 	for i := 0; i < len(value); i++ {
 		if c := value[i]; c <= 0x08 || c >= 0x0a && c <= 0x1f || c == 0x7f {
-			return fmt.Errorf("header value configuration %s is invalid", value)
+			// Istio's message, with the control characters shown as spaces
+			// (a message is one line), then the value quoted.
+			shown := strings.Map(func(r rune) rune {
+				if r < 0x20 && r != '\t' || r == 0x7f {
+					return ' '
+				}
+				return r
+			}, value)
+			return fmt.Errorf("header value configuration %s is invalid (%q)", shown, value)
 		}
 	}
 	if err := validateHeaderValue(value); err != nil {

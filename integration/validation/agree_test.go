@@ -63,6 +63,14 @@ func istioValidate(meta validation.Meta, spec proto.Message) error {
 		cfg.GroupVersionKind = gvk.WorkloadEntry
 		_, err := collections.WorkloadEntry.ValidateConfig(cfg)
 		return err
+	case *networking.DestinationRule:
+		cfg.GroupVersionKind = gvk.DestinationRule
+		_, err := collections.DestinationRule.ValidateConfig(cfg)
+		return err
+	case *networking.VirtualService:
+		cfg.GroupVersionKind = gvk.VirtualService
+		_, err := collections.VirtualService.ValidateConfig(cfg)
+		return err
 	}
 	panic(fmt.Sprintf("unexpected spec %T", spec))
 }
@@ -75,6 +83,10 @@ func convertValidate(meta validation.Meta, spec proto.Message) error {
 		err = validation.ServiceEntry(meta, s)
 	case *networking.WorkloadEntry:
 		err = validation.WorkloadEntry(meta, s)
+	case *networking.DestinationRule:
+		err = validation.DestinationRule(meta, s)
+	case *networking.VirtualService:
+		err = validation.VirtualService(meta, s)
 	default:
 		panic(fmt.Sprintf("unexpected spec %T", spec))
 	}
@@ -349,6 +361,10 @@ func decodeDoc(t *testing.T, file string, doc []byte) (validation.Meta, proto.Me
 		spec = &networking.ServiceEntry{}
 	case string(served.KindWorkloadEntry):
 		spec = &networking.WorkloadEntry{}
+	case string(served.KindDestinationRule):
+		spec = &networking.DestinationRule{}
+	case string(served.KindVirtualService):
+		spec = &networking.VirtualService{}
 	default:
 		t.Fatalf("%s: unexpected kind %q", file, obj.Kind)
 	}

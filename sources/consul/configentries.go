@@ -142,6 +142,14 @@ func (ev configEvent) apply(_ context.Context, l *loop) {
 		return
 	}
 	c.entries[ev.kind] = ev.entries
+	for _, name := range slices.Sorted(maps.Keys(ev.entries)) {
+		if p := protocolStated(ev.entries[name]); p != "" {
+			if _, ok := model.ParseProtocol(p); !ok {
+				l.s.metrics.invalid.WithLabelValues("protocol").Inc()
+				log.Warn("unknown protocol in a Consul config entry; ignored", zap.String("kind", ev.kind), zap.String("name", name), zap.String("protocol", p))
+			}
+		}
+	}
 	if !c.ready() {
 		return // the initial state waits for every kind
 	}
@@ -207,6 +215,19 @@ func (l *loop) decorate(scope string, svc model.Service) model.Service {
 	return svc
 }
 
+// protocolStated is the protocol a service-defaults or proxy-defaults
+// entry states, or "".
+func protocolStated(e api.ConfigEntry) string {
+	switch e := e.(type) {
+	case *api.ServiceConfigEntry:
+		return e.Protocol
+	case *api.ProxyConfigEntry:
+		v, _ := e.Config["protocol"].(string)
+		return v
+	}
+	return ""
+}
+
 // protocolOf is the protocol Consul's config entries give the service:
 // service-defaults' Protocol, else proxy-defaults' config.protocol.
 func (l *loop) protocolOf(name string) (model.Protocol, bool) {
@@ -214,16 +235,12 @@ func (l *loop) protocolOf(name string) (model.Protocol, bool) {
 		return "", false
 	}
 	c := l.config
-	if e, ok := c.entries[kindServiceDefaults][name].(*api.ServiceConfigEntry); ok && e.Protocol != "" {
-		if p, ok := model.ParseProtocol(e.Protocol); ok {
-			return p, true
+	for _, e := range []api.ConfigEntry{c.entries[kindServiceDefaults][name], c.entries[kindProxyDefaults][api.ProxyConfigGlobal]} {
+		if e == nil {
+			continue
 		}
-	}
-	if e, ok := c.entries[kindProxyDefaults][api.ProxyConfigGlobal].(*api.ProxyConfigEntry); ok {
-		if v, _ := e.Config["protocol"].(string); v != "" {
-			if p, ok := model.ParseProtocol(v); ok {
-				return p, true
-			}
+		if p, ok := model.ParseProtocol(protocolStated(e)); ok {
+			return p, true
 		}
 	}
 	return "", false
