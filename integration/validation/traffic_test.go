@@ -34,8 +34,8 @@ func trafficCorpus() map[string]*model.Traffic {
 	return map[string]*model.Traffic{
 		"split": {Subsets: []model.Subset{{Name: "v1", Labels: model.MakeLabels("version", "v1")}, {Name: "v2", Labels: model.MakeLabels("version", "v2")}},
 			Routes: []model.Route{route(nil, to("web.service.consul", "v1", 9000), to("web.service.consul", "v2", 1000))}},
-		"hashes": {LoadBalancer: &model.LoadBalancer{Policy: model.LBMaglev, Hash: &model.HashKey{Kind: model.HashCookie, Name: ""}}},
-		"ring":   {LoadBalancer: &model.LoadBalancer{Policy: model.LBRingHash, MinRingSize: 1 << 20, Hash: &model.HashKey{Kind: model.HashQuery, Name: "user"}}, ConnectTimeout: 1500 * time.Microsecond},
+		"hashes":       {LoadBalancer: &model.LoadBalancer{Policy: model.LBMaglev, Hash: &model.HashKey{Kind: model.HashCookie, Name: ""}}},
+		"ring":         {LoadBalancer: &model.LoadBalancer{Policy: model.LBRingHash, MinRingSize: 1 << 20, Hash: &model.HashKey{Kind: model.HashQuery, Name: "user"}}, ConnectTimeout: 1500 * time.Microsecond},
 		"subset-names": {Subsets: []model.Subset{{Name: "V1"}, {Name: "has_underscore"}, {Name: ""}, {Name: strings.Repeat("s", 64)}, {Name: "ok"}, {Name: "ok"}}},
 		"subset-labels": {Subsets: []model.Subset{{Name: "a", Labels: model.MakeLabels("Bad Key", "x")}, {Name: "b", Labels: model.MakeLabels("k", "bad value!")},
 			{Name: "c", Labels: model.MakeLabels("k", strings.Repeat("v", 70))}}},
