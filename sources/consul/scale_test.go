@@ -55,8 +55,9 @@ func TestConsulHTTP2(t *testing.T) {
 	if got := h.counter(h.src.metrics.http2); got != 1 {
 		t.Fatalf("http2 gauge = %v: Consul's HTTPS listener did not answer over HTTP/2", got)
 	}
-	// Every watch and the catalog hold a blocking query at once.
-	h.waitGauge("a blocking query per service", h.src.metrics.inflight, n+1)
+	// Every watch, the catalog and the config entry watches hold a blocking
+	// query at once.
+	h.waitGauge("a blocking query per service", h.src.metrics.inflight, float64(n+1+len(cfg.ConfigEntries.kinds())))
 	if got := h.counter(h.src.metrics.slotsShort); got != 0 {
 		t.Errorf("watches without a slot = %v", got)
 	}

@@ -458,11 +458,12 @@ func TestConsulIndexReset(t *testing.T) {
 		t.Fatalf("initial %s", h.state)
 	}
 
-	// Restore while the catalog and both health queries block: Consul wakes
-	// them with their old index (the state store was abandoned); the re-read
-	// shows the index went backwards. (A query that starts after a restore
-	// blocks until its wait expires: detection then takes up to one wait.)
-	h.waitGauge("3 queries in flight", h.src.metrics.inflight, 3)
+	// Restore while the catalog, both health queries and the config entry
+	// watches block: Consul wakes them with their old index (the state store
+	// was abandoned); the re-read shows the index went backwards. (A query
+	// that starts after a restore blocks until its wait expires: detection
+	// then takes up to one wait.)
+	h.waitGauge("3 queries in flight, and the config entry watches", h.src.metrics.inflight, float64(3+len(cfg.ConfigEntries.kinds())))
 	must(t, c.Snapshot().Restore(nil, bytes.NewReader(saved)))
 	h.waitFor("rs-gone removed after the restore", func(v view) bool { _, ok := v["rs-gone"]; return !ok && len(v) == 1 })
 	if got := h.counter(h.src.metrics.indexResets.WithLabelValues("catalog")); got < 1 {
