@@ -200,10 +200,12 @@ func httpRoute(r model.Route) *networking.HTTPRoute {
 	return h
 }
 
-// reducedWeights divides the weights by their greatest common divisor, so
-// that a 90/10 split reads 90/10 whatever the registry's unit.
+// reducedWeights divides the weights by their common divisor up to 100, so
+// that a split stated in hundredths of a percent (Consul's 90.00/10.00)
+// reads as percent (90/10), and one that is not (33.33/66.67) keeps its
+// precision.
 func reducedWeights(ds []model.WeightedDestination) []int32 {
-	var g uint32
+	g := uint32(100)
 	for _, d := range ds {
 		g = gcd(g, d.Weight)
 	}

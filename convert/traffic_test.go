@@ -129,9 +129,16 @@ func TestTrafficTranslation(t *testing.T) {
 	if r := vs.Http[0].Retries; r.GetAttempts() != 3 || r.GetRetryOn() != "connect-failure,5xx,503" {
 		t.Errorf("retries %v", r)
 	}
-	// Weights are reduced, and a single destination carries none.
-	if w := []int32{vs.Http[1].Route[0].Weight, vs.Http[1].Route[1].Weight}; !slices.Equal(w, []int32{1, 9}) {
-		t.Errorf("weights %v, want [1 9]", w)
+	// Weights in hundredths of a percent read as percent, and a single
+	// destination carries none.
+	if w := []int32{vs.Http[1].Route[0].Weight, vs.Http[1].Route[1].Weight}; !slices.Equal(w, []int32{10, 90}) {
+		t.Errorf("weights %v, want [10 90]", w)
+	}
+	if w := reducedWeights([]model.WeightedDestination{{Weight: 3333}, {Weight: 6667}}); !slices.Equal(w, []int32{3333, 6667}) {
+		t.Errorf("weights %v, want their precision kept", w)
+	}
+	if w := reducedWeights([]model.WeightedDestination{{Weight: 3}, {Weight: 1}}); !slices.Equal(w, []int32{3, 1}) {
+		t.Errorf("weights %v, want [3 1]", w)
 	}
 	if vs.Http[2].Route[0].Weight != 0 || vs.Http[2].Match != nil {
 		t.Errorf("default route %v", prototext.Format(vs.Http[2]))

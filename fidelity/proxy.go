@@ -13,6 +13,8 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
@@ -29,6 +31,7 @@ const (
 	TypeCluster   = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 	TypeEndpoint  = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 	TypeListener  = "type.googleapis.com/envoy.config.listener.v3.Listener"
+	TypeRoute     = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 	TypeNameTable = "type.googleapis.com/istio.networking.nds.v1.NameTable"
 )
 
@@ -97,8 +100,9 @@ type EDSEvent struct {
 }
 
 // Proxy is a sidecar's ADS stream to istiod, held open. It subscribes to
-// clusters, listeners and the name table, and to the endpoints of every EDS
-// cluster istiod gives it, and acknowledges every reply as Envoy does. It
+// clusters, listeners and the name table, to the endpoints of every EDS
+// cluster and the HTTP route tables (RDS) of every listener istiod gives
+// it, and acknowledges every reply as Envoy does. It
 // does not reconnect: a broken stream is reported by Err, because a watcher
 // must know that it missed events.
 type Proxy struct {
@@ -115,6 +119,9 @@ type Proxy struct {
 	edsPending bool     // the EDS subscription changed and istiod has not answered since
 	endpoints  map[string]*endpoint.ClusterLoadAssignment
 	listeners  map[string]*listener.Listener
+	rdsNames   []string // the route tables subscribed to, sorted
+	rdsPending bool
+	routes     map[string]*route.RouteConfiguration
 	names      map[string][]string
 	answered   map[string]bool
 	replies    map[string]int
@@ -153,7 +160,7 @@ func DialProxy(cfg ProxyConfig) (*Proxy, error) {
 	p := &Proxy{
 		cfg: cfg, conn: conn, cancel: cancel, done: make(chan struct{}), changed: make(chan struct{}),
 		clusters: map[string]*cluster.Cluster{}, endpoints: map[string]*endpoint.ClusterLoadAssignment{},
-		listeners: map[string]*listener.Listener{}, names: map[string][]string{},
+		listeners: map[string]*listener.Listener{}, names: map[string][]string{}, routes: map[string]*route.RouteConfiguration{},
 		answered: map[string]bool{}, replies: map[string]int{},
 	}
 	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
@@ -198,18 +205,23 @@ func (p *Proxy) run(stream discovery.AggregatedDiscoveryService_StreamAggregated
 			ack.ErrorDetail = status.New(codes.InvalidArgument, err.Error()).Proto()
 			p.fail(err)
 		}
-		if resp.TypeUrl == TypeEndpoint {
+		switch resp.TypeUrl {
+		case TypeEndpoint:
 			p.mu.Lock()
 			ack.ResourceNames = p.edsNames
+			p.mu.Unlock()
+		case TypeRoute:
+			p.mu.Lock()
+			ack.ResourceNames = p.rdsNames
 			p.mu.Unlock()
 		}
 		if err := stream.Send(ack); err != nil {
 			p.fail(fmt.Errorf("fidelity: ack %s: %w", resp.TypeUrl, err))
 			return
 		}
-		if subscribe != nil {
-			if err := stream.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: TypeEndpoint, ResourceNames: subscribe}); err != nil {
-				p.fail(fmt.Errorf("fidelity: subscribe to endpoints: %w", err))
+		if subscribe.names != nil {
+			if err := stream.Send(&discovery.DiscoveryRequest{Node: node, TypeUrl: subscribe.typ, ResourceNames: subscribe.names}); err != nil {
+				p.fail(fmt.Errorf("fidelity: subscribe to %s: %w", subscribe.typ, err))
 				return
 			}
 		}
@@ -226,9 +238,17 @@ func (p *Proxy) fail(err error) {
 	p.changed = make(chan struct{})
 }
 
+// subscription is a changed set of resource names to ask for, of a type a
+// sidecar asks for by name (EDS, RDS); names is nil for no change.
+type subscription struct {
+	typ   string
+	names []string
+}
+
 // apply takes one reply into the view. It returns the new EDS subscription
-// when the clusters changed which endpoints a sidecar must ask for.
-func (p *Proxy) apply(resp *discovery.DiscoveryResponse, at time.Time) ([]string, error) {
+// when the clusters changed which endpoints a sidecar must ask for, and the
+// new RDS subscription when the listeners changed which route tables.
+func (p *Proxy) apply(resp *discovery.DiscoveryResponse, at time.Time) (subscription, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	defer func() {
@@ -244,7 +264,7 @@ func (p *Proxy) apply(resp *discovery.DiscoveryResponse, at time.Time) ([]string
 		for _, r := range resp.Resources {
 			c := &cluster.Cluster{}
 			if err := r.UnmarshalTo(c); err != nil {
-				return nil, fmt.Errorf("fidelity: decode cluster: %w", err)
+				return subscription{}, fmt.Errorf("fidelity: decode cluster: %w", err)
 			}
 			clusters[c.Name] = c
 			if c.GetType() == cluster.Cluster_EDS {
@@ -254,7 +274,7 @@ func (p *Proxy) apply(resp *discovery.DiscoveryResponse, at time.Time) ([]string
 		p.clusters = clusters
 		slices.Sort(eds)
 		if slices.Equal(eds, p.edsNames) {
-			return nil, nil
+			return subscription{}, nil
 		}
 		for name := range p.endpoints {
 			if _, ok := slices.BinarySearch(eds, name); !ok {
@@ -266,7 +286,7 @@ func (p *Proxy) apply(resp *discovery.DiscoveryResponse, at time.Time) ([]string
 		if eds == nil {
 			eds = []string{} // nil would be a wildcard subscription
 		}
-		return eds, nil
+		return subscription{TypeEndpoint, eds}, nil
 	case TypeEndpoint:
 		p.edsPending = false
 		// istiod may send only the assignments that changed (allowed for
@@ -274,7 +294,7 @@ func (p *Proxy) apply(resp *discovery.DiscoveryResponse, at time.Time) ([]string
 		for _, r := range resp.Resources {
 			cla := &endpoint.ClusterLoadAssignment{}
 			if err := r.UnmarshalTo(cla); err != nil {
-				return nil, fmt.Errorf("fidelity: decode endpoints: %w", err)
+				return subscription{}, fmt.Errorf("fidelity: decode endpoints: %w", err)
 			}
 			p.endpoints[cla.ClusterName] = cla
 			healthy, _ := lbEndpoints(cla)
@@ -282,26 +302,105 @@ func (p *Proxy) apply(resp *discovery.DiscoveryResponse, at time.Time) ([]string
 		}
 	case TypeListener:
 		listeners := map[string]*listener.Listener{}
+		var rds []string
 		for _, r := range resp.Resources {
 			l := &listener.Listener{}
 			if err := r.UnmarshalTo(l); err != nil {
-				return nil, fmt.Errorf("fidelity: decode listener: %w", err)
+				return subscription{}, fmt.Errorf("fidelity: decode listener: %w", err)
 			}
 			listeners[l.Name] = l
+			rds = append(rds, routeTables(l)...)
 		}
 		p.listeners = listeners
+		slices.Sort(rds)
+		rds = slices.Compact(rds)
+		if slices.Equal(rds, p.rdsNames) {
+			return subscription{}, nil
+		}
+		for name := range p.routes {
+			if _, ok := slices.BinarySearch(rds, name); !ok {
+				delete(p.routes, name)
+			}
+		}
+		p.rdsNames = rds
+		p.rdsPending = true
+		if rds == nil {
+			rds = []string{}
+		}
+		return subscription{TypeRoute, rds}, nil
+	case TypeRoute:
+		p.rdsPending = false
+		for _, r := range resp.Resources {
+			rc := &route.RouteConfiguration{}
+			if err := r.UnmarshalTo(rc); err != nil {
+				return subscription{}, fmt.Errorf("fidelity: decode route table: %w", err)
+			}
+			p.routes[rc.Name] = rc
+		}
 	case TypeNameTable:
 		names := map[string][]string{}
 		for _, r := range resp.Resources {
 			t, err := decodeNameTable(r.Value)
 			if err != nil {
-				return nil, err
+				return subscription{}, err
 			}
 			maps.Copy(names, t)
 		}
 		p.names = names
 	}
-	return nil, nil
+	return subscription{}, nil
+}
+
+// routeTables are the RDS route tables a listener's HTTP connection
+// managers name.
+func routeTables(l *listener.Listener) []string {
+	var out []string
+	chains := slices.Clone(l.GetFilterChains())
+	if d := l.GetDefaultFilterChain(); d != nil {
+		chains = append(chains, d)
+	}
+	for _, fc := range chains {
+		for _, f := range fc.GetFilters() {
+			m := &hcm.HttpConnectionManager{}
+			if f.GetTypedConfig() == nil || f.GetTypedConfig().UnmarshalTo(m) != nil {
+				continue
+			}
+			if n := m.GetRds().GetRouteConfigName(); n != "" {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+func sidecarRoute(r *route.Route) SidecarHTTPRoute {
+	out := SidecarHTTPRoute{Clusters: map[string]uint32{}}
+	m := r.GetMatch()
+	switch {
+	case m.GetPrefix() != "" || m.GetPathSpecifier() == nil:
+		out.Match = "prefix:" + m.GetPrefix()
+	case m.GetPath() != "":
+		out.Match = "path:" + m.GetPath()
+	case m.GetSafeRegex() != nil:
+		out.Match = "regex:" + m.GetSafeRegex().GetRegex()
+	case m.GetPathSeparatedPrefix() != "":
+		out.Match = "prefix:" + m.GetPathSeparatedPrefix()
+	}
+	var headers []string
+	for _, h := range m.GetHeaders() {
+		headers = append(headers, h.GetName())
+	}
+	if len(headers) > 0 {
+		out.Match += " headers:" + strings.Join(headers, ",")
+	}
+	a := r.GetRoute()
+	if c := a.GetCluster(); c != "" {
+		out.Clusters[c] = 0
+	}
+	for _, wc := range a.GetWeightedClusters().GetClusters() {
+		out.Clusters[wc.GetName()] = wc.GetWeight().GetValue()
+	}
+	return out
 }
 
 func edsName(c *cluster.Cluster) string {
@@ -354,11 +453,16 @@ func (p *Proxy) syncedLocked() bool {
 			return false
 		}
 	}
-	if p.edsPending {
+	if p.edsPending || p.rdsPending {
 		return false
 	}
 	for _, n := range p.edsNames {
 		if _, ok := p.endpoints[n]; !ok {
+			return false
+		}
+	}
+	for _, n := range p.rdsNames {
+		if _, ok := p.routes[n]; !ok {
 			return false
 		}
 	}
@@ -405,11 +509,30 @@ func (p *Proxy) Events(from int) ([]EDSEvent, int) {
 }
 
 // SidecarView is what a sidecar was given: its outbound clusters with their
-// endpoints, its listeners and its DNS name table.
+// endpoints, its listeners, its HTTP route tables and its DNS name table.
 type SidecarView struct {
 	Clusters  map[string]SidecarCluster
 	Listeners map[string]SidecarListener
-	Names     map[string][]string // host -> IPs, from NDS
+	Routes    map[string][]SidecarVirtualHost // route table name -> virtual hosts
+	Names     map[string][]string             // host -> IPs, from NDS
+}
+
+// SidecarVirtualHost is one virtual host of an HTTP route table.
+type SidecarVirtualHost struct {
+	Name    string
+	Domains []string
+	Routes  []SidecarHTTPRoute
+}
+
+// SidecarHTTPRoute is one HTTP route: what it matches and where it sends
+// requests.
+type SidecarHTTPRoute struct {
+	// Match is "prefix:/x", "path:/x" or "regex:..." for the path, then
+	// " headers:<names>" when it matches headers.
+	Match string
+	// Clusters are the clusters requests go to, with their weights (0 for a
+	// route to one cluster).
+	Clusters map[string]uint32
 }
 
 // SidecarCluster is one cluster and where it sends traffic.
@@ -447,7 +570,16 @@ type SidecarListener struct {
 func (p *Proxy) View() SidecarView {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	v := SidecarView{Clusters: map[string]SidecarCluster{}, Listeners: map[string]SidecarListener{}, Names: map[string][]string{}}
+	v := SidecarView{Clusters: map[string]SidecarCluster{}, Listeners: map[string]SidecarListener{}, Routes: map[string][]SidecarVirtualHost{}, Names: map[string][]string{}}
+	for name, rc := range p.routes {
+		for _, vh := range rc.GetVirtualHosts() {
+			sv := SidecarVirtualHost{Name: vh.GetName(), Domains: slices.Clone(vh.GetDomains())}
+			for _, r := range vh.GetRoutes() {
+				sv.Routes = append(sv.Routes, sidecarRoute(r))
+			}
+			v.Routes[name] = append(v.Routes[name], sv)
+		}
+	}
 	for name, c := range p.clusters {
 		sc := SidecarCluster{Name: name, Type: c.GetType().String()}
 		cla := c.GetLoadAssignment() // DNS clusters carry their endpoints inline

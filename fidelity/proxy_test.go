@@ -14,11 +14,14 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // nameTable encodes a NameTable the way istiod's generated code does.
@@ -75,6 +78,7 @@ type fakeIstiod struct {
 	clusters  []*cluster.Cluster
 	endpoints map[string]*endpoint.ClusterLoadAssignment
 	listeners []*listener.Listener
+	routes    map[string]*route.RouteConfiguration
 	names     map[string][]string
 	push      chan *endpoint.ClusterLoadAssignment
 	requests  chan *discovery.DiscoveryRequest
@@ -139,6 +143,14 @@ func (f *fakeIstiod) StreamAggregatedResources(s discovery.AggregatedDiscoverySe
 					}
 				}
 				err = reply(TypeEndpoint, ms...)
+			case TypeRoute:
+				var ms []proto.Message
+				for _, n := range r.ResourceNames {
+					if rc, ok := f.routes[n]; ok {
+						ms = append(ms, rc)
+					}
+				}
+				err = reply(TypeRoute, ms...)
 			case TypeNameTable:
 				nonce++
 				err = s.Send(&discovery.DiscoveryResponse{TypeUrl: TypeNameTable, Nonce: "nds", Resources: []*anypb.Any{{TypeUrl: TypeNameTable, Value: nameTable(f.names)}}})
@@ -245,6 +257,45 @@ func TestProxyViewFaithful(t *testing.T) {
 		if r[typ] != 1 {
 			t.Errorf("%d replies of %s, want 1", r[typ], typ)
 		}
+	}
+}
+
+// TestProxyRoutes: the proxy asks for the route tables its listeners'
+// HTTP connection managers name, and shows their weighted routes.
+func TestProxyRoutes(t *testing.T) {
+	f := meshWithAddresses()
+	m, err := anypb.New(&hcm.HttpConnectionManager{RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{RouteConfigName: "8080"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.listeners[0].FilterChains = []*listener.FilterChain{{Filters: []*listener.Filter{{Name: "envoy.filters.network.http_connection_manager",
+		ConfigType: &listener.Filter_TypedConfig{TypedConfig: m}}}}}
+	f.routes = map[string]*route.RouteConfiguration{"8080": {Name: "8080", VirtualHosts: []*route.VirtualHost{{
+		Name: "web.service.consul:8080", Domains: []string{"web.service.consul", "web.service.consul:8080"},
+		Routes: []*route.Route{
+			{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: "/old"}},
+				Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "outbound|8080|v1|web.service.consul"}}}},
+			{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_WeightedClusters{WeightedClusters: &route.WeightedCluster{
+					Clusters: []*route.WeightedCluster_ClusterWeight{
+						{Name: "outbound|8080|v1|web.service.consul", Weight: wrapperspb.UInt32(90)},
+						{Name: "outbound|8080|v2|web.service.consul", Weight: wrapperspb.UInt32(10)},
+					}}}}}},
+		},
+	}}}}
+	p := dialFake(t, f)
+	vhs := p.View().Routes["8080"]
+	if len(vhs) != 1 || len(vhs[0].Routes) != 2 {
+		t.Fatalf("route table 8080: %+v", vhs)
+	}
+	if r := vhs[0].Routes[0]; r.Match != "path:/old" || r.Clusters["outbound|8080|v1|web.service.consul"] != 0 || len(r.Clusters) != 1 {
+		t.Errorf("first route %+v", r)
+	}
+	if r := vhs[0].Routes[1]; r.Match != "prefix:/" || r.Clusters["outbound|8080|v1|web.service.consul"] != 90 || r.Clusters["outbound|8080|v2|web.service.consul"] != 10 {
+		t.Errorf("weighted route %+v", r)
+	}
+	if n := p.Replies()[TypeRoute]; n != 1 {
+		t.Errorf("%d route replies, want 1", n)
 	}
 }
 
