@@ -1,5 +1,6 @@
-// Package validation runs istiod's validation of ServiceEntry and
-// WorkloadEntry before the adapter serves them. istiod never NACKs MCP
+// Package validation runs istiod's validation of ServiceEntry,
+// WorkloadEntry, DestinationRule and VirtualService before the adapter
+// serves them. istiod never NACKs MCP
 // config: a resource that fails validation is logged and discarded, so the
 // only way to notice is to run the same rules first.
 //
@@ -12,10 +13,19 @@
 //	                ValidateWorkloadEntry, validateExportTo, ValidatePortName,
 //	                ValidateProtocol, ValidateUnixAddress, usesWaypoint,
 //	                validateMetadata (checkDryRunAnnotation, AlwaysReject,
-//	                internal parent annotations)
+//	                internal parent annotations); ValidateDestinationRule
+//	                (validateTrafficPolicy, validateConnectionPool,
+//	                validateLoadBalancer, isPrime, validateSubsetName) and
+//	                ValidateVirtualService for the fields the adapter sets,
+//	                and the header name and value checks
+//	virtualservice.go pkg/config/validation/virtualservice.go: validateHTTPRoute
+//	                and what it calls (string matches, destinations,
+//	                retries, rewrites, header operations)
+//	headervalue.go  pkg/config/validation/header_value_validator.go
 //	agent.go        pkg/config/validation/agent/validation.go: ValidatePort,
 //	                ValidateFQDN, ValidateWildcardDomain, ValidateDNS1123Labels,
-//	                CheckDNS1123Preconditions, ValidateIPAddress, ValidateIPSubnet
+//	                CheckDNS1123Preconditions, ValidateIPAddress, ValidateIPSubnet,
+//	                ValidateDuration
 //	labels.go       pkg/config/labels/instance.go: Instance.Validate,
 //	                IsDNS1123Label, IsWildcardDNS1123Label
 //	protocol.go     pkg/config/protocol/instance.go: Parse, IsHTTP, IsTCP, IsTLS
