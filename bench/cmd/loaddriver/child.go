@@ -258,11 +258,12 @@ func childMain(args []string) int {
 	cmode := fs.String("consul-mode", "default", "Consul source mode: default, cached, stale, or unbounded (default; the driver raises -consul-max-queries above the service count)")
 	cmaxq := fs.Int("consul-max-queries", 0, "the Consul source's maxConcurrentQueries (0: its default)")
 	cglob := fs.String("consul-services-glob", "", "watch only the Consul services matching this glob")
+	ctraffic := fs.Bool("consul-traffic", false, "the Consul source reads its traffic policy config entries (configEntries.trafficPolicy)")
 	shards := fs.Int("shards", 1, "xDS listeners (one cache each) the hosts are spread over by adapter.ShardOf")
 	layout := fs.String("namespace-layout", "shared", "output.namespaceLayout: shared or perService")
 	_ = fs.Parse(args)
 	err := runChild(childConfig{mode: convert.Mode(*mode), layout: convert.NamespaceLayout(*layout), services: *services, quiet: *quiet, max: *maxd,
-		consulAddr: *caddr, consulMode: *cmode, consulMaxQ: *cmaxq, consulGlob: *cglob, shards: *shards})
+		consulAddr: *caddr, consulMode: *cmode, consulMaxQ: *cmaxq, consulGlob: *cglob, consulTraffic: *ctraffic, shards: *shards})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "adapter child:", err)
 		return 1
@@ -279,6 +280,8 @@ type childConfig struct {
 	consulMode string
 	consulMaxQ int
 	consulGlob string
+	// consulTraffic: the source reads service-resolver, -splitter and -router.
+	consulTraffic bool
 	// shards: listeners (one cache each) hosts are spread over by
 	// adapter.ShardOf; 0 or 1: one.
 	shards int
@@ -320,6 +323,7 @@ func runChild(cfg childConfig) error {
 		if cfg.consulGlob != "" {
 			cc.Services = []string{cfg.consulGlob}
 		}
+		cc.ConfigEntries.TrafficPolicy = cfg.consulTraffic
 		cs, err := consul.New(cc, sources.Options{Name: sourceName, Logger: log})
 		if err != nil {
 			return err

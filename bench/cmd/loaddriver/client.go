@@ -229,8 +229,13 @@ func (c *client) decodeAll(resources []*anypb.Any) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if we, ok := spec.(*networking.WorkloadEntry); ok {
-			seen = append(seen, we.GetAddress())
+		switch spec := spec.(type) {
+		case *networking.WorkloadEntry:
+			seen = append(seen, spec.GetAddress())
+		case *networking.VirtualService:
+			if r := spec.GetHttp(); len(r) > 0 && len(spec.GetHosts()) > 0 && len(r[len(r)-1].GetRoute()) > 0 {
+				seen = append(seen, splitKey(spec.GetHosts()[0], r[len(r)-1].GetRoute()[0].GetWeight()))
+			}
 		}
 	}
 	now := time.Now().UnixNano()
@@ -244,7 +249,12 @@ func (c *client) decodeAll(resources []*anypb.Any) (int, error) {
 	return len(resources), nil
 }
 
-// watchAddress starts noting when addr first shows up in a WorkloadEntry.
+// splitKey names a VirtualService of host whose default route's first
+// destination has weight w, for watchAddress.
+func splitKey(host string, w int32) string { return fmt.Sprintf("vs:%s:%d", host, w) }
+
+// watchAddress starts noting when addr first shows up in a WorkloadEntry
+// (or, for a splitKey, a VirtualService with that split).
 func (c *client) watchAddress(addr string) {
 	c.mu.Lock()
 	if c.watch == nil {

@@ -107,6 +107,8 @@ func newCountingProxy(target string, tlsOpts *proxyTLS) (*countingProxy, error) 
 			class = "health"
 		case strings.HasPrefix(r.URL.Path, "/v1/catalog/services"):
 			class = "catalog"
+		case strings.HasPrefix(r.URL.Path, "/v1/config/"):
+			class = "config"
 		}
 		p.mu.Lock()
 		p.counts[class]++
@@ -274,6 +276,75 @@ func (c *consulReg) registerRange(from, to, par int) error {
 	return nil
 }
 
+// trafficEvery is the share of services that get config entries with
+// -consul-traffic: every 10th.
+const trafficEvery = 10
+
+// put writes a JSON body to a Consul endpoint.
+func (c *consulReg) put(path string, body any) error {
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(http.MethodPut, "http://"+c.addr+path, bytes.NewReader(b))
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("PUT %s: %s: %s", path, resp.Status, msg)
+	}
+	return nil
+}
+
+// split writes svc's splitter: w% to subset v1, the rest to v2.
+func (c *consulReg) split(svc, w int) error {
+	_, _, name := consulInstance(svc, 0)
+	return c.put("/v1/config", map[string]any{"Kind": "service-splitter", "Name": name, "Splits": []map[string]any{
+		{"Weight": w, "ServiceSubset": "v1"}, {"Weight": 100 - w, "ServiceSubset": "v2"},
+	}})
+}
+
+// configRange writes, for every trafficEvery-th service of [from, to),
+// service-defaults (http), a resolver with subsets v1 and v2 and a 90/10
+// splitter.
+func (c *consulReg) configRange(from, to, par int) error {
+	var firstErr atomic.Value
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < par; w++ {
+		wg.Go(func() {
+			for svc := range jobs {
+				_, _, name := consulInstance(svc, 0)
+				for _, e := range []map[string]any{
+					{"Kind": "service-defaults", "Name": name, "Protocol": "http"},
+					{"Kind": "service-resolver", "Name": name, "Subsets": map[string]any{
+						"v1": map[string]any{"Filter": `"version=v1" in Service.Tags`},
+						"v2": map[string]any{"Filter": "Service.Meta.version == v2"},
+					}},
+				} {
+					if err := c.put("/v1/config", e); err != nil {
+						firstErr.CompareAndSwap(nil, err)
+					}
+				}
+				if err := c.split(svc, 90); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		})
+	}
+	for s := from; s < to; s++ {
+		if s%trafficEvery == 0 {
+			jobs <- s
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if err, ok := firstErr.Load().(error); ok {
+		return err
+	}
+	return nil
+}
+
 var moveCounter atomic.Int64
 
 // move gives instance j of svc a fresh address and returns it.
@@ -361,7 +432,7 @@ func runConsul(rep *report, o options) error {
 	reg := &consulReg{addr: addr, hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second}}
 
 	rep.consul = append(rep.consul,
-		"| services (x3 inst) | transport, mode | sync s | changes seen | change→client p50 / p99 / max s | req/s at rest (health/catalog/other) | req/s (MB/s read) under churn | conns to Consul at rest | 429s | adapter CPU % rest / churn | Consul CPU % rest | adapter RSS KB / service | load avg |",
+		"| services (x3 inst) | transport, mode | sync s | changes seen | change→client p50 / p99 / max s | req/s at rest (health/catalog/config/other) | req/s (MB/s read) under churn | conns to Consul at rest | 429s | adapter CPU % rest / churn | Consul CPU % rest | adapter RSS KB / service | load avg |",
 		"|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 	registered := 0
 	for _, n := range o.consulServices {
@@ -374,6 +445,14 @@ func runConsul(rep *report, o options) error {
 			rep.notes = append(rep.notes, fmt.Sprintf("Consul: registered %d instances (%d services) through /v1/catalog/register, 32 in parallel, in %s (%.0f/s).",
 				(n-registered)*3, n-registered, d.Round(time.Millisecond), float64((n-registered)*3)/d.Seconds()))
 			progress("consul: registered %d services in %s", n-registered, d.Round(time.Millisecond))
+			if o.consulTraffic {
+				t0 := time.Now()
+				if err := reg.configRange(registered, n, 16); err != nil {
+					return err
+				}
+				rep.notes = append(rep.notes, fmt.Sprintf("Consul: wrote service-defaults, a service-resolver and a 90/10 service-splitter for %d services (every %dth) in %s.",
+					(n-registered+trafficEvery-1)/trafficEvery, trafficEvery, time.Since(t0).Round(time.Millisecond)))
+			}
 			registered = n
 		}
 		for _, mode := range o.consulModes {
@@ -386,7 +465,7 @@ func runConsul(rep *report, o options) error {
 			if mode == "https" {
 				p = tlsProxy
 			}
-			line, err := consulMode(o, p, reg, n, mode, consulPid)
+			line, err := consulMode(rep, o, p, reg, n, mode, consulPid)
 			if err != nil {
 				return fmt.Errorf("%d services, %s: %w", n, mode, err)
 			}
@@ -409,6 +488,52 @@ func runConsul(rep *report, o options) error {
 	return nil
 }
 
+// configChurn changes the splitter of 20 configured services, one every
+// 500 ms, each to a weight no other change uses, and notes the config
+// requests and bytes they cost and when each split reached the client.
+func configChurn(rep *report, c *client, proxy *countingProxy, reg *consulReg, services int, mode string) error {
+	const changes = 20
+	proxy.snapshot()
+	type change struct {
+		key string
+		t   int64
+	}
+	var done []change
+	start := time.Now()
+	for k := range changes {
+		svc := (k * 37 * trafficEvery) % services
+		svc -= svc % trafficEvery
+		w := 51 + k // 51..70: unique per change, never the initial 90
+		_, _, name := consulInstance(svc, 0)
+		key := splitKey(name+".service.consul", int32(w))
+		c.watchAddress(key)
+		t := time.Now().UnixNano()
+		if err := reg.split(svc, w); err != nil {
+			return err
+		}
+		done = append(done, change{key, t})
+		time.Sleep(500 * time.Millisecond)
+	}
+	time.Sleep(5 * time.Second)
+	d := time.Since(start)
+	counts, bytes := proxy.snapshot()
+	var lat []float64
+	for _, ch := range done {
+		if t := c.seenAt(ch.key); t > 0 {
+			lat = append(lat, float64(t-ch.t)/1e9)
+		}
+	}
+	slices.Sort(lat)
+	latS := "none seen"
+	if len(lat) > 0 {
+		latS = fmt.Sprintf("p50 %.2f s, p99 %.2f s, max %.2f s", measure.Quantile(lat, 0.5), measure.Quantile(lat, 0.99), lat[len(lat)-1])
+	}
+	rep.notes = append(rep.notes, fmt.Sprintf("Consul config churn, %d services (%d with config entries), %s: %d splitter changes in %s: %d config requests (%.1f per change), %d other requests, %.0f KB read from Consul; %d of %d splits seen by the client, change→client %s.",
+		services, (services+trafficEvery-1)/trafficEvery, mode, changes, d.Round(time.Second), counts["config"], float64(counts["config"])/changes,
+		counts["health"]+counts["catalog"]+counts["other"], float64(bytes)/1e3, len(lat), changes, latS))
+	return nil
+}
+
 func freeTCPPort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -418,7 +543,7 @@ func freeTCPPort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func consulMode(o options, proxy *countingProxy, reg *consulReg, services int, mode string, consulPid int) (string, error) {
+func consulMode(rep *report, o options, proxy *countingProxy, reg *consulReg, services int, mode string, consulPid int) (string, error) {
 	addr, srcMode := proxy.addr, mode
 	var childEnv []string
 	if mode == "https" {
@@ -426,7 +551,7 @@ func consulMode(o options, proxy *countingProxy, reg *consulReg, services int, m
 		childEnv = []string{"CONSUL_CACERT=" + proxy.caFile}
 	}
 	args := []string{"-mode", string(convert.ModeWorkloadEntry), "-consul", addr, "-consul-mode", srcMode,
-		"-quiet", o.quiet.String(), "-max", o.max.String()}
+		"-quiet", o.quiet.String(), "-max", o.max.String(), fmt.Sprintf("-consul-traffic=%v", o.consulTraffic)}
 	if mode == "unbounded" {
 		args = append(args, "-consul-max-queries", fmt.Sprint(services+16))
 	}
@@ -515,8 +640,13 @@ func consulMode(o options, proxy *countingProxy, reg *consulReg, services int, m
 	}
 	slices.Sort(lat)
 	rate := func(m map[string]int, d time.Duration) string {
-		return fmt.Sprintf("%.1f (%.1f/%.1f/%.1f)", float64(m["health"]+m["catalog"]+m["other"])/d.Seconds(),
-			float64(m["health"])/d.Seconds(), float64(m["catalog"])/d.Seconds(), float64(m["other"])/d.Seconds())
+		return fmt.Sprintf("%.1f (%.1f/%.1f/%.2f/%.1f)", float64(m["health"]+m["catalog"]+m["config"]+m["other"])/d.Seconds(),
+			float64(m["health"])/d.Seconds(), float64(m["catalog"])/d.Seconds(), float64(m["config"])/d.Seconds(), float64(m["other"])/d.Seconds())
+	}
+	if o.consulTraffic {
+		if err := configChurn(rep, c, proxy, reg, services, mode); err != nil {
+			return "", err
+		}
 	}
 	cpu := func(a, b *stats) string {
 		if a == nil || b == nil {

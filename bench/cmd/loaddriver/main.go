@@ -57,6 +57,7 @@ type options struct {
 	consulChurn    time.Duration
 	consulChanges  int
 	consulKind     string
+	consulTraffic  bool
 	istiod         bool
 	istiodServices int
 	shardKs        []int
@@ -93,6 +94,7 @@ func driverMain() int {
 	flag.DurationVar(&o.consulRest, "consul-rest", 20*time.Second, "Consul request-rate sample at rest")
 	flag.DurationVar(&o.consulChurn, "consul-churn", 20*time.Second, "Consul request-rate sample under churn")
 	flag.IntVar(&o.consulChanges, "consul-changes", 100, "Consul: at least this many changes under churn (faster than -churn-rate if needed)")
+	flag.BoolVar(&o.consulTraffic, "consul-traffic", false, "Consul: every 10th service gets service-defaults, a service-resolver and a 90/10 service-splitter, the source reads them (configEntries.trafficPolicy), and each mode ends with 20 splitter changes whose config requests and visibility are measured")
 	flag.StringVar(&o.consulKind, "consul-churn-kind", "address", "Consul churn: address (an instance moves to a new address with the same check: what the plain-HTTP feeds cannot see) or check (the move also changes the check's output, as a check whose result text changes does: what the checks feed shows)")
 	flag.BoolVar(&o.istiod, "istiod", true, "run the real-istiod scenario (needs integration/istiod built; it runs within the Consul scenarios, so -consul too)")
 	flag.IntVar(&o.istiodServices, "istiod-services", 1000, "services in the real-istiod scenario")
