@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -308,4 +309,37 @@ func TestStateFileRefreshedWhileUnchanged(t *testing.T) {
 		s, err := loadState(path, defaultStateMaxBytes)
 		return err == nil && s != nil && s.SavedAt.After(first)
 	})
+}
+
+// TestStateFileKeepsTrafficPolicy: a service's traffic policy survives the
+// state file, so a restarted adapter serving its saved state serves the
+// same DestinationRules and VirtualServices.
+func TestStateFileKeepsTrafficPolicy(t *testing.T) {
+	svc := model.Service{Name: "web", Host: "web.service.consul", Ports: []model.Port{{Number: 80, Protocol: model.ProtocolHTTP}},
+		Instances: []model.Instance{{ID: "a", Address: "10.0.0.1", Labels: model.MakeLabels("version", "v1")}},
+		Traffic: &model.Traffic{
+			Subsets:        []model.Subset{{Name: "v1", Labels: model.MakeLabels("version", "v1")}, {Name: "all"}},
+			LoadBalancer:   &model.LoadBalancer{Policy: model.LBRingHash, MinRingSize: 64, Hash: &model.HashKey{Kind: model.HashCookie, Name: "id", CookieGenerate: true, CookieTTL: time.Hour}},
+			ConnectTimeout: 1500 * time.Millisecond,
+			Routes: []model.Route{
+				{Match: &model.HTTPMatch{Path: model.StringMatch{Kind: model.MatchPrefix, Value: "/a"}, Headers: []model.HeaderMatch{{Name: "x", Match: model.StringMatch{Kind: model.MatchPresent}, Invert: true}},
+					Methods: []string{"GET"}},
+					Destinations: []model.WeightedDestination{{Host: "a.service.consul", Subset: "v1", Weight: 9000, RequestHeaders: model.HeaderOps{Set: model.MakeLabels("k", "v")}}, {Host: "b", Weight: 1000}},
+					Timeout:      time.Second, Retries: &model.Retries{Attempts: 2, On: []string{"5xx"}}, PrefixRewrite: "/",
+					ResponseHeaders: model.HeaderOps{Remove: []string{"x-internal"}}},
+				{Destinations: []model.WeightedDestination{{Host: "web.service.consul", Subset: "all"}}},
+			},
+		}}
+	path := filepath.Join(t.TempDir(), "state.json")
+	want := map[string]map[string][]model.Service{"src0": {"web": {svc}}}
+	if err := writeState(path, &savedState{Format: stateFormat, Sources: want}, defaultStateMaxBytes); err != nil {
+		t.Fatal(err)
+	}
+	got, err := loadState(path, defaultStateMaxBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Sources, want) {
+		t.Errorf("state file changed the service:\n got %+v\nwant %+v", got.Sources["src0"]["web"][0].Traffic, svc.Traffic)
+	}
 }
