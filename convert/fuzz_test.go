@@ -407,7 +407,7 @@ func checkResource(t *testing.T, host string, r *served.Resource, contribs []Con
 		}
 	case *networking.DestinationRule:
 		err = validation.DestinationRule(metaOf(r), spec)
-		if spec.Host != host || !slices.Equal(spec.ExportTo, opts.ExportTo) {
+		if spec.Host != host || !slices.Equal(spec.ExportTo, rulesExportTo(opts)) {
 			t.Errorf("%s: DestinationRule for %q exported to %q, want %q, %q", r.Key(), spec.Host, spec.ExportTo, host, opts.ExportTo)
 		}
 		// Subsets select by registry labels as the instances carry them.
@@ -416,7 +416,7 @@ func checkResource(t *testing.T, host string, r *served.Resource, contribs []Con
 		}
 	case *networking.VirtualService:
 		err = validation.VirtualService(metaOf(r), spec)
-		if !slices.Equal(spec.Hosts, []string{host}) || !slices.Equal(spec.ExportTo, opts.ExportTo) {
+		if !slices.Equal(spec.Hosts, []string{host}) || !slices.Equal(spec.ExportTo, rulesExportTo(opts)) {
 			t.Errorf("%s: VirtualService for %q exported to %q, want [%q], %q", r.Key(), spec.Hosts, spec.ExportTo, host, opts.ExportTo)
 		}
 	default:
@@ -428,6 +428,15 @@ func checkResource(t *testing.T, host string, r *served.Resource, contribs []Con
 	if _, err := r.Entry(); err != nil {
 		t.Error(err)
 	}
+}
+
+// rulesExportTo is the visibility of DestinationRules and VirtualServices:
+// the ServiceEntry's, but "." for "~", which only a ServiceEntry may have.
+func rulesExportTo(opts Options) []string {
+	if slices.Equal(opts.ExportTo, []string{"~"}) {
+		return []string{"."}
+	}
+	return opts.ExportTo
 }
 
 // inputKeysOf is the label keys of the first contribution's subset name.

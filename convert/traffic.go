@@ -70,7 +70,7 @@ func (c *conversion) traffic(seMeta validation.Meta) []*served.Resource {
 // instances (a reserved, invalid or not allowed key) could select nothing
 // it should: it is left out with a rejection.
 func (c *conversion) destinationRule(t *model.Traffic) (*networking.DestinationRule, map[string]bool) {
-	dr := &networking.DestinationRule{Host: c.host, ExportTo: c.opts.ExportTo}
+	dr := &networking.DestinationRule{Host: c.host, ExportTo: c.exportTo()}
 	subsets := map[string]bool{}
 	for _, s := range t.Subsets {
 		labels, dropped := sanitizeLabels(s.Labels, c.opts.Labels, c.opts.Addresses.Key)
@@ -100,6 +100,17 @@ func (c *conversion) destinationRule(t *model.Traffic) (*networking.DestinationR
 		return nil, subsets
 	}
 	return dr, subsets
+}
+
+// exportTo is the ServiceEntry's visibility for its DestinationRule and
+// VirtualService. "~" (visible to no namespace, only to the service's own
+// proxies) is a ServiceEntry's alone; "." (the output namespace, where no
+// client runs) is the nearest rules may say.
+func (c *conversion) exportTo() []string {
+	if len(c.opts.ExportTo) == 1 && c.opts.ExportTo[0] == "~" {
+		return []string{"."}
+	}
+	return c.opts.ExportTo
 }
 
 func loadBalancer(lb *model.LoadBalancer) *networking.LoadBalancerSettings {
@@ -158,7 +169,7 @@ func (c *conversion) virtualService(t *model.Traffic, subsets map[string]bool) *
 	if len(t.Routes) == 0 {
 		return nil
 	}
-	vs := &networking.VirtualService{Hosts: []string{c.host}, ExportTo: c.opts.ExportTo}
+	vs := &networking.VirtualService{Hosts: []string{c.host}, ExportTo: c.exportTo()}
 	for i, r := range t.Routes {
 		for _, d := range r.Destinations {
 			if d.Host == c.host && d.Subset != "" && !subsets[d.Subset] {

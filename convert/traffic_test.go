@@ -258,3 +258,22 @@ func TestTrafficLabelPolicy(t *testing.T) {
 		t.Errorf("a subset on a label the allow-list drops: DestinationRule %v, rejections %v", r, rej)
 	}
 }
+
+// TestTrafficExportTo: the rules share the ServiceEntry's visibility, but
+// "~" (a ServiceEntry's alone) becomes ".", the output namespace.
+func TestTrafficExportTo(t *testing.T) {
+	for _, c := range []struct{ in, want []string }{{nil, nil}, {[]string{"*"}, []string{"*"}}, {[]string{"~"}, []string{"."}}, {[]string{".", "ns1"}, []string{".", "ns1"}}} {
+		res, rej := Service("web.service.consul", []Contribution{{"dc1", withTraffic(web(inst("n/web", "10.0.0.1")), fullTraffic())}},
+			testOpts(func(o *Options) { o.ExportTo = c.in }))
+		dr, vs := findKind(res, served.KindDestinationRule), findKind(res, served.KindVirtualService)
+		if dr == nil || vs == nil {
+			t.Fatalf("exportTo %q: rules left out: %v", c.in, rej)
+		}
+		if got := dr.Spec.(*networking.DestinationRule).ExportTo; !slices.Equal(got, c.want) {
+			t.Errorf("exportTo %q: DestinationRule %q, want %q", c.in, got, c.want)
+		}
+		if got := vs.Spec.(*networking.VirtualService).ExportTo; !slices.Equal(got, c.want) {
+			t.Errorf("exportTo %q: VirtualService %q, want %q", c.in, got, c.want)
+		}
+	}
+}
