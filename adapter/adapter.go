@@ -20,17 +20,9 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/model"
-	"github.com/registry-adapter/registry-adapter/served"
 	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/vip"
 )
-
-// Publisher receives the changes to serve and applies them to what it
-// serves. *server.Cache is one.
-type Publisher interface {
-	Apply(kind served.Kind, upserts []served.Entry, deletes []string) bool
-	MarkReady()
-}
 
 // NamedSource is a configured source.
 type NamedSource struct {

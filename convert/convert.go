@@ -24,8 +24,6 @@ import (
 // back to the registry.
 const (
 	LabelService      = "registry-adapter.io/service"
-	LabelManagedBy    = "app.kubernetes.io/managed-by"
-	ManagedByValue    = "registry-adapter"
 	AnnotationSource  = "registry-adapter.io/source"
 	AnnotationSvcName = "registry-adapter.io/service-name"
 	AnnotationID      = "registry-adapter.io/instance-id"
@@ -304,7 +302,7 @@ func (c *conversion) serviceEntryMeta() validation.Meta {
 	for _, k := range bad {
 		c.reject(labelRejection(served.KindServiceEntry, c.host, c.base.Source, k))
 	}
-	labels[LabelManagedBy] = ManagedByValue
+	labels[served.LabelManagedBy] = served.ManagedByValue
 	labels[LabelService] = LabelValue(c.seName)
 	ann, reserved := sanitizeAnnotations(c.base.Service.Annotations)
 	for _, k := range reserved {
@@ -333,7 +331,7 @@ func (c *conversion) instances(se *networking.ServiceEntry) []*served.Resource {
 			c.reject(labelRejection(served.KindWorkloadEntry, s.inst.ID, s.source, k))
 		}
 		name := ResourceName(c.seName + "-" + s.source + "-" + s.inst.ID)
-		labels[LabelManagedBy] = ManagedByValue
+		labels[served.LabelManagedBy] = served.ManagedByValue
 		labels[LabelService] = selector
 		// Labels go on the metadata only: istiod merges metadata labels into
 		// the spec's (ConvertWorkloadEntry), so a copy in the spec would only

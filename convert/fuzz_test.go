@@ -460,7 +460,7 @@ func checkLabels(t *testing.T, what string, labels map[string]string, inputKeys 
 		if !IsLabelKey(k) || !IsLabelValue(v) {
 			t.Errorf("%s: invalid label %q=%q", what, k, v)
 		}
-		if own && (k == LabelManagedBy || k == LabelService) {
+		if own && (k == served.LabelManagedBy || k == LabelService) {
 			continue
 		}
 		if reservedKey(k) {

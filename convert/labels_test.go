@@ -54,7 +54,7 @@ func labelsOf(t *testing.T, res []*served.Resource, kind served.Kind) []map[stri
 }
 
 func TestRegistryLabelsCannotSteerIstio(t *testing.T) {
-	own := []string{LabelManagedBy, LabelService}
+	own := []string{served.LabelManagedBy, LabelService}
 	cases := []struct {
 		name   string
 		labels LabelOptions

@@ -37,7 +37,7 @@ func (c *conversion) traffic(seMeta validation.Meta) []*served.Resource {
 	if t == nil {
 		return nil
 	}
-	labels := map[string]string{LabelManagedBy: ManagedByValue, LabelService: seMeta.Labels[LabelService]}
+	labels := map[string]string{served.LabelManagedBy: served.ManagedByValue, LabelService: seMeta.Labels[LabelService]}
 	ann := map[string]string{AnnotationSource: c.base.Source}
 	if n := c.base.Service.Name; n != "" {
 		ann[AnnotationSvcName] = n

@@ -15,7 +15,6 @@ import (
 
 	networking "istio.io/api/networking/v1alpha3"
 
-	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/served"
 )
 
@@ -182,7 +181,7 @@ func Istiod(ctx context.Context, client *http.Client, baseURL string) (View, err
 	}
 	v := View{}
 	for _, s := range services {
-		if s.Attributes.Labels[convert.LabelManagedBy] != convert.ManagedByValue {
+		if s.Attributes.Labels[served.LabelManagedBy] != served.ManagedByValue {
 			continue
 		}
 		svc := &Service{Host: s.Hostname, Namespace: s.Attributes.Namespace, Ports: map[string]Port{}, Endpoints: map[string]Endpoint{}}

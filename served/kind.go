@@ -31,6 +31,14 @@ var Kinds = []Kind{KindServiceEntry, KindWorkloadEntry, KindDestinationRule, Kin
 // Group is the API group of every served kind.
 const Group = "networking.istio.io"
 
+// The label on every served resource, whatever the sink: it marks what the
+// adapter generated, for humans, for `check`, and for the Kubernetes sink's
+// ownership (with its own owner label).
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedByValue = "registry-adapter"
+)
+
 // Type URLs inside the MCP envelope. istiod decodes the outer Any as an MCP
 // Resource whatever the request's type URL was, and the body by its own URL.
 const (

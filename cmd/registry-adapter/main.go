@@ -268,9 +268,14 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	// Each shard's diff goes to its cache and, whatever the shard, to the
+	// sink: sharding only splits what istiod's config sources carry.
 	pubs := make([]adapter.Publisher, len(caches))
 	for i, c := range caches {
-		pubs[i] = teePublisher{xds: c, kube: sink}
+		pubs[i] = c
+		if sink != nil {
+			pubs[i] = adapter.Fanout{c, sink}
+		}
 	}
 	a := adapter.NewSharded(srcs, cfg.Settings(), pubs, adapter.NewMetrics(reg), log.Named("adapter"))
 	dbg := &admin.Debug{Adapter: a, Caches: caches, Server: srv, Sources: srcs, Gatherer: reg, Log: log.Named("debug"),

@@ -572,7 +572,7 @@ func TestIstiodConfigSourceClient(t *testing.T) {
 		if web == nil {
 			t.Fatal("registry/web.service.consul not in the store")
 		}
-		if web.Labels["team"] != "frontend" || web.Labels[convert.LabelManagedBy] != convert.ManagedByValue {
+		if web.Labels["team"] != "frontend" || web.Labels[served.LabelManagedBy] != served.ManagedByValue {
 			t.Errorf("web labels %v", web.Labels)
 		}
 		if web.Annotations["example.com/owner"] != "web-team" || web.Annotations[convert.AnnotationSource] != sourceName {

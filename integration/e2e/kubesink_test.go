@@ -12,14 +12,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
-	mcp "istio.io/api/mcp/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
 
+	"github.com/registry-adapter/registry-adapter/served"
 	"github.com/registry-adapter/registry-adapter/sinks/kube"
 )
 
@@ -27,27 +26,22 @@ import (
 // kube-apiserver with Istio's CRDs; kubesink_e2e_test.go runs the whole
 // adapter with istiod.
 
-func seUpsert(t *testing.T, ns, name, host string, port uint32, team string) kube.Upsert {
+// seUpsert is the served entry of one ServiceEntry, as the adapter hands it
+// to every publisher.
+func seUpsert(t *testing.T, ns, name, host string, port uint32, team string) served.Entry {
 	t.Helper()
 	spec := &networking.ServiceEntry{
 		Hosts: []string{host}, Location: networking.ServiceEntry_MESH_INTERNAL, Resolution: networking.ServiceEntry_STATIC,
 		Ports:            []*networking.ServicePort{{Number: port, Protocol: "HTTP", Name: fmt.Sprintf("http-%d", port)}},
 		WorkloadSelector: &networking.WorkloadSelector{Labels: map[string]string{"registry-adapter.io/service": name}},
 	}
-	body, err := anypb.New(spec)
+	e, err := served.New(served.KindServiceEntry, ns, name,
+		map[string]string{served.LabelManagedBy: served.ManagedByValue, "registry-adapter.io/service": name, "team": team},
+		map[string]string{"registry-adapter.io/source": "test"}, spec, time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)).Entry()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := proto.Marshal(&mcp.Resource{
-		Metadata: &mcp.Metadata{Name: ns + "/" + name, Version: fmt.Sprint(port, team),
-			Labels:      map[string]string{kube.LabelManagedBy: kube.ManagedByValue, "registry-adapter.io/service": name, "team": team},
-			Annotations: map[string]string{"registry-adapter.io/source": "test"}},
-		Body: body,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kube.Upsert{Name: ns + "/" + name, Version: fmt.Sprint(port, team), MCP: b}
+	return e
 }
 
 type runningSink struct {
@@ -64,8 +58,14 @@ func (s *runningSink) stop() {
 
 func startSink(t *testing.T, ns string, cfg kube.Config) *runningSink {
 	t.Helper()
+	return startSinkVia(t, ns, cfg, kubeREST(t))
+}
+
+// startSinkVia starts a sink talking to the API server through rc.
+func startSinkVia(t *testing.T, ns string, cfg kube.Config, rc *rest.Config) *runningSink {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	s, err := kube.New(cfg, ns, kubeREST(t), reg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	s, err := kube.New(cfg, ns, rc, reg, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func TestKubeSinkOwnership(t *testing.T) {
 	handRV := hand.GetResourceVersion()
 
 	s := startSink(t, ns, noLeaderElection())
-	s.Apply("ServiceEntry", []kube.Upsert{
+	s.Apply(served.KindServiceEntry, []served.Entry{
 		seUpsert(t, ns, "web", "web.service.consul", 8080, "a"),
 		seUpsert(t, ns, "api", "api.service.consul", 9090, "a"),
 	}, nil)
@@ -139,7 +139,7 @@ func TestKubeSinkOwnership(t *testing.T) {
 	if got := managers(api); !slices.Equal(got, []string{"registry-adapter/Update"}) {
 		t.Errorf("managers of api after its creation: %v, want registry-adapter/Update", got)
 	}
-	s.Apply("ServiceEntry", []kube.Upsert{seUpsert(t, ns, "api", "api.service.consul", 9090, "b")}, nil)
+	s.Apply(served.KindServiceEntry, []served.Entry{seUpsert(t, ns, "api", "api.service.consul", 9090, "b")}, nil)
 	eventually(t, 30*time.Second, "api changed by an apply", func() error {
 		api, err := getSE(t, ns, "api")
 		if err != nil {
@@ -154,7 +154,7 @@ func TestKubeSinkOwnership(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if web.GetResourceVersion() != handRV || web.GetLabels()[kube.LabelManagedBy] != "" {
+	if web.GetResourceVersion() != handRV || web.GetLabels()[served.LabelManagedBy] != "" {
 		t.Fatalf("the hand-made ServiceEntry was modified: rv %s -> %s, labels %v, managers %v",
 			handRV, web.GetResourceVersion(), web.GetLabels(), managers(web))
 	}
@@ -162,7 +162,7 @@ func TestKubeSinkOwnership(t *testing.T) {
 		t.Errorf("foreign objects gauge %v, want 1", gathered(t, s.reg, "registry_adapter_kube_foreign_objects"))
 	}
 	// The adapter stops wanting web: the hand-made object stays.
-	s.Apply("ServiceEntry", []kube.Upsert{seUpsert(t, ns, "sentinel-1", "s1.service.consul", 1, "a")}, []string{ns + "/web"})
+	s.Apply(served.KindServiceEntry, []served.Entry{seUpsert(t, ns, "sentinel-1", "s1.service.consul", 1, "a")}, []string{ns + "/web"})
 	eventually(t, 30*time.Second, "sentinel-1 written", func() error { _, err := getSE(t, ns, "sentinel-1"); return err })
 	if web, err := getSE(t, ns, "web"); err != nil || web.GetResourceVersion() != handRV {
 		t.Fatalf("the hand-made ServiceEntry was touched after the adapter dropped the name: %v", err)
@@ -174,7 +174,7 @@ func TestKubeSinkOwnership(t *testing.T) {
 	// before every source synced (here: before MarkReady), although api is
 	// not (yet) desired.
 	s2 := startSink(t, ns, noLeaderElection())
-	s2.Apply("ServiceEntry", []kube.Upsert{
+	s2.Apply(served.KindServiceEntry, []served.Entry{
 		seUpsert(t, ns, "sentinel-1", "s1.service.consul", 1, "a"),
 		seUpsert(t, ns, "sentinel-2", "s2.service.consul", 2, "a"),
 	}, nil)
@@ -210,7 +210,7 @@ func TestKubeSinkDrift(t *testing.T) {
 	cfg := noLeaderElection()
 	cfg.Resync = time.Second
 	s := startSink(t, ns, cfg)
-	s.Apply("ServiceEntry", []kube.Upsert{seUpsert(t, ns, "db", "db.service.consul", 5432, "a")}, nil)
+	s.Apply(served.KindServiceEntry, []served.Entry{seUpsert(t, ns, "db", "db.service.consul", 5432, "a")}, nil)
 	s.MarkReady()
 	eventually(t, 30*time.Second, "db written", func() error { _, err := getSE(t, ns, "db"); return err })
 	c := kubeDynamic(t).Resource(seGVR).Namespace(ns)
@@ -246,7 +246,7 @@ func TestKubeSinkLeaderElection(t *testing.T) {
 	a := startSink(t, ns, cfg)
 	b := startSink(t, ns, cfg)
 	// Both replicas get the same diff, as two adapters watching one registry.
-	both := func(kind string, ups []kube.Upsert, dels []string) {
+	both := func(kind served.Kind, ups []served.Entry, dels []string) {
 		a.Apply(kind, ups, dels)
 		b.Apply(kind, ups, dels)
 	}
@@ -271,7 +271,7 @@ func TestKubeSinkLeaderElection(t *testing.T) {
 		close(stopWatch)
 		wg.Wait()
 	}()
-	both("ServiceEntry", []kube.Upsert{seUpsert(t, ns, "one", "one.service.consul", 80, "a")}, nil)
+	both(served.KindServiceEntry, []served.Entry{seUpsert(t, ns, "one", "one.service.consul", 80, "a")}, nil)
 	a.MarkReady()
 	b.MarkReady()
 	eventually(t, 30*time.Second, "one written", func() error { _, err := getSE(t, ns, "one"); return err })
@@ -288,7 +288,7 @@ func TestKubeSinkLeaderElection(t *testing.T) {
 	// The leader shuts down: it releases the lease after its last write, and
 	// the follower takes over and writes the change both received since.
 	leader.stop()
-	both("ServiceEntry", []kube.Upsert{seUpsert(t, ns, "two", "two.service.consul", 81, "a")}, []string{ns + "/one"})
+	both(served.KindServiceEntry, []served.Entry{seUpsert(t, ns, "two", "two.service.consul", 81, "a")}, []string{ns + "/one"})
 	eventually(t, 30*time.Second, "the follower took over and wrote two, deleted one", func() error {
 		if _, err := getSE(t, ns, "two"); err != nil {
 			return err

@@ -5,73 +5,55 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
-	"strings"
 
 	"github.com/cespare/xxhash/v2"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
-	mcp "istio.io/api/mcp/v1alpha1"
-	_ "istio.io/api/networking/v1alpha3" // registers the ServiceEntry and WorkloadEntry bodies for UnmarshalNew
+	"google.golang.org/protobuf/types/known/anypb"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	kjson "k8s.io/apimachinery/pkg/util/json"
+
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
-// Labels that decide ownership. managed-by is on every resource the adapter
-// generates, whatever the sink; the owner label is the Kubernetes sink's own.
 const (
-	LabelManagedBy = "app.kubernetes.io/managed-by"
-	ManagedByValue = "registry-adapter"
-	LabelOwner     = "registry-adapter.io/owner"
+	// LabelOwner is the Kubernetes sink's own ownership label, beside
+	// served.LabelManagedBy which every served resource carries.
+	LabelOwner = "registry-adapter.io/owner"
 	// FieldManager is the server-side apply field manager of every write.
 	FieldManager = "registry-adapter"
-)
-
-// Group is the API group of Istio's networking CRDs; the sink writes v1,
-// the version istiod reads since 1.24.
-const (
-	Group   = "networking.istio.io"
+	// Version is the API version of served.Group the sink writes: v1, the
+	// version istiod reads since 1.24.
 	Version = "v1"
 )
 
-// resources maps the adapter's kinds to their CRD resources.
-var resources = map[string]schema.GroupVersionResource{
-	"ServiceEntry":  {Group: Group, Version: Version, Resource: "serviceentries"},
-	"WorkloadEntry": {Group: Group, Version: Version, Resource: "workloadentries"},
+// resources maps the served kinds the sink writes to their CRD resources;
+// it writes no other kind.
+var resources = map[served.Kind]schema.GroupVersionResource{
+	served.KindServiceEntry:  {Group: served.Group, Version: Version, Resource: "serviceentries"},
+	served.KindWorkloadEntry: {Group: served.Group, Version: Version, Resource: "workloadentries"},
 }
 
-// Kinds lists the kinds the sink writes, in a fixed order.
-var Kinds = []string{"ServiceEntry", "WorkloadEntry"}
-
-// Upsert is one resource to write: its "namespace/name", the version the
-// adapter computed (it changes exactly when the content does), and the
-// serialized istio.mcp.v1alpha1.Resource that the xDS sink serves. Decoding
-// that one serialization is what keeps spec, labels and annotations
-// identical between the two sinks.
-type Upsert struct {
-	Name    string
-	Version string
-	MCP     []byte
-}
-
-// render turns an MCP resource into the object the sink applies: the body
-// as the CRD's JSON (protojson uses the same lowerCamel field names and enum
-// names as Istio's CRDs), the metadata labels plus the owner label, and the
-// annotations. It returns the object and the hash of what the sink manages.
-func render(kind, owner string, body []byte) (*unstructured.Unstructured, string, error) {
-	var res mcp.Resource
-	if err := proto.Unmarshal(body, &res); err != nil {
-		return nil, "", fmt.Errorf("decode MCP resource: %w", err)
-	}
-	ns, name, ok := strings.Cut(res.GetMetadata().GetName(), "/")
-	if !ok || ns == "" || name == "" {
-		return nil, "", fmt.Errorf("MCP resource name %q: want namespace/name", res.GetMetadata().GetName())
-	}
-	spec, err := res.GetBody().UnmarshalNew()
+// render turns a served MCP resource (the Any the xDS cache serves, decoded
+// with served.Decode as istiod decodes it, so that both sinks carry
+// identical spec, labels and annotations) into the object the sink applies:
+// the body as the CRD's JSON (protojson uses the same lowerCamel field names
+// and enum names as Istio's CRDs), the metadata labels plus the owner label,
+// and the annotations. It returns the object and the hash of what the sink
+// manages.
+func render(kind served.Kind, owner string, a *anypb.Any) (*unstructured.Unstructured, string, error) {
+	res, err := served.Decode(a)
 	if err != nil {
-		return nil, "", fmt.Errorf("%s %s/%s: decode body: %w", kind, ns, name, err)
+		return nil, "", err
 	}
-	specJSON, err := protojson.Marshal(spec)
+	ns, name := res.Namespace, res.Name
+	if ns == "" || name == "" {
+		return nil, "", fmt.Errorf("%s %q: want namespace/name", kind, res.Key())
+	}
+	if res.Kind != kind {
+		return nil, "", fmt.Errorf("%s %s/%s: the resource is a %s", kind, ns, name, res.Kind)
+	}
+	specJSON, err := protojson.Marshal(res.Spec)
 	if err != nil {
 		return nil, "", fmt.Errorf("%s %s/%s: spec to JSON: %w", kind, ns, name, err)
 	}
@@ -81,22 +63,22 @@ func render(kind, owner string, body []byte) (*unstructured.Unstructured, string
 	if err := kjson.Unmarshal(specJSON, &specMap); err != nil {
 		return nil, "", fmt.Errorf("%s %s/%s: spec JSON: %w", kind, ns, name, err)
 	}
-	labels := maps.Clone(res.GetMetadata().GetLabels())
+	labels := maps.Clone(res.Labels)
 	if labels == nil {
 		labels = map[string]string{}
 	}
 	labels[LabelOwner] = owner
 	meta := map[string]any{"name": name, "namespace": ns, "labels": toAny(labels)}
-	if ann := res.GetMetadata().GetAnnotations(); len(ann) > 0 {
-		meta["annotations"] = toAny(ann)
+	if len(res.Annotations) > 0 {
+		meta["annotations"] = toAny(res.Annotations)
 	}
 	obj := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": Group + "/" + Version,
-		"kind":       kind,
+		"apiVersion": served.Group + "/" + Version,
+		"kind":       string(kind),
 		"metadata":   meta,
 		"spec":       specMap,
 	}}
-	h, err := contentHash(labels, res.GetMetadata().GetAnnotations(), specMap)
+	h, err := contentHash(labels, res.Annotations, specMap)
 	if err != nil {
 		return nil, "", fmt.Errorf("%s %s/%s: %w", kind, ns, name, err)
 	}
@@ -135,10 +117,10 @@ func toAny(m map[string]string) map[string]any {
 
 // owned reports whether an object read from the API server is this sink's.
 func owned(labels map[string]string, owner string) bool {
-	return labels[LabelManagedBy] == ManagedByValue && labels[LabelOwner] == owner
+	return labels[served.LabelManagedBy] == served.ManagedByValue && labels[LabelOwner] == owner
 }
 
 // ownedSelector is the label selector of every object the sink owns.
 func ownedSelector(owner string) string {
-	return LabelManagedBy + "=" + ManagedByValue + "," + LabelOwner + "=" + owner
+	return served.LabelManagedBy + "=" + served.ManagedByValue + "," + LabelOwner + "=" + owner
 }

@@ -17,23 +17,33 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
-// mcpBody builds what the xDS sink serves for one resource.
-func mcpBody(t *testing.T, name string, labels, ann map[string]string, spec proto.Message) []byte {
+var created = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// entry is what the adapter hands every publisher for one resource: the
+// served entry the xDS cache serves.
+func entry(t *testing.T, kind served.Kind, nsName string, labels, ann map[string]string, spec proto.Message) served.Entry {
 	t.Helper()
-	body, err := anypb.New(spec)
+	ns, name, _ := strings.Cut(nsName, "/")
+	e, err := served.New(kind, ns, name, labels, ann, spec, created).Entry()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := proto.Marshal(&mcp.Resource{
-		Metadata: &mcp.Metadata{Name: name, Labels: labels, Annotations: ann},
-		Body:     body,
-	})
+	return e
+}
+
+// mcpAny is an MCP resource built by hand, for input served.New would not
+// produce.
+func mcpAny(t *testing.T, name string, body *anypb.Any) *anypb.Any {
+	t.Helper()
+	b, err := proto.Marshal(&mcp.Resource{Metadata: &mcp.Metadata{Name: name}, Body: body})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
+	return &anypb.Any{TypeUrl: served.MCPResourceTypeURL, Value: b}
 }
 
 func testServiceEntry() *networking.ServiceEntry {
@@ -47,10 +57,10 @@ func testServiceEntry() *networking.ServiceEntry {
 }
 
 func TestRender(t *testing.T) {
-	labels := map[string]string{LabelManagedBy: ManagedByValue, "registry-adapter.io/service": "web", "team": "a"}
+	labels := map[string]string{served.LabelManagedBy: served.ManagedByValue, "registry-adapter.io/service": "web", "team": "a"}
 	ann := map[string]string{"registry-adapter.io/source": "consul"}
-	body := mcpBody(t, "istio-system/web-service-consul", labels, ann, testServiceEntry())
-	obj, hash, err := render("ServiceEntry", "prod", body)
+	e := entry(t, served.KindServiceEntry, "istio-system/web-service-consul", labels, ann, testServiceEntry())
+	obj, hash, err := render(served.KindServiceEntry, "prod", e.Resource)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +70,7 @@ func TestRender(t *testing.T) {
 	if obj.GetNamespace() != "istio-system" || obj.GetName() != "web-service-consul" {
 		t.Errorf("name %s/%s", obj.GetNamespace(), obj.GetName())
 	}
-	wantLabels := map[string]string{LabelManagedBy: ManagedByValue, "registry-adapter.io/service": "web", "team": "a", LabelOwner: "prod"}
+	wantLabels := map[string]string{served.LabelManagedBy: served.ManagedByValue, "registry-adapter.io/service": "web", "team": "a", LabelOwner: "prod"}
 	if fmt.Sprint(obj.GetLabels()) != fmt.Sprint(wantLabels) {
 		t.Errorf("labels %v, want %v", obj.GetLabels(), wantLabels)
 	}
@@ -111,7 +121,7 @@ func TestRender(t *testing.T) {
 
 func TestRenderWorkloadEntry(t *testing.T) {
 	we := &networking.WorkloadEntry{Address: "10.0.0.1", Ports: map[string]uint32{"http-8080": 9090}, Weight: 3}
-	obj, _, err := render("WorkloadEntry", "o", mcpBody(t, "ns/web-a", map[string]string{"app": "web"}, nil, we))
+	obj, _, err := render(served.KindWorkloadEntry, "o", entry(t, served.KindWorkloadEntry, "ns/web-a", map[string]string{"app": "web"}, nil, we).Resource)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,25 +135,32 @@ func TestRenderWorkloadEntry(t *testing.T) {
 }
 
 func TestRenderRejectsBadInput(t *testing.T) {
-	for name, body := range map[string][]byte{
-		"not protobuf": []byte("\xff\xff\xff"),
-		"no namespace": mcpBody(t, "web", nil, nil, testServiceEntry()),
-		"unknown body": func() []byte {
-			b, _ := proto.Marshal(&mcp.Resource{Metadata: &mcp.Metadata{Name: "a/b"}, Body: &anypb.Any{TypeUrl: "type.googleapis.com/nope.Nope"}})
-			return b
-		}(),
+	seBody, err := anypb.New(testServiceEntry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		kind served.Kind
+		res  *anypb.Any
+	}{
+		"not protobuf": {served.KindServiceEntry, &anypb.Any{TypeUrl: served.MCPResourceTypeURL, Value: []byte("\xff\xff\xff")}},
+		"not MCP":      {served.KindServiceEntry, seBody},
+		"no namespace": {served.KindServiceEntry, mcpAny(t, "web", seBody)},
+		"no name":      {served.KindServiceEntry, mcpAny(t, "ns/", seBody)},
+		"unknown body": {served.KindServiceEntry, mcpAny(t, "a/b", &anypb.Any{TypeUrl: "type.googleapis.com/nope.Nope"})},
+		"another kind": {served.KindWorkloadEntry, mcpAny(t, "a/b", seBody)},
 	} {
-		if _, _, err := render("ServiceEntry", "o", body); err == nil {
+		if _, _, err := render(c.kind, "o", c.res); err == nil {
 			t.Errorf("%s: no error", name)
 		}
 	}
 }
 
 func TestUIDRefused(t *testing.T) {
-	gr := schema.GroupResource{Group: Group, Resource: "serviceentries"}
-	uidInvalid := apierrors.NewInvalid(schema.GroupKind{Group: Group, Kind: "ServiceEntry"}, "web",
+	gr := schema.GroupResource{Group: served.Group, Resource: "serviceentries"}
+	uidInvalid := apierrors.NewInvalid(schema.GroupKind{Group: served.Group, Kind: "ServiceEntry"}, "web",
 		field.ErrorList{field.Invalid(field.NewPath("metadata", "uid"), "x", "field is immutable")})
-	specInvalid := apierrors.NewInvalid(schema.GroupKind{Group: Group, Kind: "ServiceEntry"}, "web",
+	specInvalid := apierrors.NewInvalid(schema.GroupKind{Group: served.Group, Kind: "ServiceEntry"}, "web",
 		field.ErrorList{field.Invalid(field.NewPath("spec", "hosts"), "x", "bad")})
 	for _, c := range []struct {
 		err     error

@@ -3,11 +3,13 @@
 // everything that reads Istio config only from there (ambient's ztunnel and
 // waypoints, Istio's VIP allocator, kubectl, istioctl analyze, Kiali).
 //
-// It is a publisher like the xDS server's cache: the adapter hands it the
-// same diff, once per debounce window, and it applies that diff with
-// server-side apply. It imports neither convert nor the sources: what it
-// writes is decoded from the same serialized MCP resource the xDS sink
-// serves, so both sinks carry identical spec, labels and annotations.
+// It is a publisher like the xDS server's cache, with the same two methods
+// (Apply of one kind's served entries and deletes, MarkReady): the adapter
+// hands it the same diff, once per debounce window, and it applies that diff
+// with server-side apply. It imports nothing of ours but served: what it
+// writes is decoded with served.Decode from the same serialized MCP resource
+// the xDS sink serves, so both sinks carry identical spec, labels and
+// annotations.
 //
 // Ownership: the sink writes, prunes and deletes only objects labelled
 // app.kubernetes.io/managed-by=registry-adapter and registry-adapter.io/owner=
@@ -26,6 +28,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/types/known/anypb"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -38,21 +41,23 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/registry-adapter/registry-adapter/served"
 )
 
 // key names one object: its kind and "namespace/name".
 type key struct {
-	kind string
+	kind served.Kind
 	name string
 }
 
-func (k key) String() string { return k.kind + " " + k.name }
+func (k key) String() string { return string(k.kind) + " " + k.name }
 
-// want is one desired object. body is the serialized MCP resource, shared
-// with the xDS cache, so the sink keeps no second copy of the content.
+// want is one desired object. res is the served entry's MCP resource,
+// shared with the xDS cache, so the sink keeps no second copy of the content.
 type want struct {
 	version string
-	body    []byte
+	res     *anypb.Any
 	// hash is the content hash of body once rendered; "" until then.
 	hash string
 }
@@ -125,19 +130,27 @@ func New(cfg Config, namespace string, rc *rest.Config, reg prometheus.Registere
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes sink: %w", err)
 	}
+	return newSink(cfg, namespace, client, leases, reg, log), nil
+}
+
+// newSink is New with its clients given; cfg is defaulted and valid.
+func newSink(cfg Config, namespace string, client dynamic.Interface, leases coordinationv1.LeasesGetter,
+	reg prometheus.Registerer, log *zap.Logger) *Sink {
 	return &Sink{
 		cfg: cfg, namespace: namespace, client: client, leases: leases, log: log, m: newMetrics(reg),
 		desired: make(map[key]*want), actual: make(map[key]have), foreign: make(map[key]bool),
 		since: make(map[key]time.Time),
-	}, nil
+	}
 }
 
 // Apply records one kind's changes from a debounce window and queues them
-// for writing. It never waits for the API server. It reports whether the
+// for writing, as the xDS cache's Apply serves them: upserts are served
+// entries (name "namespace/name", content version, MCP resource), deletes
+// are names. It never waits for the API server. It reports whether the
 // desired state changed.
-func (s *Sink) Apply(kind string, upserts []Upsert, deletes []string) bool {
+func (s *Sink) Apply(kind served.Kind, upserts []served.Entry, deletes []string) bool {
 	if _, ok := resources[kind]; !ok {
-		s.log.Error("kubernetes sink: unknown kind; ignoring", zap.String("kind", kind))
+		s.log.Error("kubernetes sink: unknown kind; ignoring", zap.String("kind", string(kind)))
 		return false
 	}
 	now := time.Now()
@@ -160,7 +173,7 @@ func (s *Sink) Apply(kind string, upserts []Upsert, deletes []string) bool {
 		if w, ok := s.desired[k]; ok && w.version == u.Version {
 			continue
 		}
-		s.desired[k] = &want{version: u.Version, body: u.MCP}
+		s.desired[k] = &want{version: u.Version, res: u.Resource}
 		touch(k)
 	}
 	for _, name := range deletes {
@@ -370,7 +383,10 @@ func (s *Sink) lead(ctx context.Context) {
 // makes q the queue Apply feeds.
 func (s *Sink) resync(ctx context.Context, q workqueue.TypedRateLimitingInterface[key]) error {
 	listed := make(map[key]have)
-	for _, kind := range Kinds {
+	for _, kind := range served.Kinds {
+		if _, ok := resources[kind]; !ok {
+			continue // a kind the sink does not write (yet)
+		}
 		if err := s.list(ctx, kind, listed); err != nil {
 			return err
 		}
@@ -395,7 +411,7 @@ func (s *Sink) resync(ctx context.Context, q workqueue.TypedRateLimitingInterfac
 	return nil
 }
 
-func (s *Sink) list(ctx context.Context, kind string, into map[key]have) error {
+func (s *Sink) list(ctx context.Context, kind served.Kind, into map[key]have) error {
 	res := s.client.Resource(resources[kind]).Namespace(s.namespace)
 	opts := metav1.ListOptions{LabelSelector: ownedSelector(s.cfg.Owner), Limit: 500}
 	for {
@@ -403,7 +419,7 @@ func (s *Sink) list(ctx context.Context, kind string, into map[key]have) error {
 		page, err := res.List(ctx, opts)
 		s.m.requests.WithLabelValues("list").Observe(time.Since(start).Seconds())
 		if err != nil {
-			s.m.errors.WithLabelValues(kind, reason(err)).Inc()
+			s.m.errors.WithLabelValues(string(kind), reason(err)).Inc()
 			return fmt.Errorf("list %s in %s: %w", kind, s.namespace, err)
 		}
 		for i := range page.Items {
@@ -463,10 +479,10 @@ func (s *Sink) sync(ctx context.Context, k key) error {
 	w, isDesired := s.desired[k]
 	h, isActual := s.actual[k]
 	ready := s.ready
-	var body []byte
+	var body *anypb.Any
 	var version string
 	if isDesired {
-		body, version = w.body, w.version
+		body, version = w.res, w.version
 	}
 	s.mu.Unlock()
 
@@ -487,14 +503,14 @@ func (s *Sink) sync(ctx context.Context, k key) error {
 		s.m.requests.WithLabelValues("delete").Observe(time.Since(start).Seconds())
 		switch {
 		case err == nil || apierrors.IsNotFound(err):
-			s.m.deletes.WithLabelValues(k.kind).Inc()
+			s.m.deletes.WithLabelValues(string(k.kind)).Inc()
 		case apierrors.IsConflict(err):
 			// The name now belongs to another object: not ours to delete.
-			s.m.conflicts.WithLabelValues(k.kind).Inc()
+			s.m.conflicts.WithLabelValues(string(k.kind)).Inc()
 			s.log.Warn("kubernetes sink: the object was replaced by one the adapter does not own; leaving it alone",
 				zap.Stringer("object", k))
 		default:
-			s.m.errors.WithLabelValues(k.kind, reason(err)).Inc()
+			s.m.errors.WithLabelValues(string(k.kind), reason(err)).Inc()
 			return fmt.Errorf("delete %s: %w", k, err)
 		}
 		s.mu.Lock()
@@ -509,7 +525,7 @@ func (s *Sink) sync(ctx context.Context, k key) error {
 	obj, hash, err := render(k.kind, s.cfg.Owner, body)
 	if err != nil {
 		// The same bytes will not render better on a retry.
-		s.m.errors.WithLabelValues(k.kind, "render").Inc()
+		s.m.errors.WithLabelValues(string(k.kind), "render").Inc()
 		s.log.Error("kubernetes sink: cannot render; leaving it out", zap.Stringer("object", k), zap.Error(err))
 		return nil
 	}
@@ -533,7 +549,7 @@ func (s *Sink) sync(ctx context.Context, k key) error {
 		s.m.requests.WithLabelValues("create").Observe(time.Since(start).Seconds())
 	}
 	if err == nil {
-		s.m.applies.WithLabelValues(k.kind).Inc()
+		s.m.applies.WithLabelValues(string(k.kind)).Inc()
 		s.mu.Lock()
 		s.actual[k] = have{uid: got.GetUID(), hash: hash}
 		if s.foreign[k] {
@@ -545,7 +561,7 @@ func (s *Sink) sync(ctx context.Context, k key) error {
 		return nil
 	}
 	if !uidRefused(err) && !apierrors.IsAlreadyExists(err) {
-		s.m.errors.WithLabelValues(k.kind, reason(err)).Inc()
+		s.m.errors.WithLabelValues(string(k.kind), reason(err)).Inc()
 		return fmt.Errorf("write %s: %w", k, err)
 	}
 	// Another object holds the name, or ours was replaced. Ask whose it is.
@@ -559,7 +575,7 @@ func (s *Sink) sync(ctx context.Context, k key) error {
 		return errRetry // ours was deleted meanwhile: create it
 	}
 	if gerr != nil {
-		s.m.errors.WithLabelValues(k.kind, reason(gerr)).Inc()
+		s.m.errors.WithLabelValues(string(k.kind), reason(gerr)).Inc()
 		return fmt.Errorf("get %s after a refused apply: %w", k, gerr)
 	}
 	if owned(cur.GetLabels(), s.cfg.Owner) {
@@ -571,7 +587,7 @@ func (s *Sink) sync(ctx context.Context, k key) error {
 		s.mu.Unlock()
 		return errRetry
 	}
-	s.m.conflicts.WithLabelValues(k.kind).Inc()
+	s.m.conflicts.WithLabelValues(string(k.kind)).Inc()
 	s.mu.Lock()
 	delete(s.actual, k)
 	first := !s.foreign[k]
@@ -624,7 +640,11 @@ func reason(err error) string {
 	if errors.As(err, &status) && status.Status().Code != 0 {
 		return fmt.Sprint(status.Status().Code)
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
+	// A request that ran out of time: its context or the client's timeout
+	// (requestTimeout; net/http's timeout error is a DeadlineExceeded), or
+	// the network's (a dial or read "i/o timeout", a net.Error).
+	var timeout interface{ Timeout() bool }
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &timeout) && timeout.Timeout() {
 		return "timeout"
 	}
 	return "network"
