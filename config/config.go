@@ -237,6 +237,14 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("log.level %q: must be debug, info, warn or error", c.Log.Level))
 	}
+	if len(c.Sources) == 0 {
+		// Nothing else stops it: the adapter would be ready at once and serve
+		// an empty set, so istiod would drop every entry it has from this
+		// config source and the Kubernetes sink would prune every object it
+		// owns; the mass-deletion guard judges sources, and there are none.
+		errs = append(errs, errors.New("sources: at least one source is required (with none, istiod would drop every "+
+			"entry the adapter served and the Kubernetes sink would delete every object it wrote)"))
+	}
 	seen := map[string]bool{}
 	for i := range c.Sources {
 		s := &c.Sources[i]

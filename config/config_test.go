@@ -10,14 +10,20 @@ import (
 	"github.com/registry-adapter/registry-adapter/sources/static"
 )
 
+// oneSource is the smallest valid sources list, for tests about other keys.
+const oneSource = "sources: [{name: vms, static: {}}]\n"
+
 func TestParseConfig(t *testing.T) {
 	cases := []struct {
 		name    string
 		yaml    string
 		wantErr []string // substrings; empty means valid
 	}{
-		{"minimal", "sources: []\n", nil},
-		{"empty file", "", nil},
+		{"minimal", oneSource, nil},
+		{"empty file", "", []string{"sources: at least one source is required"}},
+		{"no sources", "sources: []\n", []string{"sources: at least one source is required"}},
+		{"null sources", "sources:\n", []string{"sources: at least one source is required"}},
+		{"sources dropped, the rest set", "server: {listen: \"127.0.0.1:15010\"}\noutput: {mode: inline}\n", []string{"sources: at least one source is required"}},
 		{"static", `
 server: {listen: "127.0.0.1:15010", debugListen: "127.0.0.1:15014"}
 output: {namespace: istio-system, mode: inline}
@@ -130,7 +136,7 @@ func TestConfigExplicitZeros(t *testing.T) {
 			adapter.GuardConfig{MaxDeletionShare: 0.5, MinInstances: 10, Manual: true, Window: time.Minute}, adapter.DefaultDebounceConfig()},
 	}
 	for _, c := range cases {
-		cfg, err := Parse(strings.NewReader(c.yaml))
+		cfg, err := Parse(strings.NewReader(c.yaml + oneSource))
 		if err != nil {
 			t.Errorf("%q: %v", c.yaml, err)
 			continue
@@ -156,7 +162,7 @@ func TestAdminListen(t *testing.T) {
 		{"server: {adminListen: 0.0.0.0:15015, adminTokenFile: /var/run/token}", "0.0.0.0:15015", ""},
 	}
 	for _, c := range cases {
-		cfg, err := Parse(strings.NewReader(c.server + "\n"))
+		cfg, err := Parse(strings.NewReader(c.server + "\n" + oneSource))
 		switch {
 		case c.wantErr != "":
 			if err == nil || !strings.Contains(err.Error(), c.wantErr) {

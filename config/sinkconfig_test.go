@@ -11,7 +11,7 @@ func TestParseConfigSink(t *testing.T) {
 		wantErr    string
 		xds, kube  bool
 	}{
-		{"default is xds", "sources: []\n", "", true, false},
+		{"default is xds", "", "", true, false},
 		{"kubernetes", "sink: kubernetes\n", "", false, true},
 		{"both", "sink: both\nkubernetesSink: {owner: dc1, qps: 5, burst: 10}\n", "", true, true},
 		{"unknown sink", "sink: etcd\n", `sink "etcd": must be xds, kubernetes or both`, false, false},
@@ -22,7 +22,7 @@ func TestParseConfigSink(t *testing.T) {
 			"leaseDuration 5s must be greater than renewDeadline 10s", false, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			cfg, err := Parse(strings.NewReader(c.yaml))
+			cfg, err := Parse(strings.NewReader(c.yaml + oneSource))
 			if c.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 					t.Fatalf("error %v, want %q", err, c.wantErr)

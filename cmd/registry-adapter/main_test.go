@@ -74,6 +74,11 @@ func TestRenderIgnoresShards(t *testing.T) {
 func TestValidateAndErrors(t *testing.T) {
 	t.Setenv(configEnv, "")
 	dir := t.TempDir()
+	// A values override that drops the sources, leaving the rest.
+	empty := filepath.Join(dir, "empty.yaml")
+	if err := os.WriteFile(empty, []byte("output: {mode: inline}\nsources: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte("sources:\n- name: vms\n  static: {servcies: []}\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -98,6 +103,8 @@ func TestValidateAndErrors(t *testing.T) {
 	}{
 		{[]string{"validate", "--config", "../../examples/static.yaml"}, 0, "valid (1 sources"},
 		{[]string{"validate", "--config", bad}, 1, "sources[0].static.servcies: unknown key"},
+		{[]string{"validate", "--config", empty}, 1, "sources: at least one source is required"},
+		{[]string{"run", "--config", empty}, 1, "sources: at least one source is required"},
 		{[]string{"validate", "--config", sharded}, 0, "3 shards on 127.0.0.1:15010 127.0.0.1:15011 127.0.0.1:15012)"},
 		{[]string{"validate", "--config", tooMany}, 1, "server.shards 100: must be between 1 and 64"},
 		{[]string{"validate"}, 2, "--config (or $REGISTRY_ADAPTER_CONFIG) is required"},
