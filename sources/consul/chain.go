@@ -112,9 +112,14 @@ func (l *loop) compileTraffic() {
 	l.config.compiled = out
 	now := map[notCarried]bool{}
 	gauge := l.s.metrics.notCarried
-	gauge.Reset()
+	// Series are set and deleted one by one, never Reset: a scrape (or a
+	// reader holding a series) between a Reset and the Sets would see a
+	// problem that is still there vanish.
+	series := map[[4]string]bool{}
 	for _, n := range c.issues {
-		gauge.WithLabelValues(n.kind, n.service, n.field, n.result()).Set(1)
+		labels := [4]string{n.kind, n.service, n.field, n.result()}
+		series[labels] = true
+		gauge.WithLabelValues(labels[:]...).Set(1)
 		if now[n] {
 			continue
 		}
@@ -128,6 +133,9 @@ func (l *loop) compileTraffic() {
 		}
 	}
 	for n := range l.config.notCarried {
+		if labels := [4]string{n.kind, n.service, n.field, n.result()}; !series[labels] {
+			gauge.DeleteLabelValues(labels[:]...)
+		}
 		if !now[n] {
 			l.s.log.Info("Consul config entry problem gone", zap.String("kind", n.kind), zap.String("service", n.service), zap.String("field", n.field))
 		}
