@@ -9,16 +9,30 @@ VERSION := $(shell sed -n 's/^var version = "\(.*\)"$$/\1/p' cmd/registry-adapte
 COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD 2>/dev/null || echo +dirty)
 LDFLAGS := -s -w -X main.commit=$(COMMIT)
 
-.PHONY: all build test unit vet fmt-check consul fuzz integration e2e e2e-matrix soak demo bench chart-check chart-update docker-check release-check version clean
+.PHONY: all build image image-push test unit vet fmt-check consul fuzz integration e2e e2e-matrix soak demo bench chart-check chart-update docker-check release-check version clean
 
 all: build
 
+# Static (no cgo), as the image and the Dockerfile build it.
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/registry-adapter ./cmd/registry-adapter
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/registry-adapter ./cmd/registry-adapter
+
+# The OCI image, without a container engine (hack/image.sh: go-containerregistry): the same static binary for
+# linux/$(GOARCH), nonroot, no shell, OCI labels; an OCI image layout in bin/image, its digest in bin/image.digest,
+# then read back and checked. make image-push IMAGE=registry.example.com/mesh/registry-adapter:$(VERSION) pushes it
+# (credentials of docker login or crane auth login); set the chart's image.repository (and image.tag or
+# image.digest) to match.
+image:
+	bash hack/image.sh build
+image-push:
+	@[ -n "$(IMAGE)" ] || { echo "usage: make image-push IMAGE=REGISTRY/REPOSITORY:$(VERSION)" >&2; exit 2; }
+	bash hack/image.sh build
+	bash hack/image.sh push "$(IMAGE)"
 
 # The test suite: static checks, unit tests (race detector on), tests against
-# a real Consul agent, and the conformance tests with istiod's own client.
-test: vet fmt-check release-check consul unit fuzz integration chart-check
+# a real Consul agent, the conformance tests with istiod's own client, the
+# chart and the image.
+test: vet fmt-check release-check consul unit fuzz integration chart-check image
 
 vet:
 	$(GO) vet ./...

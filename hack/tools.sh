@@ -2,6 +2,7 @@
 #
 #   tools_helm            build (once, cached) or locate helm; sets HELM
 #   tools_manifestcheck   build (when its sources change) hack/manifestcheck; sets MC
+#   tools_image           build (when its sources change, after its tests) hack/image; sets IMAGE_TOOL
 #
 # Tools live in $REGISTRY_ADAPTER_CACHE/tools (default $HOME/.cache/registry-adapter/tools). Everything is built
 # from the Go module proxy; nothing else is downloaded.
@@ -109,4 +110,24 @@ _build_promtool() {
 tools_promtool() {
   [ -n "${PROMTOOL_BIN:-}" ] || with_lock "$TOOLS/promtool.lock" _build_promtool
   [ -x "$PROMTOOL" ] || die "no promtool at $PROMTOOL"
+}
+
+# ---- hack/image (the OCI image's build, check, unpack and push; go-containerregistry), rebuilt when its sources
+# change, its tests run before each build of it.
+IMAGE_DIR=$ROOT/hack/image
+_build_image_tool() {
+  [ -x "$IMAGE_TOOL" ] && return 0
+  local t0
+  t0=$(now_ms)
+  log "building hack/image and running its tests"
+  rm -f "$TOOLS"/image-*
+  (cd "$IMAGE_DIR" && GOFLAGS=-mod=readonly nice -n 10 go test . >&2) || die "hack/image tests"
+  (cd "$IMAGE_DIR" && GOFLAGS=-mod=readonly nice -n 10 go build -o "$IMAGE_TOOL.tmp.$$" .) ||
+    { rm -f "$IMAGE_TOOL.tmp.$$"; die "hack/image build failed"; }
+  mv -f "$IMAGE_TOOL.tmp.$$" "$IMAGE_TOOL"
+  log "built hack/image in $(( ($(now_ms) - t0) / 1000 ))s"
+}
+tools_image() {
+  IMAGE_TOOL=$TOOLS/image-$( (cd "$IMAGE_DIR" && cat go.mod go.sum ./*.go; go version) | sha256sum | cut -c1-16)
+  with_lock "$TOOLS/image.lock" _build_image_tool
 }
