@@ -61,6 +61,9 @@ type Adapter struct {
 	// onReject, when set, receives rejections instead of the log and
 	// metrics (render returns them to its caller).
 	onReject func(convert.Rejection)
+	// rejectLog bounds the rejection warnings: registry data can make any
+	// number of them (sources.LogLimit); the metric counts each.
+	rejectLog *sources.LogLimit
 
 	ready atomic.Bool
 	// allow carries operator releases of held deletions to the loop.
@@ -121,6 +124,7 @@ func NewSharded(srcs []NamedSource, settings Settings, shards []Publisher, m *Me
 		store:          NewStore(names),
 		published:      NewPublished(),
 		vips:           newAllocator(settings.Output, log),
+		rejectLog:      sources.NewLogLimit(sources.LogBurst, sources.LogEvery),
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/served"
+	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/vip"
 )
 
@@ -261,9 +262,11 @@ func (a *Adapter) reportRejections(rejected []convert.Rejection) {
 			a.onReject(r)
 			continue
 		}
-		a.log.Warn("left out of what istiod receives",
-			zap.String("source", r.Source), zap.String("kind", string(r.Kind)), zap.String("item", r.Name),
-			zap.String("code", r.Code), zap.String("reason", r.Reason))
+		if ok, held := a.rejectLog.Allow(); ok {
+			a.log.Warn("left out of what istiod receives",
+				zap.String("source", r.Source), zap.String("kind", string(r.Kind)), zap.String("item", r.Name),
+				zap.String("code", r.Code), zap.String("reason", r.Reason), zap.Int(sources.HeldBackField, held))
+		}
 		if a.metrics != nil {
 			a.metrics.rejected.WithLabelValues(r.Source, r.Code).Inc()
 		}

@@ -2,6 +2,7 @@ package adapter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
 )
 
 // runSource runs one source, restarting it if it fails, and forwards its
@@ -16,6 +18,9 @@ import (
 // it restarts: a crashed watcher must not empty istiod's view.
 func (a *Adapter) runSource(ctx context.Context, s NamedSource, updates chan<- update) {
 	log := a.log.With(zap.String("source", s.Name))
+	// One per source, across its restarts: a registrant's data must not
+	// flood the log (sources.LogLimit).
+	warnings := sources.NewLogLimit(sources.LogBurst, sources.LogEvery)
 	var resets uint64
 	if s.Reporter != nil {
 		resets = s.Reporter.Resets()
@@ -44,7 +49,9 @@ func (a *Adapter) runSource(ctx context.Context, s NamedSource, updates chan<- u
 		for {
 			select {
 			case groups := <-out:
-				if err := tally.admit(groups, first); err != nil {
+				groups, left, err := tally.admit(groups, first)
+				a.reportLeftOut(log, s.Name, left, warnings)
+				if err != nil {
 					// Not applied: the source keeps its last good state. The
 					// restart makes it send its whole state again, so that
 					// what it sends later is not a change to a state the
@@ -79,7 +86,11 @@ func (a *Adapter) runSource(ctx context.Context, s NamedSource, updates chan<- u
 				}
 				log.Error("source stopped unexpectedly; keeping its last state and restarting", zap.Error(err))
 				if err != nil && s.Reporter != nil {
-					s.Reporter.Failed("crashed", err)
+					kind := "crashed"
+					if pe := (*sources.PanicError)(nil); errors.As(err, &pe) {
+						kind = "panic" // recovered by the source itself, on one of its goroutines
+					}
+					s.Reporter.Failed(kind, err)
 				}
 				break forward
 			case <-ctx.Done():
@@ -93,6 +104,20 @@ func (a *Adapter) runSource(ctx context.Context, s NamedSource, updates chan<- u
 		case <-time.After(a.restartBackoff):
 		case <-ctx.Done():
 			return
+		}
+	}
+}
+
+// reportLeftOut logs (within the source's warning budget) and counts the
+// items a per-item cap left out of a batch.
+func (a *Adapter) reportLeftOut(log *zap.Logger, source string, left []string, warnings *sources.LogLimit) {
+	for _, why := range left {
+		if a.metrics != nil {
+			a.metrics.rejected.WithLabelValues(source, "limit").Inc()
+		}
+		if ok, held := warnings.Allow(); ok {
+			log.Warn("left out of what istiod receives: over a per-item limit", zap.String("reason", why),
+				zap.Int(sources.HeldBackField, held))
 		}
 	}
 }

@@ -170,6 +170,7 @@ func BuildSources(cfg *Config, reg prometheus.Registerer, log *zap.Logger) ([]ad
 		rep := sources.NewReporter(sc.Name, metrics)
 		src, err := r.New(sources.Options{
 			Name: sc.Name, Logger: log.With(zap.String("source", sc.Name)), Reporter: rep, Registerer: reg,
+			Limits: sc.Limits.ItemLimits(),
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("sources[%d] (%s): %w", i, sc.Name, err))

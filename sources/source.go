@@ -73,6 +73,19 @@ type Options struct {
 	// ones the Reporter records; nil (tests, one-shot commands): they are
 	// kept but not registered.
 	Registerer prometheus.Registerer
+	// Limits are the per-item caps the source applies itself.
+	Limits Limits
+}
+
+// Limits are the per-item caps of sources[].limits that only a source can
+// apply, because only it can name the item at fault: the adapter checks the
+// rest on every batch. Zero is no limit.
+type Limits struct {
+	// PortsPerInstance bounds the ports one instance may declare (a Consul
+	// multi-port registration): an instance beyond it is left out by name,
+	// rather than add its ports to its service, which would then be left out
+	// whole for having more than limits.portsPerService.
+	PortsPerInstance int
 }
 
 // Register registers a source's own metrics with Registerer, if there is

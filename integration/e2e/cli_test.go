@@ -50,6 +50,52 @@ func TestRenderFromConsul(t *testing.T) {
 	}
 }
 
+// TestRenderLeavesOutAnOversizedInstance: a registration with 257 k=v tags
+// (257 labels, one more than limits.labelsPerInstance) used to breach the
+// source's cap and stop the whole source; now that instance alone is left
+// out, named on stderr, and every other instance and service is rendered.
+func TestRenderLeavesOutAnOversizedInstance(t *testing.T) {
+	t.Parallel()
+	c, addr := startConsul(t, 0)
+	var tags []string
+	for i := range 257 {
+		tags = append(tags, fmt.Sprintf("k%d=v", i))
+	}
+	register(t, c, "web", "vm-1", "10.4.1.1", 8080, nil, nil)
+	register(t, c, "db", "vm-3", "10.4.1.3", 5432, nil, nil)
+	// The same service on another node, with the tags.
+	if _, err := c.Catalog().Register(&consulapi.CatalogRegistration{
+		Node: "vm-2", Address: "10.4.1.2",
+		Service: &consulapi.AgentService{ID: "web-tagged", Service: "web", Port: 8080, Tags: tags},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "render.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("sources:\n- name: dc1\n  consul: {address: %q}\n", addr)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(adapterBin, "render", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("render: %v\n%s", err, stderr.String())
+	}
+	out := stdout.String()
+	// Either output mode: an inline endpoint ("- address:") or a
+	// WorkloadEntry ("  address:").
+	for _, want := range []string{"address: 10.4.1.1\n", "address: 10.4.1.3\n", "  name: db.service.consul\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("render output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "10.4.1.2") {
+		t.Errorf("the instance with 257 labels was rendered:\n%s", out)
+	}
+	if want := "service web.service.consul instance vm-2/web-tagged has 257 labels, more than limits.labelsPerInstance 256"; !strings.Contains(stderr.String(), want) {
+		t.Errorf("stderr does not name the instance (%q):\n%s", want, stderr.String())
+	}
+}
+
 // TestSecretsNeverShown: ACL tokens appear in no log line, no debug page and
 // no metric, whether they come from the config or a token file.
 func TestSecretsNeverShown(t *testing.T) {

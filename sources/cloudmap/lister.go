@@ -267,7 +267,7 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(concurrency)
 	for i, s := range svcs {
-		g.Go(func() error {
+		cloudsource.Go(g, fmt.Sprintf("reading Cloud Map service %q", s.name), func() error {
 			c, err := l.readService(gctx, api, httpName, s)
 			results[i] = c
 			return err

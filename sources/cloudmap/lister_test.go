@@ -2,6 +2,7 @@ package cloudmap
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -14,6 +15,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
 // fakeAPI is a scripted Cloud Map for the lister's own logic.
@@ -22,6 +25,8 @@ type fakeAPI struct {
 	instances map[string][]types.HttpInstanceSummary
 	revision  map[string]int64
 	notFound  map[string]bool
+	// panics: ListInstances panics for these services (an SDK bug).
+	panics map[string]bool
 	// servicePages splits ListServices into pages of one; badToken repeats
 	// the first token.
 	servicePages, badToken bool
@@ -88,6 +93,10 @@ func (f *fakeAPI) page(n int, token *string, max *int32) (lo, hi int, next *stri
 func (f *fakeAPI) ListInstances(_ context.Context, in *sd.ListInstancesInput, _ ...func(*sd.Options)) (*sd.ListInstancesOutput, error) {
 	f.count("ListInstances")
 	name := aws.ToString(in.ServiceId)
+	if f.panics[name] {
+		var m map[string]int
+		m[name]++
+	}
 	if f.notFound[name] {
 		return nil, &types.ServiceNotFound{Message: aws.String("gone")}
 	}
@@ -207,6 +216,28 @@ func TestListEdgeCases(t *testing.T) {
 	f.badToken = true
 	if _, err := newFakeLister(t, f, &now).List(context.Background()); err == nil || !strings.Contains(err.Error(), "NextToken repeated") {
 		t.Fatalf("repeated token: %v", err)
+	}
+}
+
+// A panic in one service's worker (an SDK bug, a mapping bug) is the list's
+// error, naming the service, instead of ending the process: the poll loop
+// then keeps the last good state and lists again after its backoff.
+func TestWorkerPanicFailsTheList(t *testing.T) {
+	now := time.Now()
+	f := &fakeAPI{
+		services:  []types.ServiceSummary{svc("a"), svc("b")},
+		instances: map[string][]types.HttpInstanceSummary{"a": {inst("1", "10.0.0.1")}, "b": {inst("2", "10.0.0.2")}},
+		panics:    map[string]bool{"b": true},
+	}
+	l := newFakeLister(t, f, &now)
+	_, err := l.List(context.Background())
+	var pe *sources.PanicError
+	if !errors.As(err, &pe) || !strings.Contains(err.Error(), `panic in reading Cloud Map service "b"`) || poll.ErrorKind(err) != "panic" {
+		t.Fatalf("List: %v; want the worker's panic", err)
+	}
+	delete(f.panics, "b")
+	if g, err := l.List(context.Background()); err != nil || len(g) != 2 {
+		t.Fatalf("the next list: %+v, %v", g, err)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
 )
 
 // Problem is an instance or service left out, or partly left out, because
@@ -55,11 +56,14 @@ func (r *Result) Add(o Result) {
 }
 
 // ProblemLog logs each problem once, when it first appears, rather than at
-// every list. Its methods are safe for concurrent use.
+// every list, within a budget of lines (sources.LogLimit: one list can hold
+// any number of bad instances; the skipped metric counts every one). Its
+// methods are safe for concurrent use.
 type ProblemLog struct {
 	log *zap.Logger
 	// msg is the log message, e.g. "EC2 instance not (fully) served".
-	msg string
+	msg   string
+	limit *sources.LogLimit
 
 	mu     sync.Mutex
 	logged map[string]Problem
@@ -67,7 +71,7 @@ type ProblemLog struct {
 
 // NewProblemLog returns a ProblemLog writing msg to log.
 func NewProblemLog(log *zap.Logger, msg string) *ProblemLog {
-	return &ProblemLog{log: log, msg: msg}
+	return &ProblemLog{log: log, msg: msg, limit: sources.NewLogLimit(sources.LogBurst, sources.LogEvery)}
 }
 
 // Log logs the problems that were not in the previous call's set. A nil
@@ -79,9 +83,12 @@ func (l *ProblemLog) Log(problems map[string]Problem) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for key, p := range problems {
-		if l.logged[key] != p {
+		if l.logged[key] == p {
+			continue
+		}
+		if ok, held := l.limit.Allow(); ok {
 			l.log.Warn(l.msg, zap.String("key", key), zap.String("name", p.Name),
-				zap.String("reason", p.Reason), zap.String("detail", p.Detail))
+				zap.String("reason", p.Reason), zap.String("detail", p.Detail), zap.Int(sources.HeldBackField, held))
 		}
 	}
 	l.logged = problems

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
 )
 
 // chainLoop is a loop with config entries and no Consul: enough for
@@ -23,7 +24,7 @@ func chainLoop(t *testing.T, mut func(*Config), entries ...api.ConfigEntry) *loo
 		mut(&cfg)
 	}
 	cfg.SetDefaults()
-	m, err := newMapper(&cfg)
+	m, err := newMapper(&cfg, sources.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}

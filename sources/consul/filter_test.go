@@ -5,12 +5,14 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/registry-adapter/registry-adapter/sources"
 )
 
 func TestSubsetLabels(t *testing.T) {
 	cfg := Config{VirtualAddressKey: "mesh-vip"}
 	cfg.SetDefaults()
-	m, err := newMapper(&cfg)
+	m, err := newMapper(&cfg, sources.Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}

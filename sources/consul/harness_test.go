@@ -255,6 +255,13 @@ type harness struct {
 
 func runSource(t *testing.T, cfg Config) *harness {
 	t.Helper()
+	return runSourceWith(t, cfg, nil)
+}
+
+// runSourceWith is runSource, with prepare called on the source before it
+// runs (a deliberate fault, limits).
+func runSourceWith(t *testing.T, cfg Config, prepare func(*Source)) *harness {
+	t.Helper()
 	core, logs := observer.New(zap.DebugLevel)
 	logger := zap.New(zapcore.NewTee(core, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)).Core()))
 	reg := prometheus.NewRegistry()
@@ -262,6 +269,9 @@ func runSource(t *testing.T, cfg Config) *harness {
 	src, err := New(cfg, sources.Options{Name: "consul-test", Logger: logger, Reporter: rep, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(src)
 	}
 	h := &harness{t: t, src: src, out: make(chan []model.Group), logs: logs, reporter: rep, reg: reg, state: view{}}
 	ctx, cancel := context.WithCancel(context.Background())

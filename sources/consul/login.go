@@ -144,7 +144,7 @@ func (s *Source) keepLoggedIn(ctx context.Context, tok *api.ACLToken) string {
 			return current.SecretID
 		}
 		if s.tokens.set(next.SecretID) {
-			s.epochs.bump()
+			s.epoch().bump()
 		}
 		s.logout(current.SecretID)
 		current = next

@@ -2,6 +2,8 @@ package consul
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"maps"
 	"reflect"
 	"slices"
@@ -11,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
 )
 
 // watchKey identifies a watched service: a local one (peer "") or one
@@ -55,6 +58,9 @@ type loop struct {
 	out    chan<- []model.Group
 	events chan event
 	start  time.Time
+	// crashed (buffered 1) carries a panic recovered on a goroutine of the
+	// run (spawn).
+	crashed chan error
 
 	lists  map[string]map[string]bool // origin ("" or peer) -> selected names
 	listed map[string]bool            // origins that answered once
@@ -88,7 +94,25 @@ type loop struct {
 	dc     string
 }
 
-func (l *loop) run(ctx context.Context) {
+// spawn runs f on a goroutine of the run. A panic in it (every goroutine
+// of the source handles registry data) ends the run with the panic as its
+// error, and the adapter restarts the source; the process and the other
+// sources are not affected.
+func (l *loop) spawn(what string, f func()) {
+	l.wg.Go(func() {
+		err := sources.Catch(what, func() error { f(); return nil })
+		if err != nil {
+			select {
+			case l.crashed <- err:
+			default: // the run is already ending
+			}
+		}
+	})
+}
+
+// run is the loop's goroutine. It returns nil when ctx is done, or the
+// panic a goroutine of the run recovered.
+func (l *loop) run(ctx context.Context) error {
 	for {
 		var out chan<- []model.Group
 		var batch []model.Group
@@ -97,7 +121,13 @@ func (l *loop) run(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return nil
+		case err := <-l.crashed:
+			var pe *sources.PanicError
+			if errors.As(err, &pe) {
+				l.s.log.Error("recovered a panic in the Consul source; restarting it", zap.Error(err), zap.ByteString("stack", pe.Stack))
+			}
+			return err
 		case ev := <-l.events:
 			ev.apply(ctx, l)
 		case <-l.s.slots.flips:
@@ -250,7 +280,7 @@ func (l *loop) checkRotation(ctx context.Context) {
 	if wantFeed && l.stopFeed == nil {
 		fctx, cancel := context.WithCancel(ctx)
 		l.stopFeed = cancel
-		l.wg.Go(func() { l.s.watchChecks(fctx, l.events) })
+		l.spawn("the Consul checks feed", func() { l.s.watchChecks(fctx, l.events) })
 	} else if !wantFeed && l.stopFeed != nil {
 		l.stopFeed()
 		l.stopFeed = nil
@@ -289,7 +319,7 @@ func (l *loop) startWatch(ctx context.Context, key watchKey) {
 	l.unanswered++
 	l.s.watched.Add(1)
 	l.s.metrics.watches.Inc()
-	l.wg.Go(func() { l.s.watchHealth(ctx, w, l.events) })
+	l.spawn(fmt.Sprintf("the health watch of Consul service %q", w.scope), func() { l.s.watchHealth(ctx, w, l.events) })
 }
 
 // setNodes records the nodes of a local watch's instances.
@@ -339,13 +369,20 @@ func (ev healthEvent) apply(_ context.Context, l *loop) {
 	if l.watches[w.key] != w {
 		return // from a watch stopped meanwhile
 	}
-	l.setNodes(w, ev.nodes)
 	id := "health/" + w.scope
-	l.recovered(id)
 	if !w.answered {
+		// Answered, even by a panic: one service must not hold the
+		// source's first state.
 		w.answered = true
 		l.unanswered--
 	}
+	if ev.panicked != nil {
+		// The service keeps what it had; its next answer maps it again.
+		l.fail(id, "panic", ev.panicked)
+		return
+	}
+	l.setNodes(w, ev.nodes)
+	l.recovered(id)
 	log := l.s.log.With(zap.String("service", w.scope))
 	if ev.filtered {
 		l.s.metrics.aclFiltered.WithLabelValues("health").Inc()
@@ -364,7 +401,7 @@ func (ev healthEvent) apply(_ context.Context, l *loop) {
 	}
 	for _, is := range ev.res.issues {
 		l.s.metrics.invalid.WithLabelValues(is.reason).Inc()
-		log.Warn("invalid Consul data: "+is.message, zap.String("reason", is.reason))
+		l.s.warn(log, "invalid Consul data: "+is.message, zap.String("reason", is.reason))
 	}
 	if ev.res.dc != "" && l.dc == "" {
 		l.dc = ev.res.dc
@@ -379,7 +416,7 @@ func (ev healthEvent) apply(_ context.Context, l *loop) {
 		l.mapped[w.scope] = mapped{defaulted: ev.res.defaulted, tags: ev.res.tags}
 	}
 	if ev.res.invalid {
-		log.Warn("service skipped: it cannot be mapped")
+		l.s.warn(log, "service skipped: it cannot be mapped")
 	} else if svc == nil {
 		if prev := l.desired[w.scope]; prev != nil {
 			// No eligible instance left: keep the service, without endpoints.
@@ -391,18 +428,30 @@ func (ev healthEvent) apply(_ context.Context, l *loop) {
 	l.setDesired(w.scope, svc)
 }
 
-func (ev errEvent) apply(_ context.Context, l *loop) {
-	log := l.s.log.With(zap.String("query", ev.id), zap.String("kind", ev.kind), zap.Error(ev.err))
+func (ev errEvent) apply(_ context.Context, l *loop) { l.fail(ev.id, ev.kind, ev.err) }
+
+// fail records that the query id failed (or its answer could not be
+// mapped): the source keeps its last state and is stale until it works.
+func (l *loop) fail(id, kind string, err error) {
+	log := l.s.log.With(zap.String("query", id), zap.String("kind", kind), zap.Error(err))
 	switch {
-	case l.failing[ev.id]:
+	case kind == "panic":
+		var pe *sources.PanicError
+		if errors.As(err, &pe) {
+			log = log.With(zap.ByteString("stack", pe.Stack))
+		}
+		l.s.warn(log, "recovered a panic mapping a Consul answer; keeping the service's last state")
+	case l.failing[id]:
 		log.Debug("Consul query failed again")
-	case ev.kind == "unsupported":
+	case kind == "unsupported":
 		log.Error("Consul rejected the query (configuration); keeping the last state and retrying with backoff")
 	default:
-		log.Warn("Consul query failed; keeping the last state and retrying with backoff")
+		// Within the warning budget: with Consul down (or answering
+		// garbage), every watch fails at once.
+		l.s.warn(log, "Consul query failed; keeping the last state and retrying with backoff")
 	}
-	l.failing[ev.id] = true
-	l.s.reporter.Failed(ev.kind, ev.err)
+	l.failing[id] = true
+	l.s.reporter.Failed(kind, err)
 }
 
 func (l *loop) recovered(id string) {
@@ -458,7 +507,7 @@ func (l *loop) reconcile(scope string) {
 		} else if l.warned[scope] != svc.Host {
 			l.warned[scope] = svc.Host
 			l.s.metrics.invalid.WithLabelValues("collision").Inc()
-			l.s.log.Warn("service skipped: its host is already the host of another service of this source",
+			l.s.warn(l.s.log, "service skipped: its host is already the host of another service of this source",
 				zap.String("service", scope), zap.String("host", svc.Host), zap.String("owner", owner))
 		}
 	}

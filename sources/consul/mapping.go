@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
 )
 
 // The pure mapping from Consul health entries to the model. Nothing here does
@@ -56,9 +57,14 @@ type mapper struct {
 	datacenter       string
 	namespace        string
 	partition        string
+	// maxPorts bounds the ports of one instance (0: none).
+	maxPorts int
+	// fault, set by tests only, runs first in every mapping: a deliberate
+	// panic there shows what a bug reached by some answer would do.
+	fault func(name string, entries []*api.ServiceEntry)
 }
 
-func newMapper(c *Config) (*mapper, error) {
+func newMapper(c *Config, limits sources.Limits) (*mapper, error) {
 	ht, err := parseHostTemplate("hostTemplate", c.HostTemplate)
 	if err != nil {
 		return nil, err
@@ -89,6 +95,7 @@ func newMapper(c *Config) (*mapper, error) {
 		datacenter:       c.Datacenter,
 		namespace:        c.Namespace,
 		partition:        c.Partition,
+		maxPorts:         limits.PortsPerInstance,
 	}, nil
 }
 
@@ -456,6 +463,9 @@ type candidate struct {
 // mapService maps the health entries of one Consul service. peer is the
 // cluster peer the service is imported from, or "".
 func (m *mapper) mapService(name, peer string, entries []*api.ServiceEntry) mapResult {
+	if m.fault != nil {
+		m.fault(name, entries)
+	}
 	var r mapResult
 	problem := func(reason, format string, args ...any) {
 		r.issues = append(r.issues, issue{reason, fmt.Sprintf(format, args...)})
@@ -473,6 +483,13 @@ func (m *mapper) mapService(name, peer string, entries []*api.ServiceEntry) mapR
 			r.dc = e.Node.Datacenter
 		}
 		if m.skipReason(e) != "" {
+			continue
+		}
+		if n := len(e.Service.Ports); m.maxPorts > 0 && n > m.maxPorts {
+			// Its ports would become the service's, which would then be
+			// left out whole for having too many.
+			problem("port", "instance %s/%s skipped: %d ports, more than limits.portsPerService %d",
+				e.Node.Node, e.Service.ID, n, m.maxPorts)
 			continue
 		}
 		eligible = append(eligible, e)

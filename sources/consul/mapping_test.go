@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
 )
 
 func testMapper(t *testing.T, mod func(*Config)) *mapper {
@@ -21,7 +22,7 @@ func testMapper(t *testing.T, mod func(*Config)) *mapper {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	m, err := newMapper(&c)
+	m, err := newMapper(&c, sources.Limits{PortsPerInstance: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -529,6 +530,19 @@ func TestMapService(t *testing.T) {
 					{ID: "n2/b", Address: "10.0.0.2", Locality: "dc1", Health: model.HealthPassing},
 					{ID: "n3/c", Address: "10.0.0.3", Locality: "dc1", Health: model.HealthPassing},
 				}},
+		},
+		{
+			name: "an instance with more ports than limits.portsPerService is skipped by name; the service keeps its ports",
+			m:    m, // 4 ports per instance
+			entries: []*api.ServiceEntry{
+				testEntry("n1", "10.0.0.1", api.AgentService{ID: "a", Service: "web", Port: 80}),
+				testEntry("n2", "10.0.0.2", api.AgentService{ID: "b", Service: "web", Ports: api.ServicePorts{
+					{Name: "p1", Port: 81, Default: true}, {Name: "p2", Port: 82}, {Name: "p3", Port: 83}, {Name: "p4", Port: 84}, {Name: "p5", Port: 85}}}),
+			},
+			issueCount: 1,
+			want: &model.Service{Name: "web", Host: "web.service.consul",
+				Ports:     []model.Port{{Number: 80, Protocol: model.ProtocolTCP}},
+				Instances: []model.Instance{{ID: "n1/a", Address: "10.0.0.1", Locality: "dc1", Health: model.HealthPassing}}},
 		},
 		{
 			name:    "only sidecars: nothing",

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -78,5 +79,44 @@ func TestConsulPlainHTTPTokenWarning(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// One answer with many bad instances (a registrant, or a script gone wrong,
+// registers 150 instances with an invalid address): each is counted, but
+// the log gets the warning budget's burst, not a line per instance.
+func TestConsulWarningsRateLimited(t *testing.T) {
+	t.Parallel()
+	a := sharedAgent(t)
+	c := a.client(t, "")
+	cleanPrefix(t, c, "flood-")
+	const bad = 150
+	ops := api.TxnOps{}
+	add := func(node, addr string, svc api.AgentService) {
+		ops = append(ops,
+			&api.TxnOp{Node: &api.NodeTxnOp{Verb: api.NodeSet, Node: api.Node{Node: node, Address: addr}}},
+			&api.TxnOp{Service: &api.ServiceTxnOp{Verb: api.ServiceSet, Node: node, Service: svc}})
+	}
+	for i := range bad {
+		add(fmt.Sprintf("flood-n%d", i), "10.0.7.1", api.AgentService{ID: fmt.Sprint("bad-", i), Service: "flood-web", Port: 80, Address: "not a host!"})
+	}
+	add("flood-ok", "10.0.7.2", api.AgentService{ID: "ok", Service: "flood-web", Port: 80})
+	for len(ops) > 0 {
+		n := min(len(ops), 64) // Consul's limit per transaction
+		ok, resp, _, err := c.Txn().Txn(ops[:n], nil)
+		must(t, err)
+		if !ok {
+			t.Fatalf("txn: %+v", resp.Errors)
+		}
+		ops = ops[n:]
+	}
+	h := runSource(t, testConfig(a.addr, "flood-"))
+	h.waitFor("the good instance", func(v view) bool { return ids(v.svc("flood-web")) == "flood-ok/ok" })
+	if got := h.counter(h.src.metrics.invalid.WithLabelValues("address")); got != bad {
+		t.Errorf("invalid_total{reason=address} = %v, want %d", got, bad)
+	}
+	if n := h.logs.FilterMessageSnippet("invalid Consul data").Len(); n == 0 || n > sources.LogBurst+5 {
+		t.Errorf("%d warning lines for one answer of %d bad instances; want at most the burst of %d (and a few for time passing)",
+			n, bad, sources.LogBurst)
 	}
 }

@@ -30,7 +30,8 @@ type Source struct {
 	client   *api.Client
 	http     *http.Transport
 	tokens   *tokenSource
-	epochs   *epochs
+	// epochs is the current run's (see epochs); set by Run.
+	epochs atomic.Pointer[epochs]
 
 	// slots caps the requests in flight.
 	slots *slots
@@ -44,6 +45,9 @@ type Source struct {
 	// catalogFilter is the server-side filter of the catalog query; it is
 	// dropped if the agent rejects it.
 	catalogFilter atomic.Pointer[string]
+	// warnings bounds the warnings about registry data (one answer can
+	// hold any number of bad instances); the metrics count every one.
+	warnings *sources.LogLimit
 }
 
 var _ sources.Source = (*Source)(nil)
@@ -65,7 +69,7 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 	if rep == nil {
 		rep = sources.NewReporter(opts.Name, nil)
 	}
-	mp, err := newMapper(&cfg)
+	mp, err := newMapper(&cfg, opts.Limits)
 	if err != nil {
 		return nil, err
 	}
@@ -138,9 +142,11 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 		client:   client,
 		http:     tr,
 		tokens:   tokens,
-		epochs:   newEpochs(),
 		slots:    sl,
+		warnings: sources.NewLogLimit(sources.LogBurst, sources.LogEvery),
 	}
+	// Until the first Run: requests made outside a run (tests) have an epoch.
+	s.epochs.Store(newEpochs(context.Background()))
 	if cfg.Login != nil {
 		s.refused = make(chan string, 1)
 	}
@@ -152,25 +158,28 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 // Run watches Consul until ctx is done. The first batch sent on out is the
 // complete state, sent once the catalog and every selected service have
 // answered; later batches carry changed scopes only. Run never closes out.
+// It returns nil when ctx is done, or a panic recovered on one of its
+// goroutines (a *sources.PanicError), after which the caller restarts it.
 func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
 	ctx, cancel := context.WithCancel(ctx)
+	// Each run has epochs of its own: the adapter restarts a source (a cap
+	// breach, a recovered panic) by calling Run again, and the last run's
+	// epochs are closed.
+	ep := newEpochs(ctx)
+	s.epochs.Store(ep)
+	// A refusal the last run did not act on is not this run's.
+	select {
+	case <-s.refused:
+	default:
+	}
 	var wg sync.WaitGroup
 	var loggedIn string // the login's token; written by keepLoggedIn, read after wg.Wait
-	defer func() {
-		cancel()
-		wg.Wait()
-		if s.cfg.Login != nil {
-			s.logout(loggedIn) // no query uses the token any more
-		}
-		s.epochs.close()
-		s.http.CloseIdleConnections()
-	}()
-
 	l := &loop{
 		s:           s,
 		wg:          &wg,
 		out:         out,
 		events:      make(chan event),
+		crashed:     make(chan error, 1),
 		nodeWatches: map[string]map[*watch]bool{},
 		start:       time.Now(),
 		lists:       map[string]map[string]bool{},
@@ -188,6 +197,19 @@ func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
 	if kinds := s.cfg.ConfigEntries.kinds(); len(kinds) > 0 {
 		l.config = newConfigState(kinds)
 	}
+	defer func() {
+		cancel()
+		wg.Wait()
+		if s.cfg.Login != nil {
+			s.logout(loggedIn) // no query uses the token any more
+		}
+		ep.close()
+		// The watches of this run are gone: the next run counts its own.
+		s.watched.Add(-int64(len(l.watches)))
+		s.metrics.watches.Sub(float64(len(l.watches)))
+		s.http.CloseIdleConnections()
+	}()
+
 	if s.cfg.Login != nil {
 		tok, err := s.firstLogin(ctx)
 		if err != nil {
@@ -196,21 +218,31 @@ func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
 		s.tokens.set(tok.SecretID)
 		s.log.Info("logged in to Consul", zap.String("authMethod", s.cfg.Login.AuthMethod), zap.String("accessor", tok.AccessorID))
 		loggedIn = tok.SecretID
-		wg.Go(func() { loggedIn = s.keepLoggedIn(ctx, tok) })
+		l.spawn("the Consul login", func() { loggedIn = s.keepLoggedIn(ctx, tok) })
 	}
-	wg.Go(func() { s.watchCatalog(ctx, l.events) })
+	l.spawn("the Consul catalog watch", func() { s.watchCatalog(ctx, l.events) })
 	for _, kind := range s.cfg.ConfigEntries.kinds() {
-		wg.Go(func() { s.watchConfig(ctx, kind, l.events) })
+		l.spawn(fmt.Sprintf("the Consul %s config entry watch", kind), func() { s.watchConfig(ctx, kind, l.events) })
 	}
 	for _, p := range s.cfg.Peers {
-		wg.Go(func() { s.watchPeer(ctx, p, l.events) })
+		l.spawn(fmt.Sprintf("the watch of Consul peer %q", p), func() { s.watchPeer(ctx, p, l.events) })
 	}
 	if s.tokens.file != "" {
-		wg.Go(func() { s.watchTokenFile(ctx) })
+		l.spawn("the ACL token file watch", func() { s.watchTokenFile(ctx) })
 	}
-	l.run(ctx)
-	return nil
+	return l.run(ctx)
 }
+
+// warn logs a warning about registry data, within the source's budget
+// (sources.LogLimit).
+func (s *Source) warn(log *zap.Logger, msg string, fields ...zap.Field) {
+	if ok, held := s.warnings.Allow(); ok {
+		log.Warn(msg, append(fields, zap.Int(sources.HeldBackField, held))...)
+	}
+}
+
+// epoch returns the current run's epochs.
+func (s *Source) epoch() *epochs { return s.epochs.Load() }
 
 // watchTokenFile re-reads the token file periodically; a change cancels the
 // token epoch, which re-issues every query with the new token.
@@ -226,7 +258,7 @@ func (s *Source) watchTokenFile(ctx context.Context) {
 		}
 		changed, err := s.tokens.refresh()
 		if changed {
-			s.epochs.bump()
+			s.epoch().bump()
 		}
 		switch {
 		case err != nil:

@@ -154,15 +154,22 @@ func (t *tokenSource) redactErr(err error) error {
 // Consul's index went backwards (Consul restored from a snapshot or replaced:
 // blocked health queries would otherwise wait for an index that may never
 // come). Each request runs under the current epoch's context.
+//
+// An epochs belongs to one run of the source: it is made from the run's
+// context when Run starts and closed when Run ends. A restarted source (after
+// a cap breach or a recovered panic) gets a new one; a closed epoch is never
+// current again, since every request under it would be cancelled at once and
+// re-issued, in a tight loop.
 type epochs struct {
 	mu     sync.Mutex
+	parent context.Context
 	ctx    context.Context
 	cancel context.CancelFunc
 }
 
-func newEpochs() *epochs {
-	e := &epochs{}
-	e.ctx, e.cancel = context.WithCancel(context.Background())
+func newEpochs(parent context.Context) *epochs {
+	e := &epochs{parent: parent}
+	e.ctx, e.cancel = context.WithCancel(parent)
 	return e
 }
 
@@ -178,9 +185,10 @@ func (e *epochs) bump() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.cancel()
-	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.ctx, e.cancel = context.WithCancel(e.parent)
 }
 
+// close ends the last epoch, at the end of the run.
 func (e *epochs) close() {
 	e.mu.Lock()
 	defer e.mu.Unlock()

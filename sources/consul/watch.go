@@ -16,6 +16,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
+
+	"github.com/registry-adapter/registry-adapter/sources"
 )
 
 // Events from the watchers to the loop. Each applies itself to the loop's
@@ -41,6 +43,9 @@ type (
 		nodes    []string // the nodes of its instances
 		empty    bool     // the answer had no entries at all
 		filtered bool     // X-Consul-Results-Filtered-By-ACLs
+		// panicked: mapping the answer panicked (a *sources.PanicError);
+		// nothing else is set.
+		panicked error
 	}
 	// changedEvent names services whose checks changed (from the checks
 	// feed): services by name, and nodes whose node checks changed.
@@ -200,7 +205,7 @@ type answer struct {
 
 // do performs one request, holding a request slot.
 func (s *Source) do(ctx context.Context, r request) (answer, error) {
-	epoch := s.epochs.current()
+	epoch := s.epoch().current()
 	token := s.tokens.get()
 	if r.token != nil {
 		token = *r.token
@@ -438,7 +443,7 @@ func (s *Source) watchCatalog(ctx context.Context, events chan<- event) {
 			return send(ctx, events, listEvent{names: names, changed: changed, filtered: meta.ResultsFilteredByACLs})
 		},
 		// When the catalog index goes backwards, every health watch re-reads.
-		onReset: s.epochs.bump,
+		onReset: func() { s.epoch().bump() },
 	})
 }
 
@@ -535,18 +540,28 @@ func (s *Source) watchHealth(ctx context.Context, w *watch, events chan<- event)
 	s.blockingLoop(ctx, events, watchSpec{
 		id: "health/" + w.scope, endpoint: "health", class: classBlocking, nudge: w.nudge, fetch: fetch,
 		handle: func(meta *api.QueryMeta, force bool) bool {
-			nodes := map[string]bool{}
-			for _, e := range entries {
-				if e.Node != nil {
-					nodes[e.Node.Node] = true
+			var ev healthEvent
+			err := sources.Catch(fmt.Sprintf("mapping Consul service %q", w.scope), func() error {
+				nodes := map[string]bool{}
+				for _, e := range entries {
+					if e.Node != nil {
+						nodes[e.Node.Node] = true
+					}
 				}
-			}
-			ev := healthEvent{
-				w:        w,
-				res:      s.mapper.mapService(w.key.name, w.key.peer, entries),
-				nodes:    slices.Sorted(maps.Keys(nodes)),
-				empty:    len(entries) == 0,
-				filtered: meta.ResultsFilteredByACLs,
+				ev = healthEvent{
+					w:        w,
+					res:      s.mapper.mapService(w.key.name, w.key.peer, entries),
+					nodes:    slices.Sorted(maps.Keys(nodes)),
+					empty:    len(entries) == 0,
+					filtered: meta.ResultsFilteredByACLs,
+				}
+				return nil
+			})
+			if err != nil {
+				// The watch goes on blocking on the answer's index: the
+				// next change is mapped again.
+				last = nil
+				return send(ctx, events, healthEvent{w: w, panicked: err})
 			}
 			if !force && last != nil && reflect.DeepEqual(*last, ev) {
 				return true

@@ -80,7 +80,10 @@ func (e *ThrottledError) Unwrap() error { return e.Err }
 // ErrorKind classifies a list error for the errors metric.
 func ErrorKind(err error) string {
 	var throttled *ThrottledError
+	var pe *sources.PanicError
 	switch {
+	case errors.As(err, &pe):
+		return "panic"
 	case errors.As(err, &throttled):
 		return "throttled"
 	case errors.Is(err, context.DeadlineExceeded):
@@ -124,7 +127,15 @@ func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
 	for {
 		start := time.Now()
 		listCtx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-		groups, err := s.lister.List(listCtx)
+		var groups []model.Group
+		// A panic in the lister (its mapping of the answer, an SDK bug) is
+		// a failed list like any other: the last good state stays, and the
+		// next list is tried after the backoff.
+		err := sources.Catch("listing the registry", func() error {
+			var err error
+			groups, err = s.lister.List(listCtx)
+			return err
+		})
 		cancel()
 		if ctx.Err() != nil {
 			return nil
@@ -135,8 +146,13 @@ func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
 			kind := ErrorKind(err)
 			s.rep.Failed(kind, err)
 			wait = s.backoff(failures, err)
-			s.log.Warn("list failed; keeping the last good state", zap.String("kind", kind),
-				zap.Int("consecutiveFailures", failures), zap.Duration("retryIn", wait), zap.Error(err))
+			fields := []zap.Field{zap.String("kind", kind), zap.Int("consecutiveFailures", failures),
+				zap.Duration("retryIn", wait), zap.Error(err)}
+			var pe *sources.PanicError
+			if errors.As(err, &pe) {
+				fields = append(fields, zap.ByteString("stack", pe.Stack))
+			}
+			s.log.Warn("list failed; keeping the last good state", fields...)
 		} else {
 			failures = 0
 			current := make(map[string]model.Group, len(groups))

@@ -5,11 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
@@ -149,5 +154,72 @@ func TestBackoffCapsRetryAfter(t *testing.T) {
 	}
 	if got := s.backoff(1, &ThrottledError{Err: errors.New("slow down"), RetryAfter: 90 * time.Second}); got != 90*time.Second {
 		t.Errorf("Retry-After 90s: wait %v", got)
+	}
+}
+
+// A deliberate panic in the lister's mapping of one answer: recovered,
+// counted as a failed list of kind "panic" and logged with its stack; the
+// last good state stays (nothing sent), and the next list flows.
+func TestPollRecoversAPanicInTheLister(t *testing.T) {
+	calls := make(chan int, 100)
+	i := 0
+	lister := ListerFunc(func(ctx context.Context) ([]model.Group, error) {
+		i++
+		calls <- i
+		switch i {
+		case 1:
+			return []model.Group{g("web", "10.0.0.1")}, nil
+		case 2:
+			var m map[string]int
+			m["web"]++ // a nil map write in the mapping
+		case 3:
+			return []model.Group{g("web", "10.0.0.1", "10.0.0.2")}, nil
+		}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	reg := prometheus.NewRegistry()
+	rep := sources.NewReporter("aws", sources.NewMetrics(reg))
+	core, logs := observer.New(zap.WarnLevel)
+	s := New(Config{RefreshInterval: time.Millisecond, Timeout: time.Second, MaxBackoff: time.Millisecond},
+		lister, sources.Options{Name: "aws", Logger: zap.New(core), Reporter: rep})
+	out := make(chan []model.Group)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, out) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	recv := func() []model.Group {
+		t.Helper()
+		select {
+		case b := <-out:
+			return b
+		case <-time.After(10 * time.Second):
+			t.Fatal("no batch")
+			return nil
+		}
+	}
+	if b := recv(); len(b) != 1 || len(b[0].Services[0].Instances) != 1 {
+		t.Fatalf("first batch %+v", b)
+	}
+	// The list after the panic is sent: the source kept running.
+	if b := recv(); len(b) != 1 || len(b[0].Services[0].Instances) != 2 {
+		t.Fatalf("batch after the panic %+v", b)
+	}
+	es := logs.FilterMessage("list failed; keeping the last good state").All()
+	if len(es) != 1 || es[0].ContextMap()["kind"] != "panic" ||
+		!strings.Contains(fmt.Sprint(es[0].ContextMap()["stack"]), "poll_test.go") {
+		t.Fatalf("want one warning of kind panic with its stack; got %v", logs.All())
+	}
+	n, err := testutil.GatherAndCount(reg, "registry_adapter_source_errors_total")
+	if err != nil || n != 1 {
+		t.Errorf("errors_total series: %d, %v", n, err)
+	}
+	if st := rep.Status(); st.Stale || !strings.Contains(st.LastError, "panic in listing the registry: assignment to entry in nil map") {
+		t.Errorf("status %+v: want the panic as the last error, and not stale after the next list", st)
 	}
 }
