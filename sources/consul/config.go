@@ -68,6 +68,11 @@ type Config struct {
 	// PeerRefreshInterval is how often the list of services imported from
 	// each peer is read (Consul cannot block on it).
 	PeerRefreshInterval time.Duration `yaml:"peerRefreshInterval"`
+	// MaxResponseBytes bounds each answer's body, after decompression: a
+	// longer one fails its request (kind toolarge) rather than be read into
+	// memory. Whoever answers at the address (or sits on a plain-HTTP path)
+	// could otherwise send gigabytes.
+	MaxResponseBytes int64 `yaml:"maxResponseBytes"`
 
 	// Services are glob patterns (path.Match) of the service names to read;
 	// empty: all. ExcludeServices are patterns of names to leave out.
@@ -157,7 +162,10 @@ const (
 	// DefaultMaxStreams: 20,000 streams fill 80 connections at Consul's 250
 	// streams per connection, well within its 200 connections per client.
 	DefaultMaxStreams = 20000
-	maxWait           = 10 * time.Minute
+	// DefaultMaxResponseBytes bounds one answer (see README.md, Limits, for
+	// what Consul's answers weigh at 30,000 services).
+	DefaultMaxResponseBytes = 128 << 20
+	maxWait                 = 10 * time.Minute
 )
 
 // SetDefaults fills in every unset field that has a default.
@@ -189,6 +197,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.MaxStreams == 0 {
 		c.MaxStreams = DefaultMaxStreams
+	}
+	if c.MaxResponseBytes == 0 {
+		c.MaxResponseBytes = DefaultMaxResponseBytes
 	}
 	if c.HostTemplate == "" {
 		c.HostTemplate = DefaultHostTemplate
@@ -255,6 +266,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxStreams < 1 {
 		bad("maxStreams", "must be at least 1, got %d", c.MaxStreams)
+	}
+	if c.MaxResponseBytes < 1<<20 {
+		bad("maxResponseBytes", "must be at least 1 MiB (1048576), got %d", c.MaxResponseBytes)
 	}
 	if c.MinQueryInterval < 0 {
 		bad("minQueryInterval", "must not be negative, got %s", c.MinQueryInterval)

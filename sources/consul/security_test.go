@@ -1,12 +1,14 @@
 package consul
 
 import (
+	"compress/gzip"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
@@ -118,5 +120,127 @@ func TestConsulWarningsRateLimited(t *testing.T) {
 	if n := h.logs.FilterMessageSnippet("invalid Consul data").Len(); n == 0 || n > sources.LogBurst+5 {
 		t.Errorf("%d warning lines for one answer of %d bad instances; want at most the burst of %d (and a few for time passing)",
 			n, bad, sources.LogBurst)
+	}
+}
+
+// A Consul (or whoever answers at its address) redirects every request to
+// another host: the ACL token must not follow. Go's client carries custom
+// headers such as X-Consul-Token across a redirect to any host.
+func TestConsulRedirectKeepsTheToken(t *testing.T) {
+	t.Parallel()
+	const token = "5b1f0c4e-redirect-secret"
+	var reached, leaked atomic.Int64
+	thief := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		if strings.Contains(fmt.Sprint(r.Header), token) {
+			leaked.Add(1)
+		}
+		w.Header().Set("X-Consul-Index", "1")
+		w.Write([]byte("{}"))
+	}))
+	t.Cleanup(thief.Close)
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, thief.URL+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(redirector.Close)
+	cfg := testConfig(redirector.URL, "x-")
+	cfg.Token = token
+	h := runSource(t, cfg)
+	st := h.waitStatus("failed, or the redirect followed", func(s sources.Status) bool { return s.LastError != "" || reached.Load() > 0 })
+	if n := leaked.Load(); n > 0 {
+		t.Fatalf("the token reached the redirect's host %d times", n)
+	}
+	if n := reached.Load(); n > 0 {
+		t.Errorf("the redirect was followed %d times", n)
+	}
+	if !strings.Contains(st.LastError, "redirect to "+thief.URL) || strings.Contains(st.LastError, token) {
+		t.Errorf("status error %q: want the redirect named, without the token", st.LastError)
+	}
+	if got := h.counter(h.src.metrics.requests.WithLabelValues("catalog", "redirect")) +
+		h.counter(h.src.metrics.requests.WithLabelValues("config", "redirect")); got < 1 {
+		t.Errorf("requests_total{result=redirect} = %v", got)
+	}
+}
+
+// A gzip answer of a few hundred KB that inflates to 64 MB of JSON (a review
+// saw 1.4 MB inflate to 245 MB and an 881 MB peak): the source stops reading
+// at maxResponseBytes, after decompression, and fails the request with an
+// error naming the request and the limit.
+func TestConsulResponseBodyBounded(t *testing.T) {
+	t.Parallel()
+	const inflated = 64 << 20
+	var produced atomic.Int64 // bytes of JSON the server got written into the gzip stream
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Consul-Index", "1")
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path != "/v1/catalog/services" {
+			w.Write([]byte("[]")) // the config entry kinds: none
+			return
+		}
+		if !strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			t.Errorf("the source did not ask for gzip: %q", r.Header.Get("Accept-Encoding"))
+		}
+		w.Header().Set("Content-Encoding", "gzip")
+		zw := gzip.NewWriter(w)
+		defer zw.Close()
+		chunk := []byte(strings.Repeat(`"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",`, 1<<10))
+		if _, err := zw.Write([]byte(`{"x-web":[`)); err != nil {
+			return
+		}
+		for produced.Load() < inflated {
+			n, err := zw.Write(chunk)
+			produced.Add(int64(n))
+			if err != nil {
+				return // the client hung up
+			}
+		}
+		zw.Write([]byte(`"x"]}`))
+	}))
+	t.Cleanup(srv.Close)
+	cfg := testConfig(srv.URL, "x-")
+	cfg.MaxResponseBytes = 1 << 20
+	// The bound is on bytes, not time: a slow (loaded, -race) read must not
+	// end as a timeout first.
+	cfg.RequestTimeout = time.Minute
+	h := runSource(t, cfg)
+	st := h.waitStatus("failed", func(s sources.Status) bool { return s.LastError != "" })
+	if want := "Consul's answer to GET /v1/catalog/services is larger than maxResponseBytes (1048576 bytes, after decompression)"; !strings.Contains(st.LastError, want) {
+		t.Errorf("status error %q, want %q", st.LastError, want)
+	}
+	if got := h.counter(h.src.metrics.requests.WithLabelValues("catalog", "toolarge")); got < 1 {
+		t.Errorf("requests_total{result=toolarge} = %v", got)
+	}
+	h.stop()
+	// The client hung up long before the end: what the server produced is
+	// the limit plus what the connection buffers hold, not 64 MB.
+	if p := produced.Load(); p >= inflated {
+		t.Errorf("the server produced all %d bytes: the body was read to the end", p)
+	}
+}
+
+// insecureSkipVerify (or CONSUL_HTTP_SSL_VERIFY=false) lets anyone on the
+// path answer as Consul: said once, at start, over TLS only.
+func TestConsulInsecureSkipVerifyWarning(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		env  string
+		warn bool
+	}{
+		{"config", Config{Address: "https://10.1.2.3:8501", TLS: TLSConfig{InsecureSkipVerify: true}}, "", true},
+		{"environment", Config{Address: "https://10.1.2.3:8501"}, "false", true},
+		{"verified", Config{Address: "https://10.1.2.3:8501"}, "", false},
+		{"plain http", Config{Address: "http://127.0.0.1:8500"}, "false", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("CONSUL_HTTP_SSL_VERIFY", tc.env)
+			core, logs := observer.New(zap.WarnLevel)
+			if _, err := New(tc.cfg, sources.Options{Name: "c", Logger: zap.New(core)}); err != nil {
+				t.Fatal(err)
+			}
+			if got := logs.FilterMessageSnippet("insecureSkipVerify").Len(); got != map[bool]int{true: 1}[tc.warn] {
+				t.Errorf("%d warnings, want warned = %v", got, tc.warn)
+			}
+		})
 	}
 }

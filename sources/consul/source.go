@@ -119,10 +119,20 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", tokens.redactErr(err))
 	}
-	ac.HttpClient = &http.Client{Transport: &roundTripper{base: tr, slots: sl}}
+	ac.HttpClient = &http.Client{
+		Transport:     &roundTripper{base: tr, slots: sl, maxBody: cfg.MaxResponseBytes},
+		CheckRedirect: refuseRedirect,
+	}
 	client, err := api.NewClient(ac)
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", tokens.redactErr(err))
+	}
+	if ac.TLSConfig.InsecureSkipVerify && tr.TLSClientConfig != nil {
+		// From tls.insecureSkipVerify or CONSUL_HTTP_SSL_VERIFY=false. Said
+		// once, at construction: restarts of the source reuse it.
+		log.Warn("tls.insecureSkipVerify: Consul's certificate is not verified: anyone on the network path can "+
+			"answer as Consul, read the ACL token and register anything in the mesh; set tls.caFile instead",
+			zap.String("address", ac.Address))
 	}
 	if cfg.plainHTTPToRemote(ac) && (tokens.get() != "" || tokens.file != "" || cfg.Login != nil) {
 		log.Warn("the ACL token is sent to Consul over plain HTTP to a non-loopback address: anyone on the network path "+

@@ -35,10 +35,14 @@ import (
 const maxErrorBody = 16 << 10
 
 // roundTripper wraps the transport: it reports the protocol of each answer
-// and bounds error bodies.
+// and bounds every body: error bodies are cut at maxErrorBody, and an answer
+// longer than maxBody fails (tooLargeError). The bound is on the bytes the
+// decoder reads, so after decompression: the transport asks for gzip and
+// undoes it below this wrapper (a 1.4 MB gzip answer made 245 MB of JSON).
 type roundTripper struct {
-	base  http.RoundTripper
-	slots *slots
+	base    http.RoundTripper
+	slots   *slots
+	maxBody int64
 }
 
 func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -49,6 +53,8 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	rt.slots.observe(resp.ProtoMajor == 2)
 	if resp.StatusCode >= 300 {
 		resp.Body = &limitedBody{r: io.LimitReader(resp.Body, maxErrorBody), c: resp.Body}
+	} else {
+		resp.Body = &boundedBody{rc: resp.Body, left: rt.maxBody, limit: rt.maxBody, request: req.Method + " " + req.URL.Path}
 	}
 	return resp, nil
 }
@@ -60,6 +66,66 @@ type limitedBody struct {
 
 func (b *limitedBody) Read(p []byte) (int, error) { return b.r.Read(p) }
 func (b *limitedBody) Close() error               { return b.c.Close() }
+
+// boundedBody reads at most limit bytes of a body, then fails with a
+// tooLargeError instead of reading on.
+type boundedBody struct {
+	rc      io.ReadCloser
+	left    int64
+	limit   int64
+	request string
+}
+
+func (b *boundedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// At the limit: the body may end here, or go on.
+		var one [1]byte
+		n, err := b.rc.Read(one[:])
+		if n > 0 {
+			return 0, &tooLargeError{request: b.request, limit: b.limit}
+		}
+		return 0, err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *boundedBody) Close() error { return b.rc.Close() }
+
+// tooLargeError is an answer longer than maxResponseBytes.
+type tooLargeError struct {
+	request string
+	limit   int64
+}
+
+func (e *tooLargeError) Error() string {
+	return fmt.Sprintf("Consul's answer to %s is larger than maxResponseBytes (%d bytes, after decompression); "+
+		"the rest was not read. If the catalog really is that large, raise maxResponseBytes", e.request, e.limit)
+}
+
+// redirectError is a redirect the source refused to follow.
+type redirectError struct{ from, to string }
+
+func (e *redirectError) Error() string {
+	return fmt.Sprintf("Consul answered %s with a redirect to %s: not followed (the ACL token would go with it; "+
+		"Consul's API does not redirect, so something else answers at the configured address)", e.from, e.to)
+}
+
+// refuseRedirect is the client's CheckRedirect. Go's client carries custom
+// headers across a redirect to any host (it drops only Authorization, Cookie
+// and WWW-Authenticate), so following one would send X-Consul-Token to
+// whatever host the answer names.
+func refuseRedirect(req *http.Request, via []*http.Request) error {
+	from := ""
+	if len(via) > 0 {
+		from = via[len(via)-1].Method + " " + via[len(via)-1].URL.Path
+	}
+	return &redirectError{from: from, to: req.URL.Scheme + "://" + req.URL.Host}
+}
 
 // connCounter counts the open connections to Consul and, when limit is set,
 // holds a dial until fewer than cap(limit) are open.

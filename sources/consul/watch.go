@@ -146,7 +146,13 @@ func classify(err error) string {
 	var se2 *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	var ne net.Error
+	var large *tooLargeError
+	var redirect *redirectError
 	switch {
+	case errors.As(err, &large):
+		return "toolarge"
+	case errors.As(err, &redirect):
+		return "redirect"
 	case errors.As(err, &se2), errors.As(err, &te):
 		return "decode"
 	case errors.Is(err, context.DeadlineExceeded):
