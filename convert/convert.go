@@ -177,7 +177,9 @@ func (c *conversion) normalizePorts() {
 
 // collectInstances gathers the instances to serve from every contribution
 // whose ports agree with the first one's; a duplicate instance id within a
-// source is rejected, and critical instances are left out.
+// source is rejected, critical instances are left out, and so is an
+// instance whose address is the client's own host (model.LocalAddress),
+// whatever its source: registry data does not pick the client's addresses.
 func (c *conversion) collectInstances(contribs []Contribution) {
 	for i, contrib := range contribs {
 		if i > 0 && !samePorts(c.ports, contrib.Service.Ports) {
@@ -198,6 +200,12 @@ func (c *conversion) collectInstances(contribs []Contribution) {
 			}
 			seen[inst.ID] = true
 			if inst.Health == model.HealthCritical {
+				continue
+			}
+			if why := model.LocalAddress(inst.Address); why != "" && !c.opts.allowsLocal(why) {
+				c.reject(Rejection{Kind: served.KindWorkloadEntry, Name: inst.ID, Source: contrib.Source, Code: CodeAddress,
+					Reason: fmt.Sprintf("address %s of an instance of %s is %s: it would send the clients' traffic to their own host; left it out",
+						inst.Address, c.host, why)})
 				continue
 			}
 			c.served = append(c.served, sourcedInstance{contrib.Source, inst})

@@ -278,6 +278,16 @@ func checkServed(t *testing.T, host string, allocated []string, contribs []Contr
 		}
 		return false
 	}
+	// An instance whose address is the client's own host is rejected by id,
+	// before it is a WorkloadEntry.
+	rejectedAddress := func(source, id string) bool {
+		for _, r := range rejected {
+			if r.Kind == served.KindWorkloadEntry && r.Source == source && r.Name == id && r.Code == CodeAddress {
+				return true
+			}
+		}
+		return false
+	}
 	for _, c := range contribs {
 		if conflict[c.Source] {
 			for _, inst := range c.Service.Instances {
@@ -309,6 +319,10 @@ func checkServed(t *testing.T, host string, allocated []string, contribs []Contr
 			case inst.Health == model.HealthCritical:
 				if we != nil {
 					t.Errorf("critical instance %q of source %s is served", id, c.Source)
+				}
+			case model.LocalAddress(inst.Address) != "" && !opts.allowsLocal(model.LocalAddress(inst.Address)):
+				if !rejectedAddress(c.Source, id) || we != nil {
+					t.Errorf("instance %q of source %s has the local address %q and is not rejected by id", id, c.Source, inst.Address)
 				}
 			case seRejected:
 				// Named by the ServiceEntry's rejection.

@@ -88,6 +88,19 @@ type Options struct {
 	Labels LabelOptions `yaml:"labels"`
 	// Addresses chooses the ServiceEntry's spec.addresses (see AddressOptions).
 	Addresses AddressOptions `yaml:"addresses"`
+	// AllowLocalInstanceAddresses serves instances whose address is
+	// loopback or link-local, which are left out otherwise: such an address
+	// sends each client's traffic to the client's own host (its sidecar's
+	// admin port, the node's metadata service at 169.254.169.254). Only for
+	// a single host where clients and workloads share the loopback (tests,
+	// demos). Unspecified and multicast addresses are never served.
+	AllowLocalInstanceAddresses bool `yaml:"allowLocalInstanceAddresses"`
+}
+
+// allowsLocal reports whether an instance address of the kind
+// model.LocalAddress names may be served.
+func (o Options) allowsLocal(kind string) bool {
+	return o.AllowLocalInstanceAddresses && (kind == "loopback" || kind == "link-local")
 }
 
 // AddressOptions: each service gets the addresses its registry gives it

@@ -467,8 +467,8 @@ func (l *loop) recovered(id string) {
 
 // setDesired records the mapped service of a scope and reconciles every
 // scope whose publication may change: the scope itself and the scopes that
-// share its old or new host (within one source, one host has one owner: the
-// smallest scope).
+// share its old or new host (within one source, one host has one owner, see
+// owner).
 func (l *loop) setDesired(scope string, svc *model.Service) {
 	affected := map[string]bool{scope: true}
 	if old := l.desired[scope]; old != nil {
@@ -500,7 +500,7 @@ func (l *loop) setDesired(scope string, svc *model.Service) {
 func (l *loop) reconcile(scope string) {
 	g := model.Group{Scope: scope}
 	if svc := l.desired[scope]; svc != nil {
-		owner := slices.Min(slices.Collect(maps.Keys(l.claims[svc.Host])))
+		owner := l.owner(svc.Host)
 		if owner == scope {
 			g.Services = []model.Service{l.decorate(scope, *svc)}
 			delete(l.warned, scope)
@@ -524,6 +524,35 @@ func (l *loop) reconcile(scope string) {
 	}
 	l.published[scope] = g
 	l.markPending(g)
+}
+
+// owner is the scope that publishes a host several services of the source
+// map to: a service whose name is the host's own spelling (it is unchanged
+// by sanitizing: "web") before the ones that sanitizing had to change
+// ("Web", "-web", "web_"), then the smallest scope. So a registrant cannot
+// take a well-formed service's host over by registering a variant of its
+// name, and the choice does not depend on which answer came first.
+func (l *loop) owner(host string) string {
+	var best string
+	bestCanonical := false
+	for scope := range l.claims[host] {
+		canonical := l.canonical(scope)
+		if best == "" || (canonical && !bestCanonical) || (canonical == bestCanonical && scope < best) {
+			best, bestCanonical = scope, canonical
+		}
+	}
+	return best
+}
+
+// canonical reports whether the Consul name of the scope's service is
+// already a valid host label sequence, as sanitizing would leave it.
+func (l *loop) canonical(scope string) bool {
+	svc := l.desired[scope]
+	if svc == nil {
+		return false
+	}
+	clean, err := model.SanitizeHost(svc.Name)
+	return err == nil && clean == svc.Name
 }
 
 func (l *loop) markPending(g model.Group) {

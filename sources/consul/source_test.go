@@ -296,6 +296,50 @@ func TestConsulHostCollision(t *testing.T) {
 	})
 }
 
+// Names that differ only in case or in leading characters (Web, -web, web)
+// all map to web.service.consul. Consul's health endpoint ignores case, so
+// the answer for "Web" held web's instances too, and "-web", the smallest
+// name, took the host with its own instance: a registrant of a variant
+// replaced web's instances. Now each service keeps its own instances, and
+// the collision policy applies: the name that is the host's own spelling
+// wins, the others are skipped with a warning and counted, and take over,
+// with only their own instances, when it goes.
+func TestConsulNamesDifferingInCaseCollide(t *testing.T) {
+	t.Parallel()
+	a := sharedAgent(t)
+	c := a.client(t, "")
+	for _, p := range []string{"case", "Case", "-case"} {
+		cleanPrefix(t, c, p)
+	}
+	catalogNode(t, c, "case-n1", "10.0.6.1", nil, &api.AgentService{ID: "upper", Service: "Case-web", Port: 80}, "")
+	catalogNode(t, c, "case-n2", "10.0.6.2", nil, &api.AgentService{ID: "lower", Service: "case-web", Port: 80}, "")
+	catalogNode(t, c, "case-n3", "10.0.6.3", nil, &api.AgentService{ID: "dash", Service: "-case-web", Port: 80}, "")
+
+	cfg := testConfig(a.addr, "")
+	cfg.Services = []string{"case-*", "Case-*", "-case-*"}
+	h := runSource(t, cfg)
+	h.next("initial")
+	if len(h.state) != 1 || ids(h.state.svc("case-web")) != "case-n2/lower" {
+		t.Fatalf("want case-web alone, with its own instance: %s", h.state)
+	}
+	h.waitLog("its host is already the host of another service")
+	if got := h.counter(h.src.metrics.invalid.WithLabelValues("collision")); got != 2 {
+		t.Errorf("collisions counted %v, want 2", got)
+	}
+	// Without case-web, the smaller of the variants takes the host, with its
+	// own instance only.
+	_, err := c.Catalog().Deregister(&api.CatalogDeregistration{Node: "case-n2", ServiceID: "lower"}, nil)
+	must(t, err)
+	h.waitFor("-case-web takes the host over", func(v view) bool {
+		return len(v) == 1 && ids(v.svc("-case-web")) == "case-n3/dash"
+	})
+	_, err = c.Catalog().Deregister(&api.CatalogDeregistration{Node: "case-n3", ServiceID: "dash"}, nil)
+	must(t, err)
+	h.waitFor("Case-web takes the host over", func(v view) bool {
+		return len(v) == 1 && ids(v.svc("Case-web")) == "case-n1/upper"
+	})
+}
+
 func TestConsulManyServicesFewSlots(t *testing.T) {
 	t.Parallel()
 	a := sharedAgent(t)

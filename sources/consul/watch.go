@@ -548,6 +548,7 @@ func (s *Source) watchHealth(ctx context.Context, w *watch, events chan<- event)
 		handle: func(meta *api.QueryMeta, force bool) bool {
 			var ev healthEvent
 			err := sources.Catch(fmt.Sprintf("mapping Consul service %q", w.scope), func() error {
+				entries := ownEntries(w.key.name, entries)
 				nodes := map[string]bool{}
 				for _, e := range entries {
 					if e.Node != nil {
@@ -576,6 +577,27 @@ func (s *Source) watchHealth(ctx context.Context, w *watch, events chan<- event)
 			return send(ctx, events, ev)
 		},
 	})
+}
+
+// ownEntries drops the entries of other services from a health answer.
+// Consul matches the service name of /v1/health/service/<name> without
+// regard to case: the answer for "Web" holds the instances of "web" too.
+// Each watch keeps its own service's, so that names that differ in case
+// meet as two services with one host (loop.owner), not as one service
+// serving the other's instances. Entries without a service are kept, for
+// mapService to report.
+func ownEntries(name string, entries []*api.ServiceEntry) []*api.ServiceEntry {
+	own := func(e *api.ServiceEntry) bool { return e == nil || e.Service == nil || e.Service.Service == name }
+	if !slices.ContainsFunc(entries, func(e *api.ServiceEntry) bool { return !own(e) }) {
+		return entries
+	}
+	out := make([]*api.ServiceEntry, 0, len(entries))
+	for _, e := range entries {
+		if own(e) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // watchPeer polls the services imported from a cluster peer. Consul cannot
