@@ -183,3 +183,25 @@ func TestDefaultNamespaceIsNotIstioSystem(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// Every source hands its labels over as the registry holds them (Consul's
+// tags and meta included) and this is the one policy that makes them
+// Kubernetes labels: a valid key or value is kept, a changed one carries a
+// hash of the original, so two that clean up alike stay distinct.
+func TestRegistryLabelForms(t *testing.T) {
+	svc := model.Service{
+		Name: "web", Host: "web.service.consul", Ports: []model.Port{{Number: 80, Protocol: model.ProtocolHTTP}},
+		Instances: []model.Instance{{ID: "i1", Address: "10.0.0.1", Labels: model.LabelsFromMap(map[string]string{
+			"version": "v1", "env": "prod!", "Team Name": "pay", "owner": "a b", "owner2": "a_b",
+		})}},
+	}
+	res, _ := Service(svc.Host, []Contribution{{Source: "dc1", Service: svc}}, testOpts())
+	got := labelsOf(t, res, served.KindWorkloadEntry)[0]
+	for k, v := range map[string]string{
+		"version": "v1", "env": "prod_5f4f341fd8", "Team_Name_6ed5a592c4": "pay", "owner": "a_b_c8687a08aa", "owner2": "a_b",
+	} {
+		if got[k] != v {
+			t.Errorf("label %q = %q, want %q (all: %v)", k, got[k], v, got)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v8"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
@@ -64,9 +65,9 @@ type mapper struct {
 }
 
 func newMapper(cfg *Config) (*mapper, error) {
-	t, err := cloudsource.ParseHostTemplate(cfg.HostTemplate, hostSample)
+	t, err := sources.ParseHostTemplate("hostTemplate", cfg.HostTemplate, hostSample)
 	if err != nil {
-		return nil, fmt.Errorf("hostTemplate: %w", err)
+		return nil, err
 	}
 	m := &mapper{cfg: cfg, host: t, configPorts: cfg.ConfigPorts()}
 	if len(cfg.ResourceGroups) > 0 {
@@ -97,7 +98,7 @@ func (m *mapper) mapInventory(inv inventory) cloudsource.Result {
 		services.Add(names, inst.Instance, inst.ports)
 	}
 	res.Groups = services.Groups(func(name string) (string, error) {
-		return cloudsource.RenderHost(m.host, hostData{Service: name, Subscription: m.cfg.SubscriptionID})
+		return sources.RenderHost(m.host, hostData{Service: name, Subscription: m.cfg.SubscriptionID})
 	}, func(name string, instances int, err error) {
 		res.Skipped[skipInvalidService] += instances
 		res.Problems["service/"+name] = cloudsource.Problem{Name: name, Reason: skipInvalidService, Detail: "hostTemplate: " + err.Error()}

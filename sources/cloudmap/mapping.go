@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/servicediscovery/types"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
@@ -64,9 +65,9 @@ type mapper struct {
 }
 
 func newMapper(cfg *Config) (*mapper, error) {
-	t, err := cloudsource.ParseHostTemplate(cfg.HostTemplate, hostSample)
+	t, err := sources.ParseHostTemplate("hostTemplate", cfg.HostTemplate, hostSample)
 	if err != nil {
-		return nil, fmt.Errorf("hostTemplate: %w", err)
+		return nil, err
 	}
 	return &mapper{cfg: cfg, host: t, configPorts: cfg.ConfigPorts()}, nil
 }
@@ -85,7 +86,7 @@ func (m *mapper) mapService(name string, instances []types.HttpInstanceSummary) 
 	slices.SortFunc(instances, func(a, b types.HttpInstanceSummary) int {
 		return cmp.Compare(aws.ToString(a.InstanceId), aws.ToString(b.InstanceId))
 	})
-	host, err := cloudsource.RenderHost(m.host, hostData{Service: name, Namespace: m.cfg.Namespace, Region: m.cfg.Region})
+	host, err := sources.RenderHost(m.host, hostData{Service: name, Namespace: m.cfg.Namespace, Region: m.cfg.Region})
 	if err != nil {
 		res.Skipped[skipInvalidService] = len(instances)
 		res.Problems["service/"+name] = cloudsource.Problem{Reason: skipInvalidService, Detail: "hostTemplate: " + err.Error()}

@@ -44,8 +44,8 @@ func (c *MappingConfig) SetDefaults(hostTemplate, addressType string) {
 // addressTypes) and network. Errors name the field.
 func (c *MappingConfig) Validate(hostSample any, addressTypes ...string) error {
 	_, errs := CheckPorts("ports", c.Ports)
-	if _, err := ParseHostTemplate(c.HostTemplate, hostSample); err != nil {
-		errs = append(errs, fmt.Errorf("hostTemplate: %v", err))
+	if _, err := sources.ParseHostTemplate("hostTemplate", c.HostTemplate, hostSample); err != nil {
+		errs = append(errs, err)
 	}
 	if err := CheckAddressType(c.AddressType, addressTypes...); err != nil {
 		errs = append(errs, fmt.Errorf("addressType: %v", err))
@@ -61,7 +61,7 @@ func (c *MappingConfig) Validate(hostSample any, addressTypes ...string) error {
 // instance choose whole hosts. hostSample is the source's template data,
 // a struct with a Service field.
 func (c *MappingConfig) Warnings(hostSample any) []string {
-	t, err := ParseHostTemplate(c.HostTemplate, hostSample)
+	t, err := sources.ParseHostTemplate("hostTemplate", c.HostTemplate, hostSample)
 	if err != nil {
 		return nil // Validate reports it
 	}
@@ -69,7 +69,7 @@ func (c *MappingConfig) Warnings(hostSample any) []string {
 		d := reflect.New(reflect.TypeOf(hostSample)).Elem()
 		d.Set(reflect.ValueOf(hostSample))
 		d.FieldByName("Service").SetString(service)
-		return RenderHost(t, d.Interface())
+		return sources.RenderHost(t, d.Interface())
 	})
 	if why == "" {
 		return nil

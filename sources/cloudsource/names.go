@@ -3,18 +3,21 @@ package cloudsource
 import (
 	"slices"
 	"strings"
+
+	"github.com/registry-adapter/registry-adapter/model"
 )
 
 // SplitServices splits a list of service names on any rune of separators
 // (which differ by cloud: GCE label values cannot hold a comma, so they
 // use '_'), lower-cases the names and drops duplicates. It returns the valid
-// names (DNS names of labels of at most 63 characters: a service name is a
-// scope key and part of the host) and the invalid ones.
+// names (at most 63 characters, and already hosts by the one host policy,
+// model.SanitizeHost: a service name is a scope key and part of the host)
+// and the invalid ones.
 func SplitServices(v, separators string) (names, invalid []string) {
 	for _, n := range strings.FieldsFunc(v, func(r rune) bool { return strings.ContainsRune(separators, r) }) {
 		n = strings.ToLower(n)
 		switch {
-		case len(n) > 63 || !dnsNameRE.MatchString(n):
+		case len(n) > 63 || !isHost(n):
 			invalid = append(invalid, n)
 		case !slices.Contains(names, n):
 			names = append(names, n)
@@ -40,4 +43,10 @@ func IsAutoRegistrationKey(k string) bool {
 		}
 	}
 	return b.String() == "istioioautoregistrationgroup"
+}
+
+// isHost reports whether n is a host as model.SanitizeHost makes them.
+func isHost(n string) bool {
+	h, err := model.SanitizeHost(n)
+	return err == nil && h == n
 }

@@ -1,3 +1,12 @@
+// Package cloudsource is what the cloud sources (ec2, cloudmap, gce, azure)
+// share to turn a cloud's instances into services, whatever the registry:
+// service names from a tag or label, port lists, the auto-registration key,
+// the address types, the configuration fields they have in common,
+// Retry-After hints, and their per-source metrics. (The host template is
+// every source's: sources.ParseHostTemplate.)
+//
+// Nothing here calls a cloud API: SDK setup and error classification stay
+// with each cloud (sources/awsapi for AWS).
 package cloudsource
 
 import (

@@ -22,9 +22,9 @@ import (
 // empty value, on the instances that carry it, for the tags a subset names
 // (and only with trafficPolicy on). Everything else (or, not, !=, matches,
 // Node.*, Checks, Service.ID...) cannot be stated as label equality and is
-// reported; so is a key or value the label syntax would change (the label
-// would then also match other values), and a meta key that is no label
-// (protocolMetaKey, virtualAddressKey).
+// reported; so is a meta key that is no label (protocolMetaKey,
+// virtualAddressKey). Keys and values go on as registered: the conversion
+// cleans a subset's labels and the instances' by one policy.
 
 // subsetSelector is what a subset filter states.
 type subsetSelector struct {
@@ -93,9 +93,11 @@ func (m *mapper) addLabel(sel *subsetSelector, key, value, what string, plain bo
 	if m.isProtocolKey(key) || (m.vipKey != "" && key == m.vipKey) {
 		return fmt.Errorf("%s: %q names the protocol or the virtual address, which are not instance labels", what, key)
 	}
-	if sanitizeLabelKey(key) != key || sanitizeLabelName(value) != value {
-		return fmt.Errorf("%s: %q=%q is not a valid label, and the label written for it could match other values too", what, key, value)
-	}
+	// Any key and value: the source hands labels over as registered, and the
+	// conversion applies its one label policy alike to the instances' labels
+	// and to the subset's, so that the subset selects exactly the instances
+	// registered with this key and value (a changed label carries a hash of
+	// the original, so no other value cleans up to it).
 	if old, ok := sel.labels[key]; ok && old != value {
 		return fmt.Errorf("%s: asks %q to be both %q and %q", what, key, old, value)
 	}

@@ -40,9 +40,10 @@ func TestSubsetLabels(t *testing.T) {
 		{`Node.Meta.zone == a`, nil, nil, "Node.Meta.zone"},
 		{`Service.ID == "web-1"`, nil, nil, "Service.ID"},
 		{`Checks.Status == passing`, nil, nil, "Checks.Status"},
-		// Labels the adapter could not write as they are.
-		{`Service.Meta.version == "v 2"`, nil, nil, "not a valid label"},
-		{`"bad tag!" in Service.Tags`, nil, nil, "not a valid label"},
+		// Labels the conversion changes: it changes the instances' alike
+		// (one label policy), so the subset still selects exactly them.
+		{`Service.Meta.version == "v 2"`, map[string]string{"version": "v 2"}, nil, ""},
+		{`"bad tag!" in Service.Tags`, map[string]string{"bad tag!": ""}, []string{"bad tag!"}, ""},
 		{`Service.Meta.version == v1 and Service.Meta.version == v2`, nil, nil, "both"},
 		// Meta that is no label.
 		{`Service.Meta.protocol == http`, nil, nil, "protocol"},

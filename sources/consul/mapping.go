@@ -1,7 +1,6 @@
 package consul
 
 import (
-	"bytes"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -99,71 +98,18 @@ func newMapper(c *Config, limits sources.Limits) (*mapper, error) {
 	}, nil
 }
 
+// hostSample is what a host template is tried on at start.
+var hostSample = hostData{Service: "web", Datacenter: "dc1", Namespace: "default", Partition: "default", Peer: "peer"}
+
+// parseHostTemplate parses a Consul host template (sources.ParseHostTemplate,
+// the template helper of every source) over hostData.
 func parseHostTemplate(field, text string) (*template.Template, error) {
-	t, err := template.New(field).Option("missingkey=error").Parse(text)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", field, err)
-	}
-	// Execute once on sample data so that a reference to an unknown field
-	// ({{.Name}}) fails at startup, not on the first service.
-	if _, err := renderHost(t, hostData{Service: "web", Datacenter: "dc1", Namespace: "default", Partition: "default", Peer: "peer"}); err != nil {
-		return nil, fmt.Errorf("%s: %w", field, err)
-	}
-	return t, nil
+	return sources.ParseHostTemplate(field, text, hostSample)
 }
 
-// renderHost executes a host template and sanitizes the result into a DNS name.
-func renderHost(t *template.Template, d hostData) (string, error) {
-	var b bytes.Buffer
-	if err := t.Execute(&b, d); err != nil {
-		return "", err
-	}
-	return model.SanitizeHost(b.String())
-}
-
-// sanitizeLabelName makes s a valid Kubernetes label name or value:
-// [A-Za-z0-9._-], starting and ending with an alphanumeric, at most 63
-// characters. Invalid characters become '_'.
-func sanitizeLabelName(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if !isAlnum(c) && c != '-' && c != '_' && c != '.' {
-			b[i] = '_'
-		}
-	}
-	trim := func(s string) string {
-		return strings.TrimFunc(s, func(r rune) bool { return r > 0x7f || !isAlnum(byte(r)) })
-	}
-	out := trim(string(b))
-	if len(out) > 63 {
-		out = trim(out[:63])
-	}
-	return out
-}
-
-func isAlnum(c byte) bool {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-}
-
-// sanitizeLabelKey makes k a valid Kubernetes label key: an optional DNS
-// subdomain prefix and '/', then a label name. It returns "" when nothing
-// valid is left.
-func sanitizeLabelKey(k string) string {
-	prefix, name := "", k
-	if i := strings.LastIndexByte(k, '/'); i >= 0 {
-		prefix, name = k[:i], k[i+1:]
-	}
-	name = sanitizeLabelName(name)
-	if name == "" {
-		return ""
-	}
-	if prefix != "" {
-		if p, err := model.SanitizeHost(prefix); err == nil {
-			return p + "/" + name
-		}
-	}
-	return name
-}
+// renderHost makes a host from a Consul host template, by the one host
+// policy of every source (sources.RenderHost).
+func renderHost(t *template.Template, d hostData) (string, error) { return sources.RenderHost(t, d) }
 
 // splitTag splits a "key=value" or "key|value" tag (Istio's old Consul
 // registry used '|'). ok is false for plain tags.
@@ -292,6 +238,10 @@ func normalizeAddress(a string) (string, error) {
 	return h, nil
 }
 
+func isAlnum(c byte) bool {
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+}
+
 // portKey identifies a port of a service across its instances: the Consul
 // port name for multi-port services, "" for the single Port.
 type namedPort struct {
@@ -352,16 +302,17 @@ func (m *mapper) isProtocolKey(k string) bool {
 }
 
 // instanceLabels builds labels from key=value / key|value tags and service
-// meta (meta wins), sanitized; protocol keys are left out.
+// meta (meta wins), as registered; protocol keys are left out. They are made
+// valid Kubernetes labels by the one label policy of every source,
+// convert's (a changed key or value gets a hash of the original, so two
+// that clean up alike stay distinct; reserved keys are dropped and named).
 func (m *mapper) instanceLabels(s *api.AgentService) map[string]string {
 	labels := map[string]string{}
 	add := func(k, v string) {
 		if m.isProtocolKey(k) || (m.vipKey != "" && k == m.vipKey) {
 			return
 		}
-		if k = sanitizeLabelKey(k); k != "" {
-			labels[k] = sanitizeLabelName(v)
-		}
+		labels[k] = v
 	}
 	for _, t := range s.Tags {
 		if k, v, ok := splitTag(t); ok {

@@ -183,8 +183,10 @@ func TestLabels(t *testing.T) {
 		{"meta, which wins over tags", api.AgentService{Tags: []string{"version=v1"}, Meta: map[string]string{"version": "v2", "team": "pay"}},
 			map[string]string{"version": "v2", "team": "pay"}},
 		{"protocol keys are not labels", api.AgentService{Tags: []string{"protocol|http"}, Meta: map[string]string{"protocol": "http", "protocol-admin": "tcp"}}, nil},
-		{"sanitized", api.AgentService{Tags: []string{"app.kubernetes.io/Name=my app!", "-x-=" + strings.Repeat("v", 70), "!!!=dropped"}},
-			map[string]string{"app.kubernetes.io/Name": "my_app", "x": strings.Repeat("v", 63)}},
+		// As registered: convert makes them Kubernetes labels (and drops the
+		// reserved and the unusable ones, by name), for every source alike.
+		{"as registered", api.AgentService{Tags: []string{"app.kubernetes.io/Name=my app!", "-x-=" + strings.Repeat("v", 70), "!!!=dropped"}},
+			map[string]string{"app.kubernetes.io/Name": "my app!", "-x-": strings.Repeat("v", 70), "!!!": "dropped"}},
 		{"value may be empty", api.AgentService{Tags: []string{"canary="}}, map[string]string{"canary": ""}},
 	} {
 		if got := m.instanceLabels(&tc.svc); !reflect.DeepEqual(got, tc.want) {

@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
@@ -57,9 +58,9 @@ type mapper struct {
 }
 
 func newMapper(cfg *Config) (*mapper, error) {
-	t, err := cloudsource.ParseHostTemplate(cfg.HostTemplate, hostSample)
+	t, err := sources.ParseHostTemplate("hostTemplate", cfg.HostTemplate, hostSample)
 	if err != nil {
-		return nil, fmt.Errorf("hostTemplate: %w", err)
+		return nil, err
 	}
 	return &mapper{cfg: cfg, host: t, configPorts: cfg.ConfigPorts()}, nil
 }
@@ -114,7 +115,7 @@ func (m *mapper) mapInstances(instances []types.Instance) cloudsource.Result {
 		}
 	}
 	for name, acc := range services {
-		host, err := cloudsource.RenderHost(m.host, hostData{Service: name, Region: m.cfg.Region})
+		host, err := sources.RenderHost(m.host, hostData{Service: name, Region: m.cfg.Region})
 		if err != nil {
 			res.Skipped[skipInvalidService] += len(acc.instances)
 			res.Problems["service/"+name] = cloudsource.Problem{Name: name, Reason: skipInvalidService, Detail: "hostTemplate: " + err.Error()}

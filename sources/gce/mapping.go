@@ -9,6 +9,7 @@ import (
 	compute "google.golang.org/api/compute/v1"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
@@ -69,9 +70,9 @@ type mapper struct {
 }
 
 func newMapper(cfg *Config) (*mapper, error) {
-	t, err := cloudsource.ParseHostTemplate(cfg.HostTemplate, hostSample)
+	t, err := sources.ParseHostTemplate("hostTemplate", cfg.HostTemplate, hostSample)
 	if err != nil {
-		return nil, fmt.Errorf("hostTemplate: %w", err)
+		return nil, err
 	}
 	m := &mapper{cfg: cfg, host: t, configPorts: cfg.ConfigPorts()}
 	if len(cfg.Zones) > 0 {
@@ -99,7 +100,7 @@ func (m *mapper) mapInstances(instances []*compute.Instance) cloudsource.Result 
 		services.Add(names, inst.Instance, inst.ports)
 	}
 	res.Groups = services.Groups(func(name string) (string, error) {
-		return cloudsource.RenderHost(m.host, hostData{Service: name, Project: m.cfg.Project})
+		return sources.RenderHost(m.host, hostData{Service: name, Project: m.cfg.Project})
 	}, func(name string, instances int, err error) {
 		res.Skipped[skipInvalidService] += instances
 		res.Problems["service/"+name] = cloudsource.Problem{Name: name, Reason: skipInvalidService, Detail: "hostTemplate: " + err.Error()}

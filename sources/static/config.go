@@ -53,7 +53,12 @@ func (c *Config) SetDefaults() {
 	for i := range c.Services {
 		s := &c.Services[i]
 		if s.Host == "" && s.Name != "" {
+			// The one host policy of every source; a name it cannot make a
+			// host of is reported by Validate.
 			s.Host = s.Name + ".static"
+			if h, err := model.SanitizeHost(s.Host); err == nil {
+				s.Host = h
+			}
 		}
 		for j := range s.Instances {
 			if s.Instances[j].ID == "" {
@@ -75,8 +80,13 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s.name %q: defined twice", p, s.Name))
 		}
 		names[s.Name] = true
-		if s.Host == "" || strings.ContainsAny(s.Host, " /:") {
-			errs = append(errs, fmt.Errorf("%s.host %q: not a host name", p, s.Host))
+		// A host is what model.SanitizeHost makes of it, for every source:
+		// written by hand it must already be in that form (lower case,
+		// labels of [a-z0-9-]), so that what is served is what was written.
+		if h, err := model.SanitizeHost(s.Host); err != nil {
+			errs = append(errs, fmt.Errorf("%s.host %q: not a host name: %v", p, s.Host, err))
+		} else if h != s.Host {
+			errs = append(errs, fmt.Errorf("%s.host %q: not a host name as the adapter serves them (lower case, labels of a-z, 0-9 and '-'); write %q", p, s.Host, h))
 		}
 		if len(s.Ports) == 0 {
 			errs = append(errs, fmt.Errorf("%s.ports: at least one port is required", p))

@@ -1,13 +1,21 @@
-package cloudsource
+package sources
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestHostTemplate(t *testing.T) {
 	type data struct{ Service string }
-	if _, err := ParseHostTemplate("{{.Service}}.{{.Nope}}", data{"a"}); err == nil {
-		t.Fatal("unknown field accepted")
+	if _, err := ParseHostTemplate("hostTemplate", "{{.Service}}.{{.Nope}}", data{"a"}); err == nil ||
+		!strings.HasPrefix(err.Error(), "hostTemplate: ") {
+		t.Fatalf("unknown field: %v; want an error naming the field", err)
 	}
-	tmpl, err := ParseHostTemplate("{{.Service}}.Example.COM.", data{"a"})
+	if _, err := ParseHostTemplate("peerHostTemplate", "{{.Service", data{"a"}); err == nil ||
+		!strings.HasPrefix(err.Error(), "peerHostTemplate: ") {
+		t.Fatalf("bad syntax: %v; want an error naming the field", err)
+	}
+	tmpl, err := ParseHostTemplate("hostTemplate", "{{.Service}}.Example.COM.", data{"a"})
 	if err != nil {
 		t.Fatal(err)
 	}
