@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -669,3 +670,6 @@ func isFilterError(body string) bool {
 	b := strings.ToLower(body)
 	return strings.Contains(b, "filter") || strings.Contains(b, "expression")
 }
+
+// quote renders s as a bexpr string literal.
+func quote(s string) string { return strconv.Quote(s) }
