@@ -19,6 +19,12 @@ type Metrics struct {
 	// Skipped is the number of items of the last successful list left
 	// out, by reason.
 	Skipped *prometheus.GaugeVec
+	// Health is the number of instances of the last successful list, by
+	// health (passing, critical, unknown); nil unless MetricsOpts.Health.
+	Health *prometheus.GaugeVec
+	// HealthRequests counts the health API's requests by result; nil
+	// unless MetricsOpts.HealthRequestsHelp is set.
+	HealthRequests *prometheus.CounterVec
 
 	source, subsystem string
 	reasons           []string
@@ -37,6 +43,12 @@ type MetricsOpts struct {
 	// SkipReasons are the values of the skipped gauge's "reason" label,
 	// each set (to 0 when absent) by Observe.
 	SkipReasons []string
+	// Health adds registry_adapter_<subsystem>_<items>_by_health, set by
+	// ObserveHealth.
+	Health bool
+	// HealthRequestsHelp, when set, adds
+	// registry_adapter_<subsystem>_health_requests_total{result}.
+	HealthRequestsHelp string
 }
 
 // NewMetrics makes the metrics of the source called source, named
@@ -53,6 +65,18 @@ func NewMetrics(source, subsystem string, o MetricsOpts) *Metrics {
 	m.Seen = prometheus.NewGauge(prometheus.GaugeOpts(m.opts(o.Items+"_seen", o.SeenHelp)))
 	m.Skipped = prometheus.NewGaugeVec(prometheus.GaugeOpts(m.opts(o.Items+"_skipped", o.SkippedHelp)), []string{"reason"})
 	m.collectors = []prometheus.Collector{m.Requests, m.Seen, m.Skipped}
+	if o.Health {
+		m.Health = prometheus.NewGaugeVec(prometheus.GaugeOpts(m.opts(o.Items+"_by_health",
+			"Instances of the last successful list that were mapped (served, or left out only for being unhealthy), by health: "+
+				"passing and critical as the cloud last reported them, unknown when it never did (or health is not enabled).")),
+			[]string{"health"})
+		m.collectors = append(m.collectors, m.Health)
+	}
+	if o.HealthRequestsHelp != "" {
+		m.HealthRequests = prometheus.NewCounterVec(prometheus.CounterOpts(m.opts("health_requests_total", o.HealthRequestsHelp)),
+			[]string{"result"})
+		m.collectors = append(m.collectors, m.HealthRequests)
+	}
 	return m
 }
 
@@ -80,6 +104,17 @@ func (m *Metrics) Observe(seen int, skipped map[string]int) {
 	m.Seen.Set(float64(seen))
 	for _, r := range m.reasons {
 		m.Skipped.WithLabelValues(r).Set(float64(skipped[r]))
+	}
+}
+
+// ObserveResult records a successful list's result: Observe, and the
+// instances by health when the source has that gauge.
+func (m *Metrics) ObserveResult(r Result) {
+	m.Observe(r.Seen, r.Skipped)
+	if m.Health != nil {
+		for _, h := range HealthStates {
+			m.Health.WithLabelValues(h.String()).Set(float64(r.Health[h]))
+		}
 	}
 }
 

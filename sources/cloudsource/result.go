@@ -29,11 +29,14 @@ type Result struct {
 	// Problems are keyed by instance ID, or "service/<name>" for a whole
 	// service.
 	Problems map[string]Problem
+	// Health counts the instances that were mapped (served, or left out
+	// only for being unhealthy) by their health.
+	Health map[model.Health]int
 }
 
 // NewResult returns an empty result of a list of seen items.
 func NewResult(seen int) Result {
-	return Result{Seen: seen, Skipped: map[string]int{}, Problems: map[string]Problem{}}
+	return Result{Seen: seen, Skipped: map[string]int{}, Problems: map[string]Problem{}, Health: map[model.Health]int{}}
 }
 
 // Skip counts n items skipped for reason; a non-empty detail is also a
@@ -53,6 +56,9 @@ func (r *Result) Add(o Result) {
 		r.Skipped[k] += v
 	}
 	maps.Copy(r.Problems, o.Problems)
+	for k, v := range o.Health {
+		r.Health[k] += v
+	}
 }
 
 // ProblemLog logs each problem once, when it first appears, rather than at

@@ -49,6 +49,9 @@ type Config struct {
 	// OptOutTag is a tag that, present with any value but "false", excludes
 	// an instance.
 	OptOutTag string `yaml:"optOutTag"`
+	// Health, when enabled, serves an instance only while its EC2 status
+	// checks (DescribeInstanceStatus) are not impaired or initializing.
+	Health cloudsource.HealthConfig `yaml:"health"`
 
 	// Role is the role assumed (with STS AssumeRole) on top of the default
 	// credential chain, e.g. for another account: assumeRoleArn,

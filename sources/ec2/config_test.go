@@ -29,6 +29,7 @@ hostTemplate: "{{.Service}}.aws.example.com"
 addressType: ipv6
 network: prod-net
 optOutTag: svc-exclude
+health: {enabled: true}
 assumeRoleArn: arn:aws:iam::123456789012:role/mesh-reader
 assumeRoleExternalId: ext-1
 stsEndpoint: https://sts.eu-west-1.amazonaws.com
@@ -47,7 +48,7 @@ stsEndpoint: https://sts.eu-west-1.amazonaws.com
 		c.Filters["tag:env"][1] != "staging" || c.Tags["team"][0] != "payments" || c.PageSize != 200 ||
 		c.ServiceTag != "svc" || c.PortsTag != "svc-ports" || c.OptOutTag != "svc-exclude" ||
 		c.AddressType != AddressIPv6 || c.Network != "prod-net" || c.AssumeRoleExternalID != "ext-1" ||
-		c.Ports[0].Number != 8080 {
+		c.Ports[0].Number != 8080 || !c.Health.Enabled {
 		t.Fatalf("decoded %+v", c)
 	}
 
@@ -58,7 +59,7 @@ stsEndpoint: https://sts.eu-west-1.amazonaws.com
 	}
 	if d.ServiceTag != "mesh-service" || d.PortsTag != "mesh-ports" || d.OptOutTag != "mesh-exclude" ||
 		d.HostTemplate != "{{.Service}}.{{.Region}}.ec2" || d.AddressType != "private" || d.PageSize != 1000 ||
-		d.RefreshInterval != 30*time.Second {
+		d.RefreshInterval != 30*time.Second || d.Health.Enabled {
 		t.Fatalf("defaults %+v", d)
 	}
 	// The server-side filters: running instances with the service tag.

@@ -17,10 +17,13 @@ import (
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
-// instancesAPI is the one EC2 call the source makes.
+// instancesAPI is the EC2 calls the source makes: DescribeInstances, and
+// DescribeInstanceStatus when health is enabled.
 type instancesAPI interface {
 	DescribeInstances(ctx context.Context, in *awsec2.DescribeInstancesInput,
 		optFns ...func(*awsec2.Options)) (*awsec2.DescribeInstancesOutput, error)
+	DescribeInstanceStatus(ctx context.Context, in *awsec2.DescribeInstanceStatusInput,
+		optFns ...func(*awsec2.Options)) (*awsec2.DescribeInstanceStatusOutput, error)
 }
 
 // lister lists the instances of a region; it implements poll.Lister.
@@ -39,6 +42,9 @@ type lister struct {
 	api       instancesAPI
 	transport *http.Transport
 	problems  *cloudsource.ProblemLog
+	// health is the last known health of each instance (only List uses
+	// it).
+	health *cloudsource.HealthBook
 }
 
 var _ poll.Lister = (*lister)(nil)
@@ -107,8 +113,13 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := l.mapper.mapInstances(instances)
-	l.metrics.Observe(res.Seen, res.Skipped)
+	var health func(id string) cloudsource.Verdict
+	if l.cfg.Health.Enabled {
+		l.readHealth(ctx, api, instances)
+		health = l.health.Get
+	}
+	res := l.mapper.mapInstances(instances, health)
+	l.metrics.ObserveResult(res)
 	l.problems.Log(res.Problems)
 	return res.Groups, nil
 }

@@ -31,11 +31,12 @@ const (
 	skipInvalidPorts   = "invalid-ports"
 	skipPortConflict   = "port-conflict"
 	skipNoAddress      = "no-address"
+	skipUnhealthy      = "unhealthy"
 )
 
 var skipReasons = []string{
 	skipNotRunning, skipOptOut, skipAutoRegistered, skipNoService, skipInvalidService,
-	skipNoPorts, skipInvalidPorts, skipPortConflict, skipNoAddress,
+	skipNoPorts, skipInvalidPorts, skipPortConflict, skipNoAddress, skipUnhealthy,
 }
 
 // hostData is what hostTemplate sees.
@@ -71,8 +72,11 @@ type mappedInstance struct {
 }
 
 // mapInstances maps every instance of a complete list. The result does not
-// depend on the order of instances.
-func (m *mapper) mapInstances(instances []types.Instance) cloudsource.Result {
+// depend on the order of instances. health, when not nil, is each
+// instance's health: a critical instance is left out (reason unhealthy),
+// so that the adapter sees it removed and the mass-deletion guard counts
+// it like any other removal.
+func (m *mapper) mapInstances(instances []types.Instance, health func(id string) cloudsource.Verdict) cloudsource.Result {
 	res := cloudsource.NewResult(len(instances))
 	instances = slices.Clone(instances)
 	slices.SortFunc(instances, func(a, b types.Instance) int {
@@ -87,6 +91,16 @@ func (m *mapper) mapInstances(instances []types.Instance) cloudsource.Result {
 		in := &instances[i]
 		id := aws.ToString(in.InstanceId)
 		names, inst, reason, detail := m.mapInstance(in)
+		if len(names) > 0 {
+			if health != nil {
+				v := health(id)
+				inst.Health = v.Health
+				if v.Health == model.HealthCritical {
+					names, reason, detail = nil, skipUnhealthy, v.Detail
+				}
+			}
+			res.Health[inst.Health]++
+		}
 		if reason != "" {
 			res.Skipped[reason]++
 			if detail != "" {

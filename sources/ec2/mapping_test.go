@@ -63,7 +63,7 @@ func TestMapInstances(t *testing.T) {
 		inst("i-5", map[string]string{"mesh-service": " , "}),
 		inst("i-6", map[string]string{"mesh-service": "web"}),
 		inst("i-7", map[string]string{"mesh-service": "web", "istio.io/autoregistrationgroup": "g"}),
-	})
+	}, nil)
 	want := []model.Group{{Scope: "web", Services: []model.Service{{
 		Name: "web", Host: "web.us-east-1.ec2",
 		Ports: []model.Port{{Number: 22, Protocol: model.ProtocolTCP}, {Number: 8080, Protocol: model.ProtocolHTTP}},
@@ -117,7 +117,7 @@ func TestMapAddressTypes(t *testing.T) {
 		t.Errorf("instance Ipv6Address: %q", got)
 	}
 	in.PublicIpAddress = nil
-	res := newTestMapper(t, func(c *Config) { c.AddressType = AddressPublic }).mapInstances([]types.Instance{in})
+	res := newTestMapper(t, func(c *Config) { c.AddressType = AddressPublic }).mapInstances([]types.Instance{in}, nil)
 	if len(res.Groups) != 0 || res.Skipped[skipNoAddress] != 1 {
 		t.Errorf("no public address: %v %v", dump(res.Groups), res.Skipped)
 	}
@@ -126,7 +126,7 @@ func TestMapAddressTypes(t *testing.T) {
 func TestMapNetworkOverrideAndNoPlacement(t *testing.T) {
 	m := newTestMapper(t, func(c *Config) { c.Network = "mesh-net"; c.Ports = []Port{{Number: 80}} })
 	res := m.mapInstances([]types.Instance{inst("i-1", map[string]string{"mesh-service": "web"},
-		func(in *types.Instance) { in.Placement = nil })})
+		func(in *types.Instance) { in.Placement = nil })}, nil)
 	got := res.Groups[0].Services[0]
 	if got.Instances[0].Network != "mesh-net" || got.Instances[0].Locality != "us-east-1" ||
 		!reflect.DeepEqual(got.Ports, []model.Port{{Number: 80, Protocol: model.ProtocolTCP}}) {

@@ -1,0 +1,176 @@
+package ec2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
+	"go.uber.org/zap"
+
+	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/awsapi"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
+	"github.com/registry-adapter/registry-adapter/sources/poll"
+)
+
+// statusBatch is the most instance IDs DescribeInstanceStatus takes in one
+// request (MaxResults cannot be combined with InstanceIds).
+const statusBatch = 100
+
+// readHealth asks DescribeInstanceStatus about the running instances of
+// this list, statusBatch IDs per request, and records each answer in the
+// book. A batch that fails keeps the last known health of its instances;
+// a throttled batch ends this refresh's health calls (the rest keep theirs
+// too), so that health never adds to a throttled account's load. The
+// error, if any, is only logged: it never fails the list.
+func (l *lister) readHealth(ctx context.Context, api instancesAPI, instances []types.Instance) {
+	var ids []string
+	listed := make(map[string]bool, len(instances))
+	for i := range instances {
+		in := &instances[i]
+		if in.State == nil || in.State.Name != types.InstanceStateNameRunning || in.InstanceId == nil {
+			continue
+		}
+		if !listed[*in.InstanceId] {
+			ids = append(ids, *in.InstanceId)
+			listed[*in.InstanceId] = true
+		}
+	}
+	l.health.Retain(listed)
+	slices.Sort(ids)
+	var failed []error
+	for batch := range slices.Chunk(ids, statusBatch) {
+		statuses, err := l.describeStatus(ctx, api, batch)
+		if err != nil {
+			failed = append(failed, err)
+			var throttled *poll.ThrottledError
+			if errors.As(err, &throttled) || ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		for _, st := range statuses {
+			l.health.Record(aws.ToString(st.InstanceId), statusVerdict(st))
+		}
+	}
+	if len(failed) > 0 {
+		l.log.Warn("EC2 DescribeInstanceStatus failed; keeping the last known health of the instances it did not answer for",
+			zap.Int("instances", len(ids)), zap.Error(errors.Join(failed...)))
+	}
+}
+
+// notFoundIDRE finds the instance IDs an InvalidInstanceID.NotFound error
+// names ("The instance IDs 'i-1, i-2' do not exist").
+var notFoundIDRE = regexp.MustCompile(`\bi-[0-9a-f]+\b`)
+
+// describeStatus reads the status of up to statusBatch instances, every
+// page. An instance DescribeInstances just listed may not be known to
+// DescribeInstanceStatus yet (EC2 is eventually consistent, and an
+// instance may be terminated in between): the call then fails with
+// InvalidInstanceID.NotFound naming it, and is made once more without the
+// instances it names, which stay without an answer this time.
+func (l *lister) describeStatus(ctx context.Context, api instancesAPI, ids []string) ([]types.InstanceStatus, error) {
+	for attempt := 0; ; attempt++ {
+		out, err := l.describeStatusPages(ctx, api, ids)
+		var ae smithy.APIError
+		if err == nil || attempt > 0 || !errors.As(err, &ae) || ae.ErrorCode() != "InvalidInstanceID.NotFound" {
+			return out, err
+		}
+		gone := map[string]bool{}
+		for _, id := range notFoundIDRE.FindAllString(ae.ErrorMessage(), -1) {
+			gone[id] = true
+		}
+		ids = slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return gone[id] })
+		if len(gone) == 0 || len(ids) == 0 {
+			return nil, err
+		}
+	}
+}
+
+func (l *lister) describeStatusPages(ctx context.Context, api instancesAPI, ids []string) ([]types.InstanceStatus, error) {
+	var out []types.InstanceStatus
+	tokens := map[string]bool{}
+	in := &awsec2.DescribeInstanceStatusInput{InstanceIds: ids}
+	for page := 1; ; page++ {
+		resp, err := api.DescribeInstanceStatus(ctx, in)
+		if err != nil {
+			err = awsapi.Classify(err)
+			l.metrics.HealthRequests.WithLabelValues(cloudsource.RequestResult(err)).Inc()
+			return nil, fmt.Errorf("ec2 DescribeInstanceStatus %s (%s..., %d instances) page %d: %w",
+				l.cfg.Region, ids[0], len(ids), page, err)
+		}
+		l.metrics.HealthRequests.WithLabelValues("ok").Inc()
+		out = append(out, resp.InstanceStatuses...)
+		next := aws.ToString(resp.NextToken)
+		if next == "" {
+			return out, nil
+		}
+		if tokens[next] {
+			return nil, fmt.Errorf("ec2 DescribeInstanceStatus %s page %d: NextToken repeated", l.cfg.Region, page)
+		}
+		tokens[next] = true
+		in = &awsec2.DescribeInstanceStatusInput{InstanceIds: ids, NextToken: aws.String(next)}
+	}
+}
+
+// statusVerdict reads an instance's status checks: any check impaired is
+// critical, and so is one still initializing (an instance that has just
+// started is served once its checks pass, as a load balancer serves a new
+// target once it passes its health check); the system and instance checks
+// both ok, and none impaired or initializing, is passing. insufficient-data
+// and not-applicable are no answer: the last one stands. The attached EBS
+// status check counts when EC2 reports it.
+func statusVerdict(st types.InstanceStatus) cloudsource.Verdict {
+	type check struct {
+		name    string
+		status  types.SummaryStatus
+		failing []string
+	}
+	summary := func(name string, s *types.InstanceStatusSummary) check {
+		c := check{name: name}
+		if s != nil {
+			c.status = s.Status
+			for _, d := range s.Details {
+				if d.Status != types.StatusTypePassed {
+					c.failing = append(c.failing, fmt.Sprintf("%s %s", d.Name, d.Status))
+				}
+			}
+		}
+		return c
+	}
+	checks := []check{summary("system", st.SystemStatus), summary("instance", st.InstanceStatus)}
+	if e := st.AttachedEbsStatus; e != nil {
+		c := check{name: "attached EBS", status: e.Status}
+		for _, d := range e.Details {
+			if d.Status != types.StatusTypePassed {
+				c.failing = append(c.failing, fmt.Sprintf("%s %s", d.Name, d.Status))
+			}
+		}
+		checks = append(checks, c)
+	}
+	var bad []string
+	for _, c := range checks {
+		if c.status == types.SummaryStatusImpaired || c.status == types.SummaryStatusInitializing {
+			detail := fmt.Sprintf("%s status %s", c.name, c.status)
+			if len(c.failing) > 0 {
+				detail += " (" + strings.Join(c.failing, ", ") + ")"
+			}
+			bad = append(bad, detail)
+		}
+	}
+	switch {
+	case len(bad) > 0:
+		return cloudsource.Verdict{Health: model.HealthCritical, Detail: strings.Join(bad, "; ")}
+	case checks[0].status == types.SummaryStatusOk && checks[1].status == types.SummaryStatusOk:
+		return cloudsource.Verdict{Health: model.HealthPassing}
+	default:
+		return cloudsource.Verdict{}
+	}
+}
