@@ -91,7 +91,8 @@ type allowRequest struct {
 	done   chan error
 }
 
-// New returns an adapter that publishes to pub. metrics may be nil.
+// New returns an adapter that publishes to pub. m may be nil: the loop then
+// records into metrics registered nowhere.
 func New(srcs []NamedSource, settings Settings, pub Publisher, m *Metrics, log *zap.Logger) *Adapter {
 	return NewSharded(srcs, settings, []Publisher{pub}, m, log)
 }
@@ -113,6 +114,9 @@ func NewSharded(srcs []NamedSource, settings Settings, shards []Publisher, m *Me
 	}
 	state := settings.StateFile
 	state.SetDefaults()
+	if m == nil {
+		m = NewMetrics(nil)
+	}
 	return &Adapter{
 		log: log, opts: settings.Output, debounce: settings.Debounce, state: state,
 		sources: srcs, shards: shards, metrics: m,
@@ -306,9 +310,7 @@ func (a *Adapter) markReady() {
 // apply stages a batch; flush commits it.
 func (a *Adapter) apply(u update) {
 	a.guard.Stage(u.source, u.groups, u.full, u.reset)
-	if a.metrics != nil {
-		a.metrics.updates.WithLabelValues(u.source).Inc()
-	}
+	a.metrics.updates.WithLabelValues(u.source).Inc()
 }
 
 // newAllocator builds the address allocator of opts. The configuration was

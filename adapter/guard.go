@@ -122,8 +122,11 @@ type HeldChange struct {
 }
 
 // NewGuard returns a guard with cfg, which must have its defaults set.
-// metrics may be nil.
+// metrics may be nil: it then records into metrics registered nowhere.
 func NewGuard(cfg GuardConfig, metrics *Metrics, log *zap.Logger) *Guard {
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
 	return &Guard{
 		cfg: cfg, log: log, metrics: metrics, now: time.Now,
 		staging: make(map[string]*staged),
@@ -229,9 +232,7 @@ func (g *Guard) Commit(store *Store) {
 					zap.Bool("registryReset", reset), zap.Int("leaves", after),
 					zap.Float64("maxDeletionShare", g.cfg.MaxDeletionShare), zap.Duration("holdFor", g.cfg.HoldFor),
 					zap.Bool("manual", g.cfg.Manual))
-				if g.metrics != nil {
-					g.metrics.heldTotal.WithLabelValues(source).Inc()
-				}
+				g.metrics.heldTotal.WithLabelValues(source).Inc()
 			}
 			if st.id == "" || st.grew {
 				st.id = newChangeID()
@@ -281,13 +282,11 @@ func (g *Guard) setHeld(source string, st *staged) {
 		}
 		g.held[source] = h
 	}
-	if g.metrics != nil {
-		v := 0.0
-		if st != nil {
-			v = 1
-		}
-		g.metrics.held.WithLabelValues(source).Set(v)
+	v := 0.0
+	if st != nil {
+		v = 1
 	}
+	g.metrics.held.WithLabelValues(source).Set(v)
 }
 
 // staged is what a source sent during the current window, not yet in the

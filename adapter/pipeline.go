@@ -90,16 +90,12 @@ func (a *Adapter) flush() {
 			continue
 		}
 		fields = append(fields, zap.Int(string(kind)+"Upserts", c[0]), zap.Int(string(kind)+"Deletes", c[1]))
-		if a.metrics != nil {
-			a.metrics.applied.WithLabelValues(string(kind), "upsert").Add(float64(c[0]))
-			a.metrics.applied.WithLabelValues(string(kind), "delete").Add(float64(c[1]))
-		}
+		a.metrics.applied.WithLabelValues(string(kind), "upsert").Add(float64(c[0]))
+		a.metrics.applied.WithLabelValues(string(kind), "delete").Add(float64(c[1]))
 	}
-	if a.metrics != nil {
-		a.metrics.windows.Inc()
-		a.metrics.flushDuration.Observe(time.Since(start).Seconds())
-		a.metrics.hosts.Set(float64(len(a.store.hosts)))
-	}
+	a.metrics.windows.Inc()
+	a.metrics.flushDuration.Observe(time.Since(start).Seconds())
+	a.metrics.hosts.Set(float64(len(a.store.hosts)))
 	if changed {
 		a.log.Info("published changes", append(fields, zap.Duration("took", time.Since(start)))...)
 	} else if len(hosts) > 0 {
@@ -267,8 +263,6 @@ func (a *Adapter) reportRejections(rejected []convert.Rejection) {
 				zap.String("source", r.Source), zap.String("kind", string(r.Kind)), zap.String("item", r.Name),
 				zap.String("code", r.Code), zap.String("reason", r.Reason), zap.Int(sources.HeldBackField, held))
 		}
-		if a.metrics != nil {
-			a.metrics.rejected.WithLabelValues(r.Source, r.Code).Inc()
-		}
+		a.metrics.rejected.WithLabelValues(r.Source, r.Code).Inc()
 	}
 }

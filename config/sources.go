@@ -154,10 +154,7 @@ func (s *SourceConfig) registry() (sources.Config, error) {
 // BuildSources constructs every configured source, in configuration order,
 // and registers their metrics with reg (nil for one-shot commands).
 func BuildSources(cfg *Config, reg prometheus.Registerer, log *zap.Logger) ([]adapter.NamedSource, error) {
-	var metrics *sources.Metrics
-	if reg != nil {
-		metrics = sources.NewMetrics(reg)
-	}
+	metrics := sources.NewMetrics(reg)
 	var out []adapter.NamedSource
 	var errs []error
 	for i := range cfg.Sources {

@@ -66,7 +66,8 @@ type kindState struct {
 	snapshot []*anypb.Any
 }
 
-// NewCache returns an empty cache that replies to nobody until MarkReady.
+// NewCache returns an empty cache that replies to nobody until MarkReady. m
+// may be nil: it then records into metrics registered nowhere.
 func NewCache(m *Metrics) *Cache {
 	c := &Cache{
 		now:     time.Now,
@@ -75,9 +76,10 @@ func NewCache(m *Metrics) *Cache {
 		parked:  make(map[*sotwWatch]struct{}),
 		pDeltas: make(map[*deltaWatch]struct{}),
 	}
-	if m != nil {
-		c.metrics = m.cache
+	if m == nil {
+		m = NewMetrics(nil)
 	}
+	c.metrics = m.cache
 	for _, k := range served.Kinds {
 		c.kinds[k] = &kindState{byName: make(map[string]int)}
 	}
@@ -147,9 +149,7 @@ func (c *Cache) Apply(kind served.Kind, upserts []served.Entry, deletes []string
 	ks.snapshot = nil
 	c.records.withdraw(kind)
 	ks.changed = c.now()
-	if c.metrics != nil {
-		c.metrics.resources.WithLabelValues(string(kind)).Set(float64(len(ks.list)))
-	}
+	c.metrics.resources.WithLabelValues(string(kind)).Set(float64(len(ks.list)))
 	if c.ready {
 		c.notifyLocked(kind)
 	}

@@ -71,6 +71,9 @@ type streamState struct {
 var _ serverv3.Callbacks = (*clients)(nil)
 
 func newClients(log *zap.Logger, m *Metrics, c *Cache, shard int) *clients {
+	if m == nil {
+		m = NewMetrics(nil).Shard(shard)
+	}
 	return &clients{log: log.With(zap.Int("shard", shard)), metrics: m, cache: c, shard: shard, streams: make(map[int64]*streamState), now: time.Now}
 }
 
@@ -88,9 +91,7 @@ func (t *clients) open(ctx context.Context, id int64, protocol string) error {
 	t.mu.Lock()
 	t.streams[id] = &streamState{info: info}
 	t.mu.Unlock()
-	if t.metrics != nil {
-		t.metrics.clients.Inc()
-	}
+	t.metrics.clients.Inc()
 	t.log.Info("client connected", zap.Int64("stream", id), zap.String("protocol", protocol), zap.String("peer", info.Peer))
 	return nil
 }
@@ -99,7 +100,7 @@ func (t *clients) closed(id int64, node *core.Node) {
 	t.mu.Lock()
 	st := t.streams[id]
 	delete(t.streams, id)
-	if st != nil && t.metrics != nil {
+	if st != nil {
 		t.metrics.clients.Dec()
 		// Every series of the stream goes with it, so that the series of a
 		// client that comes and goes do not pile up.
@@ -186,9 +187,7 @@ func (t *clients) admitLocked(id int64, st *streamState, typeURL string,
 	if err == nil {
 		return nil
 	}
-	if t.metrics != nil {
-		t.metrics.refused.WithLabelValues(reason).Inc()
-	}
+	t.metrics.refused.WithLabelValues(reason).Inc()
 	if now := t.now(); now.Sub(t.lastRefusal) >= refusalLogEvery {
 		t.log.Warn("refused a request; ending the stream", zap.Int64("stream", id), zap.String("peer", st.info.Peer),
 			zap.String("node", st.info.NodeID), zap.Error(err), zap.Int("refusedUnlogged", t.unlogged))
@@ -230,10 +229,8 @@ func (t *clients) request(id int64, node *core.Node, typeURL, nonce, version, na
 	}
 	if nackMsg != "" {
 		ts.LastNack = truncate(strings.ToValidUTF8(nackMsg, "\uFFFD"), maxNackMessage)
-		if t.metrics != nil {
-			t.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
-			t.metrics.acked.WithLabelValues(info.NodeID, typeLabel(typeURL)).Set(0)
-		}
+		t.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
+		t.metrics.acked.WithLabelValues(info.NodeID, typeLabel(typeURL)).Set(0)
 		t.log.Warn("client rejected a response", zap.Int64("stream", id), zap.String("node", info.NodeID),
 			zap.String("type", typeURL), zap.String("error", ts.LastNack))
 		return nil
@@ -243,9 +240,6 @@ func (t *clients) request(id int64, node *core.Node, typeURL, nonce, version, na
 	}
 	prev := ts.AckedVersion
 	ts.AckedVersion, ts.AckedNonce = version, nonce
-	if t.metrics == nil {
-		return nil
-	}
 	t.metrics.acked.WithLabelValues(info.NodeID, typeLabel(typeURL)).Set(1)
 	if prev == version {
 		return nil
@@ -291,16 +285,12 @@ func (t *clients) response(id int64, typeURL, version, nonce, protocol string, b
 			st.info.Types[typeURL] = ts
 		}
 		ts.SentVersion, ts.SentNonce, ts.SentAt = version, nonce, time.Now()
-		if t.metrics != nil {
-			// Unacknowledged until the client ACKs this nonce.
-			t.metrics.acked.WithLabelValues(st.info.NodeID, typeLabel(typeURL)).Set(0)
-		}
+		// Unacknowledged until the client ACKs this nonce.
+		t.metrics.acked.WithLabelValues(st.info.NodeID, typeLabel(typeURL)).Set(0)
 	}
 	t.mu.Unlock()
-	if t.metrics != nil {
-		t.metrics.pushes.WithLabelValues(typeLabel(typeURL), protocol).Inc()
-		t.metrics.pushBytes.WithLabelValues(typeLabel(typeURL)).Add(float64(bytes))
-	}
+	t.metrics.pushes.WithLabelValues(typeLabel(typeURL), protocol).Inc()
+	t.metrics.pushBytes.WithLabelValues(typeLabel(typeURL)).Add(float64(bytes))
 }
 
 func (t *clients) OnFetchRequest(context.Context, *discovery.DiscoveryRequest) error         { return nil }

@@ -44,7 +44,9 @@ type metricVecs struct {
 }
 
 // NewMetrics registers the server metrics with reg and returns shard 0's
-// view; Shard gives the others.
+// view; Shard gives the others. With a nil reg they are registered nowhere:
+// the cache and the streams record into them and nothing reads them (tests,
+// render), so that no code path checks for missing metrics.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	v := &metricVecs{
 		resources: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -81,15 +83,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Requests refused, each ending its stream, by reason (type_url: not an Istio config type; types, resource_names, initial_versions: beyond a per-stream limit) and shard. istiod sends none.",
 		}, []string{"reason", "shard"}),
 	}
-	reg.MustRegister(v.resources, v.clients, v.pushes, v.pushBytes, v.ackLatency, v.nacks, v.acked, v.refused)
+	if reg != nil {
+		reg.MustRegister(v.resources, v.clients, v.pushes, v.pushBytes, v.ackLatency, v.nacks, v.acked, v.refused)
+	}
 	return v.view(0)
 }
 
-// Shard returns the view of shard i, for its Cache and listener. It is nil
-// on a nil Metrics, so metrics stay optional.
+// Shard returns the view of shard i, for its Cache and listener. On a nil
+// Metrics it is a view of metrics registered nowhere, so metrics stay
+// optional.
 func (m *Metrics) Shard(i int) *Metrics {
 	if m == nil {
-		return nil
+		m = NewMetrics(nil)
 	}
 	return m.vecs.view(i)
 }

@@ -128,7 +128,9 @@ type Metrics struct {
 	stale        *prometheus.GaugeVec
 }
 
-// NewMetrics registers the source metrics with reg.
+// NewMetrics registers the source metrics with reg. With a nil reg they are
+// registered nowhere: a reporter records into them and nothing reads them
+// (tests, render), so that no caller checks for missing metrics.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		syncDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -157,7 +159,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 while a source's last attempt failed and its last good state is served.",
 		}, []string{"source"}),
 	}
-	reg.MustRegister(m.syncDuration, m.lastSuccess, m.errors, m.services, m.instances, m.stale)
+	if reg != nil {
+		reg.MustRegister(m.syncDuration, m.lastSuccess, m.errors, m.services, m.instances, m.stale)
+	}
 	return m
 }
 
@@ -173,8 +177,11 @@ type Reporter struct {
 }
 
 // NewReporter returns the reporter for the source called name. metrics may be
-// nil (tests, render).
+// nil (tests, render): it then records into metrics registered nowhere.
 func NewReporter(name string, metrics *Metrics) *Reporter {
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
 	return &Reporter{metrics: metrics, now: time.Now, status: Status{Name: name}}
 }
 
@@ -189,9 +196,6 @@ func (r *Reporter) Synced(took time.Duration, services, instances int) {
 	r.status.Instances = instances
 	name := r.status.Name
 	r.mu.Unlock()
-	if r.metrics == nil {
-		return
-	}
 	r.metrics.syncDuration.WithLabelValues(name).Observe(took.Seconds())
 	r.metrics.lastSuccess.WithLabelValues(name).Set(float64(now.UnixNano()) / 1e9)
 	r.metrics.services.WithLabelValues(name).Set(float64(services))
@@ -208,9 +212,6 @@ func (r *Reporter) Failed(kind string, err error) {
 	r.status.ErrorTime = r.now()
 	name := r.status.Name
 	r.mu.Unlock()
-	if r.metrics == nil {
-		return
-	}
 	r.metrics.errors.WithLabelValues(name, kind).Inc()
 	r.metrics.stale.WithLabelValues(name).Set(1)
 }
