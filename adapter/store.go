@@ -2,7 +2,6 @@ package adapter
 
 import (
 	"cmp"
-	"reflect"
 	"slices"
 
 	"github.com/registry-adapter/registry-adapter/convert"
@@ -57,10 +56,12 @@ func (s *Store) Update(source string, groups []model.Group) {
 	}
 	for _, g := range groups {
 		old, existed := scopes[g.Scope]
-		if existed && reflect.DeepEqual(old, g.Services) {
-			// A refresh that repeats a scope changes nothing: leaving its
-			// hosts clean spares their conversion, which at tens of thousands
-			// of services is most of a no-op refresh's cost.
+		if existed && slices.EqualFunc(old, g.Services, model.Service.Equal) {
+			// A saving, not the guarantee (which is the content version of
+			// what is served): a refresh that repeats a scope changes
+			// nothing, and leaving its hosts clean spares their conversion,
+			// which at tens of thousands of services is most of a no-op
+			// refresh's cost.
 			continue
 		}
 		key := scopeKey{source, g.Scope}

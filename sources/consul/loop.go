@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -519,7 +518,9 @@ func (l *loop) reconcile(scope string) {
 		}
 		return
 	}
-	if had && reflect.DeepEqual(prev, g) {
+	if had && prev.Equal(g) {
+		// A saving, not the guarantee (which is the content version of
+		// what is served): no batch, no debounce window.
 		return
 	}
 	l.published[scope] = g
