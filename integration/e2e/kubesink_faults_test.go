@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -161,6 +162,9 @@ func (p *faultProxy) match(r *http.Request) *proxyFault {
 // reason, or nothing until the client gives up.
 func (p *faultProxy) fail(w http.ResponseWriter, r *http.Request, f *proxyFault) {
 	if f.status == 0 {
+		// Read the body first: net/http notices that the client hung up
+		// (and cancels r.Context()) only once it is read.
+		_, _ = io.Copy(io.Discard, r.Body)
 		select {
 		case <-r.Context().Done():
 		case <-time.After(time.Minute):
