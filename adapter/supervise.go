@@ -112,9 +112,7 @@ func (a *Adapter) runSource(ctx context.Context, s NamedSource, updates chan<- u
 // items a per-item cap left out of a batch.
 func (a *Adapter) reportLeftOut(log *zap.Logger, source string, left []string, warnings *sources.LogLimit) {
 	for _, why := range left {
-		if a.metrics != nil {
-			a.metrics.rejected.WithLabelValues(source, "limit").Inc()
-		}
+		a.metrics.rejected.WithLabelValues(source, "limit").Inc()
 		if ok, held := warnings.Allow(); ok {
 			log.Warn("left out of what istiod receives: over a per-item limit", zap.String("reason", why),
 				zap.Int(sources.HeldBackField, held))
