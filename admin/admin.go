@@ -268,6 +268,23 @@ func (d *Debug) healthz(w http.ResponseWriter, _ *http.Request) {
 	_, _ = fmt.Fprintln(w, "ok")
 }
 
+// Ready is what /readyz answers 200 for: every xDS listener serving, and every source's first state published.
+func (d *Debug) Ready() bool { return d.Server.Serving() && d.Adapter.Ready() }
+
+// ReadyGauge is registry_adapter_ready, 1 while Ready: Prometheus does not see the kubelet's probes, and the
+// not-ready alert needs the same answer.
+func (d *Debug) ReadyGauge() prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "registry_adapter_ready",
+		Help: "1 while /readyz answers 200: every xDS listener serving and every source's first state published.",
+	}, func() float64 {
+		if d.Ready() {
+			return 1
+		}
+		return 0
+	})
+}
+
 type readiness struct {
 	Ready   bool                 `json:"ready"`
 	Serving bool                 `json:"serving"`

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
@@ -102,6 +103,8 @@ func TestDebugEndpoints(t *testing.T) {
 	}
 	a := adapter.New(named, adapter.Settings{Output: opts(), Debounce: adapter.DebounceConfig{Quiet: time.Millisecond, Max: 5 * time.Millisecond}}, cache, adapter.NewMetrics(reg), log)
 	dbg := &Debug{Adapter: a, Caches: []*server.Cache{cache}, Server: srv, Sources: named, Gatherer: reg, Log: log}
+	ready := dbg.ReadyGauge()
+	reg.MustRegister(ready)
 	web := httptest.NewServer(dbg.Handler())
 	defer web.Close()
 
@@ -132,6 +135,9 @@ func TestDebugEndpoints(t *testing.T) {
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, `"synced": false`) {
 		t.Errorf("/readyz before the first sync: %d %s", code, body)
 	}
+	if v := testutil.ToFloat64(ready); v != 0 {
+		t.Errorf("registry_adapter_ready before the first sync: %v", v)
+	}
 
 	// The static-like source reports through its reporter, as real ones do.
 	web1 := svc("web", "10.0.0.1")
@@ -145,6 +151,9 @@ func TestDebugEndpoints(t *testing.T) {
 	}
 	if code != http.StatusOK || !r.Ready || len(r.Sources) != 1 || !r.Sources[0].Synced || r.Sources[0].Services != 2 {
 		t.Errorf("/readyz after sync: %d %+v", code, r)
+	}
+	if v := testutil.ToFloat64(ready); v != 1 {
+		t.Errorf("registry_adapter_ready after sync: %v", v)
 	}
 
 	code, body = get(t, web.URL+"/debug/resources?kind=ServiceEntry&name=web")

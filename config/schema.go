@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"slices"
 	"time"
+
+	"github.com/registry-adapter/registry-adapter/convert"
 )
 
 // Schema is a JSON Schema (draft-07) of the configuration file,
@@ -26,6 +28,17 @@ func Schema(omit ...string) map[string]any {
 	return schemaOf(reflect.TypeOf(Config{}), "", omit)
 }
 
+// SchemaEnums are the keys whose value is one of a few words, by dotted path: the schema lists them, so that
+// `helm install` names the allowed values. TestSchemaEnums keeps them equal to what Validate accepts.
+var SchemaEnums = map[string][]string{
+	"sink":                   {string(SinkXDS), string(SinkKubernetes), string(SinkBoth)},
+	"output.mode":            {string(convert.ModeInline), string(convert.ModeWorkloadEntry)},
+	"output.location":        {"MESH_INTERNAL", "MESH_EXTERNAL"},
+	"output.namespaceLayout": {string(convert.LayoutShared), string(convert.LayoutPerService)},
+	"log.level":              {"debug", "info", "warn", "error"},
+	"log.format":             {"json", "console"},
+}
+
 // durationPattern is what time.ParseDuration accepts (with the sign and
 // units it knows).
 const durationPattern = `^[-+]?(0|([0-9]*(\.[0-9]*)?(ns|us|µs|μs|ms|s|m|h))+)$`
@@ -35,6 +48,9 @@ var textUnmarshaler = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
 func schemaOf(t reflect.Type, path string, omit []string) map[string]any {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	if values, ok := SchemaEnums[path]; ok {
+		return map[string]any{"type": "string", "enum": values}
 	}
 	switch {
 	case t == reflect.TypeOf(time.Duration(0)):

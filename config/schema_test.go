@@ -7,7 +7,12 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"regexp"
+	"slices"
+	"strings"
 	"testing"
+
+	"github.com/registry-adapter/registry-adapter/sources/kinds"
 )
 
 var updateSchema = flag.Bool("update-schema", false, "rewrite the config part of the chart's values.schema.json")
@@ -25,8 +30,107 @@ func chartConfigSchema() map[string]any {
 		"when the adapter starts (`registry-adapter validate`). server.listen, debugListen, adminListen, shards and tls " +
 		"are set by the chart from ports, shards and tls; stateFile.path from stateFile."
 	s["required"] = []string{"sources"}
-	s["properties"].(map[string]any)["sources"].(map[string]any)["minItems"] = 1
+	sources := s["properties"].(map[string]any)["sources"].(map[string]any)
+	sources["minItems"] = 1
+	// Each source: a name and exactly one registry key.
+	item := sources["items"].(map[string]any)
+	item["required"] = []string{"name"}
+	var oneOf []any
+	for _, k := range kinds.All {
+		oneOf = append(oneOf, map[string]any{"required": []string{k.Key}})
+	}
+	item["oneOf"] = oneOf
+	for path, text := range docDescriptions() {
+		if p := schemaAt(s, path); p != nil {
+			p["description"] = text
+		}
+	}
 	return s
+}
+
+// schemaAt is the schema of the dotted path (a source's keys under "sources."), or nil.
+func schemaAt(s map[string]any, path string) map[string]any {
+	cur := s
+	for _, k := range strings.Split(path, ".") {
+		if items, ok := cur["items"].(map[string]any); ok {
+			cur = items
+		}
+		props, _ := cur["properties"].(map[string]any)
+		next, ok := props[k].(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = next
+	}
+	return cur
+}
+
+var (
+	docRow  = regexp.MustCompile("^\\| (`[^|]+`) \\| ([^|]*) \\| (.*) \\|$")
+	docKey  = regexp.MustCompile("`([^`]+)`")
+	docLink = regexp.MustCompile(`\[([^\]]*)\]\([^)]*\)`)
+)
+
+// docDescriptions reads docs/configuration.md into descriptions by dotted path: each "## key" section's first
+// paragraph for the key, and each table row "| `a`, `b` | default | meaning |" of the section for section.a and
+// section.b (a key starting with "." continues the previous key's parent). In the sources section the table of
+// registries has no default column: its second column describes the key.
+func docDescriptions() map[string]string {
+	doc, err := os.ReadFile("../docs/configuration.md")
+	if err != nil {
+		panic(err)
+	}
+	clean := func(s string) string {
+		s = docLink.ReplaceAllString(strings.TrimSpace(s), "$1")
+		return strings.ReplaceAll(s, "`", "")
+	}
+	out := map[string]string{}
+	section, para := "", ""
+	described := false // the section's key got its description, or a table or subsection came first
+	for _, line := range strings.Split(string(doc), "\n") {
+		switch {
+		case strings.HasPrefix(line, "## "):
+			section, para, described = strings.TrimPrefix(line, "## "), "", false
+			if strings.ContainsAny(section, " ()") {
+				section = "" // not a key ("Memory (environment, not the file)")
+			}
+			continue
+		case section == "":
+			continue
+		case strings.TrimSpace(line) == "":
+			if para != "" && !described {
+				out[section], described = clean(para), true
+			}
+			para = ""
+			continue
+		case strings.HasPrefix(line, "|") || strings.HasPrefix(line, "#"):
+			described = described || para == ""
+		}
+		if m := docRow.FindStringSubmatch(line); m != nil {
+			parent := ""
+			for _, k := range docKey.FindAllStringSubmatch(m[1], -1) {
+				key := k[1]
+				if strings.HasPrefix(key, ".") {
+					key = parent + key
+				}
+				if i := strings.LastIndex(key, "."); i >= 0 {
+					parent = key[:i]
+				}
+				text := clean(m[3])
+				if d := clean(m[2]); section == "sources" && !strings.Contains(key, ".") {
+					text = d + ": " + text
+				} else if d != "" && d != "none" && d != "unset" {
+					text += " Default: " + d + "."
+				}
+				out[section+"."+key] = text
+			}
+			continue
+		}
+		if !strings.HasPrefix(line, "|") && !strings.HasPrefix(line, "#") {
+			para = strings.TrimSpace(para + " " + line)
+		}
+	}
+	return out
 }
 
 // configSpan finds the value of the top-level properties.config in the
@@ -130,6 +234,62 @@ func TestConfigSchemaShape(t *testing.T) {
 	for field := range yamlFields(reflect.TypeOf(Config{})) {
 		if _, ok := props[field]; !ok {
 			t.Errorf("top-level key %s is missing from the schema", field)
+		}
+	}
+}
+
+// TestSchemaFromDocs: every key the configuration reference describes in a table is a key of the schema, and gets
+// that description; the sections describe the top-level keys.
+func TestSchemaFromDocs(t *testing.T) {
+	s := chartConfigSchema()
+	descs := docDescriptions()
+	for path := range descs {
+		if path == "server.listen" || path == "server.debugListen" || path == "server.adminListen" ||
+			path == "server.shards" || strings.HasPrefix(path, "server.tls") || path == "stateFile.path" {
+			continue // set by the chart, not in its schema
+		}
+		if schemaAt(s, path) == nil {
+			t.Errorf("docs/configuration.md describes %s, which is no key of the configuration", path)
+		}
+	}
+	for _, path := range []string{"output", "output.mode", "kubernetesSink.leaderElection.renewDeadline", "sources.consul", "sources.limits.services", "sink"} {
+		p := schemaAt(s, path)
+		if d, _ := p["description"].(string); d == "" || strings.Contains(d, "`") {
+			t.Errorf("%s: description %q", path, d)
+		}
+	}
+	if d := schemaAt(s, "output.mode")["description"].(string); !strings.Contains(d, "Default: workloadentry") && !strings.Contains(d, "Default: inline") {
+		t.Errorf("output.mode: %q lacks its default", d)
+	}
+}
+
+// TestSchemaEnums: the values the schema lists are the values Validate accepts.
+func TestSchemaEnums(t *testing.T) {
+	base := "sources:\n- name: vms\n  static: {services: [{name: web, ports: [{number: 80, protocol: http}], instances: [{address: 10.0.0.1}]}]}\n"
+	set := func(path, value string) string {
+		parts := strings.Split(path, ".")
+		y := base + parts[0] + ":"
+		for i, p := range parts[1:] {
+			y += "\n" + strings.Repeat("  ", i+1) + p + ":"
+		}
+		return y + " " + value + "\n"
+	}
+	for path, values := range SchemaEnums {
+		if p := schemaAt(Schema(), path); p == nil || !slices.Equal(p["enum"].([]string), values) {
+			t.Errorf("%s: schema %v, want enum %v", path, p, values)
+		}
+		for _, v := range append(slices.Clone(values), "bogus") {
+			cfg, err := Parse(strings.NewReader(set(path, v)))
+			if err == nil {
+				err = cfg.Validate()
+			}
+			switch {
+			case v == "bogus" && (err == nil || !strings.Contains(err.Error(), path)):
+				t.Errorf("%s: %s: %v, want an error naming the key", path, v, err)
+			case v != "bogus" && err != nil && strings.Contains(err.Error(), "must be"):
+				// A value may still need another key (perService needs workloadentry); it must not be unknown.
+				t.Errorf("%s: the schema allows %s, Validate refuses it: %v", path, v, err)
+			}
 		}
 	}
 }

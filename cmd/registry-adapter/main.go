@@ -280,6 +280,7 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	a := adapter.NewSharded(srcs, cfg.Settings(), pubs, adapter.NewMetrics(reg), log.Named("adapter"))
 	dbg := &admin.Debug{Adapter: a, Caches: caches, Server: srv, Sources: srcs, Gatherer: reg, Log: log.Named("debug"),
 		TokenFile: cfg.Server.AdminTokenFile}
+	reg.MustRegister(dbg.ReadyGauge())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

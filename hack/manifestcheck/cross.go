@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -67,6 +68,9 @@ func crossCheck(docs []*doc) []error {
 	var pdbs []*policyv1.PodDisruptionBudget
 	var netpols []*networkingv1.NetworkPolicy
 	var monitors []*monitoringv1.ServiceMonitor
+	secrets := map[string]*corev1.Secret{}
+	var certs []*cmv1.Certificate
+	issuers := map[string]*cmv1.Issuer{}
 	for _, d := range docs {
 		switch o := d.obj.(type) {
 		case *appsv1.Deployment:
@@ -83,6 +87,12 @@ func crossCheck(docs []*doc) []error {
 			netpols = append(netpols, o)
 		case *monitoringv1.ServiceMonitor:
 			monitors = append(monitors, o)
+		case *corev1.Secret:
+			secrets[o.Name] = o
+		case *cmv1.Certificate:
+			certs = append(certs, o)
+		case *cmv1.Issuer:
+			issuers[o.Name] = o
 		}
 	}
 	if len(deps) != 1 {
@@ -247,6 +257,15 @@ func crossCheck(docs []*doc) []error {
 		}
 		inMount("server.tls.certFile", cfg.Server.TLS.CertFile)
 		inMount("server.tls.keyFile", cfg.Server.TLS.KeyFile)
+		if cfg.Server.TLS.CertFile != "" {
+			tlsSecret := ""
+			for _, v := range pod.Spec.Volumes {
+				if v.Secret != nil && mounts[path.Dir(cfg.Server.TLS.CertFile)] == v.Name {
+					tlsSecret = v.Secret.SecretName
+				}
+			}
+			errs = append(errs, checkServingTLS(tlsSecret, services, xdsPortsOf(ports), secrets, certs, issuers)...)
+		}
 		for i, s := range cfg.Sources {
 			if s.Consul != nil {
 				p := fmt.Sprintf("sources[%d].consul", i)

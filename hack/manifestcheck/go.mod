@@ -16,7 +16,12 @@ require (
 	sigs.k8s.io/yaml v1.6.0
 )
 
-require github.com/moby/patternmatcher v0.6.1
+require (
+	github.com/cert-manager/cert-manager v1.21.2
+	github.com/moby/patternmatcher v0.6.1
+)
+
+require sigs.k8s.io/gateway-api v1.6.0 // indirect
 
 require (
 	github.com/golang/protobuf v1.5.4 // indirect
@@ -47,7 +52,7 @@ require (
 	github.com/go-openapi/swag/stringutils v0.27.1 // indirect
 	github.com/go-openapi/swag/typeutils v0.27.1 // indirect
 	github.com/go-openapi/swag/yamlutils v0.27.1 // indirect
-	github.com/google/gnostic-models v0.7.0 // indirect
+	github.com/google/gnostic-models v0.7.1 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
 	github.com/modern-go/concurrent v0.0.0-20180306012644-bacd9c7ef1dd // indirect

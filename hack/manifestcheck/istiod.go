@@ -38,6 +38,9 @@ func checkIstiodValues(files []string) error {
 }
 
 func checkIstiodFile(file string) error {
+	// TLS is the default: every adapter entry carries tlsSettings, except in the one file meant for the chart's
+	// tls.enabled: false.
+	plaintext := strings.HasSuffix(file, "-plaintext.yaml")
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return err
@@ -84,7 +87,13 @@ func checkIstiodFile(file string) error {
 		}
 		tls := cs.GetTlsSettings()
 		if tls == nil {
+			if isAdapter(cs.GetAddress()) && !plaintext {
+				bad("meshConfig.configSources[%d] %s: no tlsSettings: TLS is the chart's default (plaintext only in *-plaintext.yaml)", i, cs.GetAddress())
+			}
 			continue
+		}
+		if plaintext {
+			bad("meshConfig.configSources[%d]: tlsSettings in a plaintext file", i)
 		}
 		p := fmt.Sprintf("meshConfig.configSources[%d].tlsSettings", i)
 		if tls.GetMode() != networkingv1alpha3.ClientTLSSettings_SIMPLE {
@@ -106,6 +115,14 @@ func checkIstiodFile(file string) error {
 			}
 			if !found {
 				bad("%s.subjectAltNames: want %s", p, adapterHost)
+			}
+			// Without sni istiod checks the certificate against the address's host, which fails for any address
+			// that is not the certificate's name.
+			if tls.GetSni() != adapterHost {
+				bad("%s.sni: want %s", p, adapterHost)
+			}
+			if tls.GetCaCertificates() == "" && tls.GetCredentialName() == "" {
+				bad("%s: neither credentialName nor caCertificates: istiod would trust the system roots", p)
 			}
 		}
 	}

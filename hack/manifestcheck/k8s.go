@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -49,6 +50,8 @@ import (
 
 var serviceMonitorGVK = monitoringv1.SchemeGroupVersion.WithKind(monitoringv1.ServiceMonitorsKind)
 var prometheusRuleGVK = monitoringv1.SchemeGroupVersion.WithKind(monitoringv1.PrometheusRuleKind)
+var certificateGVK = cmv1.SchemeGroupVersion.WithKind(cmv1.CertificateKind)
+var issuerGVK = cmv1.SchemeGroupVersion.WithKind(cmv1.IssuerKind)
 
 // doc is one YAML document of a rendered file.
 type doc struct {
@@ -146,6 +149,21 @@ func readDocs(file string) ([]*doc, []error) {
 				continue
 			}
 			d.obj = sm
+		case d.gvk == certificateGVK || d.gvk == issuerGVK:
+			// cert-manager's own Go types (its CRDs are not built in), decoded strictly.
+			var obj runtime.Object = &cmv1.Certificate{}
+			if d.gvk == issuerGVK {
+				obj = &cmv1.Issuer{}
+			}
+			strictErrs, err := sigsjson.UnmarshalStrict(js, obj, sigsjson.DisallowUnknownFields)
+			if err == nil {
+				err = errors.Join(strictErrs...)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", d, err))
+				continue
+			}
+			d.obj = obj
 		case d.gvk == prometheusRuleGVK:
 			pr := &monitoringv1.PrometheusRule{}
 			strictErrs, err := sigsjson.UnmarshalStrict(js, pr, sigsjson.DisallowUnknownFields)
@@ -191,6 +209,12 @@ func validateDoc(d *doc, tc managedfields.TypeConverter, psa psapolicy.Evaluator
 	if pr, ok := d.obj.(*monitoringv1.PrometheusRule); ok {
 		return validateRules(pr)
 	}
+	if c, ok := d.obj.(*cmv1.Certificate); ok {
+		return validateCertificate(d, c)
+	}
+	if i, ok := d.obj.(*cmv1.Issuer); ok {
+		return validateIssuer(d, i)
+	}
 
 	// The structural schema, on the document as written (not the typed object, which would hide unknown
 	// fields that strict decoding already reports).
@@ -221,6 +245,8 @@ func validateDoc(d *doc, tc managedfields.TypeConverter, psa psapolicy.Evaluator
 		fl = corevalidation.ValidateServiceCreate(o)
 	case *core.ConfigMap:
 		fl = corevalidation.ValidateConfigMap(o)
+	case *core.Namespace: // the Kubernetes sink's output namespace
+		fl = corevalidation.ValidateNamespace(o)
 	case *core.ServiceAccount:
 		fl = corevalidation.ValidateServiceAccount(o)
 	case *core.Secret:

@@ -89,10 +89,12 @@ func TestDashboard(t *testing.T) {
 }
 
 func TestIstiodValues(t *testing.T) {
-	if err := checkIstiodValues([]string{"../../manifests/istiod-values.yaml", "../../manifests/istiod-values-tls.yaml"}); err != nil {
+	files := []string{"../../manifests/istiod-values.yaml", "../../manifests/istiod-values-shards.yaml",
+		"../../manifests/istiod-values-plaintext.yaml"}
+	if err := checkIstiodValues(files); err != nil {
 		t.Fatal(err)
 	}
-	orig, err := os.ReadFile("../../manifests/istiod-values-tls.yaml")
+	orig, err := os.ReadFile("../../manifests/istiod-values.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,13 +102,17 @@ func TestIstiodValues(t *testing.T) {
 		{"  - address: k8s://\n", "", "no k8s://"},
 		{"mode: SIMPLE", "mode: ISTIO_MUTUAL", "silently uses plaintext"},
 		{"mode: SIMPLE", "mode: MUTUAL", "silently uses plaintext"},
-		{"caCertificates: |", "caCertificates: /etc/ca.crt\n      unused: |", "unknown field"},
+		{"credentialName: registry-adapter-tls", "credentialName: registry-adapter-tls\n      caCertificates: x", "exclude each other"},
+		{"credentialName: registry-adapter-tls", "unused: x", "unknown field"},
+		{"credentialName: registry-adapter-tls", "# no CA", "system roots"},
 		{"tlsSettings:", "tlsSetting:", "unknown field"},
 		{"      - registry-adapter.istio-system.svc\n", "      - registry-adapter\n", "subjectAltNames"},
+		{"      sni: registry-adapter.istio-system.svc\n", "", ".sni"},
+		{"    tlsSettings:\n      mode: SIMPLE\n      sni: registry-adapter.istio-system.svc\n      subjectAltNames:\n      - registry-adapter.istio-system.svc\n      credentialName: registry-adapter-tls\n", "", "no tlsSettings"},
 	} {
 		text := string(orig)
 		if !strings.Contains(text, c.old) {
-			t.Fatalf("istiod-values-tls.yaml no longer contains %q: update the test", c.old)
+			t.Fatalf("istiod-values.yaml no longer contains %q: update the test", c.old)
 		}
 		file := filepath.Join(t.TempDir(), "values.yaml")
 		if err := os.WriteFile(file, []byte(strings.Replace(text, c.old, c.new, 1)), 0o644); err != nil {

@@ -70,7 +70,7 @@ once here so that the ConfigMap and the Deployment's checksum agree.
 {{- /* Dumps, pprof and the guard's release: loopback only, reached with kubectl port-forward. */}}
 {{- $_ := set $server "adminListen" (printf "127.0.0.1:%d" (int .Values.ports.admin)) }}
 {{- $_ := set $server "shards" (int .Values.shards) }}
-{{- if .Values.tls.enabled }}
+{{- if include "registry-adapter.tls" . }}
 {{- $_ := set $server "tls" (dict "certFile" (printf "%s/tls.crt" .Values.tls.mountPath) "keyFile" (printf "%s/tls.key" .Values.tls.mountPath)) }}
 {{- end }}
 {{- $_ := set $cfg "server" $server }}
@@ -116,7 +116,8 @@ Kubernetes sink: "true" (non-empty) when config.sink writes to the Kubernetes AP
 {{- end }}
 
 {{- define "registry-adapter.outputNamespace" -}}
-{{- ((.Values.config | default dict).output | default dict).namespace | default "istio-system" }}
+{{- /* The adapter's own default (convert.DefaultNamespace) when config.output.namespace is unset. */}}
+{{- ((.Values.config | default dict).output | default dict).namespace | default "registry-adapter-entries" }}
 {{- end }}
 
 {{- define "registry-adapter.kubeSinkConfig" -}}
@@ -136,4 +137,75 @@ Kubernetes sink: "true" (non-empty) when config.sink writes to the Kubernetes AP
 {{- define "registry-adapter.leaseName" -}}
 {{- $le := (include "registry-adapter.kubeSinkConfig" . | fromYaml).leaderElection | default dict }}
 {{- $le.leaseName | default "registry-adapter" }}
+{{- end }}
+
+{{/*
+The xDS sink: "true" (non-empty) when config.sink serves istiod over MCP-over-xDS (xds, the default, or both).
+*/}}
+{{- define "registry-adapter.xdsSink" -}}
+{{- $sink := (.Values.config | default dict).sink | default "xds" }}
+{{- if or (eq $sink "xds") (eq $sink "both") }}true{{ end }}
+{{- end }}
+
+{{/*
+TLS toward istiod: "true" when tls.enabled and something dials the xDS listener (sink xds or both). With sink
+kubernetes nobody dials it, so no certificate is made or mounted.
+*/}}
+{{- define "registry-adapter.tls" -}}
+{{- if and .Values.tls.enabled (include "registry-adapter.xdsSink" .) }}true{{ end }}
+{{- end }}
+
+{{/* The kubernetes.io/tls Secret the pods mount and istiod reads ca.crt from (credentialName). */}}
+{{- define "registry-adapter.tlsSecretName" -}}
+{{- .Values.tls.existingSecret | default (printf "%s-tls" (include "registry-adapter.fullname" .)) }}
+{{- end }}
+
+{{/* The DNS name istiod dials and pins (sni, subjectAltNames): the Service's. */}}
+{{- define "registry-adapter.serviceHost" -}}
+{{- printf "%s.%s.svc" (include "registry-adapter.fullname" .) .Release.Namespace }}
+{{- end }}
+
+{{/*
+Where the key pair comes from: existing (tls.existingSecret), certManager (tls.certManager.enabled) or generated.
+*/}}
+{{- define "registry-adapter.tlsSource" -}}
+{{- if .Values.tls.existingSecret }}existing{{ else if .Values.tls.certManager.enabled }}certManager{{ else }}generated{{ end }}
+{{- end }}
+
+{{/*
+The output namespace is created by the chart when the Kubernetes sink writes there, outputNamespace.create is on,
+and it is not the release namespace (which exists before the release). The lease namespace likewise.
+*/}}
+{{- define "registry-adapter.namespacesToCreate" -}}
+{{- $out := list }}
+{{- if and (include "registry-adapter.kubeSink" .) .Values.outputNamespace.create }}
+{{- $nss := list (include "registry-adapter.outputNamespace" .) }}
+{{- if include "registry-adapter.leaderElection" . }}{{ $nss = append $nss (include "registry-adapter.leaseNamespace" .) }}{{ end }}
+{{- range $nss }}
+{{- if and (ne . $.Release.Namespace) (not (has . $out)) }}{{ $out = append $out . }}{{ end }}
+{{- end }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/*
+The generated key pair as Secret data (base64): ca.crt, tls.crt, tls.key. Read back from the cluster when the
+Secret holds all three (lookup; empty under `helm template`), generated otherwise. Computed once per render and kept
+in .Values, so that the Secret and the Deployment's checksum see the same pair.
+*/}}
+{{- define "registry-adapter.generatedTLS" -}}
+{{- if not (hasKey .Values "__generatedTLS") }}
+{{- $name := include "registry-adapter.tlsSecretName" . }}
+{{- $old := lookup "v1" "Secret" .Release.Namespace $name | default dict }}
+{{- $data := $old.data | default dict }}
+{{- if not (and (index $data "ca.crt") (index $data "tls.crt") (index $data "tls.key")) }}
+{{- $host := include "registry-adapter.serviceHost" . }}
+{{- $days := int .Values.tls.generated.validityDays }}
+{{- $ca := genCA (printf "%s-ca" (include "registry-adapter.fullname" .)) $days }}
+{{- $cert := genSignedCert $host nil (list $host) $days $ca }}
+{{- $data = dict "ca.crt" ($ca.Cert | b64enc) "tls.crt" ($cert.Cert | b64enc) "tls.key" ($cert.Key | b64enc) }}
+{{- end }}
+{{- $_ := set .Values "__generatedTLS" (dict "ca.crt" (index $data "ca.crt") "tls.crt" (index $data "tls.crt") "tls.key" (index $data "tls.key")) }}
+{{- end }}
+{{- toYaml (get .Values "__generatedTLS") }}
 {{- end }}
