@@ -60,7 +60,7 @@ curl -fsS "$C/v1/catalog/services" | python3 -m json.tool 2>/dev/null || curl -f
 XDS=127.0.0.1:$(free_port); DEBUG=127.0.0.1:$(free_port)
 cat > "$RUN/config.yaml" <<EOF
 server: {listen: "$XDS", debugListen: "$DEBUG"}
-output: {namespace: istio-system}   # mode: inline, the default: instances are ServiceEntry endpoints
+output: {}   # the default namespace, registry-adapter-entries; mode: inline, the default: instances are ServiceEntry endpoints
 debounce: {quiet: 100ms, max: 1s}
 log: {format: console}
 sources:

@@ -34,7 +34,7 @@ func TestRenderExample(t *testing.T) {
 		if err := dec.Decode(&doc); err != nil {
 			break
 		}
-		if doc.APIVersion != "networking.istio.io/v1" || doc.Metadata.Name == "" || doc.Metadata.Namespace != "istio-system" || len(doc.Spec) == 0 {
+		if doc.APIVersion != "networking.istio.io/v1" || doc.Metadata.Name == "" || doc.Metadata.Namespace != "registry-adapter-entries" || len(doc.Spec) == 0 {
 			t.Errorf("bad document %+v", doc)
 		}
 		kinds[doc.Kind]++
