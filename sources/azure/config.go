@@ -41,6 +41,10 @@ type Config struct {
 	// OptOutTag is a tag that, present with any value but "false", excludes
 	// a VM.
 	OptOutTag string `yaml:"optOutTag"`
+	// Health, when enabled, serves a VM only while the Application Health
+	// extension's vmHealth in its instance view (read from the same list)
+	// is not unhealthy or initializing.
+	Health cloudsource.HealthConfig `yaml:"health"`
 	// Endpoint overrides the Azure Resource Manager URL (tests, private
 	// link, sovereign clouds). Tokens are still requested for the public
 	// cloud's Resource Manager audience.

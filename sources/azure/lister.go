@@ -113,6 +113,9 @@ type lister struct {
 	// its idle connections can be closed.
 	transport *http.Transport
 	problems  *cloudsource.ProblemLog
+	// health is the last known Application Health of each VM (only List
+	// uses it).
+	health *cloudsource.HealthBook
 }
 
 var _ poll.Lister = (*lister)(nil)
@@ -250,8 +253,12 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 			}
 		}
 	}
-	res := l.mapper.mapInventory(inv)
-	l.metrics.Observe(res.Seen, res.Skipped)
+	var health *cloudsource.HealthBook
+	if l.cfg.Health.Enabled {
+		health = l.health
+	}
+	res := l.mapper.mapInventory(inv, health)
+	l.metrics.ObserveResult(res)
 	l.problems.Log(res.Problems)
 	return res.Groups, nil
 }

@@ -27,11 +27,12 @@ const (
 	skipNoPorts        = "no-ports"
 	skipInvalidPorts   = "invalid-ports"
 	skipNoAddress      = "no-address"
+	skipUnhealthy      = "unhealthy"
 )
 
 var skipReasons = []string{
 	skipNotRunning, skipResourceGroup, skipOptOut, skipAutoRegistered, skipNoService,
-	skipInvalidService, skipNoPorts, skipInvalidPorts, skipNoAddress,
+	skipInvalidService, skipNoPorts, skipInvalidPorts, skipNoAddress, skipUnhealthy,
 }
 
 // hostData is what hostTemplate sees.
@@ -84,11 +85,29 @@ type mappedVM struct {
 	ports []model.Port
 }
 
-func (m *mapper) mapInventory(inv inventory) cloudsource.Result {
+// mapInventory maps a complete read of the subscription. health, when not
+// nil, is the book of the VMs' Application Health: each mapped VM's
+// vmHealth is recorded in it, and a VM whose last known health is critical
+// is left out (reason unhealthy), so that the adapter sees it removed and
+// the mass-deletion guard counts it like any other removal.
+func (m *mapper) mapInventory(inv inventory, health *cloudsource.HealthBook) cloudsource.Result {
 	res := cloudsource.NewResult(len(inv.vms))
 	services := cloudsource.Services{}
+	mapped := map[string]bool{}
 	for _, vm := range inv.vms {
 		names, inst, reason, detail := m.mapVM(vm, inv)
+		if len(names) > 0 {
+			if health != nil {
+				mapped[inst.ID] = true
+				health.Record(inst.ID, vmHealthVerdict(vm))
+				v := health.Get(inst.ID)
+				inst.Health = v.Health
+				if v.Health == model.HealthCritical {
+					names, reason, detail = nil, skipUnhealthy, v.Detail
+				}
+			}
+			res.Health[inst.Health]++
+		}
 		if reason != "" {
 			res.Skipped[reason]++
 			if detail != "" {
@@ -96,6 +115,9 @@ func (m *mapper) mapInventory(inv inventory) cloudsource.Result {
 			}
 		}
 		services.Add(names, inst.Instance, inst.ports)
+	}
+	if health != nil {
+		health.Retain(mapped)
 	}
 	res.Groups = services.Groups(func(name string) (string, error) {
 		return sources.RenderHost(m.host, hostData{Service: name, Subscription: m.cfg.SubscriptionID})
@@ -212,6 +234,32 @@ func running(vm *armcompute.VirtualMachine) bool {
 		}
 	}
 	return false
+}
+
+// vmHealthVerdict reads the Application Health extension's vmHealth in the
+// VM's instance view: HealthState/healthy is passing; unhealthy is
+// critical, and so is initializing (the extension's grace period after
+// start: a VM is served once its application reports healthy); unknown,
+// or no vmHealth (no extension, or none reported yet), is no answer.
+func vmHealthVerdict(vm *armcompute.VirtualMachine) cloudsource.Verdict {
+	if vm.Properties == nil || vm.Properties.InstanceView == nil || vm.Properties.InstanceView.VMHealth == nil ||
+		vm.Properties.InstanceView.VMHealth.Status == nil {
+		return cloudsource.Verdict{}
+	}
+	st := vm.Properties.InstanceView.VMHealth.Status
+	code := str(st.Code)
+	switch {
+	case strings.EqualFold(code, "HealthState/healthy"):
+		return cloudsource.Verdict{Health: model.HealthPassing}
+	case strings.EqualFold(code, "HealthState/unhealthy"), strings.EqualFold(code, "HealthState/initializing"):
+		detail := "application health " + strings.ToLower(strings.TrimPrefix(code, "HealthState/"))
+		if d := str(st.DisplayStatus); d != "" {
+			detail += " (" + d + ")"
+		}
+		return cloudsource.Verdict{Health: model.HealthCritical, Detail: detail}
+	default:
+		return cloudsource.Verdict{}
+	}
 }
 
 // identity is the system-assigned identity's principal ID, else the first

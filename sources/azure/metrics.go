@@ -11,5 +11,6 @@ func newMetrics(source string) *cloudsource.Metrics {
 		SeenHelp:      "Virtual machines, in any state, returned by the last successful list.",
 		SkippedHelp:   "Virtual machines of the last successful list left out (or, for invalid-service, partly left out), by reason.",
 		SkipReasons:   skipReasons,
+		Health:        true,
 	})
 }

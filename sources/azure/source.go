@@ -30,7 +30,8 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 		return nil, err
 	}
 	met := newMetrics(opts.Name)
-	l := &lister{problems: cloudsource.NewProblemLog(opts.Logger, "VM left out of the mesh"), cfg: &cfg, mapper: m, metrics: met, log: opts.Logger}
+	l := &lister{problems: cloudsource.NewProblemLog(opts.Logger, "VM left out of the mesh"), cfg: &cfg, mapper: m, metrics: met, log: opts.Logger,
+		health: cloudsource.NewHealthBook()}
 	if u := cfg.Endpoint; strings.HasPrefix(u, "http://") {
 		opts.Logger.Warn("endpoint is plain http: access tokens are sent in clear text", zap.String("endpoint", u))
 	}
