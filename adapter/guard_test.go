@@ -83,6 +83,14 @@ func TestGuardHoldsMassDeletionUntilAllowed(t *testing.T) {
 	pub.waitApply(t)
 	pub.waitApply(t)
 	waitUntil(t, "ready", a.Ready)
+	// The source's held series exists from its first state on, at 0 (read
+	// without WithLabelValues, which would make it).
+	// (ToFloat64 panics unless there is exactly one series.)
+	if n := testutil.CollectAndCount(a.metrics.held); n != 1 {
+		t.Errorf("%d held series before any hold, want one at 0", n)
+	} else if v := testutil.ToFloat64(a.metrics.held); v != 0 {
+		t.Errorf("held series at %v before any hold, want 0", v)
+	}
 
 	// 15 of 20 instances vanish in one window: held.
 	src.batches <- fleet(5)

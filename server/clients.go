@@ -291,6 +291,10 @@ func (t *clients) response(id int64, typeURL, version, nonce, protocol string, b
 	t.mu.Unlock()
 	t.metrics.pushes.WithLabelValues(typeLabel(typeURL), protocol).Inc()
 	t.metrics.pushBytes.WithLabelValues(typeLabel(typeURL)).Add(float64(bytes))
+	// A response can be NACKed: its type's NACK counter exists from now on,
+	// at 0, so that increase() sees the first NACK (a series born at 1
+	// shows no increase) and the NACK alert fires on it.
+	t.metrics.nacks.WithLabelValues(typeLabel(typeURL))
 }
 
 func (t *clients) OnFetchRequest(context.Context, *discovery.DiscoveryRequest) error         { return nil }

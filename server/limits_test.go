@@ -3,10 +3,14 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,11 +23,14 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/registry-adapter/registry-adapter/served"
@@ -363,6 +370,13 @@ func TestRefusedTypeEndsTheStream(t *testing.T) {
 	}
 }
 
+// TestConnectionAndStreamLimits: a connection holds at most
+// MaxConcurrentStreams streams and the listener at most MaxConnections
+// connections; what is past a limit waits, and is served once a slot
+// frees. Each refusal is observed as it happens, not inferred from a reply
+// that did not come in time: the server's SETTINGS and its RST_STREAM to a
+// client that ignores them (TestStreamPastTheLimitRefused), and the third
+// connection in the kernel's accept queue of the listening socket.
 func TestConnectionAndStreamLimits(t *testing.T) {
 	s := startServer(t, Config{MaxConnections: 2, MaxConcurrentStreams: 2})
 	s.cache.MarkReady()
@@ -374,71 +388,212 @@ func TestConnectionAndStreamLimits(t *testing.T) {
 		t.Cleanup(func() { conn.Close() })
 		return conn
 	}
-	// served opens a stream within d and gets its reply.
-	served := func(conn *grpc.ClientConn, d time.Duration) (context.CancelFunc, error) {
+	// open starts a stream that sends a request and reads the reply; done
+	// gets the outcome, cancel ends the stream.
+	type stream struct {
+		done   chan error
+		cancel context.CancelFunc
+	}
+	open := func(conn *grpc.ClientConn) stream {
 		ctx, cancel := context.WithCancel(context.Background())
-		openCtx, openCancel := context.WithTimeout(ctx, d)
-		defer openCancel()
-		done := make(chan error, 1)
+		t.Cleanup(cancel)
+		st := stream{done: make(chan error, 1), cancel: cancel}
 		go func() {
-			st, err := rawStream(ctx, conn)
+			s, err := rawStream(ctx, conn)
 			if err == nil {
-				err = st.Send(&discovery.DiscoveryRequest{TypeUrl: seV1})
+				err = s.Send(&discovery.DiscoveryRequest{TypeUrl: seV1})
 			}
 			if err == nil {
-				_, err = st.Recv()
+				_, err = s.Recv()
 			}
-			done <- err
+			st.done <- err
 		}()
+		return st
+	}
+	served := func(what string, st stream) {
+		t.Helper()
 		select {
-		case err := <-done:
+		case err := <-st.done:
 			if err != nil {
-				cancel()
+				t.Fatalf("%s: %v", what, err)
 			}
-			return cancel, err
-		case <-openCtx.Done():
-			cancel()
-			<-done
-			return nil, openCtx.Err()
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s: not served", what)
 		}
 	}
 	a := newConn()
-	var cancels []context.CancelFunc
-	for range 2 {
-		c, err := served(a, 10*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cancels = append(cancels, c)
-	}
-	// A third stream on the connection waits for one of the two to end.
-	if _, err := served(a, 300*time.Millisecond); err == nil {
-		t.Error("a third concurrent stream on one connection was served")
-	}
+	a1, a2 := open(a), open(a)
+	served("first stream", a1)
+	served("second stream", a2)
+	// A third stream on the connection: gRPC's client holds it, as the
+	// server told it (its refusal of a client that does not listen is
+	// TestStreamPastTheLimitRefused) ...
+	a3 := open(a)
 	b := newConn()
-	cb, err := served(b, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cb()
-	// A third connection waits in the accept queue...
+	served("a second connection", open(b))
+	// A third connection waits in the accept queue: the kernel completed
+	// it, the server does not take it.
 	c := newConn()
-	if _, err := served(c, 300*time.Millisecond); err == nil {
-		t.Error("a third connection was served")
-	}
+	c1 := open(c)
+	waitFor(t, "the third connection in the listener's accept queue", func() bool { return acceptQueue(t, s.addr) == 1 })
 	if n := len(s.srv.Clients()); n != 3 {
 		t.Errorf("%d streams served, want 3", n)
 	}
-	// ... until one closes.
-	for _, c := range cancels {
-		c()
-	}
+	// ... until one ends, and the third connection until one closes.
+	a1.cancel()
+	served("the third stream, once one of the two ended", a3)
+	a2.cancel()
+	a3.cancel()
 	a.Close()
-	cc, err := served(c, 10*time.Second)
-	if err != nil {
-		t.Fatalf("the waiting connection was not served once another closed: %v", err)
+	served("the waiting connection, once another closed", c1)
+	if n := acceptQueue(t, s.addr); n != 0 {
+		t.Errorf("%d connections left in the accept queue", n)
 	}
-	cc()
+}
+
+// acceptQueue is how many connections the kernel completed on the
+// listening socket at addr (127.0.0.1:port) that nobody accepted yet: a
+// LISTEN socket's rx_queue in /proc/net/tcp.
+func acceptQueue(t *testing.T, addr string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Skipf("the accept queue is read from Linux's /proc/net/tcp: %v", err)
+	}
+	tcp, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := fmt.Sprintf("%08X:%04X", binary.LittleEndian.Uint32(tcp.IP.To4()), tcp.Port)
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[1] != local || f[3] != "0A" { // 0A: TCP_LISTEN
+			continue
+		}
+		_, rx, _ := strings.Cut(f[4], ":")
+		n, err := strconv.ParseUint(rx, 16, 32)
+		if err != nil {
+			t.Fatalf("/proc/net/tcp: %q: %v", line, err)
+		}
+		return int(n)
+	}
+	t.Fatalf("no listening socket %s (%s) in /proc/net/tcp", addr, local)
+	return 0
+}
+
+// TestStreamPastTheLimitRefused speaks HTTP/2 itself: the server announces
+// its stream limit in its SETTINGS, and a client that opens more streams
+// anyway gets RST_STREAM(REFUSED_STREAM) for the one past the limit, while
+// the streams within it are answered.
+func TestStreamPastTheLimitRefused(t *testing.T) {
+	s := startServer(t, Config{MaxConcurrentStreams: 2})
+	s.cache.MarkReady()
+	conn, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(conn, conn)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	// The server's first frame is its SETTINGS.
+	f, err := fr.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok || sf.IsAck() {
+		t.Fatalf("first frame %v, want the server's SETTINGS", f)
+	}
+	if v, ok := sf.Value(http2.SettingMaxConcurrentStreams); !ok || v != 2 {
+		t.Errorf("SETTINGS_MAX_CONCURRENT_STREAMS %d (sent: %v), want 2", v, ok)
+	}
+	if err := fr.WriteSettingsAck(); err != nil {
+		t.Fatal(err)
+	}
+	req, err := proto.Marshal(&discovery.DiscoveryRequest{TypeUrl: seV1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := append([]byte{0, 0, 0, 0, 0}, req...) // gRPC's length-prefixed message
+	binary.BigEndian.PutUint32(msg[1:5], uint32(len(req)))
+	var hbuf bytes.Buffer
+	enc := hpack.NewEncoder(&hbuf)
+	for _, id := range []uint32{1, 3, 5} {
+		hbuf.Reset()
+		for _, h := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", s.addr},
+			{":path", "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"},
+			{"content-type", "application/grpc"}, {"te", "trailers"}} {
+			if err := enc.WriteField(hpack.HeaderField{Name: h[0], Value: h[1]}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := fr.WriteData(id, false, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Streams 1 and 3 are answered (a DATA frame each); stream 5 is
+	// refused, and never answered.
+	answered := map[uint32]bool{}
+	refused := false
+	for !refused || !answered[1] || !answered[3] {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("answered %v, refused %v: %v", answered, refused, err)
+		}
+		switch f := f.(type) {
+		case *http2.RSTStreamFrame:
+			if f.StreamID != 5 || f.ErrCode != http2.ErrCodeRefusedStream {
+				t.Fatalf("RST_STREAM %d %v, want stream 5 REFUSED_STREAM", f.StreamID, f.ErrCode)
+			}
+			refused = true
+		case *http2.DataFrame:
+			if f.StreamID == 5 {
+				t.Fatal("the stream past the limit was answered")
+			}
+			answered[f.StreamID] = true
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				if err := fr.WritePing(true, f.Data); err != nil {
+					t.Fatal(err)
+				}
+			}
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				if err := fr.WriteSettingsAck(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+}
+
+// TestNackCounterFromFirstResponse: once a response of a type is sent, the
+// type's NACK counter exists at 0, so that increase() sees a first NACK (a
+// series born at 1 shows no increase, and the NACK alert would not fire).
+func TestNackCounterFromFirstResponse(t *testing.T) {
+	s := startServer(t, Config{})
+	s.cache.MarkReady()
+	want := fmt.Sprintf("registry_adapter_server_nacks_total{shard=\"0\",type=%q} 0", seV1)
+	if bytes.Contains(metricsText(t, s.reg), []byte("registry_adapter_server_nacks_total")) {
+		t.Fatal("a NACK counter before any response")
+	}
+	c := dial(t, s.addr)
+	c.request(seV1, "", "")
+	if r := c.next(); r.TypeUrl != seV1 {
+		t.Fatalf("reply %s", r.TypeUrl)
+	}
+	waitFor(t, "the NACK counter of the type answered", func() bool { return bytes.Contains(metricsText(t, s.reg), []byte(want)) })
 }
 
 // TestHostileClients is the attack of issue 15: clients with random node
