@@ -45,6 +45,9 @@ type Config struct {
 	// OptOutLabel is a label (or metadata item) that, present with any value
 	// but "false", excludes an instance.
 	OptOutLabel string `yaml:"optOutLabel"`
+	// Health, when enabled, serves an instance only while the backend
+	// services named in it report it healthy.
+	Health HealthConfig `yaml:"health"`
 	// Endpoint overrides the Compute Engine API base URL (tests, Private
 	// Service Connect). A URL without a path gets "/compute/v1/".
 	Endpoint string `yaml:"endpoint"`
@@ -93,6 +96,9 @@ var (
 	// metadataKeyRE is a Compute Engine metadata key.
 	metadataKeyRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,128}$`)
 	zoneRE        = regexp.MustCompile(`^[a-z]+-[a-z]+[0-9]+-[a-z]$`)
+	regionRE      = regexp.MustCompile(`^[a-z]+-[a-z]+[0-9]+$`)
+	// resourceNameRE is a Compute Engine resource name (RFC 1035 label).
+	resourceNameRE = regexp.MustCompile(`^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$`)
 )
 
 // Validate checks a configuration after SetDefaults. Errors name the field.
@@ -133,7 +139,30 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.MappingConfig.Validate(hostSample, cloudsource.VMAddressTypes...))
 	errs = append(errs, cloudsource.CheckEndpoint("endpoint", c.Endpoint))
+	if c.Health.Enabled && len(c.Health.BackendServices) == 0 {
+		bad("health.backendServices", "required with health.enabled: the backend services whose health checks count")
+	}
+	seenBS := map[string]bool{}
+	for i, b := range c.Health.BackendServices {
+		f := fmt.Sprintf("health.backendServices[%d]", i)
+		if _, ok := parseBackendService(b); !ok {
+			bad(f, "%q is not a backend service (a name, or regions/<region>/<name>)", b)
+		} else if seenBS[b] {
+			bad(f, "%q listed twice", b)
+		}
+		seenBS[b] = true
+	}
 	return errors.Join(errs...)
+}
+
+// HealthConfig is the opt-in to load-balancer health: enabled, and the
+// backend services whose health checks count.
+type HealthConfig struct {
+	cloudsource.HealthConfig `yaml:",inline"`
+	// BackendServices are the backend services asked with getHealth: a
+	// global one by name ("web-bs"), a regional one as
+	// "regions/<region>/<name>".
+	BackendServices []string `yaml:"backendServices"`
 }
 
 // Key is the configuration key of GCE sources.

@@ -54,6 +54,11 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{func(c *Config) { c.Endpoint = "127.0.0.1:8080" }, "endpoint: "},
 		{func(c *Config) { c.Network = "my net" }, "network: "},
 		{func(c *Config) { c.RefreshInterval = time.Millisecond }, "refreshInterval 1ms: must be at least 1s"},
+		{func(c *Config) { c.Health.Enabled = true }, "health.backendServices: required with health.enabled"},
+		{func(c *Config) { c.Health.BackendServices = []string{"web-bs", "Web_BS"} }, "health.backendServices[1]: "},
+		{func(c *Config) { c.Health.BackendServices = []string{"regions/us-central1"} }, "health.backendServices[0]: "},
+		{func(c *Config) { c.Health.BackendServices = []string{"regions/us-central1-a/web"} }, "health.backendServices[0]: "},
+		{func(c *Config) { c.Health.BackendServices = []string{"web", "web"} }, "health.backendServices[1]: \"web\" listed twice"},
 	}
 	for _, tt := range tests {
 		c := Config{Project: "my-project"}
@@ -70,6 +75,10 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		func(c *Config) { c.Endpoint = "https://compute-psc.p.googleapis.com" },
 		func(c *Config) { c.Zones = []string{"northamerica-northeast1-a", "europe-west4-b"} },
 		func(c *Config) { c.Ports = []Port{{Number: 8080, Protocol: "grpc-web"}, {Number: 9000}} },
+		func(c *Config) {
+			c.Health.Enabled = true
+			c.Health.BackendServices = []string{"web-bs", "regions/europe-west4/api-bs"}
+		},
 	} {
 		c := Config{Project: "my-project"}
 		ok(&c)

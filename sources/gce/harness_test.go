@@ -37,6 +37,8 @@ type fakeCompute struct {
 	failAlways *failure
 	// unreachable zones are reported as such.
 	unreachable map[string]bool
+	// backends are the backend services health reads (health_test.go).
+	backends backendState
 	// stats
 	requests   int
 	listStarts cloudsourcetest.ListStarts
@@ -182,6 +184,10 @@ func (f *fakeCompute) instanceJSON(v vm) map[string]any {
 func (f *fakeCompute) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if strings.Contains(r.URL.Path, "/backendServices/") {
+		f.serveBackend(w, r)
+		return
+	}
 	f.requests++
 	q := r.URL.Query()
 	if q.Get("pageToken") == "" {

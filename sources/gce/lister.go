@@ -22,11 +22,15 @@ import (
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
-// instancesAPI is the one Compute Engine call the source makes.
+// instancesAPI is the Compute Engine calls the source makes.
 type instancesAPI interface {
 	// aggregatedList calls page for each page of instances.aggregatedList,
 	// following nextPageToken to the end.
 	aggregatedList(ctx context.Context, project, filter string, page func(*compute.InstanceAggregatedList) error) error
+	// backendGroups and groupHealth read a backend service's health (with
+	// health enabled; health.go).
+	backendGroups(ctx context.Context, project string, bs backendService) ([]string, error)
+	groupHealth(ctx context.Context, project string, bs backendService, group string) ([]*compute.HealthStatus, error)
 }
 
 // computeAPI is instancesAPI over the REST client.
@@ -55,6 +59,10 @@ type lister struct {
 	// idle connections can be closed.
 	transport *http.Transport
 	problems  *cloudsource.ProblemLog
+	// backendServices are health.backendServices, parsed; health is the
+	// last known health of each instance (only List uses it).
+	backendServices []backendService
+	health          *cloudsource.HealthBook
 }
 
 var _ poll.Lister = (*lister)(nil)
@@ -164,8 +172,13 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 	for _, in := range byID {
 		instances = append(instances, in)
 	}
-	res := l.mapper.mapInstances(instances)
-	l.metrics.Observe(res.Seen, res.Skipped)
+	var health func(id string) cloudsource.Verdict
+	if l.cfg.Health.Enabled {
+		l.readHealth(ctx, api, instances)
+		health = l.health.Get
+	}
+	res := l.mapper.mapInstances(instances, health)
+	l.metrics.ObserveResult(res)
 	l.problems.Log(res.Problems)
 	return res.Groups, nil
 }

@@ -25,11 +25,12 @@ const (
 	skipNoPorts        = "no-ports"
 	skipInvalidPorts   = "invalid-ports"
 	skipNoAddress      = "no-address"
+	skipUnhealthy      = "unhealthy"
 )
 
 var skipReasons = []string{
 	skipNotRunning, skipZone, skipOptOut, skipAutoRegistered, skipNoService,
-	skipInvalidService, skipNoPorts, skipInvalidPorts, skipNoAddress,
+	skipInvalidService, skipNoPorts, skipInvalidPorts, skipNoAddress, skipUnhealthy,
 }
 
 // hostData is what hostTemplate sees.
@@ -84,13 +85,26 @@ func newMapper(cfg *Config) (*mapper, error) {
 	return m, nil
 }
 
-// mapInstances maps every instance of a complete list.
-func (m *mapper) mapInstances(instances []*compute.Instance) cloudsource.Result {
+// mapInstances maps every instance of a complete list. health, when not
+// nil, is each instance's health: a critical instance is left out (reason
+// unhealthy), so that the adapter sees it removed and the mass-deletion
+// guard counts it like any other removal.
+func (m *mapper) mapInstances(instances []*compute.Instance, health func(id string) cloudsource.Verdict) cloudsource.Result {
 	res := cloudsource.NewResult(len(instances))
 	services := cloudsource.Services{}
 	for _, in := range instances {
 		id := strconv.FormatUint(in.Id, 10)
 		names, inst, reason, detail := m.mapInstance(in)
+		if len(names) > 0 {
+			if health != nil {
+				v := health(id)
+				inst.Health = v.Health
+				if v.Health == model.HealthCritical {
+					names, reason, detail = nil, skipUnhealthy, v.Detail
+				}
+			}
+			res.Health[inst.Health]++
+		}
 		if reason != "" {
 			res.Skipped[reason]++
 			if detail != "" {

@@ -33,6 +33,11 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 		opts.Logger.Warn("endpoint is plain http: access tokens are sent in clear text", zap.String("endpoint", u))
 	}
 	met := newMetrics(opts.Name)
-	l := &lister{problems: cloudsource.NewProblemLog(opts.Logger, "instance left out of the mesh"), cfg: &cfg, mapper: m, metrics: met, log: opts.Logger}
+	l := &lister{problems: cloudsource.NewProblemLog(opts.Logger, "instance left out of the mesh"), cfg: &cfg, mapper: m, metrics: met, log: opts.Logger,
+		health: cloudsource.NewHealthBook()}
+	for _, b := range cfg.Health.BackendServices {
+		bs, _ := parseBackendService(b) // valid: Prepare validated cfg
+		l.backendServices = append(l.backendServices, bs)
+	}
 	return cloudsource.NewSource(cfg.Config, l, met, opts)
 }
