@@ -71,6 +71,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParseConfig -fuzztime=$(or $(FUZZTIME),2000x) ./config
 	# Against Istio's own validator; in the integration module.
 	cd integration && $(GO) test -run='^$$' -fuzz=FuzzValidationAgrees -fuzztime=$(or $(FUZZTIME),10000x) ./validation
+	cd integration && $(GO) test -run='^$$' -fuzz=FuzzServiceOutputsPassIstio -fuzztime=$(or $(FUZZTIME),5000x) ./validation
 
 # The integration module (integration/go.mod) keeps Istio's ~400 modules out
 # of the main go.mod.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -63,6 +64,9 @@ func fuzzOptions(h uint64, inline bool) Options {
 		{Allocate: []string{"10.200.0.0/16", "fd00:200::/64"}, Key: "vip"},
 	}[pick(4)]
 	o.SetServiceAccount = pick(2) == 1
+	// Both modes, named: the default (inline) would leave workloadentry
+	// mode unfuzzed.
+	o.Mode = ModeWorkloadEntry
 	if inline {
 		o.Mode = ModeInline
 	}
@@ -158,6 +162,20 @@ func FuzzService(f *testing.F) {
 		}
 		res, rejected := ServiceAt(host, addrs, contribs, opts)
 		checkServed(t, host, addrs, contribs, opts, res, rejected)
+
+		// The same registry data under another host, in the same namespace:
+		// istiod matches every WorkloadEntry of a namespace against every
+		// ServiceEntry's selector, so each must select exactly its own.
+		other := "fuzz-other.example.com"
+		if host == other {
+			other = "fuzz-other-2.example.com"
+		}
+		otherContribs := slices.Clone(contribs)
+		for i := range otherContribs {
+			otherContribs[i].Service.Host = other
+		}
+		otherRes, _ := ServiceAt(other, nil, otherContribs, opts)
+		checkSelectors(t, res, otherRes)
 
 		again, _ := ServiceAt(host, addrs, contribs, opts)
 		a, _ := YAML(res, RenderOptions{WithVersion: true})
@@ -265,6 +283,7 @@ func checkServed(t *testing.T, host string, allocated []string, contribs []Contr
 			t.Fatalf("the ServiceEntry is not the first resource")
 		}
 		checkServiceEntry(t, host, allocated, contribs, opts, se)
+		checkPorts(t, contribs[0].Service.Ports, se)
 	}
 
 	// Every instance: served, rejected by name, or left out as critical.
@@ -334,6 +353,9 @@ func checkServed(t *testing.T, host string, allocated []string, contribs []Contr
 				if we.Address != inst.Address {
 					t.Errorf("instance %q of source %s served with address %q, not %q", id, c.Source, we.Address, inst.Address)
 				}
+				if d := instanceDiff(inst, we, se); d != "" {
+					t.Errorf("instance %q of source %s: %s", id, c.Source, d)
+				}
 				if opts.SetServiceAccount && we.ServiceAccount != inst.ServiceAccount {
 					t.Errorf("instance %q: serviceAccount %q, want %q (setServiceAccount on)", id, we.ServiceAccount, inst.ServiceAccount)
 				}
@@ -352,6 +374,31 @@ func checkServed(t *testing.T, host string, allocated []string, contribs []Contr
 		for _, ep := range se.Endpoints {
 			got[ep.Address]++
 		}
+		// Each endpoint carries the data of an instance at its address.
+		var unmatched []model.Instance
+		for _, c := range contribs {
+			if conflict[c.Source] {
+				continue
+			}
+			seen := map[string]bool{}
+			for _, inst := range c.Service.Instances {
+				if !seen[inst.ID] && inst.Health != model.HealthCritical && !rejectedAs(c.Source, inst.ID) {
+					unmatched = append(unmatched, inst)
+				}
+				seen[inst.ID] = true
+			}
+		}
+		for _, ep := range se.Endpoints {
+			i := slices.IndexFunc(unmatched, func(inst model.Instance) bool {
+				return inst.Address == ep.Address && instanceDiff(inst, ep, se) == ""
+			})
+			if i < 0 {
+				t.Errorf("inline endpoint %q (weight %d, locality %q, network %q, ports %v) matches no served instance's data",
+					ep.Address, ep.Weight, ep.Locality, ep.Network, ep.Ports)
+				continue
+			}
+			unmatched = slices.Delete(unmatched, i, i+1)
+		}
 		for addr, n := range wantEndpoints {
 			if got[addr] != n {
 				t.Errorf("inline: %d endpoints at %q, want %d (every instance there served or rejected by name)", got[addr], addr, n)
@@ -360,6 +407,97 @@ func checkServed(t *testing.T, host string, allocated []string, contribs []Contr
 		for addr, n := range got {
 			if wantEndpoints[addr] == 0 {
 				t.Errorf("inline: %d endpoints at %q, which no served instance has", n, addr)
+			}
+		}
+	}
+}
+
+// instanceDiff says how a served instance (a WorkloadEntry, or an inline
+// endpoint) differs from the registry's: its weight, locality and network
+// are the instance's, and a service port it listens on elsewhere maps to
+// that target port by the port's name; no other port is mapped.
+func instanceDiff(inst model.Instance, we *networking.WorkloadEntry, se *networking.ServiceEntry) string {
+	if we.Weight != inst.Weight || we.Locality != inst.Locality || we.Network != inst.Network {
+		return fmt.Sprintf("weight %d, locality %q, network %q; the registry has %d, %q, %q",
+			we.Weight, we.Locality, we.Network, inst.Weight, inst.Locality, inst.Network)
+	}
+	want := map[string]uint32{}
+	for _, p := range se.Ports {
+		if target, ok := inst.Ports.Get(p.Number); ok && target != p.Number {
+			want[p.Name] = target
+		}
+	}
+	if !maps.Equal(we.Ports, want) && (len(we.Ports) > 0 || len(want) > 0) {
+		return fmt.Sprintf("target ports %v, want %v (the registry's %v over service ports %v)", we.Ports, want, inst.Ports, se.Ports)
+	}
+	return ""
+}
+
+// checkPorts: the ServiceEntry's ports are the first source's, by the
+// documented rules: numbers 1-65535 only, each once, in order, TCP when no
+// protocol is given, the lowest protocol name when a number is declared
+// twice, and named "<protocol>-<number>" in lower case.
+func checkPorts(t *testing.T, ports []model.Port, se *networking.ServiceEntry) {
+	t.Helper()
+	want := map[uint32]string{}
+	for _, p := range ports {
+		if p.Number < 1 || p.Number > 65535 {
+			continue
+		}
+		proto := string(p.Protocol)
+		if proto == "" {
+			proto = "TCP"
+		}
+		if cur, ok := want[p.Number]; !ok || proto < cur {
+			want[p.Number] = proto
+		}
+	}
+	numbers := slices.Sorted(maps.Keys(want))
+	if len(se.Ports) != len(numbers) {
+		t.Errorf("ports %v, want numbers %v from the registry's %v", se.Ports, numbers, ports)
+		return
+	}
+	for i, n := range numbers {
+		p := se.Ports[i]
+		if name := fmt.Sprintf("%s-%d", strings.ToLower(want[n]), n); p.Number != n || p.Protocol != want[n] || p.Name != name {
+			t.Errorf("port %d is %d/%s named %q, want %d/%s named %q (registry ports %v)", i, p.Number, p.Protocol, p.Name, n, want[n], name, ports)
+		}
+	}
+}
+
+// checkSelectors: in workloadentry mode, each ServiceEntry of the
+// conversions selects exactly the WorkloadEntries of its own conversion, as
+// istiod matches them: same namespace, and the WorkloadEntry's labels
+// (metadata over spec) holding every label of the selector.
+func checkSelectors(t *testing.T, conversions ...[]*served.Resource) {
+	t.Helper()
+	for i, res := range conversions {
+		for _, r := range res {
+			se, ok := r.Spec.(*networking.ServiceEntry)
+			if !ok || se.WorkloadSelector == nil {
+				continue
+			}
+			for j, other := range conversions {
+				for _, w := range other {
+					we, ok := w.Spec.(*networking.WorkloadEntry)
+					if !ok {
+						continue
+					}
+					labels := maps.Clone(we.Labels)
+					if labels == nil {
+						labels = map[string]string{}
+					}
+					maps.Copy(labels, w.Labels)
+					selected := w.Namespace == r.Namespace
+					for k, v := range se.WorkloadSelector.Labels {
+						if got, ok := labels[k]; !ok || got != v {
+							selected = false
+						}
+					}
+					if selected != (i == j) {
+						t.Errorf("the selector %v of %s selects %s: %v, want %v", se.WorkloadSelector.Labels, r.Key(), w.Key(), selected, i == j)
+					}
+				}
 			}
 		}
 	}
