@@ -16,9 +16,10 @@
 #   4. the adapter's own `validate` parses the config.yaml of each render;
 #   5. the istiod values snippets (manifests/istiod-values*.yaml) decode into istio.io/api's MeshConfig, keep
 #      k8s://, list the adapter, and use only what istiod implements for TLS (SIMPLE, caCertificates as PEM);
-#   5b. the PrometheusRule of every values variant that renders one passes `promtool check rules`, every alert the
-#      template can render is rendered by one of them, and each alert's runbook_url anchor is a heading of
-#      docs/operations.md;
+#   5b. the PrometheusRule of every values variant that renders one: every alert's expression parses with
+#      Prometheus's own PromQL parser (manifestcheck alerts; always), the rules pass `promtool check rules` when
+#      promtool is built, every alert the template can render is rendered by one of them, and each alert's
+#      runbook_url anchor is a heading of docs/operations.md;
 #   6. the Grafana dashboard is checked, and every metric it or the alerts query must be defined in the Go sources.
 # Also: values.schema.json rejects bad values and accepts `global`; the NOTES of each variant (hack/chart-notes.sh)
 # name the sink's steps and no other's.
@@ -187,6 +188,10 @@ step "istiod values ok"
 rules_from=()
 for v in "${VARIANTS[@]}"; do grep -q '^kind: PrometheusRule' "$WORK/$v.yaml" && rules_from+=("$v"); done
 [ ${#rules_from[@]} -gt 0 ] || die "no values variant renders the PrometheusRule (ci/options-values.yaml should)"
+# Every alert's expression, parsed by Prometheus's own PromQL parser (always, whether or not promtool runs below).
+rule_renders=()
+for v in "${rules_from[@]}"; do rule_renders+=("$WORK/$v.yaml"); done
+"$MC" alerts "${rule_renders[@]}" > "$WORK/alerts.json" 2> >(sed "s|$WORK/||g" >&2) || die "alert expressions (PromQL parser)"
 # promtool is a large build (Prometheus's module, ~10 minutes cold on 2 cores): built with CHART_CHECK_PROMTOOL=1
 # (or PROMTOOL_BIN=...), used whenever it is in the cache, skipped otherwise (manifestcheck's strict decoding and
 # bracket check still ran).
@@ -212,7 +217,7 @@ done
 for a in $(grep -o 'alert: RegistryAdapter[A-Za-z]*' "$CHART/templates/prometheusrule.yaml" | sed 's/alert: //' | sort -u); do
   printf '%s\n' "${alerts[@]}" | grep -x "$a" >/dev/null || die "alert $a is rendered by none of the ci/ values"
 done
-step "PrometheusRule ok: $promtool_note (${rules_from[*]}: $(printf '%s\n' "${alerts[@]}" | sort -u | wc -l) alerts), every runbook in docs/operations.md"
+step "PrometheusRule ok: PromQL parsed, $promtool_note (${rules_from[*]}: $(printf '%s\n' "${alerts[@]}" | sort -u | wc -l) alerts), every runbook in docs/operations.md"
 
 # ---- 6. Grafana dashboard: structure, and every metric defined in the Go sources
 "$MC" dashboard "$DASHBOARD" > "$WORK/metrics.txt" || die "dashboard ${DASHBOARD#"$ROOT"/}"

@@ -6,6 +6,7 @@
 //	manifestcheck dashboard FILE      check a Grafana dashboard and print the metric names its queries use
 //	manifestcheck istiod FILE...      check istiod Helm values that add the adapter to meshConfig.configSources
 //	manifestcheck rules FILE...       print the PrometheusRule groups of rendered manifests as a Prometheus rules file
+//	manifestcheck alerts FILE...      parse every alert's PromQL and print, as JSON, the metrics each one selects
 //	manifestcheck selfsigned DIR      write a throwaway placeholder.crt and placeholder.key into DIR
 //	manifestcheck dockerctx SRC DST   copy the docker build context of SRC (its .dockerignore applied) into DST
 //	manifestcheck static FILE         fail unless FILE is a statically linked ELF executable
@@ -20,7 +21,8 @@
 //     volumes, security context, PDB and NetworkPolicy rules);
 //  4. Pod Security Admission at the "restricted" level, latest version, on the pod template;
 //  5. ServiceMonitor and PrometheusRule (prometheus-operator CRDs, not built in): strict decoding into the
-//     operator's own Go types; every rule an alert with a severity, a summary and a runbook_url.
+//     operator's own Go types; every rule an alert whose expression Prometheus's PromQL parser takes, with a
+//     severity, a summary and a runbook_url.
 //
 // It then checks the documents against each other and against the adapter's needs: selectors of Services, PDB,
 // NetworkPolicy and ServiceMonitor select the pods or Service they are meant for, named ports exist, the
@@ -36,7 +38,7 @@ import (
 
 func main() {
 	if len(os.Args) < 3 {
-		fmt.Fprintln(os.Stderr, "usage: manifestcheck k8s FILE... | config FILE | dashboard FILE | istiod FILE... | rules FILE... | selfsigned DIR | dockerctx SRC DST | static FILE")
+		fmt.Fprintln(os.Stderr, "usage: manifestcheck k8s FILE... | config FILE | dashboard FILE | istiod FILE... | rules FILE... | alerts FILE... | selfsigned DIR | dockerctx SRC DST | static FILE")
 		os.Exit(2)
 	}
 	var err error
@@ -51,6 +53,8 @@ func main() {
 		err = checkIstiodValues(os.Args[2:])
 	case "rules":
 		err = printRules(os.Args[2:])
+	case "alerts":
+		err = printAlertMetrics(os.Args[2:])
 	case "selfsigned":
 		err = writeSelfSigned(os.Args[2])
 	case "dockerctx":

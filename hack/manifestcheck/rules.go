@@ -12,9 +12,10 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 )
 
-// validateRules checks a PrometheusRule beyond its strict decoding: every rule is an alert with an expression,
-// a severity and a runbook_url, names are unique. The PromQL itself is parsed by `promtool check rules` on the
-// groups `manifestcheck rules` prints (hack/chart-check.sh); here only the light syntax check runs.
+// validateRules checks a PrometheusRule beyond its strict decoding: every rule is an alert with an expression
+// Prometheus's PromQL parser takes (parseAlert), a severity and a runbook_url, names are unique. hack/chart-check.sh
+// also runs `promtool check rules` (templates included) on the groups `manifestcheck rules` prints, when promtool
+// is built.
 func validateRules(pr *monitoringv1.PrometheusRule) []error {
 	var errs []error
 	fl := metavalidation.ValidateObjectMeta(&pr.ObjectMeta, true, metavalidation.NameIsDNSSubdomain, field.NewPath("metadata"))
@@ -32,7 +33,7 @@ func validateRules(pr *monitoringv1.PrometheusRule) []error {
 				errs = append(errs, fmt.Errorf("%s: alert name used twice", where))
 			}
 			seen[r.Alert] = true
-			if err := checkPromQL(r.Expr.String()); err != nil {
+			if _, err := parseAlert(r.Expr.String(), ruleFor(r)); err != nil {
 				errs = append(errs, fmt.Errorf("%s: expr: %w", where, err))
 			}
 			if r.Labels["severity"] == "" {
