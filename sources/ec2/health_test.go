@@ -1,18 +1,10 @@
 package ec2
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"reflect"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -22,6 +14,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/awsapi/mototest"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
@@ -148,122 +141,15 @@ func TestStatusNotFoundRetried(t *testing.T) {
 	}
 }
 
-// healthProxy stands in front of moto. moto 5.2.1 implements
-// DescribeInstanceStatus (its real XML), but reports every running instance
-// ok and has no way to impair one: the proxy rewrites the status checks of
-// the instances the test names in moto's own answer, fails the call on
-// demand, and counts requests by action.
-type healthProxy struct {
-	srv  *httptest.Server
-	mode atomic.Value // of DescribeInstanceStatus: "ok", "500", "throttle"
-
-	mu       sync.Mutex
-	statuses map[string]string // instance ID -> summary status of both checks
-	requests map[string]int    // by Action
-}
-
-func newHealthProxy(t *testing.T) *healthProxy {
+// newHealthProxy starts a mototest.StatusProxy in front of the test's moto.
+func newHealthProxy(t *testing.T) *mototest.StatusProxy {
 	t.Helper()
-	target, _ := url.Parse(motoURL)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	tr := testTransport.Clone()
-	proxy.Transport = tr
-	p := &healthProxy{statuses: map[string]string{}, requests: map[string]int{}}
-	p.mode.Store("ok")
-	proxy.ModifyResponse = func(resp *http.Response) error {
-		if resp.Request.Header.Get("X-Test-Action") != "DescribeInstanceStatus" || resp.StatusCode != http.StatusOK {
-			return nil
-		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		b = p.rewrite(b)
-		resp.Body = io.NopCloser(bytes.NewReader(b))
-		resp.ContentLength = int64(len(b))
-		resp.Header.Set("Content-Length", fmt.Sprint(len(b)))
-		return nil
+	p, err := mototest.NewStatusProxy(motoURL)
+	if err != nil {
+		t.Fatal(err)
 	}
-	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		form, _ := url.ParseQuery(string(body))
-		action := form.Get("Action")
-		p.mu.Lock()
-		p.requests[action]++
-		p.mu.Unlock()
-		r.Header.Set("X-Test-Action", action)
-		if action == "DescribeInstanceStatus" {
-			code, msg, status := "", "", 0
-			switch p.mode.Load().(string) {
-			case "500":
-				code, msg, status = "InternalError", "An internal error has occurred", http.StatusInternalServerError
-			case "throttle":
-				code, msg, status = "RequestLimitExceeded", "Request limit exceeded.", http.StatusServiceUnavailable
-			}
-			if code != "" {
-				w.Header().Set("Content-Type", "text/xml")
-				w.WriteHeader(status)
-				fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>%s</Code>`+
-					`<Message>%s</Message></Error></Errors><RequestID>r-1</RequestID></Response>`, code, msg)
-				return
-			}
-		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(func() { p.srv.Close(); tr.CloseIdleConnections() })
+	t.Cleanup(p.Close)
 	return p
-}
-
-// set makes both status checks of id report status ("impaired",
-// "initializing", "insufficient-data"); "" gives moto's own answer back.
-func (p *healthProxy) set(id, status string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if status == "" {
-		delete(p.statuses, id)
-	} else {
-		p.statuses[id] = status
-	}
-}
-
-func (p *healthProxy) count(action string) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.requests[action]
-}
-
-func (p *healthProxy) reset() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.requests = map[string]int{}
-}
-
-// rewrite replaces, in moto's DescribeInstanceStatusResponse, the status
-// (and reachability detail) of the system and instance checks of each
-// instance the test set.
-func (p *healthProxy) rewrite(b []byte) []byte {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	s := string(b)
-	for id, status := range p.statuses {
-		at := strings.Index(s, "<instanceId>"+id+"</instanceId>")
-		if at < 0 {
-			continue
-		}
-		end := strings.Index(s[at:], "</systemStatus>")
-		if end < 0 {
-			continue
-		}
-		end += at
-		detail := map[string]string{"impaired": "failed", "initializing": "initializing", "insufficient-data": "insufficient-data"}[status]
-		item := s[at:end]
-		item = strings.ReplaceAll(item, "<status>passed</status>", "<status>"+detail+"</status>")
-		item = strings.ReplaceAll(item, "<status>ok</status>", "<status>"+status+"</status>")
-		s = s[:at] + item + s[end:]
-	}
-	return []byte(s)
 }
 
 func healthy(in model.Instance) model.Instance {
@@ -281,14 +167,14 @@ func TestMotoHealth(t *testing.T) {
 	a := c.launch(1, tags)[0]
 	b := c.launch(1, tags)[0]
 	p := newHealthProxy(t)
-	r := startSource(t, Config{Region: testRegion, Endpoint: p.srv.URL, Health: cloudsource.HealthConfig{Enabled: true}})
+	r := startSource(t, Config{Region: testRegion, Endpoint: p.URL, Health: cloudsource.HealthConfig{Enabled: true}})
 	ea, eb := healthy(c.expect(a, tags)), healthy(c.expect(b, tags))
 	checkBatch(t, "both ok", r.Next(t), group("web", http8080, ea, eb))
 
 	byHealth := func(h string) float64 {
 		return r.Metric(t, "registry_adapter_ec2_instances_by_health", map[string]string{"health": h})
 	}
-	p.set(b, "impaired")
+	p.Set(b, "impaired")
 	checkBatch(t, "b impaired", r.Next(t), group("web", http8080, ea))
 	r.WaitFor(t, "metrics of the impaired instance", func() bool {
 		return byHealth("critical") == 1 && byHealth("passing") == 1 &&
@@ -299,22 +185,22 @@ func TestMotoHealth(t *testing.T) {
 	}
 
 	// Insufficient data is no answer: b stays out.
-	p.set(b, "insufficient-data")
-	before := p.count("DescribeInstanceStatus")
-	r.WaitFor(t, "two more health calls", func() bool { return p.count("DescribeInstanceStatus") >= before+2 })
+	p.Set(b, "insufficient-data")
+	before := p.Count("DescribeInstanceStatus")
+	r.WaitFor(t, "two more health calls", func() bool { return p.Count("DescribeInstanceStatus") >= before+2 })
 	r.None(t)
 
-	p.set(b, "")
+	p.Set(b, "")
 	checkBatch(t, "b ok again", r.Next(t), group("web", http8080, ea, eb))
 
 	// A new instance is served once its checks pass, not while they
 	// initialize.
 	n := c.launch(1, tags)[0]
-	p.set(n, "initializing")
-	before = p.count("DescribeInstances")
-	r.WaitFor(t, "two more lists", func() bool { return p.count("DescribeInstances") >= before+2 })
+	p.Set(n, "initializing")
+	before = p.Count("DescribeInstances")
+	r.WaitFor(t, "two more lists", func() bool { return p.Count("DescribeInstances") >= before+2 })
 	r.None(t)
-	p.set(n, "")
+	p.Set(n, "")
 	checkBatch(t, "the new instance ok", r.Next(t), group("web", http8080, ea, eb, healthy(c.expect(n, tags))))
 }
 
@@ -330,8 +216,8 @@ func TestMotoHealthAPIFailing(t *testing.T) {
 	a := c.launch(1, tags)[0]
 	b := c.launch(1, tags)[0]
 	p := newHealthProxy(t)
-	p.set(a, "impaired")
-	r := startSource(t, Config{Region: testRegion, Endpoint: p.srv.URL, Health: cloudsource.HealthConfig{Enabled: true}})
+	p.Set(a, "impaired")
+	r := startSource(t, Config{Region: testRegion, Endpoint: p.URL, Health: cloudsource.HealthConfig{Enabled: true}})
 	eb := healthy(c.expect(b, tags))
 	checkBatch(t, "a impaired", r.Next(t), group("web", http8080, eb))
 
@@ -339,16 +225,16 @@ func TestMotoHealthAPIFailing(t *testing.T) {
 		return r.Metric(t, "registry_adapter_ec2_health_requests_total", map[string]string{"result": result})
 	}
 	for _, mode := range []struct{ mode, result string }{{"500", "error"}, {"throttle", "throttled"}} {
-		p.mode.Store(mode.mode)
+		p.Fail(mode.mode)
 		// a would be ok now: a failing API must not be read as an answer.
-		p.set(a, "")
+		p.Set(a, "")
 		before := healthErrors(mode.result)
 		r.WaitFor(t, "two failed health calls ("+mode.mode+")", func() bool { return healthErrors(mode.result) >= before+2 })
 		r.None(t)
 		if st := r.Reporter.Status(); st.Stale || !st.Synced || st.Instances != 1 {
 			t.Fatalf("status while the health API fails (%s): %+v", mode.mode, st)
 		}
-		p.set(a, "impaired")
+		p.Set(a, "impaired")
 	}
 
 	// An instance first seen while the health API fails is served, its
@@ -356,8 +242,8 @@ func TestMotoHealthAPIFailing(t *testing.T) {
 	n := c.launch(1, tags)[0]
 	checkBatch(t, "a new instance, health unknown", r.Next(t), group("web", http8080, eb, c.expect(n, tags)))
 
-	p.set(a, "")
-	p.mode.Store("ok")
+	p.Set(a, "")
+	p.Fail("")
 	checkBatch(t, "after recovery", r.Next(t), group("web", http8080, healthy(c.expect(a, tags)), eb, healthy(c.expect(n, tags))))
 }
 
@@ -383,11 +269,11 @@ func TestMotoHealthRequests(t *testing.T) {
 	for _, n := range []int{100, 201} {
 		c.launch(int32(n-total), tags)
 		total = n
-		src, err := New(Config{Region: testRegion, Endpoint: p.srv.URL, Health: cloudsource.HealthConfig{Enabled: true}}, sourcesOptions())
+		src, err := New(Config{Region: testRegion, Endpoint: p.URL, Health: cloudsource.HealthConfig{Enabled: true}}, sourcesOptions())
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.reset()
+		p.Reset()
 		groups, err := src.Lister.List(context.Background())
 		src.Lister.CloseIdleConnections()
 		if err != nil {
@@ -401,7 +287,7 @@ func TestMotoHealthRequests(t *testing.T) {
 				t.Fatalf("%s: health %v", in.ID, in.Health)
 			}
 		}
-		di, ds := p.count("DescribeInstances"), p.count("DescribeInstanceStatus")
+		di, ds := p.Count("DescribeInstances"), p.Count("DescribeInstanceStatus")
 		t.Logf("%d instances: %d DescribeInstances + %d DescribeInstanceStatus requests per refresh", n, di, ds)
 		if di != (n+999)/1000 || ds != (n+99)/100 {
 			t.Fatalf("%d instances: %d DescribeInstances and %d DescribeInstanceStatus requests, want %d and %d",
