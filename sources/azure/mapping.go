@@ -27,7 +27,7 @@ const (
 	skipNoPorts        = "no-ports"
 	skipInvalidPorts   = "invalid-ports"
 	skipNoAddress      = "no-address"
-	skipUnhealthy      = "unhealthy"
+	skipUnhealthy      = cloudsource.SkipUnhealthy
 )
 
 var skipReasons = []string{
@@ -96,18 +96,13 @@ func (m *mapper) mapInventory(inv inventory, health *cloudsource.HealthBook) clo
 	mapped := map[string]bool{}
 	for _, vm := range inv.vms {
 		names, inst, reason, detail := m.mapVM(vm, inv)
-		if len(names) > 0 {
-			if health != nil {
-				mapped[inst.ID] = true
-				health.Record(inst.ID, vmHealthVerdict(vm))
-				v := health.Get(inst.ID)
-				inst.Health = v.Health
-				if v.Health == model.HealthCritical {
-					names, reason, detail = nil, skipUnhealthy, v.Detail
-				}
-			}
-			res.Health[inst.Health]++
+		var v cloudsource.Verdict
+		if health != nil && len(names) > 0 {
+			mapped[inst.ID] = true
+			health.Record(inst.ID, vmHealthVerdict(vm))
+			v = health.Get(inst.ID)
 		}
+		names, reason, detail = res.WithHealth(v, &inst.Instance, names, reason, detail)
 		if reason != "" {
 			res.Skipped[reason]++
 			if detail != "" {

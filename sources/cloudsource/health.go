@@ -63,5 +63,27 @@ func (b *HealthBook) Retain(listed map[string]bool) {
 	}
 }
 
+// SkipUnhealthy is the skip reason of an instance left out for its health.
+const SkipUnhealthy = "unhealthy"
+
+// WithHealth applies an instance's health verdict to its mapping (names,
+// reason and detail as a source's mapInstance returns them): for an
+// instance that mapped (names not empty) it sets inst.Health and counts it
+// in r.Health, and a critical one gets no names, the reason unhealthy and
+// the verdict's detail. It is left out rather than sent as critical so
+// that the adapter sees it removed, and the mass-deletion guard counts it
+// like any other removal.
+func (r *Result) WithHealth(v Verdict, inst *model.Instance, names []string, reason, detail string) ([]string, string, string) {
+	if len(names) == 0 {
+		return names, reason, detail
+	}
+	inst.Health = v.Health
+	r.Health[v.Health]++
+	if v.Health == model.HealthCritical {
+		return nil, SkipUnhealthy, v.Detail
+	}
+	return names, reason, detail
+}
+
 // HealthStates are the values of the by-health gauge's "health" label.
 var HealthStates = []model.Health{model.HealthPassing, model.HealthCritical, model.HealthUnknown}

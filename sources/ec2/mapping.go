@@ -31,7 +31,7 @@ const (
 	skipInvalidPorts   = "invalid-ports"
 	skipPortConflict   = "port-conflict"
 	skipNoAddress      = "no-address"
-	skipUnhealthy      = "unhealthy"
+	skipUnhealthy      = cloudsource.SkipUnhealthy
 )
 
 var skipReasons = []string{
@@ -91,16 +91,11 @@ func (m *mapper) mapInstances(instances []types.Instance, health func(id string)
 		in := &instances[i]
 		id := aws.ToString(in.InstanceId)
 		names, inst, reason, detail := m.mapInstance(in)
-		if len(names) > 0 {
-			if health != nil {
-				v := health(id)
-				inst.Health = v.Health
-				if v.Health == model.HealthCritical {
-					names, reason, detail = nil, skipUnhealthy, v.Detail
-				}
-			}
-			res.Health[inst.Health]++
+		var v cloudsource.Verdict
+		if health != nil {
+			v = health(id)
 		}
+		names, reason, detail = res.WithHealth(v, &inst.Instance, names, reason, detail)
 		if reason != "" {
 			res.Skipped[reason]++
 			if detail != "" {

@@ -25,7 +25,7 @@ const (
 	skipNoPorts        = "no-ports"
 	skipInvalidPorts   = "invalid-ports"
 	skipNoAddress      = "no-address"
-	skipUnhealthy      = "unhealthy"
+	skipUnhealthy      = cloudsource.SkipUnhealthy
 )
 
 var skipReasons = []string{
@@ -95,16 +95,11 @@ func (m *mapper) mapInstances(instances []*compute.Instance, health func(id stri
 	for _, in := range instances {
 		id := strconv.FormatUint(in.Id, 10)
 		names, inst, reason, detail := m.mapInstance(in)
-		if len(names) > 0 {
-			if health != nil {
-				v := health(id)
-				inst.Health = v.Health
-				if v.Health == model.HealthCritical {
-					names, reason, detail = nil, skipUnhealthy, v.Detail
-				}
-			}
-			res.Health[inst.Health]++
+		var v cloudsource.Verdict
+		if health != nil {
+			v = health(id)
 		}
+		names, reason, detail = res.WithHealth(v, &inst.Instance, names, reason, detail)
 		if reason != "" {
 			res.Skipped[reason]++
 			if detail != "" {
