@@ -75,9 +75,11 @@ type Options struct {
 	Location string `yaml:"location"`
 	// ExportTo limits the namespaces that see the services (default: all).
 	ExportTo []string `yaml:"exportTo"`
-	// CreateTime is stamped on every resource. istiod orders ServiceEntries
-	// that claim the same host by creation time, so it must be identical
-	// across restarts and replicas: it is a fixed value, not the clock.
+	// CreateTime is stamped on every resource. istiod gives a host claimed
+	// in two namespaces, and a TCP address:port two services share, to the
+	// oldest; so it must be identical across restarts and replicas (a fixed
+	// value, not the clock), and by default it is later than anything a
+	// cluster creates (DefaultCreateTime).
 	CreateTime time.Time `yaml:"createTime"`
 	// SetServiceAccount copies an instance's configured service account into
 	// WorkloadEntry.serviceAccount. Off by default: istiod then insists on
@@ -222,8 +224,15 @@ type LabelOptions struct {
 // no Service can select a registry's WorkloadEntries by label.
 const DefaultNamespace = "registry-adapter-entries"
 
-// DefaultCreateTime is the creation time stamped on resources unless configured.
-var DefaultCreateTime = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+// DefaultCreateTime is the creation time stamped on resources unless
+// configured: far in the future, so that the cluster's own configuration (a
+// Kubernetes Service, a hand-written ServiceEntry) is always older and keeps
+// a shared host or TCP address:port in istiod (model.SortServicesByCreationTime:
+// oldest first, then by name and namespace, which keeps the order among
+// served entries, all stamped alike, deterministic). Measured with the real
+// istiod (e2e TestClusterConfigWinsConflicts): stamped 2020-01-01, the old
+// default, a registry entry took the kubernetes Service's 10.96.0.1:443.
+var DefaultCreateTime = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // SetDefaults fills unset options.
 func (o *Options) SetDefaults() {

@@ -15,6 +15,7 @@ import (
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
@@ -559,11 +560,40 @@ type SidecarEndpoint struct {
 	Weight uint32
 }
 
-// SidecarListener is one listener's bind address.
+// SidecarListener is one listener's bind address, and where its TCP
+// traffic goes.
 type SidecarListener struct {
 	Name    string
 	Address string
 	Port    uint32
+	// TCPClusters are the clusters its TCP proxies forward to, in filter
+	// chain order: for an outbound TCP listener of one service, that
+	// service's cluster (which entry owns a shared address and port).
+	TCPClusters []string
+}
+
+// tcpClusters lists the clusters l's TCP proxy filters forward to.
+func tcpClusters(l *listener.Listener) []string {
+	var out []string
+	chains := l.GetFilterChains()
+	if dc := l.GetDefaultFilterChain(); dc != nil {
+		chains = append(slices.Clip(chains), dc)
+	}
+	for _, fc := range chains {
+		for _, f := range fc.GetFilters() {
+			tp := &tcpproxy.TcpProxy{}
+			if f.GetTypedConfig() == nil || f.GetTypedConfig().UnmarshalTo(tp) != nil {
+				continue
+			}
+			if c := tp.GetCluster(); c != "" {
+				out = append(out, c)
+			}
+			for _, wc := range tp.GetWeightedClusters().GetClusters() {
+				out = append(out, wc.GetName())
+			}
+		}
+	}
+	return out
 }
 
 // View is the sidecar's configuration now.
@@ -593,7 +623,7 @@ func (p *Proxy) View() SidecarView {
 	}
 	for name, l := range p.listeners {
 		sa := l.GetAddress().GetSocketAddress()
-		v.Listeners[name] = SidecarListener{Name: name, Address: sa.GetAddress(), Port: sa.GetPortValue()}
+		v.Listeners[name] = SidecarListener{Name: name, Address: sa.GetAddress(), Port: sa.GetPortValue(), TCPClusters: tcpClusters(l)}
 	}
 	for h, ips := range p.names {
 		v.Names[h] = slices.Clone(ips)

@@ -16,6 +16,7 @@ import (
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -502,5 +503,31 @@ func TestProxyTakesLargeReplies(t *testing.T) {
 	}
 	if got := len(p.View().Clusters); got != len(f.clusters) {
 		t.Fatalf("%d clusters, want %d", got, len(f.clusters))
+	}
+}
+
+// TestTCPClusters: a listener's TCP proxies name the cluster that owns its
+// address and port (which entry istiod let keep a shared one).
+func TestTCPClusters(t *testing.T) {
+	l := listenerOn("10.96.0.1", 443)
+	one, err := anypb.New(&tcpproxy.TcpProxy{ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: "outbound|443||kubernetes.default.svc.cluster.local"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	split, err := anypb.New(&tcpproxy.TcpProxy{ClusterSpecifier: &tcpproxy.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxy.TcpProxy_WeightedCluster{
+		Clusters: []*tcpproxy.TcpProxy_WeightedCluster_ClusterWeight{{Name: "a", Weight: 1}, {Name: "b", Weight: 1}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := anypb.New(&core.Address{})
+	l.FilterChains = []*listener.FilterChain{{Filters: []*listener.Filter{
+		{Name: "istio.stats", ConfigType: &listener.Filter_TypedConfig{TypedConfig: other}},
+		{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listener.Filter_TypedConfig{TypedConfig: one}},
+	}}}
+	l.DefaultFilterChain = &listener.FilterChain{Filters: []*listener.Filter{
+		{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listener.Filter_TypedConfig{TypedConfig: split}},
+	}}
+	if got := tcpClusters(l); !slices.Equal(got, []string{"outbound|443||kubernetes.default.svc.cluster.local", "a", "b"}) {
+		t.Errorf("clusters %q", got)
 	}
 }
