@@ -179,3 +179,53 @@ func TestValidateWarnsOnHostTemplate(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckTokenNeverInClearOrRedirected: `check` sends istiod's token only
+// to --istiod, over HTTPS or to a loopback address. Plain HTTP to another
+// address is refused before anything is sent (before, the token crossed the
+// network in clear text), and a redirect is not followed (before, the
+// token went to wherever the redirect pointed).
+func TestCheckTokenNeverInClearOrRedirected(t *testing.T) {
+	tok := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tok, []byte("token-1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check := func(istiod string) (int, string) {
+		var out, errOut bytes.Buffer
+		code := Main([]string{"check", "--config", "../../examples/static.yaml", "--istiod", istiod, "--istiod-token-file", tok,
+			"--timeout", "5s", "--log-level", "error"}, &out, &errOut)
+		return code, out.String() + errOut.String()
+	}
+	// 192.0.2.1 is TEST-NET-1: nothing answers, nothing must be tried.
+	for _, u := range []string{"http://192.0.2.1:15014", "http://istiod.istio-system.svc:15014", "ftp://127.0.0.1:15014"} {
+		if code, out := check(u); code != exitError || !(strings.Contains(out, "clear text") || strings.Contains(out, "http:// or https://")) {
+			t.Errorf("--istiod %s: exit %d, %q; want exit 1 refusing to send the token", u, code, out)
+		}
+	}
+
+	// The token's destination redirects elsewhere: not followed.
+	var mu sync.Mutex
+	var elsewhere []string
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		elsewhere = append(elsewhere, r.Header.Get("Authorization"))
+		mu.Unlock()
+		_, _ = w.Write([]byte("[]"))
+	}))
+	defer other.Close()
+	// Another host name for the same loopback: a different origin.
+	target := strings.Replace(other.URL, "127.0.0.1", "localhost", 1)
+	istiod := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer istiod.Close()
+	if code, out := check(istiod.URL); code != exitError || !strings.Contains(out, "redirect") {
+		t.Errorf("redirecting istiod: exit %d, %q; want exit 1 naming the redirect", code, out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(elsewhere) > 0 {
+		t.Errorf("the redirect target received %d requests, Authorization %q", len(elsewhere), elsewhere)
+	}
+	// A loopback URL still works as before (TestCheckBearerToken).
+}

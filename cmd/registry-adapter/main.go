@@ -164,7 +164,10 @@ func checkCmd(args []string, stdout, stderr io.Writer) error {
 	path := configFlag(fs)
 	logf := addLogFlags(fs)
 	istiod := fs.String("istiod", "http://127.0.0.1:15014", "istiod's debug HTTP API: its monitoring port (15014), or --httpAddr (8080) on istiod's own host")
-	tokenFile := fs.String("istiod-token-file", "", "bearer token for istiod, re-read at each request: a Kubernetes service-account token with\nthe audience istio-ca, of a service account in istiod's namespace (istiod admits\nnon-loopback callers to its debug API only with one)")
+	tokenFile := fs.String("istiod-token-file", "", "bearer token for istiod, re-read at each request: a Kubernetes service-account token with\nthe audience istio-ca, of a service account in istiod's namespace (istiod admits\nnon-loopback callers to its debug API only with one). Sent only over TLS (--istiod-xds,\nor an https:// --istiod) or to a loopback --istiod, never on a redirect")
+	xdsAddr := fs.String("istiod-xds", "", "read istiod's debug API over xDS on its secure port instead of --istiod (from inside the\ncluster: istiod.istio-system.svc:15012), TLS verified with --istiod-ca-file, with\n--istiod-token-file")
+	caFile := fs.String("istiod-ca-file", "", "with --istiod-xds: istiod's root certificate (root-cert.pem of the istio-ca-root-cert ConfigMap)")
+	serverName := fs.String("istiod-server-name", "istiod.istio-system.svc", "with --istiod-xds: the name istiod's certificate must carry")
 	timeout := fs.Duration("timeout", time.Minute, "how long to wait for every source's first sync")
 	var pc proxyCheck
 	pc.flags(fs)
@@ -176,8 +179,20 @@ func checkCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	client := http.DefaultClient
-	if *tokenFile != "" {
-		if client, err = bearerClient(*tokenFile); err != nil {
+	base := strings.TrimSuffix(*istiod, "/")
+	switch {
+	case *xdsAddr != "":
+		if err := hostPort(*xdsAddr); err != nil {
+			return err
+		}
+		var closeConn func() error
+		if client, closeConn, err = xdsDebugClient(*xdsAddr, *caFile, *serverName, *tokenFile); err != nil {
+			return err
+		}
+		defer closeConn()
+		base = "http://istiod-over-xds"
+	case *tokenFile != "":
+		if client, err = bearerClient(*tokenFile, *istiod); err != nil {
 			return err
 		}
 	}
@@ -196,7 +211,7 @@ func checkCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	want := fidelity.Expected(resources)
-	got, err := fidelity.Istiod(ctx, client, strings.TrimSuffix(*istiod, "/"))
+	got, err := fidelity.Istiod(ctx, client, base)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -13,26 +14,31 @@ import (
 	"time"
 )
 
-// TestCheckTokenFromAnotherHost: `check` against istiod's debug API from a
-// non-loopback address, as from a pod in a cluster (issue 18, item 5).
-// istiod's monitoring listener, which serves the debug API with
-// authentication, listens on the host end of a veth pair; check runs inside
-// the network namespace at the other end, so istiod sees a non-loopback
-// caller. Without a token istiod answers 401; a token of a service account
-// of istio-system for another audience is refused too; one for the audience
-// istio-ca (istiod's default TOKEN_AUDIENCES, checked by a TokenReview
-// against the kube-apiserver) is accepted, and check finds istiod faithful.
+// TestCheckTokenFromAnotherHost: `check` against istiod from a non-loopback
+// address, as from a pod in a cluster (issue 18, item 5). istiod's
+// monitoring listener (the debug API over plain HTTP) and its secure xDS
+// listener (the same API over xDS, TLS) listen on the host end of a veth
+// pair; check runs inside the network namespace at the other end, so istiod
+// sees a non-loopback caller. Over plain HTTP, without a token istiod
+// answers 401, and with one check refuses to send it in clear text (before,
+// it did: the token can ask istiod's CA for certificates). Over xDS on TLS,
+// istiod's certificate verified with the root of the istio-ca-root-cert
+// ConfigMap, a token of a service account of istio-system for another
+// audience is refused, and one for the audience istio-ca (istiod's default
+// TOKEN_AUDIENCES, checked by a TokenReview against the kube-apiserver) is
+// accepted: check finds istiod faithful.
 func TestCheckTokenFromAnotherHost(t *testing.T) {
 	t.Parallel()
 	l := makeNetns(t)
 	a := startAdapter(t, staticConfig, 0)
 	mon := freeAddrOn(t, l.hostIP)
+	secure := freeAddrOn(t, l.hostIP)
 	runDir := t.TempDir()
 	mesh := filepath.Join(runDir, "mesh.yaml")
 	if err := os.WriteFile(mesh, []byte(meshFor(a.xdsAddr)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p, err := launchIstiod(t, runDir, []string{"ISTIOD_EXTRA_ARGS=--monitoringAddr=" + mon}, mesh)
+	p, err := launchIstiod(t, runDir, []string{"ISTIOD_EXTRA_ARGS=--monitoringAddr=" + mon + " --secureGRPCAddr=" + secure}, mesh)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,12 +53,26 @@ func TestCheckTokenFromAnotherHost(t *testing.T) {
 	wrongAud := filepath.Join(dir, "wrong-audience-token")
 	writeSecret(t, good, k.serviceAccountToken(t, "istio-system", sa, "istio-ca"))
 	writeSecret(t, wrongAud, k.serviceAccountToken(t, "istio-system", sa, "https://kubernetes.default.svc.cluster.local"))
+	// istiod's root certificate, as a pod mounts it from the ConfigMap
+	// istiod writes into every namespace.
+	root := filepath.Join(dir, "root-cert.pem")
+	eventually(t, 60*time.Second, "istiod wrote istio-ca-root-cert", func() error {
+		code, body := k.get(t, "/api/v1/namespaces/istio-system/configmaps/istio-ca-root-cert")
+		var cm struct {
+			Data map[string]string `json:"data"`
+		}
+		if err := json.Unmarshal(body, &cm); err != nil || code != http.StatusOK || cm.Data["root-cert.pem"] == "" {
+			return fmt.Errorf("%d %v", code, err)
+		}
+		writeSecret(t, root, cm.Data["root-cert.pem"])
+		return nil
+	})
 
 	// The adapter binary reads only local files for a static source: it
 	// runs unchanged in the namespace.
 	check := func(extra ...string) (int, string) {
 		args := append([]string{"netns", "exec", l.ns, adapterBin, "check", "--config", a.configPath,
-			"--istiod", "http://" + mon, "--timeout", "30s", "--log-level", "error"}, extra...)
+			"--timeout", "30s", "--log-level", "error"}, extra...)
 		out, err := exec.Command("ip", args...).CombinedOutput()
 		code := 0
 		if ee, ok := err.(*exec.ExitError); ok {
@@ -62,14 +82,18 @@ func TestCheckTokenFromAnotherHost(t *testing.T) {
 		}
 		return code, string(out)
 	}
-	if code, out := check(); code != 1 || !strings.Contains(out, "401") {
-		t.Errorf("without a token: exit %d, want 1 with istiod's 401:\n%s", code, out)
+	if code, out := check("--istiod", "http://"+mon); code != 1 || !strings.Contains(out, "401") {
+		t.Errorf("plain HTTP without a token: exit %d, want 1 with istiod's 401:\n%s", code, out)
 	}
-	if code, out := check("--istiod-token-file", wrongAud); code != 1 || !strings.Contains(out, "401") {
-		t.Errorf("token with the wrong audience: exit %d, want 1 with istiod's 401:\n%s", code, out)
+	if code, out := check("--istiod", "http://"+mon, "--istiod-token-file", good); code != 1 || !strings.Contains(out, "clear text") {
+		t.Errorf("plain HTTP with a token: exit %d, want 1 refusing to send it:\n%s", code, out)
 	}
-	eventually(t, 60*time.Second, "check with the istio-ca token finds istiod faithful", func() error {
-		code, out := check("--istiod-token-file", good)
+	overXDS := []string{"--istiod-xds", secure, "--istiod-ca-file", root}
+	if code, out := check(append(overXDS, "--istiod-token-file", wrongAud)...); code != 1 || !strings.Contains(out, "Unauthenticated") {
+		t.Errorf("over xDS, token with the wrong audience: exit %d, want 1 with istiod's refusal:\n%s", code, out)
+	}
+	eventually(t, 60*time.Second, "check over xDS with the istio-ca token finds istiod faithful", func() error {
+		code, out := check(append(overXDS, "--istiod-token-file", good)...)
 		if code != 0 || !strings.Contains(out, "istiod is faithful") {
 			return fmt.Errorf("exit %d:\n%s", code, out)
 		}
@@ -77,7 +101,7 @@ func TestCheckTokenFromAnotherHost(t *testing.T) {
 	})
 	// The token is a secret: check never prints it.
 	tok, _ := os.ReadFile(good)
-	if _, out := check("--istiod-token-file", good); strings.Contains(out, strings.TrimSpace(string(tok))) {
+	if _, out := check(append(overXDS, "--istiod-token-file", good)...); strings.Contains(out, strings.TrimSpace(string(tok))) {
 		t.Errorf("check printed the token")
 	}
 }
@@ -98,6 +122,23 @@ func writeSecret(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// get GETs path and returns the status code and the answer.
+func (k *kubeClient) get(t *testing.T, path string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, k.server+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+k.token)
+	resp, err := k.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
 }
 
 // serviceAccountToken asks the TokenRequest API for a token of the service
