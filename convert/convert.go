@@ -16,7 +16,6 @@ import (
 	"github.com/registry-adapter/registry-adapter/convert/validation"
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/served"
-	"github.com/registry-adapter/registry-adapter/vip"
 )
 
 // Metadata keys the adapter writes. The selector label ties a ServiceEntry to
@@ -81,7 +80,7 @@ func Service(host string, contribs []Contribution, opts Options) ([]*served.Reso
 	var addrs []string
 	if len(claims) > 0 {
 		if cfg, err := opts.Addresses.Config(); err == nil {
-			policy := vip.Policy{Allow: cfg.Allow, Istio: cfg.Istio, Allocate: cfg.Allocate}
+			policy := cfg.Policy()
 			for _, a := range claims {
 				if why := policy.Check(a); why != "" {
 					rejected = append(rejected, Rejection{Kind: served.KindServiceEntry, Name: host, Source: contribs[0].Source,

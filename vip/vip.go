@@ -1,5 +1,6 @@
-// Package vip allocates a virtual address to every service host that the
-// registries give none, so that each service's name resolves (a sidecar's
+// Package vip decides every service host's addresses: the ones its registry
+// gives it, when they pass the checks of claims.go, or else a virtual
+// address allocated to it, so that each service's name resolves (a sidecar's
 // DNS name table) and each TCP port gets a listener of its own. istiod does
 // not do this for config-source ServiceEntries: since 1.25 its VIPs come
 // from a controller that writes status.addresses through the Kubernetes API,
@@ -92,8 +93,13 @@ func New(cfg Config) (*Allocator, error) {
 	if err := onePerFamily("allocation", cfg.Allocate); err != nil {
 		return nil, err
 	}
-	a.policy = Policy{Allow: cfg.Allow, Istio: cfg.Istio, Allocate: cfg.Allocate}
+	a.policy = cfg.Policy()
 	return a, nil
+}
+
+// Policy is the check a registry-given address passes under cfg.
+func (cfg Config) Policy() Policy {
+	return Policy{Allow: cfg.Allow, Istio: cfg.Istio, Allocate: cfg.Allocate}
 }
 
 func onePerFamily(what string, rs []netip.Prefix) error {
