@@ -89,9 +89,15 @@ func TestCheckTokenFromAnotherHost(t *testing.T) {
 		t.Errorf("plain HTTP with a token: exit %d, want 1 refusing to send it:\n%s", code, out)
 	}
 	overXDS := []string{"--istiod-xds", secure, "--istiod-ca-file", root}
-	if code, out := check(append(overXDS, "--istiod-token-file", wrongAud)...); code != 1 || !strings.Contains(out, "Unauthenticated") {
-		t.Errorf("over xDS, token with the wrong audience: exit %d, want 1 with istiod's refusal:\n%s", code, out)
-	}
+	// istiod's TLS port may still be starting (EOF): retried until istiod
+	// answers, which must be its refusal.
+	eventually(t, 60*time.Second, "over xDS, a token with the wrong audience is refused by istiod", func() error {
+		code, out := check(append(overXDS, "--istiod-token-file", wrongAud)...)
+		if code != 1 || !strings.Contains(out, "Unauthenticated") {
+			return fmt.Errorf("exit %d, want 1 with istiod's refusal:\n%s", code, out)
+		}
+		return nil
+	})
 	eventually(t, 60*time.Second, "check over xDS with the istio-ca token finds istiod faithful", func() error {
 		code, out := check(append(overXDS, "--istiod-token-file", good)...)
 		if code != 0 || !strings.Contains(out, "istiod is faithful") {
