@@ -73,7 +73,9 @@ _build_manifestcheck() {
   local t0
   t0=$(now_ms)
   log "building hack/manifestcheck (k8s.io/kubernetes validation code; a few minutes cold)"
-  rm -f "$TOOLS"/manifestcheck-*
+  # Older builds go once unused for a week: deleting every other build at once broke a concurrent run of another
+  # checkout (its binary vanished between its build and its use).
+  find "$TOOLS" -maxdepth 1 -name 'manifestcheck-*' ! -name '*.lock' -atime +7 -delete 2>/dev/null || true
   (cd "$MC_DIR" && GOFLAGS=-mod=readonly nice -n 10 go build -o "$MC.tmp.$$" .) ||
     { rm -f "$MC.tmp.$$"; die "manifestcheck build failed"; }
   mv -f "$MC.tmp.$$" "$MC"
