@@ -156,8 +156,8 @@ step "manifests valid: strict decoding, API schema and validation, pod security 
 # mounts (the Consul token, CA certificates) when they are built, so the paths under /etc/registry-adapter/ are
 # moved into a scratch tree of placeholders: a throwaway certificate or key for *.crt, *.pem and *.key, text for
 # the rest.
-# (Plain go build, no flags: it shares the build cache with go vet and go test.)
-(cd "$ROOT" && go build -o "$WORK/registry-adapter" ./cmd/registry-adapter) || die "go build ./cmd/registry-adapter"
+# (Built as make vet and make image build: static, -trimpath, so that the three share one compile.)
+(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -o "$WORK/registry-adapter" ./cmd/registry-adapter) || die "go build ./cmd/registry-adapter"
 "$MC" selfsigned "$WORK" || die "placeholder certificate"
 for v in "${VARIANTS[@]}"; do
   "$MC" config "$WORK/$v.yaml" > "$WORK/$v.config.yaml" || die "no adapter config in the $v render"
