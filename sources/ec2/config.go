@@ -50,14 +50,30 @@ type Config struct {
 	// an instance.
 	OptOutTag string `yaml:"optOutTag"`
 	// Health, when enabled, serves an instance only while its EC2 status
-	// checks (DescribeInstanceStatus) are not impaired or initializing.
-	Health cloudsource.HealthConfig `yaml:"health"`
+	// checks (DescribeInstanceStatus) are not impaired or initializing, and
+	// the ELBv2 target groups named in it do not report it unhealthy.
+	Health HealthConfig `yaml:"health"`
 
 	// Role is the role assumed (with STS AssumeRole) on top of the default
 	// credential chain, e.g. for another account: assumeRoleArn,
 	// assumeRoleExternalId and stsEndpoint.
 	awsapi.Role `yaml:",inline"`
 }
+
+// HealthConfig is the opt-in to EC2 health: the status checks, and
+// optionally the health of the instance in ELBv2 target groups.
+type HealthConfig struct {
+	cloudsource.HealthConfig `yaml:",inline"`
+	// TargetGroups are ELBv2 target group ARNs (instance targets) whose
+	// health counts too, read with DescribeTargetHealth.
+	TargetGroups []string `yaml:"targetGroups"`
+	// ELBv2Endpoint overrides the ELBv2 API endpoint (tests, VPC interface
+	// endpoints), as endpoint does for EC2.
+	ELBv2Endpoint string `yaml:"elbv2Endpoint"`
+}
+
+// targetGroupARNRE is an ELBv2 target group ARN.
+var targetGroupARNRE = regexp.MustCompile(`^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}$`)
 
 // Port is a port declared in the configuration.
 type Port = cloudsource.Port
@@ -150,6 +166,20 @@ func (c *Config) Validate() error {
 	if c.ServiceTag == c.PortsTag || c.ServiceTag == c.OptOutTag || c.PortsTag == c.OptOutTag {
 		bad("serviceTag", "serviceTag %q, portsTag %q and optOutTag %q must differ", c.ServiceTag, c.PortsTag, c.OptOutTag)
 	}
+	if len(c.Health.TargetGroups) > 0 && !c.Health.Enabled {
+		bad("health.targetGroups", "set without health.enabled")
+	}
+	seenTG := map[string]bool{}
+	for i, arn := range c.Health.TargetGroups {
+		f := fmt.Sprintf("health.targetGroups[%d]", i)
+		if !targetGroupARNRE.MatchString(arn) {
+			bad(f, "%q is not a target group ARN (arn:aws:elasticloadbalancing:<region>:<account>:targetgroup/<name>/<id>)", arn)
+		} else if seenTG[arn] {
+			bad(f, "%q listed twice", arn)
+		}
+		seenTG[arn] = true
+	}
+	errs = append(errs, cloudsource.CheckEndpoint("health.elbv2Endpoint", c.Health.ELBv2Endpoint))
 	errs = append(errs, c.MappingConfig.Validate(hostSample, cloudsource.VMAddressTypes...), c.Role.Validate())
 	return errors.Join(errs...)
 }

@@ -29,7 +29,10 @@ hostTemplate: "{{.Service}}.aws.example.com"
 addressType: ipv6
 network: prod-net
 optOutTag: svc-exclude
-health: {enabled: true}
+health:
+  enabled: true
+  targetGroups: [arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/9181365d0715f61c]
+  elbv2Endpoint: https://elasticloadbalancing.eu-west-1.amazonaws.com
 assumeRoleArn: arn:aws:iam::123456789012:role/mesh-reader
 assumeRoleExternalId: ext-1
 stsEndpoint: https://sts.eu-west-1.amazonaws.com
@@ -48,7 +51,7 @@ stsEndpoint: https://sts.eu-west-1.amazonaws.com
 		c.Filters["tag:env"][1] != "staging" || c.Tags["team"][0] != "payments" || c.PageSize != 200 ||
 		c.ServiceTag != "svc" || c.PortsTag != "svc-ports" || c.OptOutTag != "svc-exclude" ||
 		c.AddressType != AddressIPv6 || c.Network != "prod-net" || c.AssumeRoleExternalID != "ext-1" ||
-		c.Ports[0].Number != 8080 || !c.Health.Enabled {
+		c.Ports[0].Number != 8080 || !c.Health.Enabled || len(c.Health.TargetGroups) != 1 || c.Health.ELBv2Endpoint == "" {
 		t.Fatalf("decoded %+v", c)
 	}
 
@@ -97,6 +100,14 @@ func TestConfigValidate(t *testing.T) {
 		{"role", func(c *Config) { c.AssumeRoleARN = "mesh-reader" }, "assumeRoleArn: "},
 		{"external id alone", func(c *Config) { c.AssumeRoleExternalID = "x" }, "assumeRoleExternalId: set without assumeRoleArn"},
 		{"refresh", func(c *Config) { c.RefreshInterval = time.Millisecond }, "refreshInterval"},
+		{"target groups without health", func(c *Config) {
+			c.Health.TargetGroups = []string{"arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/9181365d0715f61c"}
+		}, "health.targetGroups: set without health.enabled"},
+		{"target group arn", func(c *Config) {
+			c.Health.Enabled = true
+			c.Health.TargetGroups = []string{"web"}
+		}, `health.targetGroups[0]: "web" is not a target group ARN`},
+		{"elbv2 endpoint", func(c *Config) { c.Health.ELBv2Endpoint = "elb:443" }, "health.elbv2Endpoint: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Config{Region: "us-east-1"}

@@ -11,6 +11,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 	"github.com/aws/smithy-go"
 	"go.uber.org/zap"
 
@@ -19,6 +21,12 @@ import (
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
+
+// targetHealthAPI is the ELBv2 call health.targetGroups makes.
+type targetHealthAPI interface {
+	DescribeTargetHealth(ctx context.Context, in *elbv2.DescribeTargetHealthInput,
+		optFns ...func(*elbv2.Options)) (*elbv2.DescribeTargetHealthOutput, error)
+}
 
 // statusBatch is the most instance IDs DescribeInstanceStatus takes in one
 // request (MaxResults cannot be combined with InstanceIds).
@@ -46,12 +54,16 @@ func (l *lister) readHealth(ctx context.Context, api instancesAPI, instances []t
 	l.health.Retain(listed)
 	slices.Sort(ids)
 	var failed []error
+	stop := func(err error) bool {
+		failed = append(failed, err)
+		var throttled *poll.ThrottledError
+		return errors.As(err, &throttled) || ctx.Err() != nil
+	}
+	stopped := false
 	for batch := range slices.Chunk(ids, statusBatch) {
 		statuses, err := l.describeStatus(ctx, api, batch)
 		if err != nil {
-			failed = append(failed, err)
-			var throttled *poll.ThrottledError
-			if errors.As(err, &throttled) || ctx.Err() != nil {
+			if stopped = stop(err); stopped {
 				break
 			}
 			continue
@@ -60,10 +72,121 @@ func (l *lister) readHealth(ctx context.Context, api instancesAPI, instances []t
 			l.health.Record(aws.ToString(st.InstanceId), statusVerdict(st))
 		}
 	}
+	for _, arn := range l.cfg.Health.TargetGroups {
+		book := l.targets[arn]
+		if stopped {
+			book.Retain(listed)
+			continue
+		}
+		verdicts, err := l.targetHealth(ctx, arn, listed)
+		if err != nil {
+			book.Retain(listed)
+			stopped = stop(err)
+			continue
+		}
+		// An instance no longer in the group is forgotten by the group.
+		reported := make(map[string]bool, len(verdicts))
+		for id := range verdicts {
+			reported[id] = true
+		}
+		book.Retain(reported)
+		for id, v := range verdicts {
+			book.Record(id, v)
+		}
+	}
 	if len(failed) > 0 {
-		l.log.Warn("EC2 DescribeInstanceStatus failed; keeping the last known health of the instances it did not answer for",
+		l.log.Warn("EC2 health requests failed; keeping the last known health of the instances they did not answer for",
 			zap.Int("instances", len(ids)), zap.Error(errors.Join(failed...)))
 	}
+}
+
+// verdict is an instance's health: critical when its status checks or any
+// target group says so (last known answers), else passing when one of them
+// says passing, else unknown.
+func (l *lister) verdict(id string) cloudsource.Verdict {
+	v := l.health.Get(id)
+	for _, arn := range l.cfg.Health.TargetGroups {
+		v = mergeVerdicts(v, l.targets[arn].Get(id))
+	}
+	return v
+}
+
+// mergeVerdicts combines two signals: critical wins (with both details when
+// both are critical), then passing.
+func mergeVerdicts(a, b cloudsource.Verdict) cloudsource.Verdict {
+	switch {
+	case a.Health == model.HealthCritical && b.Health == model.HealthCritical:
+		return cloudsource.Verdict{Health: model.HealthCritical, Detail: a.Detail + "; " + b.Detail}
+	case a.Health == model.HealthCritical:
+		return a
+	case b.Health == model.HealthCritical:
+		return b
+	case a.Health == model.HealthPassing:
+		return a
+	default:
+		return b
+	}
+}
+
+// targetHealth reads one target group's DescribeTargetHealth (every
+// registered target, one request) and returns a verdict per listed
+// instance it reports: critical when any of its targets (one per port) is
+// unhealthy, draining or still initial, passing when they are all healthy,
+// no answer for unused and unavailable targets.
+func (l *lister) targetHealth(ctx context.Context, arn string, listed map[string]bool) (map[string]cloudsource.Verdict, error) {
+	out, err := l.elb.DescribeTargetHealth(ctx, &elbv2.DescribeTargetHealthInput{TargetGroupArn: aws.String(arn)})
+	if err != nil {
+		err = awsapi.Classify(err)
+		l.metrics.HealthRequests.WithLabelValues(cloudsource.RequestResult(err)).Inc()
+		return nil, fmt.Errorf("elbv2 DescribeTargetHealth %s: %w", arn, err)
+	}
+	l.metrics.HealthRequests.WithLabelValues("ok").Inc()
+	name := arn
+	if i := strings.Index(arn, ":targetgroup/"); i >= 0 {
+		name, _, _ = strings.Cut(arn[i+len(":targetgroup/"):], "/")
+	}
+	type tally struct {
+		critical      []string
+		healthy, none int
+	}
+	tallies := map[string]*tally{}
+	for _, d := range out.TargetHealthDescriptions {
+		if d.Target == nil || d.TargetHealth == nil || !listed[aws.ToString(d.Target.Id)] {
+			continue
+		}
+		id := aws.ToString(d.Target.Id)
+		t := tallies[id]
+		if t == nil {
+			t = &tally{}
+			tallies[id] = t
+		}
+		switch st := d.TargetHealth.State; st {
+		case elbtypes.TargetHealthStateEnumHealthy:
+			t.healthy++
+		case elbtypes.TargetHealthStateEnumUnhealthy, elbtypes.TargetHealthStateEnumUnhealthyDraining,
+			elbtypes.TargetHealthStateEnumDraining, elbtypes.TargetHealthStateEnumInitial:
+			detail := fmt.Sprintf("target group %s port %d: %s", name, aws.ToInt32(d.Target.Port), st)
+			if r := d.TargetHealth.Reason; r != "" {
+				detail += " (" + string(r) + ")"
+			}
+			t.critical = append(t.critical, detail)
+		default:
+			t.none++
+		}
+	}
+	verdicts := make(map[string]cloudsource.Verdict, len(tallies))
+	for id, t := range tallies {
+		switch {
+		case len(t.critical) > 0:
+			slices.Sort(t.critical)
+			verdicts[id] = cloudsource.Verdict{Health: model.HealthCritical, Detail: strings.Join(t.critical, "; ")}
+		case t.none == 0:
+			verdicts[id] = cloudsource.Verdict{Health: model.HealthPassing}
+		default:
+			verdicts[id] = cloudsource.Verdict{}
+		}
+	}
+	return verdicts, nil
 }
 
 // notFoundIDRE finds the instance IDs an InvalidInstanceID.NotFound error

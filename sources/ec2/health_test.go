@@ -10,6 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+	elbtypes "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2/types"
 	"github.com/aws/smithy-go"
 	"go.uber.org/zap/zaptest"
 
@@ -167,7 +169,7 @@ func TestMotoHealth(t *testing.T) {
 	a := c.launch(1, tags)[0]
 	b := c.launch(1, tags)[0]
 	p := newHealthProxy(t)
-	r := startSource(t, Config{Region: testRegion, Endpoint: p.URL, Health: cloudsource.HealthConfig{Enabled: true}})
+	r := startSource(t, Config{Region: testRegion, Endpoint: p.URL, Health: healthOn})
 	ea, eb := healthy(c.expect(a, tags)), healthy(c.expect(b, tags))
 	checkBatch(t, "both ok", r.Next(t), group("web", http8080, ea, eb))
 
@@ -217,7 +219,7 @@ func TestMotoHealthAPIFailing(t *testing.T) {
 	b := c.launch(1, tags)[0]
 	p := newHealthProxy(t)
 	p.Set(a, "impaired")
-	r := startSource(t, Config{Region: testRegion, Endpoint: p.URL, Health: cloudsource.HealthConfig{Enabled: true}})
+	r := startSource(t, Config{Region: testRegion, Endpoint: p.URL, Health: healthOn})
 	eb := healthy(c.expect(b, tags))
 	checkBatch(t, "a impaired", r.Next(t), group("web", http8080, eb))
 
@@ -269,7 +271,7 @@ func TestMotoHealthRequests(t *testing.T) {
 	for _, n := range []int{100, 201} {
 		c.launch(int32(n-total), tags)
 		total = n
-		src, err := New(Config{Region: testRegion, Endpoint: p.URL, Health: cloudsource.HealthConfig{Enabled: true}}, sourcesOptions())
+		src, err := New(Config{Region: testRegion, Endpoint: p.URL, Health: healthOn}, sourcesOptions())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -293,5 +295,86 @@ func TestMotoHealthRequests(t *testing.T) {
 			t.Fatalf("%d instances: %d DescribeInstances and %d DescribeInstanceStatus requests, want %d and %d",
 				n, di, ds, (n+999)/1000, (n+99)/100)
 		}
+	}
+}
+
+// healthOn is health enabled, status checks only.
+var healthOn = HealthConfig{HealthConfig: cloudsource.HealthConfig{Enabled: true}}
+
+// targetGroup creates an ELBv2 target group in the test's VPC with these
+// instances registered on port 8080 (moto reports them healthy) and
+// returns its ARN.
+func (c *cloud) targetGroup(name string, ids ...string) string {
+	c.t.Helper()
+	e := elbv2.New(elbv2.Options{Region: testRegion, BaseEndpoint: aws.String(motoURL), Credentials: c.creds, HTTPClient: testHTTP})
+	ctx := context.Background()
+	tg, err := e.CreateTargetGroup(ctx, &elbv2.CreateTargetGroupInput{
+		Name: aws.String(name), Protocol: elbtypes.ProtocolEnumHttp, Port: aws.Int32(8080), VpcId: aws.String(c.vpc),
+		TargetType: elbtypes.TargetTypeEnumInstance,
+	})
+	if err != nil {
+		c.t.Fatalf("CreateTargetGroup: %v", err)
+	}
+	arn := aws.ToString(tg.TargetGroups[0].TargetGroupArn)
+	var targets []elbtypes.TargetDescription
+	for _, id := range ids {
+		targets = append(targets, elbtypes.TargetDescription{Id: aws.String(id), Port: aws.Int32(8080)})
+	}
+	if _, err := e.RegisterTargets(ctx, &elbv2.RegisterTargetsInput{TargetGroupArn: aws.String(arn), Targets: targets}); err != nil {
+		c.t.Fatalf("RegisterTargets: %v", err)
+	}
+	return arn
+}
+
+// TestMotoTargetHealth: with health.targetGroups, an instance its target
+// group reports unhealthy leaves and comes back when healthy; an instance
+// in no named group is served on its status checks alone; a failing or
+// throttled DescribeTargetHealth changes nothing; one request per target
+// group per refresh.
+func TestMotoTargetHealth(t *testing.T) {
+	needMoto(t)
+	c := newCloud(t)
+	tags := map[string]string{"mesh-service": "web", "mesh-ports": "http:8080"}
+	a := c.launch(1, tags)[0]
+	b := c.launch(1, tags)[0]
+	n := c.launch(1, tags)[0] // in no target group
+	arn := c.targetGroup("web", a, b)
+	p := newHealthProxy(t)
+	h := healthOn
+	h.TargetGroups, h.ELBv2Endpoint = []string{arn}, p.URL
+	r := startSource(t, Config{Region: testRegion, Endpoint: p.URL, Health: h})
+	ea, eb, en := healthy(c.expect(a, tags)), healthy(c.expect(b, tags)), healthy(c.expect(n, tags))
+	checkBatch(t, "all healthy", r.Next(t), group("web", http8080, ea, eb, en))
+
+	p.SetTarget(b, "unhealthy")
+	checkBatch(t, "b unhealthy in its target group", r.Next(t), group("web", http8080, ea, en))
+
+	healthErrors := func(result string) float64 {
+		return r.Metric(t, "registry_adapter_ec2_health_requests_total", map[string]string{"result": result})
+	}
+	for _, mode := range []struct{ mode, result string }{{"500", "error"}, {"throttle", "throttled"}} {
+		p.Fail(mode.mode)
+		p.SetTarget(b, "")
+		p.SetTarget(a, "unhealthy")
+		before := healthErrors(mode.result)
+		r.WaitFor(t, "two failed health rounds ("+mode.mode+")", func() bool { return healthErrors(mode.result) >= before+2 })
+		r.None(t)
+		p.SetTarget(a, "")
+		p.SetTarget(b, "unhealthy")
+	}
+	p.Fail("")
+	p.SetTarget(b, "draining")
+	before := p.Count("DescribeTargetHealth")
+	r.WaitFor(t, "two more target health answers", func() bool { return p.Count("DescribeTargetHealth") >= before+2 })
+	r.None(t)
+	p.SetTarget(b, "")
+	checkBatch(t, "b healthy again", r.Next(t), group("web", http8080, ea, eb, en))
+
+	p.Reset()
+	before = p.Count("DescribeInstances")
+	r.WaitFor(t, "two more lists", func() bool { return p.Count("DescribeInstances") >= before+2 })
+	lists, targets := p.Count("DescribeInstances"), p.Count("DescribeTargetHealth")
+	if targets < lists-1 || targets > lists+1 {
+		t.Fatalf("%d DescribeTargetHealth requests in %d refreshes, want one per refresh", targets, lists)
 	}
 }

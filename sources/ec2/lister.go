@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/model"
@@ -42,9 +43,13 @@ type lister struct {
 	api       instancesAPI
 	transport *http.Transport
 	problems  *cloudsource.ProblemLog
-	// health is the last known health of each instance (only List uses
-	// it).
-	health *cloudsource.HealthBook
+	// health is the last known status-check health of each instance, and
+	// targets that of each target group of health.targetGroups, by ARN
+	// (only List uses them).
+	health  *cloudsource.HealthBook
+	targets map[string]*cloudsource.HealthBook
+	// elb reads the target groups' health (nil without health.targetGroups).
+	elb targetHealthAPI
 }
 
 var _ poll.Lister = (*lister)(nil)
@@ -89,6 +94,13 @@ func (l *lister) client(ctx context.Context) (instancesAPI, error) {
 			o.BaseEndpoint = aws.String(l.cfg.Endpoint)
 		}
 	})
+	if len(l.cfg.Health.TargetGroups) > 0 {
+		l.elb = elbv2.NewFromConfig(awsCfg, func(o *elbv2.Options) {
+			if l.cfg.Health.ELBv2Endpoint != "" {
+				o.BaseEndpoint = aws.String(l.cfg.Health.ELBv2Endpoint)
+			}
+		})
+	}
 	l.transport = tr
 	return l.api, nil
 }
@@ -116,7 +128,7 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 	var health func(id string) cloudsource.Verdict
 	if l.cfg.Health.Enabled {
 		l.readHealth(ctx, api, instances)
-		health = l.health.Get
+		health = l.verdict
 	}
 	res := l.mapper.mapInstances(instances, health)
 	l.metrics.ObserveResult(res)

@@ -11,6 +11,6 @@ func newMetrics(source string) *cloudsource.Metrics {
 		SkippedHelp:        "Instances of the last successful list left out (or, for invalid-service and port-conflict, partly left out), by reason.",
 		SkipReasons:        skipReasons,
 		Health:             true,
-		HealthRequestsHelp: "DescribeInstanceStatus requests (one per 100 running instances, with health enabled), by result (ok, throttled, error).",
+		HealthRequestsHelp: "Health requests: DescribeInstanceStatus (one per 100 running instances) and DescribeTargetHealth (one per target group of health.targetGroups), by result (ok, throttled, error).",
 	})
 }

@@ -28,7 +28,10 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 	met := newMetrics(opts.Name)
 	l := &lister{problems: cloudsource.NewProblemLog(opts.Logger, "EC2 instance not (fully) served"),
 		cfg: &cfg, name: opts.Name, mapper: m, metrics: met, log: opts.Logger,
-		filters: requestFilters(&cfg), health: cloudsource.NewHealthBook(),
+		filters: requestFilters(&cfg), health: cloudsource.NewHealthBook(), targets: map[string]*cloudsource.HealthBook{},
+	}
+	for _, arn := range cfg.Health.TargetGroups {
+		l.targets[arn] = cloudsource.NewHealthBook()
 	}
 	return cloudsource.NewSource(cfg.Config, l, met, opts)
 }

@@ -13,11 +13,12 @@ import (
 )
 
 // StatusProxy stands in front of moto for the EC2 health tests. moto 5.2.1
-// implements DescribeInstanceStatus (its real XML) but reports every
-// running instance ok and has no way to impair one: the proxy rewrites the
-// status checks of the instances a test names in moto's own answer, fails
-// the call on demand, and counts requests by action. Everything else goes
-// to moto unchanged.
+// implements DescribeInstanceStatus and ELBv2's DescribeTargetHealth (their
+// real XML) but reports every running instance ok and every registered
+// instance target healthy, with no way to change either: the proxy
+// rewrites the status checks and target states of the instances a test
+// names in moto's own answers, fails both calls on demand, and counts
+// requests by action. Everything else goes to moto unchanged.
 type StatusProxy struct {
 	// URL is the proxy's, to give the source as its endpoint.
 	URL string
@@ -27,6 +28,7 @@ type StatusProxy struct {
 
 	mu       sync.Mutex
 	statuses map[string]string // instance ID -> summary status of both checks
+	targets  map[string]string // instance ID -> target state in every target group
 	fail     string            // "", "500", "throttle"
 	requests map[string]int    // by Action
 }
@@ -39,11 +41,12 @@ func NewStatusProxy(motoURL string) (*StatusProxy, error) {
 		return nil, err
 	}
 	proxy := httputil.NewSingleHostReverseProxy(target)
-	p := &StatusProxy{statuses: map[string]string{}, requests: map[string]int{},
+	p := &StatusProxy{statuses: map[string]string{}, targets: map[string]string{}, requests: map[string]int{},
 		tr: http.DefaultTransport.(*http.Transport).Clone()}
 	proxy.Transport = p.tr
 	proxy.ModifyResponse = func(resp *http.Response) error {
-		if resp.Request.Header.Get("X-Test-Action") != "DescribeInstanceStatus" || resp.StatusCode != http.StatusOK {
+		action := resp.Request.Header.Get("X-Test-Action")
+		if (action != "DescribeInstanceStatus" && action != "DescribeTargetHealth") || resp.StatusCode != http.StatusOK {
 			return nil
 		}
 		b, err := io.ReadAll(resp.Body)
@@ -51,7 +54,11 @@ func NewStatusProxy(motoURL string) (*StatusProxy, error) {
 		if err != nil {
 			return err
 		}
-		b = p.rewrite(b)
+		if action == "DescribeInstanceStatus" {
+			b = p.rewrite(b)
+		} else {
+			b = p.rewriteTargets(b)
+		}
 		resp.Body = io.NopCloser(bytes.NewReader(b))
 		resp.ContentLength = int64(len(b))
 		resp.Header.Set("Content-Length", fmt.Sprint(len(b)))
@@ -67,7 +74,7 @@ func NewStatusProxy(motoURL string) (*StatusProxy, error) {
 		fail := p.fail
 		p.mu.Unlock()
 		r.Header.Set("X-Test-Action", action)
-		if action == "DescribeInstanceStatus" && fail != "" {
+		if (action == "DescribeInstanceStatus" || action == "DescribeTargetHealth") && fail != "" {
 			code, msg, status := "InternalError", "An internal error has occurred", http.StatusInternalServerError
 			if fail == "throttle" {
 				// What EC2 answers when the account's API rate is exceeded.
@@ -103,8 +110,21 @@ func (p *StatusProxy) Set(id, status string) {
 	}
 }
 
-// Fail makes every DescribeInstanceStatus fail: "500" (InternalError),
-// "throttle" (RequestLimitExceeded); "" lets them through again.
+// SetTarget makes every target of instance id report state ("unhealthy",
+// "draining", "initial", "unused"); "" gives moto's own answer back.
+func (p *StatusProxy) SetTarget(id, state string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if state == "" {
+		delete(p.targets, id)
+	} else {
+		p.targets[id] = state
+	}
+}
+
+// Fail makes every DescribeInstanceStatus and DescribeTargetHealth fail:
+// "500" (InternalError), "throttle" (RequestLimitExceeded, Throttling); ""
+// lets them through again.
 func (p *StatusProxy) Fail(mode string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -148,6 +168,38 @@ func (p *StatusProxy) rewrite(b []byte) []byte {
 		item = strings.ReplaceAll(item, "<status>passed</status>", "<status>"+detail+"</status>")
 		item = strings.ReplaceAll(item, "<status>ok</status>", "<status>"+status+"</status>")
 		s = s[:at] + item + s[end:]
+	}
+	return []byte(s)
+}
+
+// rewriteTargets replaces, in moto's DescribeTargetHealthResponse, the state
+// of each target of the instances the test set (moto writes each member's
+// Target before its TargetHealth).
+func (p *StatusProxy) rewriteTargets(b []byte) []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := string(b)
+	for id, state := range p.targets {
+		from := 0
+		for {
+			at := strings.Index(s[from:], "<Id>"+id+"</Id>")
+			if at < 0 {
+				break
+			}
+			at += from
+			end := strings.Index(s[at:], "</TargetHealth>")
+			if end < 0 {
+				break
+			}
+			end += at
+			member := s[at:end]
+			i, j := strings.Index(member, "<State>"), strings.Index(member, "</State>")
+			if i >= 0 && j > i {
+				member = member[:i] + "<State>" + state + "</State>" + member[j+len("</State>"):]
+			}
+			s = s[:at] + member + s[end:]
+			from = at + len(member)
+		}
 	}
 	return []byte(s)
 }
