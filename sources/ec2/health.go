@@ -33,11 +33,13 @@ type targetHealthAPI interface {
 const statusBatch = 100
 
 // readHealth asks DescribeInstanceStatus about the running instances of
-// this list, statusBatch IDs per request, and records each answer in the
-// book. A batch that fails keeps the last known health of its instances;
-// a throttled batch ends this refresh's health calls (the rest keep theirs
-// too), so that health never adds to a throttled account's load. The
-// error, if any, is only logged: it never fails the list.
+// this list, statusBatch IDs per request, then each target group of
+// health.targetGroups (one DescribeTargetHealth each), and records each
+// answer in the signal's book. A request that fails keeps the last known
+// health of the instances it would have answered for; a throttled one ends
+// this refresh's health requests (the rest keep theirs too), so that health
+// never adds to a throttled account's load. Errors are only logged: they
+// never fail the list.
 func (l *lister) readHealth(ctx context.Context, api instancesAPI, instances []types.Instance) {
 	var ids []string
 	listed := make(map[string]bool, len(instances))
