@@ -55,6 +55,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(work)
+	defer func() {
+		if imageRoot != "" {
+			_ = os.RemoveAll(filepath.Dir(imageRoot))
+		}
+	}()
 
 	steps := []struct {
 		what string
@@ -252,7 +257,13 @@ func startAdapter(t *testing.T, config string, xdsPort int) *adapterProc {
 
 func launch(t *testing.T, bin string, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	return launchCmd(t, filepath.Base(bin), exec.Command(bin, args...))
+}
+
+// launchCmd starts cmd, keeps its output, and stops it (SIGTERM) when the test ends.
+func launchCmd(t *testing.T, name string, cmd *exec.Cmd) *process {
+	t.Helper()
+	p := &process{cmd: cmd, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -261,7 +272,7 @@ func launch(t *testing.T, bin string, args ...string) *process {
 	t.Cleanup(func() {
 		p.stop()
 		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(bin), tail(p.output(), 60))
+			t.Logf("%s output:\n%s", name, tail(p.output(), 60))
 		}
 	})
 	return p
