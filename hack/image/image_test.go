@@ -3,6 +3,9 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"io"
+	"log"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,10 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -206,4 +212,52 @@ func TestBuildRefusesDynamic(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not an ELF") {
 		t.Errorf("build of a script: %v", err)
 	}
+}
+
+// TestPush: make image-push writes the image to a registry by the name given, and what the registry then serves is
+// the image that was checked (same digest, same config). The registry is go-containerregistry's own, on loopback.
+func TestPush(t *testing.T) {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	dir := buildGood(t)
+	want, err := layoutDigest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/mesh/registry-adapter:" + testVersion
+	got, err := push(dir, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(got, "@"+want.String()) {
+		t.Fatalf("push reported %s, want the layout's digest %s", got, want)
+	}
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d != want {
+		t.Fatalf("the registry serves %s under %s, want %s", d, ref, want)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cf.Config.User != user || cf.Config.Labels["org.opencontainers.image.version"] != testVersion {
+		t.Fatalf("pulled config: user %q, labels %v", cf.Config.User, cf.Config.Labels)
+	}
+}
+
+// layoutDigest is the digest of the one image in an OCI layout.
+func layoutDigest(dir string) (v1.Hash, error) {
+	_, d, err := image(dir)
+	return d, err
 }
