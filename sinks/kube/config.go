@@ -31,6 +31,11 @@ type Config struct {
 	Resync time.Duration `yaml:"resync"`
 	// RequestTimeout bounds one API request.
 	RequestTimeout time.Duration `yaml:"requestTimeout"`
+	// MaxObjectBytes is the largest object the sink writes, as the JSON it
+	// sends. A ServiceEntry with more endpoints than fit is written in parts
+	// (split.go); etcd refuses objects over its --max-request-bytes, 1.5 MiB
+	// by default, which must leave room for the API server's own metadata.
+	MaxObjectBytes int `yaml:"maxObjectBytes"`
 	// LeaderElection makes one replica write while the others wait.
 	LeaderElection LeaderElectionConfig `yaml:"leaderElection"`
 }
@@ -73,6 +78,9 @@ func (c *Config) SetDefaults() {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = 30 * time.Second
 	}
+	if c.MaxObjectBytes == 0 {
+		c.MaxObjectBytes = DefaultMaxObjectBytes
+	}
 	le := &c.LeaderElection
 	if le.LeaseName == "" {
 		le.LeaseName = "registry-adapter"
@@ -111,6 +119,12 @@ func (c *Config) Validate(prefix string) error {
 	}
 	if c.RequestTimeout < 0 {
 		errs = append(errs, fmt.Errorf("%s.requestTimeout %s: must not be negative", prefix, c.RequestTimeout))
+	}
+	// The API server refuses a request body over 3 MiB whatever etcd
+	// allows; under 16 KiB a service's own fields may not leave room for
+	// an endpoint.
+	if c.MaxObjectBytes < 16<<10 || c.MaxObjectBytes > 3<<20 {
+		errs = append(errs, fmt.Errorf("%s.maxObjectBytes %d: must be 16384..3145728 (etcd's default limit is 1572864, with room for the API server's metadata)", prefix, c.MaxObjectBytes))
 	}
 	le := c.LeaderElection
 	if le.On() {

@@ -11,6 +11,7 @@ type metrics struct {
 	writeDelay prometheus.Histogram
 	leader     prometheus.Gauge
 	foreign    prometheus.Gauge
+	split      prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,9 +50,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "registry_adapter_kube_foreign_objects",
 			Help: "Names the adapter would write but an object it does not own holds.",
 		}),
+		split: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "registry_adapter_kube_split_services",
+			Help: "ServiceEntries too large for one object (kubernetesSink.maxObjectBytes), written as several objects of the same host.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.applies, m.deletes, m.conflicts, m.errors, m.requests, m.writeDelay, m.leader, m.foreign)
+		reg.MustRegister(m.applies, m.deletes, m.conflicts, m.errors, m.requests, m.writeDelay, m.leader, m.foreign, m.split)
 	}
 	return m
 }

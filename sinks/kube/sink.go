@@ -20,6 +20,7 @@ package kube
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -60,6 +61,22 @@ type want struct {
 	res     *anypb.Any
 	// hash is the content hash of body once rendered; "" until then.
 	hash string
+
+	// A served ServiceEntry too large for one object is written in parts
+	// (split.go). Its want keeps the served entry in res, writes its first
+	// part (write), and names the others (parts); each of those is a want
+	// of its own whose parent is the served name.
+	write  *anypb.Any
+	parts  []string
+	parent string
+}
+
+// body is what sync renders and writes for w.
+func (w *want) body() *anypb.Any {
+	if w.write != nil {
+		return w.write
+	}
+	return w.res
 }
 
 // have is one owned object known to be in the API server.
@@ -88,6 +105,8 @@ type Sink struct {
 	ready bool
 	// queue exists while this replica leads; nil otherwise.
 	queue workqueue.TypedRateLimitingInterface[key]
+	// splits counts the served entries written in parts.
+	splits int
 }
 
 // RESTConfig is the client configuration of cfg: the kubeconfig file or the
@@ -168,28 +187,119 @@ func (s *Sink) Apply(kind served.Kind, upserts []served.Entry, deletes []string)
 			s.queue.Add(k)
 		}
 	}
+	var resplit []string
 	for _, u := range upserts {
 		k := key{kind, u.Name}
-		if w, ok := s.desired[k]; ok && w.version == u.Version {
+		w, ok := s.desired[k]
+		if ok && w.parent == "" && w.version == u.Version {
 			continue
 		}
-		s.desired[k] = &want{version: u.Version, res: u.Resource}
-		touch(k)
+		if ok && w.parent != "" {
+			// The name was a part of a split service; the served entry
+			// takes it, and that service is split again around it.
+			resplit = append(resplit, w.parent)
+		}
+		s.setLocked(k, u, touch)
 	}
 	for _, name := range deletes {
 		k := key{kind, name}
-		if _, ok := s.desired[k]; !ok {
+		w, ok := s.desired[k]
+		if !ok || w.parent != "" {
 			continue
 		}
-		delete(s.desired, k)
-		if s.foreign[k] {
-			// No longer wanted: the other object is none of the sink's business.
-			delete(s.foreign, k)
-			s.m.foreign.Set(float64(len(s.foreign)))
+		s.dropParts(w.parts, nil, touch)
+		s.countSplit(w, nil)
+		s.dropLocked(k, touch)
+	}
+	for _, p := range resplit {
+		k := key{kind, p}
+		if w, ok := s.desired[k]; ok && w.parent == "" {
+			s.setLocked(k, served.Entry{Name: p, Version: w.version, Resource: w.res}, touch)
 		}
-		touch(k)
 	}
 	return changed
+}
+
+// setLocked makes e the desired state of k: one object, or its parts when it
+// is a ServiceEntry too large for one (split). s.mu is held.
+func (s *Sink) setLocked(k key, e served.Entry, touch func(key)) {
+	old := s.desired[k]
+	w := &want{version: e.Version, res: e.Resource}
+	var parts []served.Entry
+	if k.kind == served.KindServiceEntry {
+		var err error
+		if parts, err = s.split(e); err != nil {
+			// Kept whole: sync refuses it by name, and writes everything else.
+			s.log.Error("kubernetes sink: a service too large for one object cannot be split; it is not written", zap.Error(err))
+		}
+	}
+	var keep map[string]bool
+	if len(parts) > 0 {
+		w.write = parts[0].Resource
+		keep = make(map[string]bool, len(parts)-1)
+		for _, p := range parts[1:] {
+			pk := key{k.kind, p.Name}
+			w.parts = append(w.parts, p.Name)
+			keep[p.Name] = true
+			if cur, ok := s.desired[pk]; ok && cur.parent == k.name && cur.version == p.Version {
+				continue
+			}
+			s.desired[pk] = &want{version: p.Version, res: p.Resource, parent: k.name}
+			touch(pk)
+		}
+		if old == nil || len(old.parts) == 0 {
+			s.log.Info("kubernetes sink: a service too large for one object is written in parts",
+				zap.String("serviceEntry", k.name), zap.Int("parts", len(parts)), zap.Int("maxObjectBytes", s.cfg.MaxObjectBytes))
+		}
+	}
+	if old != nil && old.parent == "" {
+		s.dropParts(old.parts, keep, touch)
+		s.countSplit(old, w)
+	} else {
+		s.countSplit(nil, w)
+	}
+	s.desired[k] = w
+	touch(k)
+}
+
+// dropParts removes the parts named that keep does not hold and that are
+// still parts (a served entry may have taken the name). s.mu is held.
+func (s *Sink) dropParts(parts []string, keep map[string]bool, touch func(key)) {
+	for _, name := range parts {
+		pk := key{served.KindServiceEntry, name}
+		if keep[name] {
+			continue
+		}
+		if w, ok := s.desired[pk]; ok && w.parent != "" {
+			s.dropLocked(pk, touch)
+		}
+	}
+}
+
+// dropLocked removes k from the desired state. s.mu is held.
+func (s *Sink) dropLocked(k key, touch func(key)) {
+	delete(s.desired, k)
+	if s.foreign[k] {
+		// No longer wanted: the other object is none of the sink's business.
+		delete(s.foreign, k)
+		s.m.foreign.Set(float64(len(s.foreign)))
+	}
+	touch(k)
+}
+
+// countSplit follows how many served entries are written in parts, as w
+// replaces old (either may be nil). s.mu is held.
+func (s *Sink) countSplit(old, w *want) {
+	was, is := old != nil && len(old.parts) > 0, w != nil && len(w.parts) > 0
+	switch {
+	case is && !was:
+		s.splits++
+	case was && !is:
+		s.splits--
+	default:
+		return
+	}
+	s.m.split.Set(float64(s.splits))
 }
 
 // MarkReady says every source has synced: objects the sink owns that the
@@ -480,9 +590,8 @@ func (s *Sink) sync(ctx context.Context, k key) error {
 	h, isActual := s.actual[k]
 	ready := s.ready
 	var body *anypb.Any
-	var version string
 	if isDesired {
-		body, version = w.res, w.version
+		body = w.body()
 	}
 	s.mu.Unlock()
 
@@ -529,8 +638,18 @@ func (s *Sink) sync(ctx context.Context, k key) error {
 		s.log.Error("kubernetes sink: cannot render; leaving it out", zap.Stringer("object", k), zap.Error(err))
 		return nil
 	}
+	if len(body.GetValue()) > s.cfg.MaxObjectBytes/jsonGrowth {
+		if b, err := json.Marshal(obj.Object); err == nil && len(b) > s.cfg.MaxObjectBytes {
+			// etcd would refuse it, on every retry. What the API holds of it
+			// stays as it is; everything else is written.
+			s.m.errors.WithLabelValues(string(k.kind), "too_large").Inc()
+			s.log.Error("kubernetes sink: object larger than kubernetesSink.maxObjectBytes; not written",
+				zap.Stringer("object", k), zap.Int("bytes", len(b)), zap.Int("maxObjectBytes", s.cfg.MaxObjectBytes))
+			return nil
+		}
+	}
 	s.mu.Lock()
-	if cur := s.desired[k]; cur != nil && cur.version == version {
+	if cur := s.desired[k]; cur == w {
 		cur.hash = hash
 	}
 	s.mu.Unlock()
