@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -679,6 +680,16 @@ func (s *Sink) sync(ctx context.Context, k key) error {
 		s.written(k, true)
 		return nil
 	}
+	if tooLarge(err) {
+		// Under maxObjectBytes, yet over what this cluster's etcd stores
+		// (its --max-request-bytes set below the default): the same bytes
+		// fail on every retry. Left out until it changes, like one over the
+		// limit; lower kubernetesSink.maxObjectBytes to have it split.
+		s.m.errors.WithLabelValues(string(k.kind), "too_large").Inc()
+		s.log.Error("kubernetes sink: the API server refused the object as too large; not written (lower kubernetesSink.maxObjectBytes below the cluster's etcd --max-request-bytes to have services split)",
+			zap.Stringer("object", k), zap.Int("maxObjectBytes", s.cfg.MaxObjectBytes), zap.Error(err))
+		return nil
+	}
 	if !uidRefused(err) && !apierrors.IsAlreadyExists(err) {
 		s.m.errors.WithLabelValues(string(k.kind), reason(err)).Inc()
 		return fmt.Errorf("write %s: %w", k, err)
@@ -751,6 +762,13 @@ func uidRefused(err error) bool {
 		}
 	}
 	return false
+}
+
+// tooLarge reports whether the API server refused a write for its size: its
+// own request limit (413), or etcd's ("etcdserver: request is too large",
+// which kube-apiserver passes on with the status of a storage error).
+func tooLarge(err error) bool {
+	return apierrors.IsRequestEntityTooLargeError(err) || strings.Contains(err.Error(), "request is too large")
 }
 
 // reason is an error's metric label: the HTTP status, or "network".

@@ -1,7 +1,9 @@
 package kube
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -11,8 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/util/workqueue"
 
 	"github.com/registry-adapter/registry-adapter/served"
 )
@@ -338,5 +342,87 @@ func TestPartNamesAreKubernetesNames(t *testing.T) {
 			}
 			seen[short] = true
 		}
+	}
+}
+
+// TestSinkAPIRefusesForSize: a cluster whose etcd stores less than
+// maxObjectBytes refuses an object as etcd does ("etcdserver: request is too
+// large", passed on by kube-apiserver as a storage error) or with the API
+// server's own 413: the write counts too_large and is done with (sync
+// returns no error, so the queue does not retry it in a loop; the next resync
+// tries it again); the other services are written.
+func TestSinkAPIRefusesForSize(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{
+		{"etcd", apierrors.NewInternalError(errors.New("etcdserver: request is too large"))},
+		{"413", apierrors.NewRequestEntityTooLargeError("limit is 3145728")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			api := newFakeAPI(t)
+			api.inject(&fault{verb: "create", name: "big", err: tc.err, times: -1})
+			s := newTestSink(t, testConfig(nil), api, nil)
+			s.Apply(se, []served.Entry{seEntry(t, "big", "a"), seEntry(t, "small", "a")}, nil)
+			if err := s.sync(context.Background(), key{se, testNS + "/big"}); err != nil {
+				t.Errorf("sync of a refused object: %v, want done with (nil)", err)
+			}
+			if got := count(s.m.errors, "ServiceEntry", "too_large"); got != 1 {
+				t.Errorf("too_large errors %v, want 1", got)
+			}
+			if err := s.sync(context.Background(), key{se, testNS + "/small"}); err != nil || api.get(t, "small") == nil {
+				t.Errorf("small not written: %v", err)
+			}
+			if n := len(api.requests("create", "big")); n != 1 {
+				t.Errorf("big sent %d times, want once", n)
+			}
+		})
+	}
+}
+
+// TestSinkSplitRestartRewritesNothing: a sink started again over the parts an
+// earlier one wrote (an adapter restart, a new leader) finds every part as it
+// would write it: the split is a function of the served entry and the names
+// the API holds, so nothing is sent but the list.
+func TestSinkSplitRestartRewritesNothing(t *testing.T) {
+	api := newFakeAPI(t)
+	cfg := testConfig(func(c *Config) { c.MaxObjectBytes = bigLimit })
+	first := newTestSink(t, cfg, api, nil)
+	big := bigEntry(t, "big", 600, nil)
+	first.Apply(se, []served.Entry{big, seEntry(t, "small", "a")}, nil)
+	first.MarkReady()
+	stop := run(t, first)
+	eventually(t, "written in parts", func() error { return checkParts(t, api, "big", 0, big) })
+	eventually(t, "small written", exists(t, api, "small"))
+	stop()
+	writes := len(api.requests("create", "")) + len(api.requests("apply", ""))
+
+	again := newTestSink(t, cfg, api, nil)
+	again.Apply(se, []served.Entry{big, seEntry(t, "small", "a")}, nil)
+	again.MarkReady()
+	ctx := context.Background()
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[key]())
+	defer q.ShutDown()
+	if err := again.resync(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	// What the write loop would do, one key at a time, to the end.
+	synced := 0
+	for q.Len() > 0 {
+		k, _ := q.Get()
+		if err := again.sync(ctx, k); err != nil {
+			t.Fatalf("sync %s: %v", k, err)
+		}
+		q.Done(k)
+		synced++
+	}
+	if synced < 3 {
+		t.Fatalf("%d keys synced after the restart, want every part and small", synced)
+	}
+	if got := len(api.requests("create", "")) + len(api.requests("apply", "")) - writes; got != 0 {
+		t.Errorf("the restarted sink wrote %d objects, want 0", got)
+	}
+	if err := checkParts(t, api, "big", 0, big); err != nil {
+		t.Error(err)
 	}
 }
