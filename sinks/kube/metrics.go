@@ -52,7 +52,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		split: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "registry_adapter_kube_split_services",
-			Help: "ServiceEntries too large for one object (kubernetesSink.maxObjectBytes), written as several objects of the same host.",
+			Help: "ServiceEntries too large for one object (over kubernetesSink.maxObjectBytes, or more than 4096 endpoints), written as several objects of the same host.",
 		}),
 	}
 	if reg != nil {

@@ -249,7 +249,7 @@ func (s *Sink) setLocked(k key, e served.Entry, touch func(key)) {
 			touch(pk)
 		}
 		if old == nil || len(old.parts) == 0 {
-			s.log.Info("kubernetes sink: a service too large for one object is written in parts",
+			s.log.Info("kubernetes sink: a service too large for one object (over kubernetesSink.maxObjectBytes, or more than the 4096 endpoints Istio's CRD allows) is written in parts",
 				zap.String("serviceEntry", k.name), zap.Int("parts", len(parts)), zap.Int("maxObjectBytes", s.cfg.MaxObjectBytes))
 		}
 	}
@@ -688,6 +688,16 @@ func (s *Sink) sync(ctx context.Context, k key) error {
 		s.m.errors.WithLabelValues(string(k.kind), "too_large").Inc()
 		s.log.Error("kubernetes sink: the API server refused the object as too large; not written (lower kubernetesSink.maxObjectBytes below the cluster's etcd --max-request-bytes to have services split)",
 			zap.Stringer("object", k), zap.Int("maxObjectBytes", s.cfg.MaxObjectBytes), zap.Error(err))
+		return nil
+	}
+	if apierrors.IsInvalid(err) && !uidRefused(err) {
+		// The CRD's schema refuses it (Istio's: at most 256 hosts or
+		// addresses, 256 labels on an endpoint...; split.go keeps within
+		// its 4096 endpoints): the same bytes fail on every retry. Left
+		// out until it changes or the next resync; the rest is written.
+		s.m.errors.WithLabelValues(string(k.kind), reason(err)).Inc()
+		s.log.Error("kubernetes sink: the API server refused the object as invalid; not written",
+			zap.Stringer("object", k), zap.Error(err))
 		return nil
 	}
 	if !uidRefused(err) && !apierrors.IsAlreadyExists(err) {

@@ -1,10 +1,12 @@
 package kube
 
 // A ServiceEntry carries its inline endpoints, so it grows with its
-// instances, and etcd refuses to store an object over its request limit
-// (--max-request-bytes, 1.5 MiB by default: the API server answers
-// "etcdserver: request is too large"). A service that would pass
-// Config.MaxObjectBytes is written as several ServiceEntries instead, as
+// instances, and the Kubernetes API holds two limits on it: Istio's CRD
+// schema allows at most 4096 endpoints (maxEndpoints), and etcd refuses to
+// store an object over its request limit (--max-request-bytes, 1.5 MiB by
+// default: the API server answers "etcdserver: request is too large"). A
+// service that would pass either (more than 4096 instances, or
+// Config.MaxObjectBytes) is written as several ServiceEntries instead, as
 // Kubernetes splits a Service's endpoints into EndpointSlices: every part has
 // the same hosts, ports, addresses and the other service fields, the same
 // labels, and a share of the endpoints. Every consumer merges them back:
@@ -26,8 +28,9 @@ package kube
 // limit keeps its object; the others are "<name>-part-<i>". An endpoint's
 // part is a hash of its address and network modulo the number of parts, so
 // a change rewrites the one part it is in; the number of parts is the least
-// that keeps each under the limit with room to grow (partFill), and only a
-// change of that number moves endpoints between parts.
+// that keeps each under both limits with room to grow (partFill,
+// maxPartEndpoints), and only a change of that number moves endpoints
+// between parts.
 
 import (
 	"encoding/json"
@@ -57,6 +60,20 @@ const (
 	// partFill is how full the parts are made when a service is split, so
 	// that it can grow by a third before the number of parts changes.
 	partFill = 0.75
+	// maxEndpoints is the most endpoints a ServiceEntry may hold in the
+	// Kubernetes API: Istio's CRD schema sets maxItems 4096 on
+	// spec.endpoints, and the API server refuses more as invalid (measured
+	// against kube-apiserver with the pinned Istio's CRDs: "spec.endpoints:
+	// Too many: 24000: must have at most 4096 items"). istiod's xDS config
+	// source has no such limit.
+	maxEndpoints = 4096
+	// maxPartEndpoints is how many endpoints a part is given when the count
+	// decides the split, leaving room to grow as partFill does for bytes.
+	maxPartEndpoints = maxEndpoints * 3 / 4
+	// minEndpointBytes is the least an endpoint takes in the protobuf
+	// encoding (tag, length, and an address field of at least one byte):
+	// a resource smaller than maxEndpoints of them cannot hold too many.
+	minEndpointBytes = 5
 	// jsonGrowth bounds how much larger an object's JSON is than its
 	// protobuf encoding, per endpoint: a field's one-byte tag becomes its
 	// quoted name ("serviceAccount": 17 bytes), a string byte at worst a
@@ -71,7 +88,20 @@ const (
 // caller then keeps it whole and sync refuses it by name.
 func (s *Sink) split(e served.Entry) ([]served.Entry, error) {
 	limit := s.cfg.MaxObjectBytes
-	if len(e.Resource.GetValue()) <= limit/jsonGrowth {
+	size := len(e.Resource.GetValue())
+	if size <= limit/jsonGrowth && size < maxEndpoints*minEndpointBytes {
+		return nil, nil // under both limits whatever it holds
+	}
+	res, err := served.Decode(e.Resource)
+	if err != nil {
+		return nil, nil // sync reports it by name
+	}
+	se, ok := res.Spec.(*networking.ServiceEntry)
+	if !ok {
+		return nil, nil
+	}
+	many := len(se.Endpoints) > maxEndpoints
+	if !many && size <= limit/jsonGrowth {
 		return nil, nil
 	}
 	obj, _, err := render(served.KindServiceEntry, s.cfg.Owner, e.Resource)
@@ -82,15 +112,7 @@ func (s *Sink) split(e served.Entry) ([]served.Entry, error) {
 	if err != nil {
 		return nil, nil
 	}
-	if len(whole) <= limit {
-		return nil, nil
-	}
-	res, err := served.Decode(e.Resource)
-	if err != nil {
-		return nil, nil
-	}
-	se, ok := res.Spec.(*networking.ServiceEntry)
-	if !ok {
+	if !many && len(whole) <= limit {
 		return nil, nil
 	}
 	eps, _, _ := unstructured.NestedSlice(obj.Object, "spec", "endpoints")
@@ -125,9 +147,10 @@ func (s *Sink) split(e served.Entry) ([]served.Entry, error) {
 	for i, ep := range se.Endpoints {
 		hashes[i] = xxhash.Sum64String(ep.GetAddress() + "/" + ep.GetNetwork())
 	}
-	n := max(2, (total+int(float64(room)*partFill)-1)/int(float64(room)*partFill))
+	fill := int(float64(room) * partFill)
+	n := max(2, (total+fill-1)/fill, (len(eps)+maxPartEndpoints-1)/maxPartEndpoints)
 	var buckets [][]int
-	for ; ; n++ {
+	for ; n < len(eps); n++ {
 		buckets = make([][]int, n)
 		used := make([]int, n)
 		fits := true
@@ -135,15 +158,23 @@ func (s *Sink) split(e served.Entry) ([]served.Entry, error) {
 			b := int(h % uint64(n))
 			buckets[b] = append(buckets[b], i)
 			used[b] += sizes[i]
-			if used[b] > room {
+			if used[b] > room || len(buckets[b]) > maxEndpoints {
 				fits = false
 			}
 		}
 		if fits {
 			break
 		}
-		// Each added part lowers every share; it ends at worst with one
-		// endpoint per part, which fits (checked above).
+		// Each added part lowers every share.
+	}
+	if n >= len(eps) {
+		// Only endpoints of one address (the same hash) too large to share
+		// a part get here: one endpoint per part, which fits (checked above).
+		n = len(eps)
+		buckets = make([][]int, n)
+		for i := range buckets {
+			buckets[i] = []int{i}
+		}
 	}
 	names := s.partNames(e.Name, n)
 	// The service fields, copied once; the parts share the decoded

@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/registry-adapter/registry-adapter/served"
@@ -424,5 +425,70 @@ func TestSinkSplitRestartRewritesNothing(t *testing.T) {
 	}
 	if err := checkParts(t, api, "big", 0, big); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestSinkSplitsManyEndpoints: a service under maxObjectBytes with more
+// endpoints than Istio's CRD allows in one ServiceEntry (4096) is written in
+// parts of at most 4096 endpoints, every endpoint in one; 4096 fit in one.
+func TestSinkSplitsManyEndpoints(t *testing.T) {
+	api := newFakeAPI(t)
+	s := newTestSink(t, testConfig(nil), api, nil)
+	slim := func(name string, n int) served.Entry {
+		e := bigEntry(t, name, n, func(eps []*networking.WorkloadEntry) {
+			for _, ep := range eps {
+				ep.Labels, ep.Locality, ep.Weight = nil, "", 0
+			}
+		})
+		return e
+	}
+	many, edge := slim("many", 10000), slim("edge", maxEndpoints)
+	s.Apply(se, []served.Entry{many, edge}, nil)
+	s.MarkReady()
+	run(t, s)
+	eventually(t, "many written in parts, edge whole", func() error {
+		if objs := objects(t, api, "edge.example"); len(objs) != 1 {
+			return fmt.Errorf("edge: %d objects", len(objs))
+		}
+		objs := objects(t, api, "many.example")
+		seen := map[string]int{}
+		for name, u := range objs {
+			eps, _, _ := unstructured.NestedSlice(u.Object, "spec", "endpoints")
+			if len(eps) > maxEndpoints {
+				return fmt.Errorf("%s: %d endpoints", name, len(eps))
+			}
+			for _, ep := range eps {
+				seen[ep.(map[string]any)["address"].(string)]++
+			}
+		}
+		if len(objs) < 3 || len(seen) != 10000 {
+			return fmt.Errorf("%d parts, %d distinct endpoints", len(objs), len(seen))
+		}
+		for a, c := range seen {
+			if c != 1 {
+				return fmt.Errorf("%s in %d parts", a, c)
+			}
+		}
+		return nil
+	})
+	if got := gauge(t, s); got != 1 {
+		t.Errorf("split services gauge %v, want 1", got)
+	}
+}
+
+// TestSinkInvalidNotRetried: an object the CRD's schema refuses (422, not a
+// UID mismatch) is counted and done with, as a refusal for size is.
+func TestSinkInvalidNotRetried(t *testing.T) {
+	api := newFakeAPI(t)
+	invalid := apierrors.NewInvalid(seGVR.GroupVersion().WithKind("ServiceEntry").GroupKind(), "bad",
+		field.ErrorList{field.TooMany(field.NewPath("spec", "hosts"), 300, 256)})
+	api.inject(&fault{verb: "create", name: "bad", err: invalid, times: -1})
+	s := newTestSink(t, testConfig(nil), api, nil)
+	s.Apply(se, []served.Entry{seEntry(t, "bad", "a")}, nil)
+	if err := s.sync(context.Background(), key{se, testNS + "/bad"}); err != nil {
+		t.Errorf("sync of an invalid object: %v, want done with (nil)", err)
+	}
+	if got := count(s.m.errors, "ServiceEntry", "422"); got != 1 {
+		t.Errorf("422 errors %v, want 1", got)
 	}
 }

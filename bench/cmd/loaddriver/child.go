@@ -514,10 +514,11 @@ func inject(gs *genSource, reg *gen.Registry, tr *tracker, opts convert.Options,
 // checkNaming verifies the rule at start).
 func changedKey(svc model.Service, inst int, opts convert.Options) (served.Kind, string) {
 	se := convert.ResourceName(svc.Host)
+	ns := opts.NamespaceFor(svc.Host) // the perService layout's own namespace
 	if opts.Mode == convert.ModeInline {
-		return served.KindServiceEntry, opts.Namespace + "/" + se
+		return served.KindServiceEntry, ns + "/" + se
 	}
-	return served.KindWorkloadEntry, opts.Namespace + "/" + convert.ResourceName(se+"-"+sourceName+"-"+svc.Instances[inst].ID)
+	return served.KindWorkloadEntry, ns + "/" + convert.ResourceName(se+"-"+sourceName+"-"+svc.Instances[inst].ID)
 }
 
 func checkNaming(reg *gen.Registry, opts convert.Options) error {
