@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -22,13 +23,28 @@ import (
 type Service struct {
 	Host      string
 	Namespace string
-	// Addresses are the service's own addresses (VIPs), when the side that
-	// describes it knows them; the registry-side check compares them with
-	// the sidecar's name table.
+	// Location is MESH_INTERNAL or MESH_EXTERNAL ("" is MESH_INTERNAL).
+	Location string
+	// ExportTo is the namespaces the service is visible to, sorted; nil
+	// when unset (every namespace).
+	ExportTo []string
+	// Addresses are the service's own addresses (VIPs), sorted, when the
+	// side that describes it knows them; the registry-side check compares
+	// them with the sidecar's name table.
 	Addresses []string
-	Ports     map[string]Port     // by port name
-	Endpoints map[string]Endpoint // by "address/portName"
+	// AllocatedFrom, in an expectation without Addresses, says the service
+	// has one address the adapter allocated from this range: its value is
+	// a hash of the host, which an expectation written by hand cannot know.
+	AllocatedFrom netip.Prefix
+	Ports         map[string]Port     // by port name
+	Endpoints     map[string]Endpoint // by "address/portName"
 }
+
+// Istio's names of a ServiceEntry's location.
+const (
+	MeshInternal = "MESH_INTERNAL"
+	MeshExternal = "MESH_EXTERNAL"
+)
 
 // Port is a service port.
 type Port struct {
@@ -70,7 +86,8 @@ func Expected(resources []*served.Resource) View {
 			continue
 		}
 		for _, host := range se.Hosts {
-			svc := &Service{Host: host, Namespace: r.Namespace, Addresses: se.Addresses, Ports: map[string]Port{}, Endpoints: map[string]Endpoint{}}
+			svc := &Service{Host: host, Namespace: r.Namespace, Location: se.Location.String(), ExportTo: sorted(se.ExportTo),
+				Addresses: sorted(se.Addresses), Ports: map[string]Port{}, Endpoints: map[string]Endpoint{}}
 			for _, p := range se.Ports {
 				svc.Ports[p.Name] = Port{Number: p.Number, Protocol: p.Protocol}
 			}
@@ -150,10 +167,13 @@ func addEndpoints(svc *Service, ports []*networking.ServicePort, we *networking.
 // debug API (the --httpAddr listener).
 func Istiod(ctx context.Context, client *http.Client, baseURL string) (View, error) {
 	var services []struct {
-		Hostname   string `json:"hostname"`
-		Attributes struct {
+		Hostname       string `json:"hostname"`
+		DefaultAddress string `json:"defaultAddress"`
+		MeshExternal   bool
+		Attributes     struct {
 			Namespace string
 			Labels    map[string]string
+			ExportTo  map[string]struct{} // a set
 		}
 		Ports []struct {
 			Name     string `json:"name"`
@@ -184,7 +204,22 @@ func Istiod(ctx context.Context, client *http.Client, baseURL string) (View, err
 		if s.Attributes.Labels[served.LabelManagedBy] != served.ManagedByValue {
 			continue
 		}
-		svc := &Service{Host: s.Hostname, Namespace: s.Attributes.Namespace, Ports: map[string]Port{}, Endpoints: map[string]Endpoint{}}
+		// istiod holds one service per host and address of a ServiceEntry
+		// (0.0.0.0 when it has none): one host here, with every address.
+		if svc, ok := v[s.Hostname]; ok && svc.Namespace == s.Attributes.Namespace {
+			if s.DefaultAddress != "" && s.DefaultAddress != unspecifiedIP {
+				svc.Addresses = sorted(append(svc.Addresses, s.DefaultAddress))
+			}
+			continue
+		}
+		svc := &Service{Host: s.Hostname, Namespace: s.Attributes.Namespace, Location: MeshInternal,
+			ExportTo: sorted(slices.Collect(maps.Keys(s.Attributes.ExportTo))), Ports: map[string]Port{}, Endpoints: map[string]Endpoint{}}
+		if s.MeshExternal {
+			svc.Location = MeshExternal
+		}
+		if s.DefaultAddress != "" && s.DefaultAddress != unspecifiedIP {
+			svc.Addresses = []string{s.DefaultAddress}
+		}
 		for _, p := range s.Ports {
 			svc.Ports[p.Name] = Port{Number: p.Port, Protocol: p.Protocol}
 		}
@@ -224,6 +259,9 @@ func getJSON(ctx context.Context, client *http.Client, url string, into any) err
 	return nil
 }
 
+// unspecifiedIP is istiod's address of a service without one.
+const unspecifiedIP = "0.0.0.0"
+
 // Diff lists every difference between what istiod should hold and what it
 // holds, one line each, sorted. Empty means istiod is faithful. Labels istiod
 // adds itself (topology.*) are not differences; missing or changed labels are.
@@ -235,6 +273,16 @@ func Diff(want, got View) []string {
 			out = append(out, fmt.Sprintf("host %s: missing in istiod", host))
 			continue
 		}
+		if g.Namespace != w.Namespace {
+			out = append(out, fmt.Sprintf("host %s: in namespace %q, want %q", host, g.Namespace, w.Namespace))
+		}
+		if location(g.Location) != location(w.Location) {
+			out = append(out, fmt.Sprintf("host %s: location %s, want %s", host, location(g.Location), location(w.Location)))
+		}
+		if !slices.Equal(sorted(g.ExportTo), sorted(w.ExportTo)) {
+			out = append(out, fmt.Sprintf("host %s: exportTo %v, want %v", host, g.ExportTo, w.ExportTo))
+		}
+		out = append(out, diffAddresses(host, "istiod holds", w, g.Addresses)...)
 		for name, wp := range w.Ports {
 			gp, ok := g.Ports[name]
 			switch {
@@ -289,6 +337,34 @@ func Diff(want, got View) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+func location(l string) string {
+	if l == "" {
+		return MeshInternal
+	}
+	return l
+}
+
+// diffAddresses compares a host's addresses (what istiod holds, or what
+// the sidecar's name table resolves the host to: where) with want's: the
+// same set, or, for an allocated address, exactly one, from
+// want.AllocatedFrom.
+func diffAddresses(host, where string, w *Service, got []string) []string {
+	got = sorted(got)
+	if len(w.Addresses) == 0 && w.AllocatedFrom.IsValid() {
+		if len(got) != 1 {
+			return []string{fmt.Sprintf("host %s: %s addresses %v, want one allocated from %s", host, where, got, w.AllocatedFrom)}
+		}
+		if a, err := netip.ParseAddr(got[0]); err != nil || !w.AllocatedFrom.Contains(a) {
+			return []string{fmt.Sprintf("host %s: %s address %s, want one allocated from %s", host, where, got[0], w.AllocatedFrom)}
+		}
+		return nil
+	}
+	if !slices.Equal(got, sorted(w.Addresses)) {
+		return []string{fmt.Sprintf("host %s: %s addresses %v, want %v", host, where, got, sorted(w.Addresses))}
+	}
+	return nil
 }
 
 // Summary is a one-line count of a view, for logs.

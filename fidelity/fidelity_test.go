@@ -2,8 +2,10 @@ package fidelity
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -16,10 +18,17 @@ import (
 )
 
 // The testdata JSON was captured from a real istiod (pilot-discovery, Istio
-// 1.31 line) serving examples/static.yaml through this adapter.
+// 1.31 line) serving examples/static.yaml through this adapter (address
+// allocation on): curl of its /debug/registryz and /debug/endpointShardz.
 func istiodServer(t *testing.T, mutate func(shards string) string) *httptest.Server {
 	t.Helper()
-	reg, err := os.ReadFile("testdata/registryz.json")
+	return istiodServerWith(t, nil, mutate)
+}
+
+// istiodServerWith serves the captured JSON, each changed by its mutate.
+func istiodServerWith(t *testing.T, mutateRegistry, mutateShards func(string) string) *httptest.Server {
+	t.Helper()
+	regBytes, err := os.ReadFile("testdata/registryz.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,12 +36,15 @@ func istiodServer(t *testing.T, mutate func(shards string) string) *httptest.Ser
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(shards)
-	if mutate != nil {
-		s = mutate(s)
+	s, reg := string(shards), string(regBytes)
+	if mutateShards != nil {
+		s = mutateShards(s)
+	}
+	if mutateRegistry != nil {
+		reg = mutateRegistry(reg)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/registryz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(reg) })
+	mux.HandleFunc("/debug/registryz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(reg)) })
 	mux.HandleFunc("/debug/endpointShardz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(s)) })
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
@@ -97,8 +109,89 @@ func TestDiffFindsDifferences(t *testing.T) {
 			}
 		})
 	}
+	// Where istiod places a service: namespace, location, exportTo,
+	// addresses. Each edit is on billing's entry only.
+	billing := func(f func(string) string) func(string) string {
+		return func(reg string) string {
+			var entries []json.RawMessage
+			if err := json.Unmarshal([]byte(reg), &entries); err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for i, e := range entries {
+				var s struct {
+					Hostname string `json:"hostname"`
+				}
+				if err := json.Unmarshal(e, &s); err != nil {
+					t.Fatal(err)
+				}
+				if s.Hostname == "billing.vms.example.com" {
+					entries[i], found = json.RawMessage(f(string(e))), true
+				}
+			}
+			if !found {
+				t.Fatal("the captured registryz has no billing.vms.example.com: update the test")
+			}
+			b, err := json.Marshal(entries)
+			if err != nil {
+				t.Fatalf("the edit made invalid JSON: %v", err)
+			}
+			return string(b)
+		}
+	}
+	replace := func(old, new string) func(string) string {
+		return billing(func(s string) string {
+			if !strings.Contains(s, old) {
+				t.Fatalf("billing's captured entry has no %s", old)
+			}
+			return strings.Replace(s, old, new, 1)
+		})
+	}
+	addr, ns := want["billing.vms.example.com"].Addresses[0], want["billing.vms.example.com"].Namespace
+	for _, c := range []struct {
+		name   string
+		mutate func(string) string
+		want   string
+	}{
+		{"namespace", replace(`"Namespace":"`+ns+`"`, `"Namespace":"default"`), `host billing.vms.example.com: in namespace "default", want "` + ns + `"`},
+		{"location", replace(`"MeshExternal":false`, `"MeshExternal":true`), "host billing.vms.example.com: location MESH_EXTERNAL, want MESH_INTERNAL"},
+		{"exportTo", replace(`"ExportTo":null`, `"ExportTo":{".":{}}`), "host billing.vms.example.com: exportTo [.], want []"},
+		{"address", replace(`"defaultAddress":"`+addr+`"`, `"defaultAddress":"240.240.0.7"`), "host billing.vms.example.com: istiod holds addresses [240.240.0.7], want [" + addr + "]"},
+		{"no address", replace(`"defaultAddress":"`+addr+`"`, `"defaultAddress":"0.0.0.0"`), "host billing.vms.example.com: istiod holds addresses [], want [" + addr + "]"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := Istiod(context.Background(), http.DefaultClient, istiodServerWith(t, c.mutate, nil).URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := Diff(want, got); !slices.Contains(d, c.want) {
+				t.Errorf("diff does not report %q:\n%s", c.want, strings.Join(d, "\n"))
+			}
+		})
+	}
+	// An allocated address, as a hand-written expectation states it: its
+	// range, not its value.
+	hand := func(r string) View {
+		v := View{}
+		for h, s := range want {
+			c := *s
+			c.Addresses, c.AllocatedFrom = nil, netip.MustParsePrefix(r)
+			v[h] = &c
+		}
+		return v
+	}
+	got, err := Istiod(context.Background(), http.DefaultClient, istiodServer(t, nil).URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := Diff(hand("248.0.0.0/6"), got); len(d) != 0 {
+		t.Errorf("allocated from the default range, yet:\n%s", strings.Join(d, "\n"))
+	}
+	if d := Diff(hand("10.0.0.0/8"), got); !slices.Contains(d, "host billing.vms.example.com: istiod holds address "+addr+", want one allocated from 10.0.0.0/8") {
+		t.Errorf("an address outside the range not reported:\n%s", strings.Join(d, "\n"))
+	}
+
 	delete(want, "ledger-db.vms.example.com")
-	got, _ := Istiod(context.Background(), http.DefaultClient, istiodServer(t, nil).URL)
 	if d := Diff(want, got); !slices.Contains(d, "host ledger-db.vms.example.com: extra in istiod") {
 		t.Errorf("extra host not reported: %v", d)
 	}

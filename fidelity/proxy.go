@@ -93,11 +93,14 @@ func (c ProxyConfig) node() (*core.Node, error) {
 	}, nil
 }
 
-// EDSEvent is one ClusterLoadAssignment as the sidecar received it.
+// EDSEvent is one ClusterLoadAssignment as the sidecar received it, or an
+// EDS cluster leaving the sidecar's clusters (Removed, no endpoints): a
+// sidecar sends nothing to the endpoints of a cluster it no longer has.
 type EDSEvent struct {
 	At        time.Time
 	Cluster   string
 	Endpoints []string // "address:port" of every endpoint not marked unhealthy, sorted
+	Removed   bool
 }
 
 // Proxy is a sidecar's ADS stream to istiod, held open. It subscribes to
@@ -280,6 +283,11 @@ func (p *Proxy) apply(resp *discovery.DiscoveryResponse, at time.Time) (subscrip
 		for name := range p.endpoints {
 			if _, ok := slices.BinarySearch(eds, name); !ok {
 				delete(p.endpoints, name)
+			}
+		}
+		for _, name := range p.edsNames {
+			if _, ok := slices.BinarySearch(eds, name); !ok {
+				p.events = append(p.events, EDSEvent{At: at, Cluster: name, Removed: true})
 			}
 		}
 		p.edsNames = eds

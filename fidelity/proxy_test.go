@@ -82,6 +82,7 @@ type fakeIstiod struct {
 	routes    map[string]*route.RouteConfiguration
 	names     map[string][]string
 	push      chan *endpoint.ClusterLoadAssignment
+	pushCDS   chan []*cluster.Cluster // a new set of clusters, sent as one CDS reply
 	requests  chan *discovery.DiscoveryRequest
 }
 
@@ -163,6 +164,14 @@ func (f *fakeIstiod) StreamAggregatedResources(s discovery.AggregatedDiscoverySe
 			if err := reply(TypeEndpoint, c); err != nil {
 				return err
 			}
+		case cs := <-f.pushCDS:
+			var ms []proto.Message
+			for _, c := range cs {
+				ms = append(ms, c)
+			}
+			if err := reply(TypeCluster, ms...); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -205,7 +214,8 @@ func meshWithAddresses() *fakeIstiod {
 			"web.service.consul": {"240.241.0.3"}, "pg-a.service.consul": {"240.241.0.1"}, "pg-b.service.consul": {"240.241.0.2"},
 			"api.example.com": {"240.241.0.4"}, "kubernetes.default.svc.cluster.local": {"10.96.0.1"},
 		},
-		push: make(chan *endpoint.ClusterLoadAssignment),
+		push:    make(chan *endpoint.ClusterLoadAssignment),
+		pushCDS: make(chan []*cluster.Cluster),
 	}
 }
 
@@ -320,7 +330,7 @@ func TestDiffSidecar(t *testing.T) {
 		{"the registry's address differs", func(f *fakeIstiod) {
 			f.names["pg-b.service.consul"] = []string{"240.241.0.9"}
 		}, []string{
-			"host pg-b.service.consul: the name table resolves it to [240.241.0.9], want [240.241.0.2]",
+			"host pg-b.service.consul: the name table resolves it to addresses [240.241.0.9], want [240.241.0.2]",
 		}},
 		{"two hosts share an address", func(f *fakeIstiod) {
 			f.names["web.service.consul"] = []string{"240.241.0.1"}
@@ -449,6 +459,39 @@ func TestWatchDetectsBriefLoss(t *testing.T) {
 	t.Logf("detected: %v", r.Losses[0])
 }
 
+// TestWatchCountsClusterRemoval: a whole cluster leaving CDS is a loss of
+// each of its kept endpoints, even though no assignment without them
+// arrives; it ends when the cluster is back and its endpoints assigned.
+func TestWatchCountsClusterRemoval(t *testing.T) {
+	f := meshWithAddresses()
+	p := dialFake(t, f)
+	name := "outbound|5432||pg-a.service.consul"
+	kept := map[string][]string{name: {"10.0.1.1:5432"}, "outbound|8080||web.service.consul": {"10.0.0.1:8080"}}
+	_, base := p.Events(0)
+	w := p.Watch()
+	var without []*cluster.Cluster
+	for _, c := range f.clusters {
+		if c.Name != name {
+			without = append(without, c)
+		}
+	}
+	f.pushCDS <- without
+	waitEvent(t, p, base, func(e EDSEvent) bool { return e.Cluster == name && e.Removed })
+	f.pushCDS <- f.clusters // back: the proxy subscribes again and the fake assigns it
+	waitEvent(t, p, base, func(e EDSEvent) bool { return e.Cluster == name && len(e.Endpoints) > 0 })
+	r := w.Report(kept)
+	if r.Broken != nil {
+		t.Fatalf("report %+v", r)
+	}
+	if len(r.Losses) != 1 {
+		t.Fatalf("losses %v, want the cluster's removal", r.Losses)
+	}
+	if l := r.Losses[0]; l.Cluster != name || l.Endpoint != "10.0.1.1:5432" || !l.ClusterRemoved || l.For <= 0 {
+		t.Errorf("loss %v", l)
+	}
+	t.Logf("detected: %v", r.Losses[0])
+}
+
 func TestWatchNoLoss(t *testing.T) {
 	f := meshWithAddresses()
 	p := dialFake(t, f)
@@ -459,6 +502,23 @@ func TestWatchNoLoss(t *testing.T) {
 	waitEvents(t, p, base+1)
 	if r := w.Report(map[string][]string{name: {"10.0.1.1:5432"}}); len(r.Losses) != 0 || r.Assignments != 1 {
 		t.Fatalf("report %+v", r)
+	}
+}
+
+// waitEvent waits until an event from index from on matches.
+func waitEvent(t *testing.T, p *Proxy, from int, match func(EDSEvent) bool) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		evs, _ := p.Events(from)
+		if slices.ContainsFunc(evs, match) {
+			return
+		}
+		select {
+		case <-p.Changed():
+		case <-deadline:
+			t.Fatalf("no matching event in %+v", evs)
+		}
 	}
 }
 

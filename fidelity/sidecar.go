@@ -72,8 +72,8 @@ func DiffSidecar(want View, got SidecarView) []string {
 		switch {
 		case !inTable:
 			out = append(out, fmt.Sprintf("host %s: not in the sidecar's DNS name table", host))
-		case len(w.Addresses) > 0 && !slices.Equal(ips, sorted(w.Addresses)):
-			out = append(out, fmt.Sprintf("host %s: the name table resolves it to %v, want %v", host, ips, sorted(w.Addresses)))
+		case len(w.Addresses) > 0 || w.AllocatedFrom.IsValid():
+			out = append(out, diffAddresses(host, "the name table resolves it to", w, ips)...)
 		}
 		addrs := sorted(w.Addresses)
 		if len(addrs) == 0 {

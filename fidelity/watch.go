@@ -32,11 +32,14 @@ func (p *Proxy) Watch() *Watch {
 	return &Watch{p: p, from: len(p.events), start: time.Now(), held: held}
 }
 
-// Loss is one endpoint missing from one assignment.
+// Loss is one endpoint missing from one assignment, or from the sidecar's
+// clusters altogether.
 type Loss struct {
 	Cluster, Endpoint string
 	After             time.Duration // since the watch started
 	For               time.Duration // until an assignment held it again; 0 if none did
+	// ClusterRemoved: the loss began with the whole cluster leaving CDS.
+	ClusterRemoved bool
 }
 
 func (l Loss) String() string {
@@ -44,7 +47,11 @@ func (l Loss) String() string {
 	if l.For > 0 {
 		d = "for " + l.For.Round(time.Millisecond).String()
 	}
-	return fmt.Sprintf("%s %s missing %s into the watch, %s", l.Cluster, l.Endpoint, l.After.Round(time.Millisecond), d)
+	how := "missing"
+	if l.ClusterRemoved {
+		how = "gone with its cluster"
+	}
+	return fmt.Sprintf("%s %s %s %s into the watch, %s", l.Cluster, l.Endpoint, how, l.After.Round(time.Millisecond), d)
 }
 
 // WatchReport is what a watch saw.
@@ -58,7 +65,8 @@ type WatchReport struct {
 }
 
 // Report replays every assignment since the watch started and lists each
-// time an endpoint of kept (cluster -> "address:port") was missing.
+// time an endpoint of kept (cluster -> "address:port") was missing, its
+// cluster's removal from CDS included. Assignments counts both.
 func (w *Watch) Report(kept map[string][]string) WatchReport {
 	events, _ := w.p.Events(w.from)
 	r := WatchReport{Assignments: len(events), Duration: time.Since(w.start), Broken: w.p.Err()}
@@ -73,7 +81,7 @@ func (w *Watch) Report(kept map[string][]string) WatchReport {
 			switch {
 			case !present && !lost:
 				open[key] = len(r.Losses)
-				r.Losses = append(r.Losses, Loss{Cluster: ev.Cluster, Endpoint: e, After: ev.At.Sub(w.start)})
+				r.Losses = append(r.Losses, Loss{Cluster: ev.Cluster, Endpoint: e, After: ev.At.Sub(w.start), ClusterRemoved: ev.Removed})
 			case present && lost:
 				r.Losses[i].For = ev.At.Sub(w.start) - r.Losses[i].After
 				delete(open, key)

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -661,14 +662,44 @@ func expect(services ...*fidelity.Service) fidelity.View {
 	return v
 }
 
+// Where the adapter places a service unless its output options say
+// otherwise, written out by hand from the documentation (README,
+// docs/configuration.md): its own namespace, inside the mesh, visible to
+// every namespace, and one address allocated from 248.0.0.0/6 when the
+// registry gives none.
+var (
+	defaultNamespace     = "registry-adapter-entries"
+	defaultAllocateRange = netip.MustParsePrefix("248.0.0.0/6")
+)
+
+// placed sets where a hand-written expectation's service is: the adapter's
+// defaults (placement in istiod: namespace, location, exportTo, address).
+func placed(s *fidelity.Service) *fidelity.Service {
+	s.Namespace, s.Location, s.ExportTo, s.AllocatedFrom = defaultNamespace, fidelity.MeshInternal, nil, defaultAllocateRange
+	return s
+}
+
+// placement keeps of a view only where each service is placed (namespace,
+// location, exportTo, addresses), for tests whose expectations leave the
+// endpoints' other fields (locality, weight) to faithful.
+func placement(v fidelity.View) fidelity.View {
+	out := fidelity.View{}
+	for h, s := range v {
+		out[h] = &fidelity.Service{Host: h, Namespace: s.Namespace, Location: s.Location, ExportTo: s.ExportTo,
+			Addresses: s.Addresses, AllocatedFrom: s.AllocatedFrom}
+	}
+	return out
+}
+
 // service is one host on one port, named "<protocol>-<number>" as a
 // registration without a port name is, with an endpoint per healthy address
-// at that port and weight. protocol is spelled as Istio does (HTTP, Redis).
+// at that port and weight, placed by default. protocol is spelled as Istio
+// does (HTTP, Redis).
 func service(host, protocol string, port, weight uint32, addrs ...string) *fidelity.Service {
 	name := fmt.Sprintf("%s-%d", strings.ToLower(protocol), port)
-	s := &fidelity.Service{Host: host,
+	s := placed(&fidelity.Service{Host: host,
 		Ports:     map[string]fidelity.Port{name: {Number: port, Protocol: protocol}},
-		Endpoints: map[string]fidelity.Endpoint{}}
+		Endpoints: map[string]fidelity.Endpoint{}})
 	for _, a := range addrs {
 		s.Endpoints[a+"/"+name] = fidelity.Endpoint{Address: a, PortName: name, Port: port, Weight: weight}
 	}

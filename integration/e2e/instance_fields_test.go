@@ -47,9 +47,9 @@ spec:
 
 // fieldsWant is fieldsConfig written out by hand as istiod must hold it.
 func fieldsWant() fidelity.View {
-	s := &fidelity.Service{Host: "billing.fields.example.com",
+	s := placed(&fidelity.Service{Host: "billing.fields.example.com",
 		Ports:     map[string]fidelity.Port{"http-8080": {Number: 8080, Protocol: "HTTP"}, "tcp-5432": {Number: 5432, Protocol: "TCP"}},
-		Endpoints: map[string]fidelity.Endpoint{}}
+		Endpoints: map[string]fidelity.Endpoint{}})
 	const sa = "ns/registry-adapter-entries/sa/"
 	for _, e := range []fidelity.Endpoint{
 		{Address: "10.0.3.10", Port: 8080, Labels: map[string]string{"version": "v1"}, Locality: "us-east-1/us-east-1a", Weight: 3, Network: "vpc-1", ServiceAccount: sa + "billing"},

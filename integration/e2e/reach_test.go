@@ -55,7 +55,7 @@ func (in instance) register(t *testing.T, c *consulapi.Client) {
 // svc builds a hand-written expectation: host, its ports (name, number,
 // protocol) and, per port name, the healthy endpoints as "address:target".
 func svc(host string, ports map[string]fidelity.Port, endpoints map[string][]string) *fidelity.Service {
-	s := &fidelity.Service{Host: host, Ports: ports, Endpoints: map[string]fidelity.Endpoint{}}
+	s := placed(&fidelity.Service{Host: host, Ports: ports, Endpoints: map[string]fidelity.Endpoint{}})
 	for portName, eps := range endpoints {
 		for _, e := range eps {
 			addr, port, _ := strings.Cut(e, ":")
@@ -126,6 +126,13 @@ func testSidecarReaches(t *testing.T, mode string) {
 			if err := faithful(t, a, p); err != nil {
 				return err
 			}
+			got, err := fidelity.Istiod(context.Background(), http.DefaultClient, "http://"+p.httpAddr)
+			if err != nil {
+				return err
+			}
+			if d := fidelity.Diff(placement(want), placement(got)); len(d) > 0 {
+				return fmt.Errorf("istiod places the services elsewhere than the test expects:\n%s", strings.Join(d, "\n"))
+			}
 			return reaches(t, p, want)
 		})
 	}
@@ -177,6 +184,9 @@ func testSidecarReaches(t *testing.T, mode string) {
 		t.Fatal(err)
 	}
 	a.restart(t)
+	for _, s := range want {
+		s.Location = fidelity.MeshExternal
+	}
 	step("MESH_EXTERNAL", want)
 }
 

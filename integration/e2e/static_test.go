@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,7 +10,10 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"math/big"
+	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -54,7 +58,7 @@ func staticWant(extraCache ...string) fidelity.View {
 	ports := map[string]fidelity.Port{
 		"http-8080": {Number: 8080, Protocol: "HTTP"}, "grpc-9090": {Number: 9090, Protocol: "GRPC"}, "tcp-5432": {Number: 5432, Protocol: "TCP"},
 	}
-	billing := &fidelity.Service{Host: "billing.vms.example.com", Ports: ports, Endpoints: map[string]fidelity.Endpoint{}}
+	billing := placed(&fidelity.Service{Host: "billing.vms.example.com", Ports: ports, Endpoints: map[string]fidelity.Endpoint{}})
 	for _, e := range []fidelity.Endpoint{
 		{Address: "10.0.1.10", PortName: "http-8080", Port: 8080},
 		{Address: "10.0.1.10", PortName: "grpc-9090", Port: 9090},
@@ -138,6 +142,10 @@ func TestAdapterRestart(t *testing.T) {
 	p.waitReady(t)
 	eventually(t, 30*time.Second, "istiod holds what was configured", func() error { return holds(t, a, p, staticWant()) })
 	before := p.configs(t)
+	first := vips(t, p)
+	if len(first) != 2 {
+		t.Fatalf("addresses of %v, want both hosts", first)
+	}
 
 	disconnects := strings.Count(p.log(), "connection closed")
 	a.stop()
@@ -167,6 +175,78 @@ func TestAdapterRestart(t *testing.T) {
 		}
 		return holds(t, a, p, staticWant("10.0.2.21"))
 	})
+	restarted := vips(t, p)
+	if !maps.Equal(restarted, first) {
+		t.Errorf("addresses moved across an adapter restart:\nbefore %v\nafter  %v", first, restarted)
+	}
+
+	// The registry lists the same services and instances in another order.
+	head, rest, _ := strings.Cut(changed, "    services:\n")
+	billing, cache, _ := strings.Cut(rest, "    - name: cache\n")
+	b1 := billing[strings.Index(billing, "      - {id: billing-1"):]
+	b1, b2, _ := strings.Cut(b1, "\n")
+	b2 = strings.TrimSuffix(b2, "\n")
+	billing = strings.Replace(billing, b1+"\n"+b2, b2+"\n"+b1, 1)
+	cache = strings.Replace(cache, "      - {address: 10.0.2.20}\n      - {address: 10.0.2.21}", "      - {address: 10.0.2.21}\n      - {address: 10.0.2.20}", 1)
+	reordered := head + "    services:\n    - name: cache\n" + cache + billing
+	if strings.Index(reordered, "10.0.2.21") > strings.Index(reordered, "10.0.2.20") ||
+		strings.Index(reordered, "billing-2") > strings.Index(reordered, "billing-1") ||
+		strings.Index(reordered, "name: cache") > strings.Index(reordered, "name: billing") || len(reordered) != len(changed) {
+		t.Fatalf("re-ordering the config went wrong:\n%s", reordered)
+	}
+	if err := os.WriteFile(a.configPath, []byte(reordered), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.restart(t)
+	eventually(t, 90*time.Second, "istiod converges on the re-ordered registry", func() error {
+		return holds(t, a, p, staticWant("10.0.2.21"))
+	})
+	if again := vips(t, p); !maps.Equal(again, first) {
+		t.Errorf("addresses moved when the registry listed its services in another order:\nbefore %v\nafter  %v", first, again)
+	}
+}
+
+// istioAutoAllocate is the range istiod allocates service addresses from
+// itself (PILOT_IP_AUTOALLOCATE_IPV4_PREFIX's default, Istio's docs): an
+// address of the adapter's must never be in it.
+var istioAutoAllocate = netip.MustParsePrefix("240.240.0.0/16")
+
+// vips reads each adapter host's address from istiod's registry and checks
+// by hand what users rely on: one address per host, no two hosts with the
+// same one, none in Istio's own auto-allocation range, and the sidecar's
+// name table resolving each host to it.
+func vips(t *testing.T, p *istiodProc) map[string]string {
+	t.Helper()
+	got, err := fidelity.Istiod(context.Background(), http.DefaultClient, "http://"+p.httpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, owner := map[string]string{}, map[string]string{}
+	for host, s := range got {
+		if len(s.Addresses) != 1 {
+			t.Errorf("host %s: addresses %v, want one", host, s.Addresses)
+			continue
+		}
+		a := s.Addresses[0]
+		if other, ok := owner[a]; ok {
+			t.Errorf("hosts %s and %s share the address %s", host, other, a)
+		}
+		owner[a], out[host] = host, a
+		if ip, err := netip.ParseAddr(a); err != nil || istioAutoAllocate.Contains(ip) {
+			t.Errorf("host %s: address %s is in istiod's own auto-allocation range %s", host, a, istioAutoAllocate)
+		}
+	}
+	px, err := p.sidecar(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := px.View().Names
+	for host, a := range out {
+		if !slices.Equal(names[host], []string{a}) {
+			t.Errorf("host %s: the sidecar's name table resolves it to %v, istiod's registry says %s", host, names[host], a)
+		}
+	}
+	return out
 }
 
 // writeKeyPair issues a CA and a server certificate for dnsName into dir and
