@@ -8,6 +8,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -392,25 +394,53 @@ func startIstiodErr(t *testing.T, meshConfig string) (*istiodProc, error) {
 	return launchIstiod(t, runDir, nil, mesh)
 }
 
-// startIstiodSources starts istiod with the mesh config start-istiod.sh
-// generates for these config sources (ISTIOD_CONFIG_SOURCE, comma-separated).
+// startIstiodSources starts istiod with one config source per address
+// ("xds://127.0.0.1:P"), in the order given.
 func startIstiodSources(t *testing.T, sources ...string) *istiodProc {
 	t.Helper()
-	p, err := launchIstiod(t, t.TempDir(), []string{"ISTIOD_CONFIG_SOURCE=" + strings.Join(sources, ",")})
+	runDir := t.TempDir()
+	mesh := filepath.Join(runDir, "mesh-in.yaml")
+	body := "rootNamespace: istio-system\ntrustDomain: cluster.local\nconfigSources:\n"
+	for _, s := range sources {
+		body += "- address: " + s + "\n"
+	}
+	if err := os.WriteFile(mesh, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := launchIstiod(t, runDir, nil, mesh)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
 
+// meshNoSources is a mesh config without config sources: istiod is ready
+// on its own.
+const meshNoSources = "rootNamespace: istio-system\ntrustDomain: cluster.local\n"
+
+// launchIstiod runs start-istiod.sh in runDir. args[0], if it is not an
+// option, is the mesh config file; without one istiod runs meshNoSources.
+// Either way istiod is scoped to its test's group (scopeMesh).
 func launchIstiod(t *testing.T, runDir string, extraEnv []string, args ...string) (*istiodProc, error) {
 	t.Helper()
+	mesh := meshNoSources
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		b, err := os.ReadFile(args[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		mesh, args = string(b), args[1:]
+	}
+	scoped := filepath.Join(runDir, "mesh-scoped.yaml")
+	if err := os.WriteFile(scoped, []byte(scopeMesh(t, mesh)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// A copy: parallel tests must not append into scriptsEnv's spare capacity.
 	env := append(slices.Clone(scriptsEnv), "ISTIOD_RUN_DIR="+runDir, "ISTIOD_KUBECONFIG="+kubeconfig, "ISTIOD_WAIT=listen",
 		"ISTIOD_LOG_LEVEL=default:info,adsc:debug")
 	env = append(env, extraEnv...)
 	var out bytes.Buffer
-	startErr := command(repoRoot, env, &out, "bash", append([]string{"integration/istiod/start-istiod.sh"}, args...)...)
+	startErr := command(repoRoot, env, &out, "bash", append([]string{"integration/istiod/start-istiod.sh", scoped}, args...)...)
 	p := &istiodProc{runDir: runDir, logPath: filepath.Join(runDir, "istiod.log")}
 	for _, kv := range parseExports(out.String()) {
 		if v, ok := strings.CutPrefix(kv, "ISTIOD_HTTP_ADDR="); ok {
@@ -463,6 +493,42 @@ func withMode(config, mode string) string {
 		return strings.Replace(config, "\noutput: {", "\noutput: {mode: "+mode+", ", 1)
 	}
 	return strings.TrimRight(config, "\n") + "\noutput: {mode: " + mode + "}\n"
+}
+
+// groupLabelPrefix starts the namespace label that puts a namespace in the
+// view of one test's istiods.
+const groupLabelPrefix = "e2e.registry-adapter.io/"
+
+// groupLabel is the label key of t's group: its top-level test. Every
+// istiod of the suite shares one kube-apiserver, and istiod's Kubernetes
+// registry watches Services, EndpointSlices and Pods in every namespace
+// unless meshConfig.discoverySelectors narrows it: a Service one test
+// creates would otherwise push to every other test's istiod (a full push in
+// the middle of another test's "EDS only" assertion). So each istiod
+// selects only the namespaces labelled with its group's key (kubeNamespace
+// adds it), and sees nothing that other tests write. Config from xds://
+// sources is not filtered by discoverySelectors (istiod applies them to its
+// Kubernetes informers only), so the adapter's output reaches every istiod
+// whatever namespace it is in. TestKubeGroupsIsolated is the check.
+func groupLabel(t testing.TB) string {
+	name, _, _ := strings.Cut(t.Name(), "/")
+	if len(name) > 63 { // a label name's limit
+		sum := sha256.Sum256([]byte(name))
+		name = name[:54] + "-" + hex.EncodeToString(sum[:4])
+	}
+	return groupLabelPrefix + name
+}
+
+// scopeMesh adds to a mesh config the discoverySelectors of t's group.
+func scopeMesh(t testing.TB, mesh string) string {
+	t.Helper()
+	if strings.Contains(mesh, "discoverySelectors") {
+		t.Fatalf("the harness sets discoverySelectors itself (groupLabel); this mesh config has its own:\n%s", mesh)
+	}
+	if mesh != "" && !strings.HasSuffix(mesh, "\n") {
+		mesh += "\n"
+	}
+	return mesh + fmt.Sprintf("discoverySelectors:\n- matchExpressions:\n  - {key: %q, operator: Exists}\n", groupLabel(t))
 }
 
 func meshFor(xdsAddr string) string {

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -120,17 +121,45 @@ func doInstallIstioCRDs(t *testing.T) error {
 	return nil
 }
 
-// kubeNamespace creates a namespace for one test and, at its end, deletes
-// the Istio objects in it (a bare kube-apiserver has no namespace
-// controller to do it).
+// kubeNamespace creates a namespace for one test, puts it in the view of
+// the test's istiods (groupNamespace) and, at its end, deletes the Istio
+// objects in it (a bare kube-apiserver has no namespace controller to do it).
 func kubeNamespace(t *testing.T, name string) {
 	t.Helper()
-	c := kubeDynamic(t)
-	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": name}}}
-	if _, err := c.Resource(nsGVR).Create(context.Background(), ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	groupNamespace(t, name)
 	t.Cleanup(func() { deleteIstioObjects(t, name) })
+}
+
+// groupNamespace creates namespace name if it does not exist and labels it
+// with t's group key (groupLabel), so that the test's istiods watch what is
+// in it; the label is removed at the test's end. A shared namespace
+// (default, istio-system) may carry the keys of several tests.
+func groupNamespace(t *testing.T, name string) {
+	t.Helper()
+	labelNamespace(t, name, groupLabel(t))
+}
+
+// labelNamespace is groupNamespace for any group's key.
+func labelNamespace(t *testing.T, name, key string) {
+	t.Helper()
+	c := kubeDynamic(t).Resource(nsGVR)
+	ctx := context.Background()
+	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace",
+		"metadata": map[string]any{"name": name, "labels": map[string]any{key: "true"}}}}
+	_, err := c.Create(ctx, ns, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		patch := fmt.Sprintf(`{"metadata":{"labels":{%q:"true"}}}`, key)
+		_, err = c.Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	}
+	if err != nil {
+		t.Fatalf("namespace %s, label %s: %v", name, key, err)
+	}
+	t.Cleanup(func() {
+		patch := fmt.Sprintf(`{"metadata":{"labels":{%q:null}}}`, key)
+		if _, err := c.Patch(context.Background(), name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Logf("namespace %s: removing label %s: %v", name, key, err)
+		}
+	})
 }
 
 func deleteIstioObjects(t *testing.T, ns string) {

@@ -212,6 +212,7 @@ func runCheckArgs(t *testing.T, a *adapterProc, p *istiodProc, extra ...string) 
 // Compatibility section must change with it.
 func TestAmbientZtunnelLacksConfigSourceEntries(t *testing.T) {
 	t.Parallel()
+	groupNamespace(t, "default") // kubernetes.default, the control below
 	c, addr := startConsul(t, 0)
 	instance{service: "pg-a", node: "pg-a-1", addr: "10.41.1.1", port: 5432}.register(t, c)
 	a := startAdapter(t, consulConfig(addr), 0)

@@ -36,6 +36,7 @@ func TestRegistryLabelsCannotJoinKubernetesServices(t *testing.T) {
 	app, istioSel, vm := "victim-"+id, "gw-"+id, "10.77.0.1"
 
 	kube.ensureNamespace(t, ns)
+	kube.ensureNamespace(t, "istio-system")
 	kube.createService(t, "istio-system", "victim-"+id, map[string]string{"app": app})
 	kube.createService(t, "istio-system", "gw-"+id, map[string]string{"istio": istioSel})
 	kube.createService(t, ns, "control-"+id, map[string]string{"app": app})
@@ -61,6 +62,14 @@ func TestRegistryLabelsCannotJoinKubernetesServices(t *testing.T) {
 		if got := p.endpoints(t, host("control-"+id, ns)); !slices.ContainsFunc(got, func(e string) bool { return strings.HasPrefix(e, vm+"/") }) {
 			return fmt.Errorf("control Service endpoints %q", got)
 		}
+		// The Services the negative checks below look at are in istiod's
+		// registry: their namespaces are in its view (groupNamespace).
+		hosts := p.registryHosts(t)
+		for _, h := range []string{host("victim-"+id, "istio-system"), host("gw-"+id, "istio-system"), host("gwcontrol-"+id, ns)} {
+			if !slices.Contains(hosts, h) {
+				return fmt.Errorf("istiod does not hold the Kubernetes Service %s", h)
+			}
+		}
 		return nil
 	})
 
@@ -85,6 +94,27 @@ func TestRegistryLabelsCannotJoinKubernetesServices(t *testing.T) {
 	if ep.Labels["app"] != app || ep.Labels["version"] != "v1" {
 		t.Errorf("app and version should stay usable: %v", ep.Labels)
 	}
+}
+
+// registryHosts lists the hosts of istiod's service registry
+// (/debug/registryz): Kubernetes Services and config-source entries alike.
+func (p *istiodProc) registryHosts(t *testing.T) []string {
+	t.Helper()
+	_, body, err := httpGet("http://" + p.httpAddr + "/debug/registryz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var services []struct {
+		Hostname string `json:"hostname"`
+	}
+	if err := json.Unmarshal(body, &services); err != nil {
+		t.Fatalf("registryz: %v: %.200s", err, body)
+	}
+	var out []string
+	for _, s := range services {
+		out = append(out, s.Hostname)
+	}
+	return sortStrings(out)
 }
 
 type endpointDetail struct {
@@ -188,11 +218,11 @@ func (k *kubeClient) postBody(t *testing.T, path string, obj any) (int, []byte) 
 	return resp.StatusCode, msg.Bytes()
 }
 
+// ensureNamespace creates namespace name if it does not exist and puts it
+// in the view of the test's istiods (groupNamespace).
 func (k *kubeClient) ensureNamespace(t *testing.T, name string) {
 	t.Helper()
-	k.post(t, "/api/v1/namespaces", map[string]any{
-		"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": name},
-	})
+	groupNamespace(t, name)
 }
 
 func (k *kubeClient) createService(t *testing.T, namespace, name string, selector map[string]string) {
