@@ -230,13 +230,20 @@ type adapterProc struct {
 // placeholders for its listeners) and waits until it serves.
 func startAdapter(t *testing.T, config string, xdsPort int) *adapterProc {
 	t.Helper()
+	return startAdapterAt(t, config, xdsPort, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+}
+
+// startAdapterAt is startAdapter with the probe listener ({{DEBUG}}) on
+// debugAddr.
+func startAdapterAt(t *testing.T, config string, xdsPort int, debugAddr string) *adapterProc {
+	t.Helper()
 	if xdsPort == 0 {
 		xdsPort = freePort(t)
 	}
 	a := &adapterProc{
 		configPath: filepath.Join(t.TempDir(), "config.yaml"),
 		xdsAddr:    fmt.Sprintf("127.0.0.1:%d", xdsPort),
-		debugAddr:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		debugAddr:  debugAddr,
 	}
 	config = strings.NewReplacer("{{XDS}}", a.xdsAddr, "{{DEBUG}}", a.debugAddr).Replace(config)
 	if err := os.WriteFile(a.configPath, []byte(config), 0o600); err != nil {
