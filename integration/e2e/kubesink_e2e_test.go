@@ -9,6 +9,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/registry-adapter/registry-adapter/fidelity"
 	"github.com/registry-adapter/registry-adapter/sinks/kube"
@@ -25,6 +26,10 @@ kubernetesSink:
   kubeconfig: %q
   owner: %s
   leaderElection: {leaseName: %s, leaseDuration: 4s, renewDeadline: 3s, retryPeriod: 500ms}
+# Emptying a source is held whatever its size; minInstances 1 puts this small
+# fleet under the share rule too. 0.7: the test's own deregistrations (at most
+# 2 of 3 within a window) pass.
+guard: {minInstances: 1, maxDeletionShare: 0.7}
 sources:
 - name: dc1
   consul: {address: "%s", wait: 2s, requestTimeout: 1s, backoffMin: 100ms, backoffMax: 1s, minQueryInterval: 50ms}
@@ -85,6 +90,25 @@ func ownedVersions(t *testing.T, ns, owner string) []string {
 	return sortStrings(out)
 }
 
+// ownedObjects is kind/name uid=UID rv=resourceVersion of every object
+// the owner has in ns: a deleted and recreated object has a new UID, a
+// rewritten one a new resourceVersion.
+func ownedObjects(t *testing.T, ns, owner string) []string {
+	t.Helper()
+	var out []string
+	for kind, g := range map[string]schema.GroupVersionResource{"se": seGVR, "we": weGVR} {
+		list, err := kubeDynamic(t).Resource(g).Namespace(ns).List(context.Background(),
+			metav1.ListOptions{LabelSelector: kube.LabelOwner + "=" + owner})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range list.Items {
+			out = append(out, fmt.Sprintf("%s/%s uid=%s rv=%s", kind, u.GetName(), u.GetUID(), u.GetResourceVersion()))
+		}
+	}
+	return sortStrings(out)
+}
+
 // TestKubeSinkConsulIstiod: the adapter with sink: kubernetes, real Consul, and
 // an istiod that reads config only from the Kubernetes API (k8s://). The
 // fidelity checker passes after register, change, deregister, a Consul crash
@@ -127,18 +151,43 @@ func TestKubeSinkConsulIstiod(t *testing.T) {
 	}
 
 	// Consul crashes: the adapter keeps its last state, so the objects stay
-	// exactly as they are (no write at all while Consul is down).
-	before := ownedVersions(t, ns, owner)
+	// exactly as they are (no write at all while Consul is down): the same
+	// objects (UIDs) at the same resourceVersions.
+	before := ownedObjects(t, ns, owner)
+	unchanged := func(when string) {
+		t.Helper()
+		if after := ownedObjects(t, ns, owner); !slices.Equal(before, after) {
+			t.Fatalf("owned objects deleted, recreated or rewritten %s:\nbefore %v\nafter  %v", when, before, after)
+		}
+	}
 	consul.kill(t)
 	waitStale(t, a.debugAddr, "dc1", true, 30*time.Second)
-	if after := ownedVersions(t, ns, owner); !slices.Equal(before, after) {
-		t.Fatalf("objects changed while Consul was down:\nbefore %v\nafter  %v", before, after)
-	}
-	// It comes back empty (a fresh dev agent); the guard holds the mass
-	// deletion; the fleet is registered again and everything converges.
+	unchanged("while Consul was down")
+	// It comes back empty (a fresh dev agent): the guard holds the mass
+	// deletion, and no owned object is deleted.
 	consul.start(t)
+	eventually(t, 60*time.Second, "the guard holds the empty catalog's deletion", func() error {
+		held, err := heldChanges(t, a.debugAddr)
+		if err != nil {
+			return err
+		}
+		if len(held) != 1 || held[0].Source != "dc1" || held[0].Removes != 2 {
+			return fmt.Errorf("held %+v", held)
+		}
+		return nil
+	})
+	unchanged("while the guard held the deletion")
+	// The fleet is registered again: nothing is held any more, everything
+	// converges, and the objects are the very same ones, unwritten.
 	registerTxn(t, consul.client, vm{"web", "web-2", "10.7.0.2"}, vm{"web", "web-3", "10.7.0.3"})
 	step("consul crash", vm{"web", "web-2", "10.7.0.2"}, vm{"web", "web-3", "10.7.0.3"})
+	eventually(t, 30*time.Second, "nothing held once the fleet is back", func() error {
+		if held, err := heldChanges(t, a.debugAddr); err != nil || len(held) != 0 {
+			return fmt.Errorf("held %+v %v", held, err)
+		}
+		return nil
+	})
+	unchanged("after the fleet came back")
 
 	// The adapter restarts: one list, nothing rewritten, istiod unaffected.
 	before = ownedVersions(t, ns, owner)
