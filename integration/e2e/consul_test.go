@@ -281,21 +281,52 @@ func TestConsulEndpointLifecycle(t *testing.T) {
 }
 
 // TestConsulPortsAndProtocols: a service's ports and protocols reach istiod as
-// configured in Consul (meta, tags, default), multi-port services included.
+// configured in Consul (meta, tags, default), multi-port services (Consul's
+// Ports) included: each port with its own protocol from meta or tags, named
+// "<protocol>-<number>" like every served port (Consul's port names do not
+// reach istiod).
 func TestConsulPortsAndProtocols(t *testing.T) {
 	t.Parallel()
 	c, addr := startConsul(t, 0)
 	register(t, c, "h2", "vm-1", "10.3.0.1", 8443, nil, map[string]string{"protocol": "http2"})
 	register(t, c, "legacy", "vm-2", "10.3.0.2", 8080, []string{"protocol|http"}, nil)
 	register(t, c, "plain", "vm-3", "10.3.0.3", 6000, nil, nil)
+	multi := func(service, node, addr string, ports consulapi.ServicePorts, tags []string, meta map[string]string) {
+		t.Helper()
+		if _, err := c.Catalog().Register(&consulapi.CatalogRegistration{
+			Node: node, Address: addr,
+			Service: &consulapi.AgentService{ID: service, Service: service, Ports: ports, Tags: tags, Meta: meta},
+			Check:   &consulapi.AgentCheck{Node: node, CheckID: "health-" + service, Name: "health", Status: consulapi.HealthPassing, ServiceID: service},
+		}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Meta: one protocol for the service, another for one port.
+	multi("mp", "vm-4", "10.3.0.4", consulapi.ServicePorts{{Name: "http", Port: 8080, Default: true}, {Name: "admin", Port: 9090}, {Name: "metrics", Port: 9100}},
+		nil, map[string]string{"protocol": "http", "protocol-admin": "grpc"})
+	// Tags: the same, with the port-specific one first in Consul's rule.
+	multi("mt", "vm-5", "10.3.0.5", consulapi.ServicePorts{{Name: "api", Port: 7000, Default: true}, {Name: "debug", Port: 7001}},
+		[]string{"protocol-debug=http2", "protocol=grpc"}, nil)
 	a := startAdapter(t, consulConfig(addr), 0)
 	p := startIstiod(t, meshFor(a.xdsAddr))
 	p.waitReady(t)
+	// By hand: each instance at each port.
+	multiPort := func(name, addr string, ports map[string]fidelity.Port) *fidelity.Service {
+		s := placed(&fidelity.Service{Host: name + ".service.consul", Ports: ports, Endpoints: map[string]fidelity.Endpoint{}})
+		for pn, port := range ports {
+			s.Endpoints[addr+"/"+pn] = fidelity.Endpoint{Address: addr, PortName: pn, Port: port.Number, Weight: 1, Locality: "dc1"}
+		}
+		return s
+	}
 	eventually(t, 30*time.Second, "istiod holds each protocol", func() error {
 		return holds(t, a, p, expect(
 			consulService("h2", "HTTP2", 8443, "10.3.0.1"),
 			consulService("legacy", "HTTP", 8080, "10.3.0.2"),
-			consulService("plain", "TCP", 6000, "10.3.0.3")))
+			consulService("plain", "TCP", 6000, "10.3.0.3"),
+			multiPort("mp", "10.3.0.4", map[string]fidelity.Port{
+				"http-8080": {Number: 8080, Protocol: "HTTP"}, "grpc-9090": {Number: 9090, Protocol: "GRPC"}, "http-9100": {Number: 9100, Protocol: "HTTP"}}),
+			multiPort("mt", "10.3.0.5", map[string]fidelity.Port{
+				"grpc-7000": {Number: 7000, Protocol: "GRPC"}, "http2-7001": {Number: 7001, Protocol: "HTTP2"}})))
 	})
 	_, body, err := httpGet("http://" + p.httpAddr + "/debug/registryz")
 	if err != nil {
@@ -322,6 +353,8 @@ func TestConsulPortsAndProtocols(t *testing.T) {
 		"h2.service.consul":     "http2-8443:8443:HTTP2 ",
 		"legacy.service.consul": "http-8080:8080:HTTP ",
 		"plain.service.consul":  "tcp-6000:6000:TCP ",
+		"mp.service.consul":     "http-8080:8080:HTTP grpc-9090:9090:GRPC http-9100:9100:HTTP ",
+		"mt.service.consul":     "grpc-7000:7000:GRPC http2-7001:7001:HTTP2 ",
 	} {
 		if got[host] != want {
 			t.Errorf("%s ports %q, want %q", host, got[host], want)
