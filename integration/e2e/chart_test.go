@@ -677,6 +677,14 @@ func TestChartInstall(t *testing.T) {
 	for _, c := range cases {
 		c.waitReady(t)
 	}
+	// The istiods below read only their test group's namespaces (groupLabel): the Kubernetes sinks' output
+	// namespaces, and istio-system (the chart's Secrets).
+	groupNamespace(t, "istio-system")
+	for _, c := range cases {
+		if c.outputNamespace != "" {
+			groupNamespace(t, c.outputNamespace)
+		}
+	}
 	xds, both := cases[0], cases[2]
 
 	// istiod as manifests/istiod-values.yaml configures it: k8s:// and the xds release over TLS, the CA read from
@@ -691,6 +699,11 @@ func TestChartInstall(t *testing.T) {
 		t.Helper()
 		for _, c := range cases {
 			want := expectVMs(prefixed(c.prefix, registered...)...)
+			if c.outputNamespace != "" { // else the chart's default, which expectVMs states
+				for _, s := range want {
+					s.Namespace = c.outputNamespace
+				}
+			}
 			var checks []func() error
 			switch c.sink {
 			case "xds":
