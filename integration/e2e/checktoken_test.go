@@ -30,6 +30,8 @@ import (
 func TestCheckTokenFromAnotherHost(t *testing.T) {
 	t.Parallel()
 	l := makeNetns(t)
+	// istiod writes istio-ca-root-cert only into the namespaces it reads.
+	groupNamespace(t, "istio-system")
 	a := startAdapter(t, staticConfig, 0)
 	mon := freeAddrOn(t, l.hostIP)
 	secure := freeAddrOn(t, l.hostIP)

@@ -64,6 +64,7 @@ func TestClusterConfigWinsConflicts(t *testing.T) {
 	sfx := randomSuffix(t)
 	ns := "conflict-" + sfx
 	k.ensureNamespace(t, ns)
+	groupNamespace(t, "default") // kubernetes.default, whose address the registry claims
 	kdbIP := k.createTCPService(t, ns, "kdb", 5432)
 	seName := "shared-" + sfx
 	se := &unstructured.Unstructured{Object: map[string]any{
