@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# e2e-matrix.sh — the e2e's core scenarios against every istiod the module proxy here serves (issue 18): the pinned
+# e2e-matrix.sh — the e2e's core scenarios against every istiod the module proxy here serves: the pinned
 # one (./build) and each of ./versions/*. Builds each pilot-discovery once (cached like build.sh's), then runs
 # the scenarios with it, and prints one line per Istio line.
 #

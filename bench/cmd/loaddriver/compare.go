@@ -1,6 +1,6 @@
 package main
 
-// istiod's side, side by side (issue 19): the same generated services served
+// istiod's side, side by side: the same generated services served
 // to the same unpatched istiod (integration/istiod) several ways, one fresh
 // adapter child and one fresh istiod per way (kube-apiserver and etcd stay):
 //

@@ -102,7 +102,7 @@ func driverMain() int {
 	shardSizes := flag.String("istiod-shard-sizes", "10000,50000", "sharding with the real istiod: inline ServiceEntry counts N")
 	flag.IntVar(&o.shardChanges, "istiod-shard-changes", 20, "sharding with the real istiod: endpoint changes per N and K")
 	flag.IntVar(&o.shardColds, "istiod-shard-colds", 3, "sharding with the real istiod: cold syncs (istiod restarts) per N and K")
-	compareWays := flag.String("istiod-compare", "", "istiod's side, side by side (issue 19): ways to serve the same services to a fresh real istiod each, e.g. inline,inline-versionless,workloadentry,workloadentry-perservice (empty: skip; -versionless relays the adapter's replies without resource versions; -perservice sets output.namespaceLayout perService)")
+	compareWays := flag.String("istiod-compare", "", "istiod's side, side by side: ways to serve the same services to a fresh real istiod each, e.g. inline,inline-versionless,workloadentry,workloadentry-perservice (empty: skip; -versionless relays the adapter's replies without resource versions; -perservice sets output.namespaceLayout perService)")
 	compareSizes := flag.String("istiod-compare-sizes", "10000", "istiod comparison: service counts")
 	flag.IntVar(&o.compareChanges, "istiod-compare-changes", 10, "istiod comparison: endpoint moves, and health changes, per row")
 	flag.IntVar(&o.compareBurst, "istiod-compare-burst", 1000, "istiod comparison: endpoint moves of distinct services sent at once (0: skip)")

@@ -267,7 +267,7 @@ func (rep *report) render() string {
 		{"Consul", rep.consul},
 		{"Real istiod", rep.istiod},
 		{"Sharding with the real istiod", rep.shards},
-		{"istiod side by side (issue 19)", rep.compare},
+		{"istiod side by side", rep.compare},
 		{"Go benchmarks (go test -bench -benchmem, same run)", rep.gobench},
 	} {
 		if len(sec.lines) == 0 {
