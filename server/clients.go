@@ -295,6 +295,12 @@ func (t *clients) response(id int64, typeURL, version, nonce, protocol string, b
 	// at 0, so that increase() sees the first NACK (a series born at 1
 	// shows no increase) and the NACK alert fires on it.
 	t.metrics.nacks.WithLabelValues(typeLabel(typeURL))
+	// Likewise the kind's change-to-ACK histogram: its count exists at 0,
+	// so that the first ACKed change is an increase (the not-ACKing alert
+	// compares pushes with it, and fired after a pod's first change).
+	if k := served.KindOf(typeURL); k != "" {
+		t.metrics.ackLatency.WithLabelValues(string(k))
+	}
 }
 
 func (t *clients) OnFetchRequest(context.Context, *discovery.DiscoveryRequest) error         { return nil }

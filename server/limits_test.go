@@ -579,12 +579,14 @@ func TestStreamPastTheLimitRefused(t *testing.T) {
 }
 
 // TestNackCounterFromFirstResponse: once a response of a type is sent, the
-// type's NACK counter exists at 0, so that increase() sees a first NACK (a
-// series born at 1 shows no increase, and the NACK alert would not fire).
+// type's NACK counter and its kind's change-to-ACK count exist at 0, so that
+// increase() sees a first NACK and a first ACKed change (a series born at 1
+// shows no increase: the NACK alert would not fire, the not-ACKing one would).
 func TestNackCounterFromFirstResponse(t *testing.T) {
 	s := startServer(t, Config{})
 	s.cache.MarkReady()
 	want := fmt.Sprintf("registry_adapter_server_nacks_total{shard=\"0\",type=%q} 0", seV1)
+	wantAck := fmt.Sprintf("registry_adapter_server_change_to_ack_seconds_count{kind=%q,shard=\"0\"} 0", served.KindServiceEntry)
 	if bytes.Contains(metricsText(t, s.reg), []byte("registry_adapter_server_nacks_total")) {
 		t.Fatal("a NACK counter before any response")
 	}
@@ -594,6 +596,7 @@ func TestNackCounterFromFirstResponse(t *testing.T) {
 		t.Fatalf("reply %s", r.TypeUrl)
 	}
 	waitFor(t, "the NACK counter of the type answered", func() bool { return bytes.Contains(metricsText(t, s.reg), []byte(want)) })
+	waitFor(t, "the change-to-ACK count of the kind answered", func() bool { return bytes.Contains(metricsText(t, s.reg), []byte(wantAck)) })
 }
 
 // TestHostileClients is the attack of issue 15: clients with random node
