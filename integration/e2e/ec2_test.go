@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/registry-adapter/registry-adapter/fidelity"
+	"github.com/registry-adapter/registry-adapter/sources/awsapi/mototest"
 )
 
 // startMoto runs moto_server, the AWS API emulator this machine image ships,
@@ -45,7 +46,9 @@ func startMoto(t *testing.T) string {
 }
 
 // TestEC2InstancesReachIstiod: instances tagged in (emulated) EC2 become
-// endpoints in a real istiod, and a terminated one leaves it.
+// endpoints in a real istiod; with health on, one whose status checks turn
+// impaired leaves istiod's view and comes back when they pass; a
+// terminated one leaves it.
 func TestEC2InstancesReachIstiod(t *testing.T) {
 	// The adapter reads AWS credentials from its environment, as in
 	// production (the default chain); t.Setenv rules out t.Parallel.
@@ -82,25 +85,59 @@ func TestEC2InstancesReachIstiod(t *testing.T) {
 	}
 	slices.Sort(ips)
 	// The mesh-ports tag gives the port; other tags become labels.
+	// The network is the instances' VPC (the source's default).
+	vpc := aws.ToString(run.Instances[0].VpcId)
 	billing := func(addrs ...string) fidelity.View {
 		s := located(service("billing.us-east-1.ec2", "HTTP", 8080, 0, addrs...), "us-east-1/us-east-1a")
 		for _, a := range addrs {
 			labelled(s, a, map[string]string{"version": "v7"})
 		}
+		for k, e := range s.Endpoints {
+			e.Network = vpc
+			s.Endpoints[k] = e
+		}
 		return expect(s)
 	}
 
+	// moto reports every instance's status checks ok: the proxy impairs
+	// the ones the test names, in moto's own DescribeInstanceStatus answer.
+	status, err := mototest.NewStatusProxy(moto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(status.Close)
 	a := startAdapter(t, fmt.Sprintf(`
 server: {listen: "{{XDS}}", debugListen: "{{DEBUG}}"}
 debounce: {quiet: 50ms, max: 300ms}
 sources:
 - name: aws
-  ec2: {region: us-east-1, endpoint: %q, refreshInterval: 1s}
-`, moto), 0)
+  ec2: {region: us-east-1, endpoint: %q, refreshInterval: 1s, health: {enabled: true}}
+`, status.URL), 0)
 	p := startIstiod(t, meshFor(a.xdsAddr))
 	p.waitReady(t)
 	const host = "billing.us-east-1.ec2"
 	eventually(t, 30*time.Second, "EC2 instances in istiod", func() error {
+		if got := p.endpoints(t, host); !slices.Equal(got, ips) {
+			return fmt.Errorf("endpoints %v, want %v", got, ips)
+		}
+		return holds(t, a, p, billing(addrs...))
+	})
+
+	// Health: instance 0's system status check fails, then passes again.
+	impaired := aws.ToString(run.Instances[0].InstanceId)
+	healthyOnly := []string{aws.ToString(run.Instances[1].PrivateIpAddress) + "/http-8080"}
+	status.Set(impaired, "impaired")
+	start := time.Now()
+	eventually(t, 30*time.Second, "impaired instance gone from istiod", func() error {
+		if got := p.endpoints(t, host); !slices.Equal(got, healthyOnly) {
+			return fmt.Errorf("endpoints %v, want %v", got, healthyOnly)
+		}
+		return holds(t, a, p, billing(addrs[1]))
+	})
+	t.Logf("impaired instance left istiod's view %s after its status changed (refreshInterval 1s, debounce max 300ms)",
+		time.Since(start).Round(10*time.Millisecond))
+	status.Set(impaired, "")
+	eventually(t, 30*time.Second, "instance back in istiod once its checks pass", func() error {
 		if got := p.endpoints(t, host); !slices.Equal(got, ips) {
 			return fmt.Errorf("endpoints %v, want %v", got, ips)
 		}
