@@ -32,7 +32,17 @@ const (
 var resources = map[served.Kind]schema.GroupVersionResource{
 	served.KindServiceEntry:  {Group: served.Group, Version: Version, Resource: "serviceentries"},
 	served.KindWorkloadEntry: {Group: served.Group, Version: Version, Resource: "workloadentries"},
+	// Traffic policy (a Consul source's configEntries.trafficPolicy): listed
+	// without failing the resync where the Role does not grant them.
+	served.KindDestinationRule: {Group: served.Group, Version: Version, Resource: "destinationrules"},
+	served.KindVirtualService:  {Group: served.Group, Version: Version, Resource: "virtualservices"},
 }
+
+// optional are the kinds whose list may be refused (a Role written for
+// sources without traffic policy) without failing the resync: nothing of
+// theirs is then pruned, and a write of one fails and is counted like any
+// other.
+var optional = map[served.Kind]bool{served.KindDestinationRule: true, served.KindVirtualService: true}
 
 // render turns a served MCP resource (the Any the xDS cache serves, decoded
 // with served.Decode as istiod decodes it, so that both sinks carry

@@ -94,6 +94,9 @@ type Sink struct {
 	leases    coordinationv1.LeasesGetter
 	log       *zap.Logger
 	m         *metrics
+	// warnedList: the optional kinds whose refused list was logged (only
+	// the resync loop reads and writes it).
+	warnedList map[served.Kind]bool
 
 	mu      sync.Mutex
 	desired map[key]*want
@@ -159,7 +162,7 @@ func newSink(cfg Config, namespace string, client dynamic.Interface, leases coor
 	return &Sink{
 		cfg: cfg, namespace: namespace, client: client, leases: leases, log: log, m: newMetrics(reg),
 		desired: make(map[key]*want), actual: make(map[key]have), foreign: make(map[key]bool),
-		since: make(map[key]time.Time),
+		since: make(map[key]time.Time), warnedList: make(map[served.Kind]bool),
 	}
 }
 
@@ -499,6 +502,14 @@ func (s *Sink) resync(ctx context.Context, q workqueue.TypedRateLimitingInterfac
 			continue // a kind the sink does not write (yet)
 		}
 		if err := s.list(ctx, kind, listed); err != nil {
+			if optional[kind] && (apierrors.IsForbidden(err) || apierrors.IsNotFound(err)) {
+				if !s.warnedList[kind] {
+					s.log.Warn("kubernetes sink: cannot list a kind it writes only for traffic policy; its objects are neither pruned nor repaired until the Role grants it",
+						zap.String("kind", string(kind)), zap.Error(err))
+					s.warnedList[kind] = true
+				}
+				continue
+			}
 			return err
 		}
 	}

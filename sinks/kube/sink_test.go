@@ -774,3 +774,74 @@ func (netTimeout) Error() string {
 }
 func (netTimeout) Timeout() bool   { return true }
 func (netTimeout) Temporary() bool { return true }
+
+// TestSinkWritesTrafficPolicy: DestinationRules and VirtualServices (a
+// Consul source's traffic policy) are written and deleted like
+// ServiceEntries, with the owner label; a Role that does not grant listing
+// them (one written before the sink wrote them) fails neither the resync nor
+// the ServiceEntries, and nothing of theirs is pruned on a guess.
+func TestSinkWritesTrafficPolicy(t *testing.T) {
+	api := newFakeAPI(t)
+	drGVR, vsGVR := resources[served.KindDestinationRule], resources[served.KindVirtualService]
+	var listRefused atomic.Int32
+	api.PrependReactor("list", "destinationrules", func(k8stesting.Action) (bool, runtime.Object, error) {
+		listRefused.Add(1)
+		return true, nil, apierrors.NewForbidden(drGVR.GroupResource(), "", errors.New("RBAC: not granted"))
+	})
+	labels := map[string]string{served.LabelManagedBy: served.ManagedByValue, "registry-adapter.io/service": "web"}
+	dr := entry(t, served.KindDestinationRule, testNS+"/web", labels, nil, &networking.DestinationRule{
+		Host: "web.example", Subsets: []*networking.Subset{{Name: "v1", Labels: map[string]string{"version": "v1"}}}})
+	vs := entry(t, served.KindVirtualService, testNS+"/web", labels, nil, &networking.VirtualService{
+		Hosts: []string{"web.example"}, Http: []*networking.HTTPRoute{{Route: []*networking.HTTPRouteDestination{
+			{Destination: &networking.Destination{Host: "web.example", Subset: "v1"}, Weight: 100}}}}})
+
+	s := newTestSink(t, testConfig(nil), api, nil)
+	s.Apply(served.KindServiceEntry, []served.Entry{seEntry(t, "web", "a")}, nil)
+	if !s.Apply(served.KindDestinationRule, []served.Entry{dr}, nil) || !s.Apply(served.KindVirtualService, []served.Entry{vs}, nil) {
+		t.Fatal("a DestinationRule or VirtualService is not a change for the sink")
+	}
+	run(t, s)
+	held := func(gvr schema.GroupVersionResource) (*unstructured.Unstructured, error) {
+		o, err := api.Tracker().Get(gvr, testNS, "web")
+		if err != nil {
+			return nil, err
+		}
+		return o.(*unstructured.Unstructured), nil
+	}
+	eventually(t, "the ServiceEntry, DestinationRule and VirtualService written", func() error {
+		if err := exists(t, api, "web")(); err != nil {
+			return err
+		}
+		for _, gvr := range []schema.GroupVersionResource{drGVR, vsGVR} {
+			if _, err := held(gvr); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if listRefused.Load() == 0 {
+		t.Fatal("the sink never listed DestinationRules")
+	}
+	for gvr, kind := range map[schema.GroupVersionResource]string{drGVR: "DestinationRule", vsGVR: "VirtualService"} {
+		o, _ := held(gvr)
+		if o.GetKind() != kind || !owned(o.GetLabels(), "test") {
+			t.Errorf("%s: kind %q labels %v", gvr.Resource, o.GetKind(), o.GetLabels())
+		}
+	}
+	if sub, _, _ := unstructured.NestedSlice(func() map[string]any { o, _ := held(drGVR); return o.Object }(), "spec", "subsets"); len(sub) != 1 {
+		t.Errorf("DestinationRule subsets %v", sub)
+	}
+
+	// Deleted like any owned object once ready.
+	s.MarkReady()
+	s.Apply(served.KindVirtualService, nil, []string{testNS + "/web"})
+	eventually(t, "the VirtualService deleted", func() error {
+		if _, err := held(vsGVR); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there (%v)", err)
+		}
+		return nil
+	})
+	if _, err := held(drGVR); err != nil {
+		t.Errorf("the DestinationRule went with the VirtualService: %v", err)
+	}
+}
