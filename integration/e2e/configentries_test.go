@@ -10,6 +10,7 @@ import (
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/registry-adapter/registry-adapter/fidelity"
 )
@@ -181,28 +182,7 @@ sources:
 
 	// A sidecar's view: a cluster per subset with that subset's instance, and
 	// the 90/10 route.
-	eventually(t, 30*time.Second, "the sidecar's subset clusters and weighted route", func() error {
-		px, err := p.sidecar(t)
-		if err != nil {
-			return err
-		}
-		v := px.View()
-		for subset, ep := range map[string]string{"v1": "10.7.0.1:8080", "v2": "10.7.0.2:8080"} {
-			cname := "outbound|8080|" + subset + "|" + name
-			if got := v.Clusters[cname].Endpoints; !slices.Equal(got, []string{ep}) {
-				return fmt.Errorf("cluster %s endpoints %v, want [%s]", cname, got, ep)
-			}
-		}
-		route, err := weightedRoute(v, "8080", name)
-		if err != nil {
-			return err
-		}
-		want := map[string]uint32{"outbound|8080|v1|" + name: 90, "outbound|8080|v2|" + name: 10}
-		if !maps.Equal(route.Clusters, want) {
-			return fmt.Errorf("route to %s: %v, want %v", name, route.Clusters, want)
-		}
-		return nil
-	})
+	eventually(t, 30*time.Second, "the sidecar's subset clusters and weighted route", splitInSidecar(t, p, name))
 
 	// A protocol change in service-defaults is one ServiceEntry change.
 	upserts := func() float64 {
@@ -236,4 +216,75 @@ func weightedRoute(v fidelity.SidecarView, table, host string) (fidelity.Sidecar
 		hosts = append(hosts, vh.Name)
 	}
 	return fidelity.SidecarHTTPRoute{}, fmt.Errorf("route table %s has no virtual host for %s (it has %s)", table, host, strings.Join(hosts, ", "))
+}
+
+// splitInSidecar checks a sidecar's view of host web on 8080: a cluster per
+// subset with that subset's instance, and the 90/10 route.
+func splitInSidecar(t *testing.T, p *istiodProc, name string) func() error {
+	return func() error {
+		px, err := p.sidecar(t)
+		if err != nil {
+			return err
+		}
+		v := px.View()
+		for subset, ep := range map[string]string{"v1": "10.7.0.1:8080", "v2": "10.7.0.2:8080"} {
+			cname := "outbound|8080|" + subset + "|" + name
+			if got := v.Clusters[cname].Endpoints; !slices.Equal(got, []string{ep}) {
+				return fmt.Errorf("cluster %s endpoints %v, want [%s]", cname, got, ep)
+			}
+		}
+		route, err := weightedRoute(v, "8080", name)
+		if err != nil {
+			return err
+		}
+		want := map[string]uint32{"outbound|8080|v1|" + name: 90, "outbound|8080|v2|" + name: 10}
+		if !maps.Equal(route.Clusters, want) {
+			return fmt.Errorf("route to %s: %v, want %v", name, route.Clusters, want)
+		}
+		return nil
+	}
+}
+
+// TestConsulConfigEntriesKubeSink: the same traffic policy through the
+// Kubernetes sink: the DestinationRule and VirtualService are objects in the
+// output namespace (as kubectl lists them), and an istiod that reads only
+// the Kubernetes API gives a sidecar the subset clusters and the 90/10 route.
+func TestConsulConfigEntriesKubeSink(t *testing.T) {
+	installIstioCRDs(t)
+	ns := "ce-kube-" + randomSuffix(t)
+	kubeNamespace(t, ns)
+	c, addr := startConsul(t, 0)
+	register(t, c, "web", "vm-1", "10.7.0.1", 8080, nil, map[string]string{"version": "v1"})
+	register(t, c, "web", "vm-2", "10.7.0.2", 8080, nil, map[string]string{"version": "v2"})
+	setConfigEntry(t, c, &consulapi.ServiceConfigEntry{Kind: consulapi.ServiceDefaults, Name: "web", Protocol: "http"})
+	setConfigEntry(t, c, &consulapi.ServiceResolverConfigEntry{Kind: consulapi.ServiceResolver, Name: "web", Subsets: map[string]consulapi.ServiceResolverSubset{
+		"v1": {Filter: "Service.Meta.version == v1"}, "v2": {Filter: "Service.Meta.version == v2"},
+	}})
+	setConfigEntry(t, c, &consulapi.ServiceSplitterConfigEntry{Kind: consulapi.ServiceSplitter, Name: "web", Splits: []consulapi.ServiceSplit{
+		{Weight: 90, ServiceSubset: "v1"}, {Weight: 10, ServiceSubset: "v2"},
+	}})
+	startAdapter(t, fmt.Sprintf(`
+server: {listen: "{{XDS}}", debugListen: "{{DEBUG}}"}
+debounce: {quiet: 50ms, max: 300ms}
+sink: kubernetes
+output: {namespace: %s}
+kubernetesSink: {kubeconfig: %q, owner: ce-kube, leaderElection: {enabled: false}}
+sources:
+- name: dc1
+  consul: {address: "%s", backoffMin: 100ms, backoffMax: 1s, configEntries: {trafficPolicy: true}}
+`, ns, kubeconfig, addr), 0)
+	p := startIstiod(t, meshK8sOnly)
+	p.waitReady(t)
+
+	const name = "web.service.consul"
+	eventually(t, 60*time.Second, "kubectl lists the DestinationRule and VirtualService", func() error {
+		for _, r := range []string{"destinationrules", "virtualservices"} {
+			gvr := schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: r}
+			if got := kubeNames(t, gvr, ns); !slices.Contains(got, name) && !slices.Contains(got, "web-service-consul") {
+				return fmt.Errorf("%s in %s: %v", r, ns, got)
+			}
+		}
+		return nil
+	})
+	eventually(t, 60*time.Second, "the sidecar's subset clusters and weighted route (istiod reads k8s:// only)", splitInSidecar(t, p, name))
 }
