@@ -62,10 +62,8 @@ type rigOptions struct {
 	// consulDefaults leaves the Consul source's timings at their defaults;
 	// otherwise they are short, see config.
 	consulDefaults bool
-	// trafficPolicy has the xDS-sink paths' Consul source serve Consul's
-	// service-resolver and service-splitter as DestinationRules and
-	// VirtualServices (the Kubernetes sink writes ServiceEntries and
-	// WorkloadEntries only).
+	// trafficPolicy has the Consul source serve Consul's service-resolver
+	// and service-splitter as DestinationRules and VirtualServices.
 	trafficPolicy bool
 	paths         []trafficPath
 }
@@ -124,7 +122,7 @@ func (r *trafficRig) config(p trafficPath) string {
 	if r.opts.consulDefaults {
 		timings = ""
 	}
-	if r.opts.trafficPolicy && p.sink == "xds" {
+	if r.opts.trafficPolicy {
 		timings += ", configEntries: {trafficPolicy: true}"
 	}
 	fmt.Fprintf(&b, "- name: dc1\n  consul: {address: %q, hostTemplate: \"{{.Service}}.%s.%s.consul\", zoneMetaKey: zone%s}\n",

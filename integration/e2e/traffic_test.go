@@ -131,8 +131,7 @@ func TestTrafficFollowsTheRegistry(t *testing.T) {
 	// RPC from the route istiod built from the adapter's VirtualService, and
 	// each subset cluster holds its version's instance. 500 RPCs: v2's
 	// count is binomial (mean 50, sd 6.7); 20 to 80 is 4.5 sd each way, and
-	// an even spread (no split: 250) or none to v2 is far outside. The Kubernetes sink
-	// writes no VirtualService: its paths spread over both, as logged.
+	// an even spread (no split: 250) or none to v2 is far outside.
 	for _, p := range r.paths {
 		conn := client.dial(t, r.host(p, "split"), echoPort)
 		k := key(p, "split", echoPort)
@@ -140,7 +139,7 @@ func TestTrafficFollowsTheRegistry(t *testing.T) {
 		got := burst(t, conn, k, 500)
 		v2 := got[fmt.Sprintf("%s:%d", split[1].node, echoPort)]
 		t.Logf("%s: 500 RPCs to split (Consul's splitter: 90%% v1, 10%% v2): %v", p.name, got)
-		if p.sink == "xds" && (v2 < 20 || v2 > 80 || got[fmt.Sprintf("%s:%d", split[0].node, echoPort)] != 500-v2) {
+		if v2 < 20 || v2 > 80 || got[fmt.Sprintf("%s:%d", split[0].node, echoPort)] != 500-v2 {
 			t.Errorf("%s: 500 RPCs to split reached %v; want v2 10%% (20 to 80 of 500), the rest v1", p.name, got)
 		}
 	}
