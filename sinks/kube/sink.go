@@ -502,8 +502,11 @@ func (s *Sink) resync(ctx context.Context, q workqueue.TypedRateLimitingInterfac
 			continue // a kind the sink does not write (yet)
 		}
 		if err := s.list(ctx, kind, listed); err != nil {
-			if optional[kind] && (apierrors.IsForbidden(err) || apierrors.IsNotFound(err)) {
-				if !s.warnedList[kind] {
+			if refusedOptional(kind, err) {
+				// Logged only when the sink has objects of the kind to
+				// write: without traffic policy, a Role without the kind
+				// is what the chart renders.
+				if !s.warnedList[kind] && s.wants(kind) {
 					s.log.Warn("kubernetes sink: cannot list a kind it writes only for traffic policy; its objects are neither pruned nor repaired until the Role grants it",
 						zap.String("kind", string(kind)), zap.Error(err))
 					s.warnedList[kind] = true
@@ -533,6 +536,25 @@ func (s *Sink) resync(ctx context.Context, q workqueue.TypedRateLimitingInterfac
 	return nil
 }
 
+// refusedOptional: a list of an optional kind refused because the Role does
+// not grant it (or its CRD is absent). Not an error of the sink's: the
+// chart grants the kind only to sources that serve it.
+func refusedOptional(kind served.Kind, err error) bool {
+	return optional[kind] && (apierrors.IsForbidden(err) || apierrors.IsNotFound(err))
+}
+
+// wants reports whether the sink has objects of kind to write.
+func (s *Sink) wants(kind served.Kind) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.desired {
+		if k.kind == kind {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Sink) list(ctx context.Context, kind served.Kind, into map[key]have) error {
 	res := s.client.Resource(resources[kind]).Namespace(s.namespace)
 	opts := metav1.ListOptions{LabelSelector: ownedSelector(s.cfg.Owner), Limit: 500}
@@ -541,7 +563,9 @@ func (s *Sink) list(ctx context.Context, kind served.Kind, into map[key]have) er
 		page, err := res.List(ctx, opts)
 		s.m.requests.WithLabelValues("list").Observe(time.Since(start).Seconds())
 		if err != nil {
-			s.m.errors.WithLabelValues(string(kind), reason(err)).Inc()
+			if !refusedOptional(kind, err) {
+				s.m.errors.WithLabelValues(string(kind), reason(err)).Inc()
+			}
 			return fmt.Errorf("list %s in %s: %w", kind, s.namespace, err)
 		}
 		for i := range page.Items {
