@@ -328,27 +328,7 @@ func TestConsulPortsAndProtocols(t *testing.T) {
 			multiPort("mt", "10.3.0.5", map[string]fidelity.Port{
 				"grpc-7000": {Number: 7000, Protocol: "GRPC"}, "http2-7001": {Number: 7001, Protocol: "HTTP2"}})))
 	})
-	_, body, err := httpGet("http://" + p.httpAddr + "/debug/registryz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var services []struct {
-		Hostname string `json:"hostname"`
-		Ports    []struct {
-			Name     string `json:"name"`
-			Port     int    `json:"port"`
-			Protocol string `json:"protocol"`
-		} `json:"ports"`
-	}
-	if err := json.Unmarshal(body, &services); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]string{}
-	for _, s := range services {
-		for _, port := range s.Ports {
-			got[s.Hostname] += fmt.Sprintf("%s:%d:%s ", port.Name, port.Port, port.Protocol)
-		}
-	}
+	got := p.registryProtocols(t)
 	for host, want := range map[string]string{
 		"h2.service.consul":     "http2-8443:8443:HTTP2 ",
 		"legacy.service.consul": "http-8080:8080:HTTP ",
