@@ -431,9 +431,7 @@ func runConsul(rep *report, o options) error {
 	defer tlsProxy.close()
 	reg := &consulReg{addr: addr, hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second}}
 
-	rep.consul = append(rep.consul,
-		"| services (x3 inst) | transport, mode | sync s | changes seen | change→client p50 / p99 / max s | req/s at rest (health/catalog/config/other) | req/s (MB/s read) under churn | conns to Consul at rest | 429s | adapter CPU % rest / churn | Consul CPU % rest | adapter RSS KB / service | load avg |",
-		"|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	rep.consul = append(rep.consul, consulHeader...)
 	registered := 0
 	for _, n := range o.consulServices {
 		if n > registered {
@@ -457,7 +455,7 @@ func runConsul(rep *report, o options) error {
 		}
 		for _, mode := range o.consulModes {
 			if mode == "unbounded" && 2*n+100 > 15000 {
-				rep.consul = append(rep.consul, fmt.Sprintf("| %d | http, unbounded | skipped: needs %d file descriptors in the driver's proxy (limit 20000) |", n, 2*n))
+				rep.consul = append(rep.consul, consulUnboundedSkipped(n))
 				continue
 			}
 			progress("consul: %d services, mode %s", n, mode)
@@ -477,15 +475,32 @@ func runConsul(rep *report, o options) error {
 			rep.fail("istiod", err)
 		}
 	}
-	rep.consul = append(rep.consul, "",
-		"Consul at 127.0.0.1 (dev agent, one server); the adapter's source talks to it through a counting reverse proxy in the driver "+
-			"(\"https\": a TLS proxy that speaks HTTP/2 on both sides, to Consul's HTTPS listener; the adapter's defaults otherwise). "+
+	rep.consul = append(rep.consul, consulFooter(o)...)
+	return nil
+}
+
+// consulHeader heads the Consul table: one consulRow per service count and mode.
+var consulHeader = []string{
+	"| services (x3 inst) | transport, mode | sync s | changes seen | change→client p50 / p99 / max s | req/s at rest (health/catalog/config/other) | req/s (MB/s read) under churn | conns to Consul at rest | 429s | adapter CPU % rest / churn | Consul CPU % rest | adapter RSS KB / service | load avg |",
+	"|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+}
+
+// consulUnboundedSkipped is the row of the "unbounded" mode at a service
+// count whose blocking queries would need too many file descriptors.
+func consulUnboundedSkipped(n int) string {
+	return fmt.Sprintf("| %d | http, unbounded | skipped: needs %d file descriptors in the driver's proxy (limit 20000) |", n, 2*n)
+}
+
+// consulFooter explains the Consul table, below it.
+func consulFooter(o options) []string {
+	return []string{"",
+		"Consul at 127.0.0.1 (dev agent, one server); the adapter's source talks to it through a counting reverse proxy in the driver " +
+			"(\"https\": a TLS proxy that speaks HTTP/2 on both sides, to Consul's HTTPS listener; the adapter's defaults otherwise). " +
 			"Connections to Consul = the adapter's connections to the proxy.",
 		fmt.Sprintf("Churn (%s): instances moved to a new address through /v1/catalog/register (%s), "+
 			"at least %d changes to random services, at the real rate of %.0f%%/min of the instances or faster to reach that count; "+
 			"visibility = the client (istiod stand-in) decoded a WorkloadEntry with the new address. "+
-			"The machine is shared with other sessions' work: the load average is that of the whole machine.", o.consulKind, churnKindText[o.consulKind], o.consulChanges, o.churnRate*100))
-	return nil
+			"The machine is shared with other sessions' work: the load average is that of the whole machine.", o.consulKind, churnKindText[o.consulKind], o.consulChanges, o.churnRate*100)}
 }
 
 // configChurn changes the splitter of 20 configured services, one every
@@ -524,14 +539,20 @@ func configChurn(rep *report, c *client, proxy *countingProxy, reg *consulReg, s
 		}
 	}
 	slices.Sort(lat)
+	rep.notes = append(rep.notes, configChurnNote(services, mode, changes, d, counts, bytes, lat))
+	return nil
+}
+
+// configChurnNote is configChurn's note: changes splitter changes in d, the
+// requests and bytes they cost, and lat (s, sorted) for those seen.
+func configChurnNote(services int, mode string, changes int, d time.Duration, counts map[string]int, bytes int64, lat []float64) string {
 	latS := "none seen"
 	if len(lat) > 0 {
 		latS = fmt.Sprintf("p50 %.2f s, p99 %.2f s, max %.2f s", measure.Quantile(lat, 0.5), measure.Quantile(lat, 0.99), lat[len(lat)-1])
 	}
-	rep.notes = append(rep.notes, fmt.Sprintf("Consul config churn, %d services (%d with config entries), %s: %d splitter changes in %s: %d config requests (%.1f per change), %d other requests, %.0f KB read from Consul; %d of %d splits seen by the client, change→client %s.",
-		services, (services+trafficEvery-1)/trafficEvery, mode, changes, d.Round(time.Second), counts["config"], float64(counts["config"])/changes,
-		counts["health"]+counts["catalog"]+counts["other"], float64(bytes)/1e3, len(lat), changes, latS))
-	return nil
+	return fmt.Sprintf("Consul config churn, %d services (%d with config entries), %s: %d splitter changes in %s: %d config requests (%.1f per change), %d other requests, %.0f KB read from Consul; %d of %d splits seen by the client, change→client %s.",
+		services, (services+trafficEvery-1)/trafficEvery, mode, changes, d.Round(time.Second), counts["config"], float64(counts["config"])/float64(changes),
+		counts["health"]+counts["catalog"]+counts["other"], float64(bytes)/1e3, len(lat), changes, latS)
 }
 
 func freeTCPPort() (int, error) {
@@ -639,14 +660,38 @@ func consulMode(rep *report, o options, proxy *countingProxy, reg *consulReg, se
 		}
 	}
 	slices.Sort(lat)
-	rate := func(m map[string]int, d time.Duration) string {
-		return fmt.Sprintf("%.1f (%.1f/%.1f/%.2f/%.1f)", float64(m["health"]+m["catalog"]+m["config"]+m["other"])/d.Seconds(),
-			float64(m["health"])/d.Seconds(), float64(m["catalog"])/d.Seconds(), float64(m["config"])/d.Seconds(), float64(m["other"])/d.Seconds())
-	}
 	if o.consulTraffic {
 		if err := configChurn(rep, c, proxy, reg, services, mode); err != nil {
 			return "", err
 		}
+	}
+	return consulRow{services: services, mode: mode, sync: sync, lat: lat, changes: len(changes),
+		rest: restCounts, restD: o.consulRest, churn: churnCounts, churnD: churnD, churnBytes: churnBytes,
+		conns: conns, throttled: proxy.throttle.Load() - throttled0, pre: pre, mid: mid, post: post,
+		consulCPU: consulCPU, load: measure.LoadAvg()}.line(), nil
+}
+
+// consulRow is what one Consul mode measured: one row of the Consul table.
+type consulRow struct {
+	services       int
+	mode           string // as in -consul-modes
+	sync           time.Duration
+	lat            []float64 // s, change -> client, sorted; one per change seen
+	changes        int       // made under churn
+	rest, churn    map[string]int
+	restD, churnD  time.Duration
+	churnBytes     int64
+	conns          int64
+	throttled      int64
+	pre, mid, post *stats // the child at rest start, rest end (churn start), churn end
+	consulCPU      float64
+	load           string
+}
+
+func (r consulRow) line() string {
+	rate := func(m map[string]int, d time.Duration) string {
+		return fmt.Sprintf("%.1f (%.1f/%.1f/%.2f/%.1f)", float64(m["health"]+m["catalog"]+m["config"]+m["other"])/d.Seconds(),
+			float64(m["health"])/d.Seconds(), float64(m["catalog"])/d.Seconds(), float64(m["config"])/d.Seconds(), float64(m["other"])/d.Seconds())
 	}
 	cpu := func(a, b *stats) string {
 		if a == nil || b == nil {
@@ -654,20 +699,21 @@ func consulMode(rep *report, o options, proxy *countingProxy, reg *consulReg, se
 		}
 		return fmt.Sprintf("%.1f", float64(b.CPUNs-a.CPUNs)/float64(b.T-a.T)*100)
 	}
+	lat := r.lat
 	latS := "-"
 	if len(lat) > 0 {
 		latS = fmt.Sprintf("%.2f / %.2f / %.2f", measure.Quantile(lat, 0.5), measure.Quantile(lat, 0.99), lat[len(lat)-1])
 	}
 	rss := "?"
-	if mid != nil {
-		rss = fmt.Sprintf("%.1f", float64(mid.RSS)/1024/float64(services))
+	if r.mid != nil {
+		rss = fmt.Sprintf("%.1f", float64(r.mid.RSS)/1024/float64(r.services))
 	}
-	transport := "http"
+	transport, mode := "http", r.mode
 	if mode == "https" {
 		transport, mode = "https (HTTP/2)", "default"
 	}
 	return fmt.Sprintf("| %d | %s, %s | %.1f | %d/%d | %s | %s | %s, %.1f MB/s | %d | %d | %s / %s | %.1f | %s | %s |",
-		services, transport, mode, sync.Seconds(), len(lat), len(changes), latS, rate(restCounts, o.consulRest), rate(churnCounts, churnD),
-		float64(churnBytes)/churnD.Seconds()/1e6,
-		conns, proxy.throttle.Load()-throttled0, cpu(pre, mid), cpu(mid, post), consulCPU, rss, measure.LoadAvg()), nil
+		r.services, transport, mode, r.sync.Seconds(), len(lat), r.changes, latS, rate(r.rest, r.restD), rate(r.churn, r.churnD),
+		float64(r.churnBytes)/r.churnD.Seconds()/1e6,
+		r.conns, r.throttled, cpu(r.pre, r.mid), cpu(r.mid, r.post), r.consulCPU, rss, r.load)
 }

@@ -29,8 +29,10 @@ func istiodSkipped() string {
 	if istiodCached() || os.Getenv("BENCH_ISTIOD_BUILD") == "1" {
 		return ""
 	}
-	return "skipped: istiod is not built yet (`make e2e` builds it once, about 15 minutes; or set BENCH_ISTIOD_BUILD=1)"
+	return istiodSkippedText
 }
+
+const istiodSkippedText = "skipped: istiod is not built yet (`make e2e` builds it once, about 15 minutes; or set BENCH_ISTIOD_BUILD=1)"
 
 // istiodCached reports whether istiod and kube-apiserver are already built
 // (building them takes about 15 minutes on 2 cores: not within `make bench`).
@@ -194,13 +196,30 @@ func istiodScenario(rep *report, o options, proxy *countingProxy, reg *consulReg
 	}
 	slices.Sort(lat)
 	slices.Sort(cpu)
-	rep.istiod = append(rep.istiod,
+	rep.istiod = append(rep.istiod, istiodResult{n: n, ready: ready, size: size, endpointsAt: endpointsAt, restCPU: restCPU, lat: lat, cpu: cpu}.lines(o)...)
+	return nil
+}
+
+// istiodResult is what the real-istiod scenario measured.
+type istiodResult struct {
+	n           int
+	ready       time.Duration // istiod start -> /ready
+	size        int           // bytes of /debug/endpointShardz holding everything
+	endpointsAt time.Duration // istiod start -> every endpoint held
+	restCPU     float64       // %
+	lat         []float64     // ms, change -> visible, sorted
+	cpu         []time.Duration
+}
+
+func (r istiodResult) lines(o options) []string {
+	n, lat := r.n, r.lat
+	return []string{
 		fmt.Sprintf("- %d Consul services (%d instances, workloadentry mode, Consul source with a blocking query in flight for every service), unpatched istiod via integration/istiod: "+
 			"ready %s after start, all endpoints in /debug/endpointShardz (%s) after %s; istiod CPU at rest %.1f%%.",
-			n, n*3, ready.Round(time.Millisecond), bytesH(float64(size)), endpointsAt.Round(time.Millisecond), restCPU),
+			n, n*3, r.ready.Round(time.Millisecond), bytesH(float64(r.size)), r.endpointsAt.Round(time.Millisecond), r.restCPU),
 		fmt.Sprintf("- change in Consul (catalog register) → endpoint visible in istiod's /debug/endpointShardz: p50 %.0f ms, max %.0f ms over %d changes (debounce quiet %s; includes the 20 ms polling of endpointShardz).",
 			measure.Quantile(lat, 0.5), lat[len(lat)-1], len(lat), o.quiet),
 		fmt.Sprintf("- istiod CPU per change (decode of the whole WorkloadEntry set, %d resources, and its EDS push; /proc, 10 ms resolution, 2 s window minus the rest rate, 3 changes): median %s ms.",
-			n*3, ms(measure.Median(cpu))))
-	return nil
+			n*3, ms(measure.Median(r.cpu))),
+	}
 }

@@ -121,6 +121,26 @@ type report struct {
 	notes    []string
 	gobench  []string
 	failures []string
+
+	// loadAvg and since read the machine's load average and the time
+	// since start; nil means the real ones (tests fix them for the golden
+	// files).
+	loadAvg func() string
+	since   func(time.Time) time.Duration
+}
+
+func (rep *report) load() string {
+	if rep.loadAvg != nil {
+		return rep.loadAvg()
+	}
+	return measure.LoadAvg()
+}
+
+func (rep *report) elapsed() time.Duration {
+	if rep.since != nil {
+		return rep.since(rep.start)
+	}
+	return time.Since(rep.start)
 }
 
 func (rep *report) add(set string, r *row) {
@@ -153,7 +173,7 @@ func (rep *report) machine() {
 		}
 	}
 	rep.env = append(rep.env, fmt.Sprintf("machine: %d CPUs (%s), %s %s/%s", runtime.NumCPU(), model, runtime.Version(), runtime.GOOS, runtime.GOARCH))
-	rep.env = append(rep.env, "load average at start: "+measure.LoadAvg())
+	rep.env = append(rep.env, "load average at start: "+rep.load())
 }
 
 func ms(d time.Duration) string {
@@ -193,7 +213,7 @@ func (rep *report) render() string {
 	for _, e := range rep.env {
 		w("- %s\n", e)
 	}
-	w("- load average at end: %s; total %s\n", measure.LoadAvg(), time.Since(rep.start).Round(time.Second))
+	w("- load average at end: %s; total %s\n", rep.load(), rep.elapsed().Round(time.Second))
 	w("- debounce quiet %s / max %s; clients decode istiod-style before ACK: %v; churn sampled %s at the real rate of %.0f%% of instances per minute\n\n",
 		rep.opts.quiet, rep.opts.max, rep.opts.decode, rep.opts.churn, rep.opts.churnRate*100)
 
