@@ -30,7 +30,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -98,47 +97,28 @@ const (
 )
 
 func runCompare(rep *report, o options) error {
-	if why := istiodSkipped(); why != "" {
-		rep.compare = append(rep.compare, why)
-		return nil
+	type nway struct {
+		n   int
+		way string
 	}
-	run, env, err := istiodHarness(o.repo, "bench-compare-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(run)
-	stop := func(what string) { _, _ = runScript(o.repo, env, "integration/istiod/stop.sh", what) }
-	defer stop("all")
-	progress("compare: starting etcd and kube-apiserver")
-	if _, err := runScript(o.repo, env, "integration/istiod/start-kube.sh"); err != nil {
-		return fmt.Errorf("start-kube.sh: %w", err)
-	}
-	loads := []string{measure.LoadAvg()}
-	var cases []*compareCase
-	var errs []string
+	var runs []nway
 	for _, n := range o.compareSizes {
 		for _, way := range o.compareWays {
-			c, err := compareRun(o, env, run, way, n)
-			stop("istiod")
-			loads = append(loads, measure.LoadAvg())
-			if err != nil {
-				progress("compare: N=%d %s: %v", n, way, err)
-				errs = append(errs, fmt.Sprintf("N=%d %s: %v", n, way, err))
-				if c == nil {
-					continue
-				}
-			}
-			cases = append(cases, c)
+			runs = append(runs, nway{n, way})
 		}
 	}
-	rep.compare = append(rep.compare, renderCompare(o, cases, loads)...)
-	for _, e := range errs {
-		rep.compare = append(rep.compare, "- failed: "+e)
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("%d of %d runs failed", len(errs), len(o.compareSizes)*len(o.compareWays))
-	}
-	return nil
+	var cases []*compareCase
+	lines, err := istiodFamily(o, "compare", "bench-compare-", len(runs), func(ctx context.Context, env []string, run string, i int) error {
+		s := &compareScenario{o: o, env: env, run: run, way: runs[i].way, n: runs[i].n}
+		err := runScenario(ctx, fmt.Sprintf("N=%d %s", s.n, s.way), readyTimeout, s)
+		// A case that timed out or failed after istiod started still has a row.
+		if s.c != nil {
+			cases = append(cases, s.c)
+		}
+		return err
+	}, func(loads []string) []string { return renderCompare(o, cases, loads) })
+	rep.compare = append(rep.compare, lines...)
+	return err
 }
 
 func parseWay(way string) (convert.Mode, bool, error) {
@@ -150,54 +130,86 @@ func parseWay(way string) (convert.Mode, bool, error) {
 	return "", false, fmt.Errorf("unknown way %q (inline, workloadentry, and either with -versionless)", way)
 }
 
-func compareRun(o options, env []string, run, way string, n int) (*compareCase, error) {
+// compareScenario serves n services one way to a fresh istiod, through a
+// fresh adapter child (the kube-apiserver stays).
+type compareScenario struct {
+	o        options
+	env      []string
+	run, way string
+	n        int
+	vl       bool // relayed by the version-less stand-in
+	child    *childProc
+	si       *standIn
+	c        *compareCase // the row, once istiod got as far as one
+	sync     time.Duration
+}
+
+func (s *compareScenario) start(context.Context) error {
 	// workloadentry-perservice: output.namespaceLayout perService.
-	baseWay, perService := strings.CutSuffix(way, "-perservice")
+	baseWay, perService := strings.CutSuffix(s.way, "-perservice")
 	mode, versionless, err := parseWay(baseWay)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	c := &compareCase{way: way, n: n, changes: map[string]*compareCosts{}}
-	progress("compare: N=%d %s: adapter", n, way)
-	args := []string{"-mode", string(mode), "-services", strconv.Itoa(n), "-quiet", o.quiet.String(), "-max", o.max.String()}
+	s.vl = versionless
+	progress("compare: N=%d %s: adapter", s.n, s.way)
+	var extra []string
 	if perService {
-		args = append(args, "-namespace-layout", string(convert.LayoutPerService))
+		extra = []string{"-namespace-layout", string(convert.LayoutPerService)}
 	}
-	child, err := startChild(args...)
-	if err != nil {
-		return nil, err
+	s.child, err = startChild(adapterArgs(s.o, string(mode), s.n, extra...)...)
+	return err
+}
+
+func (s *compareScenario) ready(ctx context.Context) (err error) {
+	s.sync, err = adapterReady(ctx, s.child)
+	return err
+}
+
+func (s *compareScenario) stop() {
+	if s.si != nil {
+		if s.c != nil {
+			s.c.stripped = s.si.stripped.Load()
+		}
+		s.si.stop()
 	}
-	defer child.quit()
-	start, st, err := child.startReady(20*time.Millisecond, 10*time.Minute)
-	if err != nil {
-		return nil, err
+	if s.child != nil {
+		s.child.quit()
 	}
-	c.adapterSync = time.Duration(st.ReadyAt - start.T0)
+}
+
+func (s *compareScenario) measure(context.Context) error {
+	c, err := s.measureCase()
+	s.c = c
+	return err
+}
+
+// measureCase returns the row, or nil when istiod did not get as far as
+// one.
+func (s *compareScenario) measureCase() (*compareCase, error) {
+	o, env, run, way, n, child, versionless := s.o, s.env, s.run, s.way, s.n, s.child, s.vl
+	c := &compareCase{way: way, n: n, changes: map[string]*compareCosts{}, adapterSync: s.sync}
 	source := child.addr
 	if versionless {
 		si, err := startStandIn(child.addr)
 		if err != nil {
 			return nil, err
 		}
-		defer func() { c.stripped = si.stripped.Load(); si.stop() }()
+		s.si = si
 		source = si.addr
 	}
-	meshFile := filepath.Join(run, "mesh-compare.yaml")
-	if err := os.WriteFile(meshFile, []byte("rootNamespace: istio-system\ntrustDomain: cluster.local\nconfigSources:\n- address: xds://"+source+"\n"), 0o600); err != nil {
+	meshFile, err := writeMesh(run, "mesh-compare.yaml", source)
+	if err != nil {
 		return nil, err
 	}
 
 	progress("compare: N=%d %s: istiod", n, way)
 	t0 := time.Now()
-	out, err := runScript(o.repo, append(env, "ISTIOD_WAIT=listen", "ISTIOD_READY_TIMEOUT=120", "ISTIOD_LOG_LEVEL=default:warn"),
-		"integration/istiod/start-istiod.sh", meshFile)
+	ist, err := startIstiod(o.repo, env, meshFile, "ISTIOD_WAIT=listen", "ISTIOD_READY_TIMEOUT=120", "ISTIOD_LOG_LEVEL=default:warn")
 	if err != nil {
-		return nil, fmt.Errorf("start-istiod.sh: %w", err)
+		return nil, err
 	}
-	ex := exports(out)
-	pid, _ := strconv.Atoi(ex["ISTIOD_PID"])
-	base := "http://" + ex["ISTIOD_HTTP_ADDR"]
-	mon := "http://" + ex["ISTIOD_MONITORING_ADDR"] + "/metrics"
+	pid, base, mon := ist.pid, ist.base(), ist.metricsURL()
 	tag := fmt.Sprintf("%s-%d", way, n)
 	profDone := make(chan struct{})
 	close(profDone)
@@ -253,14 +265,12 @@ func compareRun(o options, env []string, run, way string, n int) (*compareCase, 
 	if err := waitQuiet(pid, time.Now(), time.Second, time.Second, 2*time.Minute); err != nil {
 		return c, err
 	}
-	c0, r0 := measure.PID(pid).CPUPrecise(), time.Now()
-	time.Sleep(5 * time.Second)
-	c.restPct = float64(measure.PID(pid).CPUPrecise()-c0) / float64(time.Since(r0)) * 100
+	c.restPct = restRate(measure.PID(pid).CPUPrecise)
 
 	// One sidecar, connected throughout the changes: what a push costs
 	// includes building it for a proxy.
 	ts := time.Now()
-	sc, err := fidelity.DialProxy(fidelity.ProxyConfig{Address: ex["ISTIOD_GRPC_ADDR"]})
+	sc, err := fidelity.DialProxy(fidelity.ProxyConfig{Address: ist.grpcAddr()})
 	if err != nil {
 		return c, err
 	}
@@ -326,19 +336,13 @@ func compareRun(o options, env []string, run, way string, n int) (*compareCase, 
 		return c, fmt.Errorf("sidecar stream: %w", err)
 	}
 
-	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Minute)
-	v, err := fidelity.Istiod(ctx, http.DefaultClient, base)
-	cancel()
+	svcs, eps, err := istiodHolds(base, 5*time.Minute)
 	if err != nil {
 		c.held = "debug API: " + err.Error()
 		return c, nil
 	}
-	eps := 0
-	for _, s := range v {
-		eps += len(s.Endpoints)
-	}
-	c.held = fmt.Sprintf("%d services, %d endpoint-ports", len(v), eps)
-	if len(v) != n || eps < n*gen.InstancesPerService*2-2*o.compareChanges {
+	c.held = fmt.Sprintf("%d services, %d endpoint-ports", svcs, eps)
+	if svcs != n || eps < n*gen.InstancesPerService*2-2*o.compareChanges {
 		return c, fmt.Errorf("istiod holds %s, want %d services and at least %d endpoint-ports", c.held, n, n*gen.InstancesPerService*2-2*o.compareChanges)
 	}
 	return c, nil

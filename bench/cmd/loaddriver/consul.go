@@ -8,6 +8,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -465,7 +466,7 @@ func runConsul(rep *report, o options) error {
 			}
 			line, err := consulMode(rep, o, p, reg, n, mode, consulPid)
 			if err != nil {
-				return fmt.Errorf("%d services, %s: %w", n, mode, err)
+				return err
 			}
 			rep.consul = append(rep.consul, line)
 		}
@@ -564,7 +565,32 @@ func freeTCPPort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// consulMode measures one Consul source mode at one service count with a
+// fresh adapter child and returns its row of the Consul table.
 func consulMode(rep *report, o options, proxy *countingProxy, reg *consulReg, services int, mode string, consulPid int) (string, error) {
+	s := &consulScenario{rep: rep, o: o, proxy: proxy, reg: reg, services: services, mode: mode, consulPid: consulPid}
+	err := runScenario(context.Background(), fmt.Sprintf("%d services, %s", services, mode), readyTimeout, s)
+	return s.line, err
+}
+
+// consulScenario is one Consul mode: the adapter child's Consul source reads
+// the agent through proxy, one client (an istiod stand-in) reads the child.
+type consulScenario struct {
+	rep       *report
+	o         options
+	proxy     *countingProxy
+	reg       *consulReg
+	services  int
+	mode      string
+	consulPid int
+	child     *childProc
+	c         *client
+	sync      time.Duration
+	line      string // the row, once measured
+}
+
+func (s *consulScenario) start(context.Context) error {
+	proxy, services, mode, o := s.proxy, s.services, s.mode, s.o
 	addr, srcMode := proxy.addr, mode
 	var childEnv []string
 	if mode == "https" {
@@ -583,25 +609,43 @@ func consulMode(rep *report, o options, proxy *countingProxy, reg *consulReg, se
 	}
 	child, err := startChild(args...)
 	if err != nil {
-		return "", err
+		return err
 	}
-	defer child.quit()
-	c := newClient(0, true)
-	if err := c.connect(child.addr); err != nil {
-		return "", err
-	}
-	defer c.close()
-	t0 := time.Now()
-	_, st, err := child.startReady(20*time.Millisecond, 10*time.Minute)
-	if err != nil {
-		return "", err
-	}
-	last, err := waitAll([]*client{c}, wanted(st), 5*time.Minute)
-	if err != nil {
-		return "", err
-	}
-	sync := time.Duration(last - t0.UnixNano())
+	s.child = child
+	s.c = newClient(0, true)
+	return s.c.connect(child.addr)
+}
 
+func (s *consulScenario) ready(ctx context.Context) error {
+	t0 := time.Now()
+	_, st, err := s.child.startReady(ctx, 20*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	last, err := waitAll([]*client{s.c}, wanted(st), 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	s.sync = time.Duration(last - t0.UnixNano())
+	return nil
+}
+
+func (s *consulScenario) stop() {
+	if s.c != nil {
+		s.c.close()
+	}
+	if s.child != nil {
+		s.child.quit()
+	}
+}
+
+func (s *consulScenario) measure(context.Context) (err error) {
+	s.line, err = s.measureLine()
+	return err
+}
+
+func (s *consulScenario) measureLine() (string, error) {
+	rep, o, proxy, reg, services, mode, consulPid, child, c, sync := s.rep, s.o, s.proxy, s.reg, s.services, s.mode, s.consulPid, s.child, s.c, s.sync
 	// At rest.
 	time.Sleep(2 * time.Second) // let the initial reads settle into blocking queries
 	proxy.snapshot()

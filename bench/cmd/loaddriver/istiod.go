@@ -14,13 +14,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/registry-adapter/registry-adapter/bench/internal/measure"
 	"github.com/registry-adapter/registry-adapter/convert"
-	"github.com/registry-adapter/registry-adapter/fidelity"
 )
 
 // istiodSkipped is why an istiod scenario does not run, or "" when it can:
@@ -87,17 +85,42 @@ func istiodScenario(rep *report, o options, proxy *countingProxy, reg *consulReg
 		return nil
 	}
 	glob := "svc-" + strings.Repeat("0", 6-digits) + strings.Repeat("?", digits)
-	progress("istiod: adapter on %d Consul services (%s)", n, glob)
-	child, err := startChild("-mode", string(convert.ModeWorkloadEntry), "-consul", proxy.addr, "-consul-mode", "unbounded",
-		"-consul-max-queries", fmt.Sprint(n+16), "-consul-services-glob", glob, "-quiet", o.quiet.String(), "-max", o.max.String())
-	if err != nil {
-		return err
-	}
-	defer child.quit()
-	if _, _, err := child.startReady(20*time.Millisecond, 10*time.Minute); err != nil {
-		return err
-	}
+	s := &istiodConsulScenario{rep: rep, o: o, proxy: proxy, reg: reg, n: n, glob: glob}
+	return runScenario(context.Background(), fmt.Sprintf("%d Consul services", n), readyTimeout, s)
+}
 
+// istiodConsulScenario is the real istiod reading the adapter child, whose
+// Consul source reads the first n services.
+type istiodConsulScenario struct {
+	rep   *report
+	o     options
+	proxy *countingProxy
+	reg   *consulReg
+	n     int
+	glob  string
+	child *childProc
+}
+
+func (s *istiodConsulScenario) start(context.Context) (err error) {
+	progress("istiod: adapter on %d Consul services (%s)", s.n, s.glob)
+	s.child, err = startChild("-mode", string(convert.ModeWorkloadEntry), "-consul", s.proxy.addr, "-consul-mode", "unbounded",
+		"-consul-max-queries", fmt.Sprint(s.n+16), "-consul-services-glob", s.glob, "-quiet", s.o.quiet.String(), "-max", s.o.max.String())
+	return err
+}
+
+func (s *istiodConsulScenario) ready(ctx context.Context) error {
+	_, err := adapterReady(ctx, s.child)
+	return err
+}
+
+func (s *istiodConsulScenario) stop() {
+	if s.child != nil {
+		s.child.quit()
+	}
+}
+
+func (s *istiodConsulScenario) measure(context.Context) error {
+	rep, o, reg, n, child := s.rep, s.o, s.reg, s.n, s.child
 	run, env, err := istiodHarness(o.repo, "bench-istiod-")
 	if err != nil {
 		return err
@@ -108,22 +131,20 @@ func istiodScenario(rep *report, o options, proxy *countingProxy, reg *consulReg
 	if _, err := runScript(o.repo, env, "integration/istiod/start-kube.sh"); err != nil {
 		return fmt.Errorf("start-kube.sh: %w", err)
 	}
-	mesh := filepath.Join(run, "mesh-bench.yaml")
-	if err := os.WriteFile(mesh, []byte(fmt.Sprintf("rootNamespace: istio-system\ntrustDomain: cluster.local\nconfigSources:\n- address: xds://%s\n", child.addr)), 0o600); err != nil {
+	mesh, err := writeMesh(run, "mesh-bench.yaml", child.addr)
+	if err != nil {
 		return err
 	}
 	progress("istiod: starting istiod")
 	t0 := time.Now()
-	out, err := runScript(o.repo, append(env, "ISTIOD_WAIT=ready", "ISTIOD_READY_TIMEOUT=300"), "integration/istiod/start-istiod.sh", mesh)
+	ist, err := startIstiod(o.repo, env, mesh, "ISTIOD_WAIT=ready", "ISTIOD_READY_TIMEOUT=300")
 	if err != nil {
-		return fmt.Errorf("start-istiod.sh: %w", err)
+		return err
 	}
 	ready := time.Since(t0)
-	ex := exports(out)
-	httpAddr := ex["ISTIOD_HTTP_ADDR"]
-	pid, _ := strconv.Atoi(ex["ISTIOD_PID"])
+	pid := ist.pid
 	shardz := func() ([]byte, error) {
-		resp, err := http.Get("http://" + httpAddr + "/debug/endpointShardz")
+		resp, err := http.Get(ist.base() + "/debug/endpointShardz")
 		if err != nil {
 			return nil, err
 		}
@@ -134,15 +155,7 @@ func istiodScenario(rep *report, o options, proxy *countingProxy, reg *consulReg
 	var size, held int
 	deadline := time.Now().Add(5 * time.Minute)
 	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		v, err := fidelity.Istiod(ctx, http.DefaultClient, "http://"+httpAddr)
-		cancel()
-		held = 0
-		if err == nil {
-			for _, svc := range v {
-				held += len(svc.Endpoints)
-			}
-		}
+		_, held, _ = istiodHolds(ist.base(), 30*time.Second)
 		if held >= n*3 {
 			break
 		}
@@ -156,9 +169,7 @@ func istiodScenario(rep *report, o options, proxy *countingProxy, reg *consulReg
 	}
 	endpointsAt := time.Since(t0)
 	time.Sleep(2 * time.Second)
-	c0, r0 := measure.PID(pid).CPU(), time.Now()
-	time.Sleep(5 * time.Second)
-	restCPU := float64(measure.PID(pid).CPU()-c0) / float64(time.Since(r0)) * 100
+	restCPU := restRate(measure.PID(pid).CPU)
 
 	var lat []float64
 	var cpu []time.Duration

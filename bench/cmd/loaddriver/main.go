@@ -11,6 +11,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -323,14 +324,16 @@ func startChild(args ...string) (*childProc, error) {
 }
 
 // startReady starts the child's sources and polls its stats every poll
-// until it has served its first full state. It returns the start reply (T0
-// is when the child began) and the stats at readiness (ReadyAt).
-func (p *childProc) startReady(poll, timeout time.Duration) (reply, *stats, error) {
+// until it has served its first full state, or ctx ends (its deadline). It
+// returns the start reply (T0 is when the child began) and the stats at
+// readiness (ReadyAt).
+func (p *childProc) startReady(ctx context.Context, poll time.Duration) (reply, *stats, error) {
 	start, err := p.do(command{Op: "start"})
 	if err != nil {
 		return reply{}, nil, err
 	}
-	deadline := time.Now().Add(timeout)
+	t := time.NewTimer(poll)
+	defer t.Stop()
 	for {
 		st, err := p.stats(false)
 		if err != nil {
@@ -339,10 +342,12 @@ func (p *childProc) startReady(poll, timeout time.Duration) (reply, *stats, erro
 		if st.Ready {
 			return start, st, nil
 		}
-		if time.Now().After(deadline) {
-			return reply{}, nil, fmt.Errorf("adapter child not ready after %s", timeout)
+		select {
+		case <-ctx.Done():
+			return reply{}, nil, fmt.Errorf("adapter child %w", context.Cause(ctx))
+		case <-t.C:
+			t.Reset(poll)
 		}
-		time.Sleep(poll)
 	}
 }
 
@@ -409,9 +414,7 @@ func human(n int) string {
 	return strconv.Itoa(n)
 }
 
-func (s *set) childArgs() []string {
-	return []string{"-mode", string(s.mode), "-services", strconv.Itoa(s.n), "-quiet", s.o.quiet.String(), "-max", s.o.max.String()}
-}
+func (s *set) childArgs() []string { return adapterArgs(s.o, string(s.mode), s.n) }
 
 // wanted is the served version of every kind, as type URL -> version.
 func wanted(st *stats) map[string]string {
@@ -517,7 +520,9 @@ func (s *set) cold(rep *report, nc int, once bool) error {
 		return err
 	}
 	s.startProfile(child, fmt.Sprintf("cold-%dcl", nc))
-	start, st, err := child.startReady(5*time.Millisecond, 10*time.Minute)
+	ctx, cancel := context.WithTimeoutCause(context.Background(), readyTimeout, fmt.Errorf("not ready after %s", readyTimeout))
+	start, st, err := child.startReady(ctx, 5*time.Millisecond)
+	cancel()
 	if err != nil {
 		return err
 	}

@@ -13,21 +13,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
-	"os/signal"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/registry-adapter/registry-adapter/bench/gen"
 	"github.com/registry-adapter/registry-adapter/bench/internal/measure"
 	"github.com/registry-adapter/registry-adapter/convert"
-	"github.com/registry-adapter/registry-adapter/fidelity"
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/served"
 )
@@ -114,128 +107,97 @@ type changeCosts struct {
 }
 
 func runShards(rep *report, o options) error {
-	if why := istiodSkipped(); why != "" {
-		rep.shards = append(rep.shards, why)
-		return nil
+	type nk struct{ n, k int }
+	var runs []nk
+	for _, n := range o.shardSizes {
+		for _, k := range o.shardKs {
+			runs = append(runs, nk{n, k})
+		}
 	}
-	run, env, err := istiodHarness(o.repo, "bench-shards-")
+	var cases []*shardCase
+	lines, err := istiodFamily(o, "shards", "bench-shards-", len(runs), func(ctx context.Context, env []string, run string, i int) error {
+		n, k := runs[i].n, runs[i].k
+		s := &shardScenario{o: o, env: env, run: run, c: &shardCase{n: n, k: k}}
+		if err := runScenario(ctx, fmt.Sprintf("N=%d K=%d", n, k), readyTimeout, s); err != nil {
+			return err
+		}
+		cases = append(cases, s.c)
+		progress("shards: N=%d K=%d: istiod CPU per endpoint change median %s ms, per port change %s ms",
+			n, k, ms(measure.Median(s.c.ep.istiod)), ms(measure.Median(s.c.port.istiod)))
+		return nil
+	}, func(loads []string) []string { return renderShards(o, cases, loads) })
+	rep.shards = append(rep.shards, lines...)
+	return err
+}
+
+// shardScenario measures one N and K with a fresh adapter child and a fresh
+// istiod (the kube-apiserver stays).
+type shardScenario struct {
+	o        options
+	env      []string
+	run      string
+	c        *shardCase
+	child    *childProc
+	watchers []*edsWatcher
+}
+
+func (s *shardScenario) start(context.Context) error {
+	progress("shards: N=%d K=%d: adapter", s.c.n, s.c.k)
+	child, err := startChild(adapterArgs(s.o, string(convert.ModeInline), s.c.n, "-shards", strconv.Itoa(s.c.k))...)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(run)
-	stop := func(what string) { _, _ = runScript(o.repo, env, "integration/istiod/stop.sh", what) }
-	// Interrupted: stop istiod, kube-apiserver and etcd (which makes whatever
-	// waits on them fail), and start nothing more; the deferred stop catches
-	// an istiod started in between.
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	done := make(chan struct{})
-	defer func() {
-		signal.Stop(sig)
-		close(done)
-		stop("all")
-	}()
-	go func() {
-		select {
-		case s := <-sig:
-			shardsInterrupted.Store(true)
-			progress("shards: %v: stopping istiod and kube", s)
-			stop("all")
-		case <-done:
-		}
-	}()
-	progress("shards: starting etcd and kube-apiserver")
-	if _, err := runScript(o.repo, env, "integration/istiod/start-kube.sh"); err != nil {
-		return fmt.Errorf("start-kube.sh: %w", err)
-	}
-	loads := []string{measure.LoadAvg()}
-	var cases []*shardCase
-	var errs []string
-	for _, n := range o.shardSizes {
-		for _, k := range o.shardKs {
-			if shardsInterrupted.Load() {
-				return errors.New("interrupted")
-			}
-			c, err := shardRun(o, env, run, n, k)
-			stop("istiod")
-			loads = append(loads, measure.LoadAvg())
-			if err != nil {
-				progress("shards: N=%d K=%d: %v", n, k, err)
-				errs = append(errs, fmt.Sprintf("N=%d K=%d: %v", n, k, err))
-				continue
-			}
-			cases = append(cases, c)
-			progress("shards: N=%d K=%d: istiod CPU per endpoint change median %s ms, per port change %s ms",
-				n, k, ms(measure.Median(c.ep.istiod)), ms(measure.Median(c.port.istiod)))
-		}
-	}
-	rep.shards = append(rep.shards, renderShards(o, cases, loads)...)
-	for _, e := range errs {
-		rep.shards = append(rep.shards, "- failed: "+e)
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("%d of %d runs failed", len(errs), len(o.shardSizes)*len(o.shardKs))
+	s.child = child
+	if len(child.addrs) != s.c.k {
+		return fmt.Errorf("adapter child has %d listeners, want %d", len(child.addrs), s.c.k)
 	}
 	return nil
 }
 
-// shardsInterrupted is set on SIGINT/SIGTERM: start nothing more.
-var shardsInterrupted atomic.Bool
+func (s *shardScenario) ready(ctx context.Context) (err error) {
+	s.c.adapterSync, err = adapterReady(ctx, s.child)
+	return err
+}
 
-// shardRun measures one N and K with a fresh adapter child and a fresh istiod
-// (the kube-apiserver stays).
-func shardRun(o options, env []string, run string, n, k int) (*shardCase, error) {
-	c := &shardCase{n: n, k: k}
-	progress("shards: N=%d K=%d: adapter", n, k)
-	child, err := startChild("-mode", string(convert.ModeInline), "-services", strconv.Itoa(n), "-shards", strconv.Itoa(k),
-		"-quiet", o.quiet.String(), "-max", o.max.String())
-	if err != nil {
-		return nil, err
+func (s *shardScenario) stop() {
+	for _, w := range s.watchers {
+		w.close()
 	}
-	defer child.quit()
-	if len(child.addrs) != k {
-		return nil, fmt.Errorf("adapter child has %d listeners, want %d", len(child.addrs), k)
+	if s.child != nil {
+		s.child.quit()
 	}
-	start, st, err := child.startReady(20*time.Millisecond, 10*time.Minute)
-	if err != nil {
-		return nil, err
-	}
-	c.adapterSync = time.Duration(st.ReadyAt - start.T0)
+}
 
-	var mesh strings.Builder
-	mesh.WriteString("rootNamespace: istio-system\ntrustDomain: cluster.local\nconfigSources:\n")
-	for _, a := range child.addrs {
-		fmt.Fprintf(&mesh, "- address: xds://%s\n", a)
-	}
-	meshFile := filepath.Join(run, "mesh-shards.yaml")
-	if err := os.WriteFile(meshFile, []byte(mesh.String()), 0o600); err != nil {
-		return nil, err
+func (s *shardScenario) measure(ctx context.Context) error {
+	o, env, run, c, child := s.o, s.env, s.run, s.c, s.child
+	n, k := c.n, c.k
+	meshFile, err := writeMesh(run, "mesh-shards.yaml", child.addrs...)
+	if err != nil {
+		return err
 	}
 	// Cold sync, o.shardColds times (a fresh istiod each; the last one stays
 	// for the changes).
-	var ex map[string]string
+	var ist istiodProc
 	var pid int
 	var colds, holds, syncCPU []time.Duration
 	for r := 0; r < max(o.shardColds, 1); r++ {
 		if r > 0 {
 			if _, err := runScript(o.repo, env, "integration/istiod/stop.sh", "istiod"); err != nil {
-				return nil, fmt.Errorf("stop.sh: %w", err)
+				return fmt.Errorf("stop.sh: %w", err)
 			}
 		}
-		if shardsInterrupted.Load() {
-			return nil, errors.New("interrupted")
+		if ctx.Err() != nil {
+			return errors.New("interrupted")
 		}
 		progress("shards: N=%d K=%d: istiod (cold sync %d)", n, k, r+1)
 		t0 := time.Now()
-		out, err := runScript(o.repo, append(env, "ISTIOD_WAIT=ready", "ISTIOD_READY_TIMEOUT=300", "ISTIOD_LOG_LEVEL=default:warn"),
-			"integration/istiod/start-istiod.sh", meshFile)
+		ist, err = startIstiod(o.repo, env, meshFile, "ISTIOD_WAIT=ready", "ISTIOD_READY_TIMEOUT=300", "ISTIOD_LOG_LEVEL=default:warn")
 		if err != nil {
-			return nil, fmt.Errorf("start-istiod.sh: %w", err)
+			return err
 		}
 		ready := time.Since(t0)
-		ex = exports(out)
-		pid, _ = strconv.Atoi(ex["ISTIOD_PID"])
-		mon := "http://" + ex["ISTIOD_MONITORING_ADDR"] + "/metrics"
+		pid = ist.pid
+		mon := ist.metricsURL()
 		// Holding everything: every service in the push context, and an EDS
 		// update per service (polled on /metrics, a few KB).
 		deadline := time.Now().Add(15 * time.Minute)
@@ -245,7 +207,7 @@ func shardRun(o options, env []string, run string, n, k int) (*shardCase, error)
 				break
 			}
 			if time.Now().After(deadline) {
-				return nil, fmt.Errorf("istiod does not hold %d services after 15 minutes (metrics %v, err %v)", n, m, err)
+				return fmt.Errorf("istiod does not hold %d services after 15 minutes (metrics %v, err %v)", n, m, err)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -255,29 +217,26 @@ func shardRun(o options, env []string, run string, n, k int) (*shardCase, error)
 			ready.Round(time.Millisecond), holds[r].Round(time.Millisecond), syncCPU[r].Round(time.Millisecond))
 	}
 	c.cold, c.holds, c.syncCPU = measure.Median(colds), measure.Median(holds), measure.Median(syncCPU)
-	base := "http://" + ex["ISTIOD_HTTP_ADDR"]
 
 	// Rest rate, once istiod has settled.
 	if err := waitQuiet(pid, time.Now(), 2*time.Second, time.Second, 2*time.Minute); err != nil {
-		return nil, err
+		return err
 	}
-	c0, r0 := measure.PID(pid).CPUPrecise(), time.Now()
-	time.Sleep(5 * time.Second)
-	c.restPct = float64(measure.PID(pid).CPUPrecise()-c0) / float64(time.Since(r0)) * 100
+	c.restPct = restRate(measure.PID(pid).CPUPrecise)
 
 	m := o.shardChanges
 	ports := 3
 	// 1. CPU, no watcher, nothing polled but /proc (istiod's GC count is
 	// read before and after the endpoint changes, outside their windows).
 	progress("shards: N=%d K=%d: %d endpoint changes, %d port changes (CPU)", n, k, m, ports)
-	mon := "http://" + ex["ISTIOD_MONITORING_ADDR"] + "/metrics"
+	mon := ist.metricsURL()
 	gc0, _ := measure.Scrape(mon)
 	if err := waitQuiet(pid, time.Now(), time.Second, 500*time.Millisecond, time.Minute); err != nil {
-		return nil, err
+		return err
 	}
 	for i := 0; i < m; i++ {
 		if err := shardMeasure(child, pid, c.restPct, command{Op: "move", Index: (i*7919 + 13) % n}, &c.ep, nil); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if gc1, err := measure.Scrape(mon); err == nil {
@@ -291,7 +250,7 @@ func shardRun(o options, env []string, run string, n, k int) (*shardCase, error)
 	}
 	for i := 0; i < ports; i++ {
 		if err := shardMeasure(child, pid, c.restPct, command{Op: "addport", Index: (i*4099 + 17) % n}, &c.port, nil); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	c.rssChanges = measure.PID(pid).StatusBytes("VmHWM:")
@@ -306,25 +265,25 @@ func shardRun(o options, env []string, run string, n, k int) (*shardCase, error)
 		svc := gen.Service((i*4099 + 31) % n)
 		clusters = append(clusters, fmt.Sprintf("outbound|%d||%s", newPort(len(svc.Ports)), svc.Host))
 	}
-	w, err := newEDSWatcher(ex["ISTIOD_GRPC_ADDR"], clusters)
+	w, err := newEDSWatcher(ist.grpcAddr(), clusters)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	defer w.close()
+	s.watchers = append(s.watchers, w)
 	if err := w.waitInitial(m, time.Minute); err != nil {
-		return nil, err
+		return err
 	}
 	if err := waitQuiet(pid, time.Now(), time.Second, 500*time.Millisecond, time.Minute); err != nil {
-		return nil, err
+		return err
 	}
 	for i := 0; i < m; i++ {
 		if err := shardMeasure(child, pid, c.restPct, command{Op: "move", Index: (i*7919 + 29) % n}, &c.epW, w); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	for i := 0; i < ports; i++ {
 		if err := shardMeasure(child, pid, c.restPct, command{Op: "addport", Index: (i*4099 + 31) % n}, &c.portW, w); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	w.close()
@@ -337,22 +296,22 @@ func shardRun(o options, env []string, run string, n, k int) (*shardCase, error)
 		count := int(rate * o.churn.Seconds())
 		progress("shards: N=%d K=%d: churn, %d changes in %s", n, k, count, o.churn)
 		if err := waitQuiet(pid, time.Now(), time.Second, 500*time.Millisecond, time.Minute); err != nil {
-			return nil, err
+			return err
 		}
 		pre, err := child.stats(false)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		c0, t := measure.PID(pid).CPUPrecise(), time.Now()
 		if _, err := child.do(command{Op: "change", Count: count, Interval: time.Duration(float64(time.Second) / rate), Seed: 99}); err != nil {
-			return nil, err
+			return err
 		}
 		if err := waitQuiet(pid, time.Now(), 500*time.Millisecond, 500*time.Millisecond, 2*time.Minute); err != nil {
-			return nil, err
+			return err
 		}
 		post, err := child.stats(false)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		wall := time.Since(t)
 		c.churn = churnCosts{changes: count, wall: wall,
@@ -366,22 +325,16 @@ func shardRun(o options, env []string, run string, n, k int) (*shardCase, error)
 	c.cpuCheck = [2]time.Duration{measure.PID(pid).CPUPrecise(), measure.PID(pid).CPU()}
 
 	// 3. What istiod holds (full debug dumps: after every measurement).
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	v, err := fidelity.Istiod(ctx, http.DefaultClient, base)
-	cancel()
+	svcs, eps, err := istiodHolds(ist.base(), 5*time.Minute)
 	if err != nil {
 		c.held = "debug API: " + err.Error()
 	} else {
-		eps := 0
-		for _, s := range v {
-			eps += len(s.Endpoints)
-		}
-		c.held = fmt.Sprintf("%d services, %d endpoint-ports", len(v), eps)
-		if len(v) != n || eps < n*gen.InstancesPerService*2 {
-			return c, fmt.Errorf("istiod holds %s, want %d services and at least %d endpoint-ports", c.held, n, n*gen.InstancesPerService*2)
+		c.held = fmt.Sprintf("%d services, %d endpoint-ports", svcs, eps)
+		if svcs != n || eps < n*gen.InstancesPerService*2 {
+			return fmt.Errorf("istiod holds %s, want %d services and at least %d endpoint-ports", c.held, n, n*gen.InstancesPerService*2)
 		}
 	}
-	return c, nil
+	return nil
 }
 
 // shardMeasure makes one change and waits until istiod's CPU stops moving
