@@ -192,16 +192,27 @@ func istiodFamily(o options, name, prefix string, n int, each func(ctx context.C
 	if _, err := runScript(o.repo, env, "integration/istiod/start-kube.sh"); err != nil {
 		return nil, fmt.Errorf("start-kube.sh: %w", err)
 	}
-	loads := []string{measure.LoadAvg()}
+	return runCases(ctx, name, n, func(ctx context.Context, i int) error { return each(ctx, env, run, i) },
+		func() { stop("istiod") }, measure.LoadAvg, render)
+}
+
+// runCases runs n cases in turn, calls after after each (stop its istiod)
+// and notes the load average (load) before the first and after each. A case
+// that fails is reported and the next one runs; once ctx is cancelled no
+// further case starts. It returns render's lines (given the load averages)
+// and a line per failed case.
+func runCases(ctx context.Context, name string, n int, each func(ctx context.Context, i int) error, after func(), load func() string, render func(loads []string) []string) ([]string, error) {
+	loads := []string{load()}
 	var errs []string
+	var err error
 	for i := range n {
 		if ctx.Err() != nil {
 			err = errors.New("interrupted")
 			break
 		}
-		cerr := each(ctx, env, run, i)
-		stop("istiod")
-		loads = append(loads, measure.LoadAvg())
+		cerr := each(ctx, i)
+		after()
+		loads = append(loads, load())
 		if cerr != nil {
 			progress("%s: %v", name, cerr)
 			errs = append(errs, cerr.Error())

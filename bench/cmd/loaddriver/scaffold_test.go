@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -217,5 +218,56 @@ func TestMeshConfigAndArgs(t *testing.T) {
 	got := strings.Join(adapterArgs(o, "inline", 1000, "-shards", "4"), " ")
 	if want := "-mode inline -services 1000 -quiet 100ms -max 1s -shards 4"; got != want {
 		t.Errorf("adapterArgs %q, want %q", got, want)
+	}
+}
+
+// A family of cases: every case runs even after one fails, each is followed
+// by after (istiod stopped) and a load average, the table is rendered with
+// the load averages and a line per failed case follows it; once ctx is
+// cancelled (SIGINT) no further case starts, and what was measured is still
+// rendered.
+func TestRunCases(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		cancelAt  int // case that cancels ctx (-1: none)
+		failAt    int // case that fails (-1: none)
+		ran       []int
+		lines     []string
+		wantErr   string
+		loadCount int
+	}{
+		{"all pass", -1, -1, []int{0, 1, 2}, []string{"table of 0 1 2 over 4 loads"}, "", 4},
+		{"one fails", -1, 1, []int{0, 1, 2}, []string{"table of 0 2 over 4 loads", "- failed: N=1 boom"}, "1 of 3 runs failed", 4},
+		{"interrupted", 0, -1, []int{0}, []string{"table of 0 over 2 loads"}, "interrupted", 2},
+		{"interrupted in a failing case", 1, 1, []int{0, 1}, []string{"table of 0 over 3 loads", "- failed: N=1 boom"}, "interrupted", 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var ran, ok []int
+			var afters, loads int
+			lines, err := runCases(ctx, "test", 3, func(ctx context.Context, i int) error {
+				ran = append(ran, i)
+				if i == tc.cancelAt {
+					cancel()
+				}
+				if i == tc.failAt {
+					return fmt.Errorf("N=%d boom", i)
+				}
+				ok = append(ok, i)
+				return nil
+			}, func() { afters++ }, func() string { loads++; return fmt.Sprint(loads) }, func(l []string) []string {
+				return []string{fmt.Sprintf("table of %s over %d loads", strings.Trim(fmt.Sprint(ok), "[]"), len(l))}
+			})
+			if !slices.Equal(ran, tc.ran) || afters != len(tc.ran) || loads != tc.loadCount {
+				t.Errorf("ran %v with %d afters and %d load averages; want %v, %d, %d", ran, afters, loads, tc.ran, len(tc.ran), tc.loadCount)
+			}
+			if !slices.Equal(lines, tc.lines) {
+				t.Errorf("lines %q, want %q", lines, tc.lines)
+			}
+			if (err == nil) != (tc.wantErr == "") || (err != nil && err.Error() != tc.wantErr) {
+				t.Errorf("error %v, want %q", err, tc.wantErr)
+			}
+		})
 	}
 }
