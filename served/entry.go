@@ -39,13 +39,22 @@ const recordHeadroom = 1 + 5 + 1 + 1 + len(MCPResourceTypeURL) + 1 + 5
 // a zero Entry. It must not be modified.
 func (e Entry) Record() []byte { return e.record }
 
-// Entry serializes the resource's MCP envelope straight into its record.
-// This is the one place the envelope is marshalled.
+// Entry is the resource's record and envelope, which New built. This is the
+// one place the envelope is marshalled (New for a built resource, here for
+// one Decode read back).
 func (r *Resource) Entry() (Entry, error) {
+	if r.record != nil {
+		value := r.record[r.valueAt:]
+		return Entry{
+			Name: r.Key(), Version: r.Version,
+			Resource: &anypb.Any{TypeUrl: MCPResourceTypeURL, Value: value[:len(value):len(value)]},
+			record:   r.record,
+		}, nil
+	}
 	// Size first, so that the buffer is allocated once and exactly.
 	w := newEnvelopeWriter(r)
 	size := w.size()
-	buf := w.append(make([]byte, recordHeadroom, recordHeadroom+size))
+	buf := w.append(make([]byte, recordHeadroom, recordHeadroom+size), r.body)
 	if len(buf) != recordHeadroom+size {
 		return Entry{}, fmt.Errorf("served: marshal %s %s: wrote %d bytes, sized %d", r.Kind, r.Key(), len(buf)-recordHeadroom, size)
 	}
@@ -75,6 +84,15 @@ func EntryOf(name, version string, a *anypb.Any) Entry {
 		Resource: &anypb.Any{TypeUrl: a.TypeUrl, Value: b[valueAt:len(b):len(b)]},
 		record:   b,
 	}
+}
+
+// recordHeaderSize is the size of appendRecordHeader's output for a value
+// of valueLen bytes.
+func recordHeaderSize(valueLen int) int {
+	typeURL := protowire.SizeTag(1) + protowire.SizeBytes(len(MCPResourceTypeURL))
+	anySize := typeURL + protowire.SizeTag(2) + protowire.SizeBytes(valueLen)
+	return protowire.SizeTag(discoveryResponseResources) + protowire.SizeVarint(uint64(anySize)) +
+		typeURL + protowire.SizeTag(2) + protowire.SizeVarint(uint64(valueLen))
 }
 
 // appendRecordHeader appends what precedes an Any's value in its record: the

@@ -2,6 +2,7 @@ package served
 
 import (
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // The MCP envelope (istio.mcp.v1alpha1.Resource) is written by hand: protobuf's
@@ -27,58 +28,80 @@ const (
 )
 
 // envelopeWriter holds what the envelope is made of, with the maps' keys
-// sorted once for both sizing and writing.
+// sorted once for sizing, hashing and writing.
 type envelopeWriter struct {
-	r           *Resource
-	labelKeys   []string
-	annKeys     []string
-	metaSize    int
-	tsSize      int
-	bodySize    int
-	totalSize   int
-	bodyTypeURL string
+	key, version string
+	createTime   *timestamppb.Timestamp
+	labels, ann  map[string]string
+	labelKeys    []string
+	annKeys      []string
+	metaSize     int
+	tsSize       int
+	bodyLen      int // the body's bytes
+	bodySize     int // the Any around them
+	totalSize    int
+	bodyTypeURL  string
 }
 
 func newEnvelopeWriter(r *Resource) *envelopeWriter {
-	w := &envelopeWriter{r: r, labelKeys: sortedKeys(r.Labels), annKeys: sortedKeys(r.Annotations), bodyTypeURL: r.Kind.bodyTypeURL()}
-	if r.createTime != nil {
-		w.tsSize = sizeVarintField(tsSeconds, uint64(r.createTime.GetSeconds())) + sizeVarintField(tsNanos, uint64(int64(r.createTime.GetNanos())))
+	w := &envelopeWriter{key: r.Key(), version: r.Version, createTime: r.createTime, labels: r.Labels, ann: r.Annotations,
+		labelKeys: sortedKeys(r.Labels), annKeys: sortedKeys(r.Annotations), bodyTypeURL: r.Kind.bodyTypeURL()}
+	w.measure(len(r.body))
+	return w
+}
+
+// measure sizes the envelope of a body of bodyLen bytes.
+func (w *envelopeWriter) measure(bodyLen int) {
+	w.tsSize = 0
+	if w.createTime != nil {
+		w.tsSize = sizeVarintField(tsSeconds, uint64(w.createTime.GetSeconds())) + sizeVarintField(tsNanos, uint64(int64(w.createTime.GetNanos())))
 	}
-	m := sizeStringField(metaName, r.Key()) + sizeStringField(metaVersion, r.Version)
-	if r.createTime != nil {
+	m := sizeStringField(metaName, w.key) + sizeStringField(metaVersion, w.version)
+	if w.createTime != nil {
 		m += protowire.SizeTag(metaCreateTime) + protowire.SizeBytes(w.tsSize)
 	}
-	m += sizeMap(metaLabels, w.labelKeys, r.Labels) + sizeMap(metaAnnotations, w.annKeys, r.Annotations)
+	m += sizeMap(metaLabels, w.labelKeys, w.labels) + sizeMap(metaAnnotations, w.annKeys, w.ann)
 	w.metaSize = m
-	w.bodySize = sizeStringField(anyTypeURL, w.bodyTypeURL) + sizeBytesField(anyValue, r.body)
+	w.bodyLen = bodyLen
+	w.bodySize = sizeStringField(anyTypeURL, w.bodyTypeURL)
+	if bodyLen > 0 {
+		w.bodySize += protowire.SizeTag(anyValue) + protowire.SizeBytes(bodyLen)
+	}
 	w.totalSize = protowire.SizeTag(resourceMetadata) + protowire.SizeBytes(m) +
 		protowire.SizeTag(resourceBody) + protowire.SizeBytes(w.bodySize)
-	return w
 }
 
 func (w *envelopeWriter) size() int { return w.totalSize }
 
-// append writes the envelope as proto.Marshal with Deterministic set does.
-func (w *envelopeWriter) append(b []byte) []byte {
-	r := w.r
+// headSize is the size of what precedes the body's bytes in the envelope.
+func (w *envelopeWriter) headSize() int { return w.totalSize - w.bodyLen }
+
+// append writes the envelope of body as proto.Marshal with Deterministic
+// set does.
+func (w *envelopeWriter) append(b, body []byte) []byte {
+	return append(w.appendHead(b), body...)
+}
+
+// appendHead writes the envelope up to the body's bytes, which follow it.
+func (w *envelopeWriter) appendHead(b []byte) []byte {
 	b = protowire.AppendTag(b, resourceMetadata, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(w.metaSize))
-	b = appendStringField(b, metaName, r.Key())
-	if r.createTime != nil {
+	b = appendStringField(b, metaName, w.key)
+	if w.createTime != nil {
 		b = protowire.AppendTag(b, metaCreateTime, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(w.tsSize))
-		b = appendVarintField(b, tsSeconds, uint64(r.createTime.GetSeconds()))
-		b = appendVarintField(b, tsNanos, uint64(int64(r.createTime.GetNanos())))
+		b = appendVarintField(b, tsSeconds, uint64(w.createTime.GetSeconds()))
+		b = appendVarintField(b, tsNanos, uint64(int64(w.createTime.GetNanos())))
 	}
-	b = appendStringField(b, metaVersion, r.Version)
-	b = appendMap(b, metaLabels, w.labelKeys, r.Labels)
-	b = appendMap(b, metaAnnotations, w.annKeys, r.Annotations)
+	b = appendStringField(b, metaVersion, w.version)
+	b = appendMap(b, metaLabels, w.labelKeys, w.labels)
+	b = appendMap(b, metaAnnotations, w.annKeys, w.ann)
 	b = protowire.AppendTag(b, resourceBody, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(w.bodySize))
 	b = appendStringField(b, anyTypeURL, w.bodyTypeURL)
-	if len(r.body) > 0 {
+	if w.bodyLen > 0 {
 		b = protowire.AppendTag(b, anyValue, protowire.BytesType)
-		b = protowire.AppendBytes(b, r.body)
+		b = protowire.AppendVarint(b, uint64(w.bodyLen))
 	}
 	return b
 }

@@ -28,44 +28,95 @@ type Resource struct {
 	// empty), so it must change exactly when the content does.
 	Version string
 
+	key        string // Namespace/Name, made once: every entry and published list shares it
 	body       []byte
 	createTime *timestamppb.Timestamp
+	// record is the entry's record (entry.go), built by New around the body
+	// in one allocation; valueAt is where the MCP envelope starts in it.
+	// Nil for a resource Decode made: Entry then builds it.
+	record  []byte
+	valueAt int
 }
 
 var deterministic = proto.MarshalOptions{Deterministic: true}
 
-// New builds a resource and its content version. Labels, annotations and spec
-// are kept, not copied; the caller must not modify them afterwards.
+// maxVersion is the longest version contentVersion makes (a uint64 in hex):
+// New leaves room for it in front of the body before the version is known.
+const maxVersion = "ffffffffffffffff"
+
+// New builds a resource, its content version and its record (Entry), with
+// one allocation for the bytes: the body is written once, straight into the
+// record, and the envelope in front of it. Labels, annotations and spec are
+// kept, not copied; the caller must not modify them afterwards.
 func New(kind Kind, ns, name string, labels, ann map[string]string, spec proto.Message, createTime time.Time) *Resource {
-	body, err := deterministic.Marshal(spec)
-	if err != nil {
-		// Marshalling a well-formed generated message cannot fail; if it ever
-		// does, an unversioned resource is still better than a panic.
-		body = nil
-	}
-	return &Resource{
+	r := &Resource{
 		Kind: kind, Namespace: ns, Name: name, Labels: labels, Annotations: ann, Spec: spec,
-		Version:    contentVersion(body, labels, ann, createTime.UnixNano()),
-		body:       body,
-		createTime: timestamppb.New(createTime),
+		key: ns + "/" + name, createTime: timestamppb.New(createTime),
 	}
+	w := envelopeWriter{key: r.key, version: maxVersion, createTime: r.createTime, labels: labels, ann: ann,
+		labelKeys: sortedKeys(labels), annKeys: sortedKeys(ann), bodyTypeURL: kind.bodyTypeURL()}
+	size, fast := bodySize(spec)
+	var marshalled []byte
+	if !fast {
+		var err error
+		if marshalled, err = deterministic.Marshal(spec); err != nil {
+			// Marshalling a well-formed generated message cannot fail; if it
+			// ever does, an unversioned resource is still better than a panic.
+			marshalled = nil
+		}
+		size = len(marshalled)
+	}
+	w.measure(size)
+	front := recordHeaderSize(w.size()) + w.headSize()
+	buf := make([]byte, front, front+size)
+	if fast {
+		buf = appendBody(buf, spec)
+	} else {
+		buf = append(buf, marshalled...)
+	}
+	r.body = buf[front:len(buf):len(buf)]
+	r.Version = contentVersion(r.body, w.labelKeys, labels, w.annKeys, ann, createTime.UnixNano())
+	if len(r.body) != size {
+		// The hand encoder wrote other than it sized: a bug, never served.
+		// proto.Marshal's body, and Entry builds the record from it.
+		body, _ := deterministic.Marshal(spec)
+		r.body, r.Version = body, contentVersion(body, w.labelKeys, labels, w.annKeys, ann, createTime.UnixNano())
+		return r
+	}
+	w.version = r.Version
+	w.measure(size)
+	header := recordHeaderSize(w.size())
+	start := front - header - w.headSize()
+	rec := w.appendHead(appendRecordHeader(buf[start:start:front], MCPResourceTypeURL, w.size()))
+	if len(rec) == front-start {
+		r.record, r.valueAt = buf[start:], header
+	}
+	return r
 }
 
 // Key is "namespace/name", the name istiod expects in MCP metadata.
-func (r *Resource) Key() string { return r.Namespace + "/" + r.Name }
+func (r *Resource) Key() string {
+	if r.key != "" {
+		return r.key
+	}
+	return r.Namespace + "/" + r.Name
+}
 
 // CreateTime is the creation timestamp istiod is given.
 func (r *Resource) CreateTime() time.Time { return r.createTime.AsTime() }
 
-func contentVersion(body []byte, labels, ann map[string]string, createTime int64) string {
+func contentVersion(body []byte, labelKeys []string, labels map[string]string, annKeys []string, ann map[string]string, createTime int64) string {
 	h := xxhash.New()
 	_, _ = h.Write(body)
-	for _, m := range []map[string]string{labels, ann} {
+	for _, m := range [...]struct {
+		keys []string
+		m    map[string]string
+	}{{labelKeys, labels}, {annKeys, ann}} {
 		// A separator per map keeps {a:b} and {}+{a:b} from hashing alike.
 		_, _ = h.Write([]byte{0xff})
-		for _, k := range sortedKeys(m) {
+		for _, k := range m.keys {
 			writeString(h, k)
-			writeString(h, m[k])
+			writeString(h, m.m[k])
 		}
 	}
 	var ts [8]byte

@@ -158,7 +158,7 @@ func TestEnvelopeMatchesProto(t *testing.T) {
 			t.Fatal(err)
 		}
 		w := newEnvelopeWriter(r)
-		got := w.append(nil)
+		got := w.append(nil, r.body)
 		if string(got) != string(want) || w.size() != len(want) {
 			t.Errorf("%s: hand-written envelope (%d bytes, sized %d) differs from proto's (%d bytes)\n got %x\nwant %x",
 				r.Key(), len(got), w.size(), len(want), got, want)
