@@ -196,24 +196,23 @@ func (a *Adapter) convertHosts(hosts []string) []hostResult {
 func (a *Adapter) convertHost(host string) hostResult {
 	desired, rejected := convert.ServiceAt(host, a.vips.Addresses(host), a.store.Contributions(host), a.opts)
 	res := hostResult{rejected: rejected}
-	for kind, change := range a.published.Diff(host, desired) {
-		for _, r := range change.Upserts {
-			// Serialized straight into the form every reply shares.
-			entry, err := r.Entry()
-			if err != nil {
-				res.errs = append(res.errs, fmt.Errorf("%s %s: %w", kind, r.Key(), err))
-				desired = without(desired, r)
-				continue
-			}
-			res.upserts = append(res.upserts, kindEntry{kind, entry})
-		}
-		if len(change.Deletes) > 0 {
+	a.published.diff(host, desired, func(kind served.Kind, r *served.Resource, del string) {
+		if r == nil {
 			if res.deletes == nil {
 				res.deletes = make(map[served.Kind][]string, 1)
 			}
-			res.deletes[kind] = change.Deletes
+			res.deletes[kind] = append(res.deletes[kind], del)
+			return
 		}
-	}
+		// Serialized straight into the form every reply shares.
+		entry, err := r.Entry()
+		if err != nil {
+			res.errs = append(res.errs, fmt.Errorf("%s %s: %w", kind, r.Key(), err))
+			desired = without(desired, r)
+			return
+		}
+		res.upserts = append(res.upserts, kindEntry{kind, entry})
+	})
 	res.published = publishedList(desired)
 	return res
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	networking "istio.io/api/networking/v1alpha3"
@@ -159,7 +160,7 @@ type conversion struct {
 
 type sourcedInstance struct {
 	source string
-	inst   model.Instance
+	inst   *model.Instance // in its contribution, which is read only
 }
 
 func (c *conversion) reject(r Rejection) { c.rejected = append(c.rejected, r) }
@@ -190,14 +191,20 @@ func (c *conversion) collectInstances(contribs []Contribution) {
 			continue
 		}
 		c.sourceNames = append(c.sourceNames, contrib.Source)
-		seen := make(map[string]bool, len(contrib.Service.Instances))
-		for _, inst := range contrib.Service.Instances {
-			if seen[inst.ID] {
+		// Duplicates are looked for among the instances before this one: a
+		// service has a handful, and a map per service was a fifth of a
+		// conversion's garbage (measured, BENCHMARKS.md). Past
+		// linearUpTo instances, a map keeps it linear.
+		var seen map[string]bool
+		if len(contrib.Service.Instances) > linearUpTo {
+			seen = make(map[string]bool, len(contrib.Service.Instances))
+		}
+		for j, inst := range contrib.Service.Instances {
+			if duplicateID(contrib.Service.Instances, j, seen) {
 				c.reject(Rejection{Kind: served.KindWorkloadEntry, Name: inst.ID, Source: contrib.Source, Code: CodeDuplicate,
 					Reason: fmt.Sprintf("duplicate instance id in service %q", c.host)})
 				continue
 			}
-			seen[inst.ID] = true
 			if inst.Health == model.HealthCritical {
 				continue
 			}
@@ -207,9 +214,43 @@ func (c *conversion) collectInstances(contribs []Contribution) {
 						inst.Address, c.host, why)})
 				continue
 			}
-			c.served = append(c.served, sourcedInstance{contrib.Source, inst})
+			if c.served == nil {
+				c.served = make([]sourcedInstance, 0, countInstances(contribs[i:]))
+			}
+			c.served = append(c.served, sourcedInstance{contrib.Source, &contrib.Service.Instances[j]})
 		}
 	}
+}
+
+func countInstances(contribs []Contribution) int {
+	n := 0
+	for _, c := range contribs {
+		n += len(c.Service.Instances)
+	}
+	return n
+}
+
+// linearUpTo is the number of instances up to which duplicateID compares
+// IDs pairwise instead of with a map.
+const linearUpTo = 16
+
+// duplicateID reports whether instance j's ID is that of an earlier
+// instance; seen, when not nil, holds the earlier IDs and is updated.
+func duplicateID(insts []model.Instance, j int, seen map[string]bool) bool {
+	id := insts[j].ID
+	if seen != nil {
+		if seen[id] {
+			return true
+		}
+		seen[id] = true
+		return false
+	}
+	for _, earlier := range insts[:j] {
+		if earlier.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // serviceEntrySpec builds the ServiceEntry without endpoints or selector.
@@ -220,8 +261,12 @@ func (c *conversion) serviceEntrySpec() *networking.ServiceEntry {
 		Resolution: networking.ServiceEntry_STATIC,
 		ExportTo:   c.opts.ExportTo,
 	}
-	for _, p := range c.ports {
-		se.Ports = append(se.Ports, &networking.ServicePort{Number: p.Number, Protocol: string(p.Protocol), Name: PortName(p)})
+	// One allocation for the ports, not one per port.
+	ports := make([]networking.ServicePort, len(c.ports))
+	se.Ports = make([]*networking.ServicePort, len(c.ports))
+	for i, p := range c.ports {
+		ports[i].Number, ports[i].Protocol, ports[i].Name = p.Number, string(p.Protocol), PortName(p)
+		se.Ports[i] = &ports[i]
 	}
 	for _, s := range c.served {
 		if !model.IsIP(s.inst.Address) {
@@ -333,7 +378,7 @@ func (c *conversion) instances(se *networking.ServiceEntry) []*served.Resource {
 	selector := LabelValue(c.seName)
 	var entries []*served.Resource
 	for _, s := range c.served {
-		we, labels, ann, errs := workloadEntry(s.inst, s.source, c.ports, c.opts, true)
+		we, labels, ann, errs := workloadEntry(*s.inst, s.source, c.ports, c.opts, true)
 		for _, k := range errs {
 			c.reject(labelRejection(served.KindWorkloadEntry, s.inst.ID, s.source, k))
 		}
@@ -361,7 +406,7 @@ func (c *conversion) inlineEndpoints(se *networking.ServiceEntry) {
 		servicePorts[p.Name] = struct{}{}
 	}
 	for _, s := range c.served {
-		we, labels, _, errs := workloadEntry(s.inst, s.source, c.ports, c.opts, false)
+		we, labels, _, errs := workloadEntry(*s.inst, s.source, c.ports, c.opts, false)
 		for _, k := range errs {
 			c.reject(labelRejection(served.KindWorkloadEntry, s.inst.ID, s.source, k))
 		}
@@ -434,7 +479,29 @@ func workloadEntry(inst model.Instance, source string, ports []model.Port, opts 
 
 // PortName is the name a service port gets: "<protocol>-<number>".
 func PortName(p model.Port) string {
-	return fmt.Sprintf("%s-%d", strings.ToLower(string(p.Protocol)), p.Number)
+	return lowerProtocol(p.Protocol) + "-" + strconv.FormatUint(uint64(p.Number), 10)
+}
+
+// lowerProtocol is strings.ToLower of p, without allocating for the
+// protocols Istio knows.
+func lowerProtocol(p model.Protocol) string {
+	switch p {
+	case model.ProtocolHTTP:
+		return "http"
+	case model.ProtocolHTTP2:
+		return "http2"
+	case model.ProtocolHTTPS:
+		return "https"
+	case model.ProtocolGRPC:
+		return "grpc"
+	case model.ProtocolGRPCWeb:
+		return "grpc-web"
+	case model.ProtocolTCP:
+		return "tcp"
+	case model.ProtocolTLS:
+		return "tls"
+	}
+	return strings.ToLower(string(p))
 }
 
 // normalizePorts sorts ports by number and drops the ones istiod would reject

@@ -350,3 +350,25 @@ func TestInlineEndpointRejectedAlone(t *testing.T) {
 func metaOf(r *served.Resource) validation.Meta {
 	return validation.Meta{Name: r.Name, Namespace: r.Namespace, Labels: r.Labels, Annotations: r.Annotations}
 }
+
+// TestDuplicateInstancesAtEverySize: a repeated instance id is rejected
+// once and the first instance served, whether the ids are compared pairwise
+// (a few instances) or through a map (many).
+func TestDuplicateInstancesAtEverySize(t *testing.T) {
+	for _, n := range []int{2, 3, linearUpTo, linearUpTo + 1, 40} {
+		var insts []model.Instance
+		for i := range n {
+			insts = append(insts, model.Instance{ID: fmt.Sprintf("i%d", i), Address: fmt.Sprintf("10.0.0.%d", i+1), Health: model.HealthPassing})
+		}
+		// The last instance repeats the first one's id, at another address.
+		insts[n-1].ID = insts[0].ID
+		svc := model.Service{Name: "web", Host: "web.service.consul", Ports: []model.Port{{Number: 80, Protocol: model.ProtocolHTTP}}, Instances: insts}
+		res, rejected := Service(svc.Host, []Contribution{{Source: "dc1", Service: svc}}, testOpts())
+		if len(rejected) != 1 || rejected[0].Code != CodeDuplicate || rejected[0].Name != "i0" {
+			t.Errorf("%d instances: rejections %v, want one duplicate of i0", n, rejected)
+		}
+		if got := len(res) - 1; got != n-1 {
+			t.Errorf("%d instances: %d WorkloadEntries served, want %d", n, got, n-1)
+		}
+	}
+}

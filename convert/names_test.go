@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -154,6 +155,19 @@ func TestIsSubdomainMatchesSanitizing(t *testing.T) {
 		want := s != "" && len(s) <= maxNameLen && sanitizeSubdomain(s) == s
 		if got := isSubdomain(s); got != want {
 			t.Errorf("isSubdomain(%q) = %v, sanitizing keeps it: %v", s, got, want)
+		}
+	}
+}
+
+// TestPortNameLowersEveryProtocol: PortName's table of lower-case protocols
+// says what strings.ToLower says.
+func TestPortNameLowersEveryProtocol(t *testing.T) {
+	for _, p := range []model.Protocol{model.ProtocolHTTP, model.ProtocolHTTP2, model.ProtocolHTTPS, model.ProtocolGRPC,
+		model.ProtocolGRPCWeb, model.ProtocolTCP, model.ProtocolTLS, model.ProtocolMongo, model.ProtocolRedis,
+		model.ProtocolMySQL, model.ProtocolUDP, "Odd"} {
+		want := fmt.Sprintf("%s-%d", strings.ToLower(string(p)), 8080)
+		if got := PortName(model.Port{Number: 8080, Protocol: p}); got != want {
+			t.Errorf("PortName(%s) = %q, want %q", p, got, want)
 		}
 	}
 }

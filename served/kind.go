@@ -64,7 +64,19 @@ func KindOf(typeURL string) Kind {
 
 // bodyTypeURL is the type URL of the kind's spec inside the envelope: the
 // v1alpha3 message, which every later API version shares.
-func (k Kind) bodyTypeURL() string { return bodyTypeURLPrefix + string(k) }
+func (k Kind) bodyTypeURL() string {
+	switch k { // constants: a resource is built by the tens of thousands
+	case KindServiceEntry:
+		return bodyTypeURLPrefix + string(KindServiceEntry)
+	case KindWorkloadEntry:
+		return bodyTypeURLPrefix + string(KindWorkloadEntry)
+	case KindDestinationRule:
+		return bodyTypeURLPrefix + string(KindDestinationRule)
+	case KindVirtualService:
+		return bodyTypeURLPrefix + string(KindVirtualService)
+	}
+	return bodyTypeURLPrefix + string(k)
+}
 
 // kindOfBody is the kind of a spec type URL, or "" for another message.
 func kindOfBody(typeURL string) Kind {

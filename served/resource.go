@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -51,10 +52,11 @@ const maxVersion = "ffffffffffffffff"
 func New(kind Kind, ns, name string, labels, ann map[string]string, spec proto.Message, createTime time.Time) *Resource {
 	r := &Resource{
 		Kind: kind, Namespace: ns, Name: name, Labels: labels, Annotations: ann, Spec: spec,
-		key: ns + "/" + name, createTime: timestamppb.New(createTime),
+		key: ns + "/" + name, createTime: sharedTimestamp(createTime),
 	}
+	var labelKeys, annKeys [8]string // the keys of as many labels sort on the stack
 	w := envelopeWriter{key: r.key, version: maxVersion, createTime: r.createTime, labels: labels, ann: ann,
-		labelKeys: sortedKeys(labels), annKeys: sortedKeys(ann), bodyTypeURL: kind.bodyTypeURL()}
+		labelKeys: sortedKeysInto(labelKeys[:0], labels), annKeys: sortedKeysInto(annKeys[:0], ann), bodyTypeURL: kind.bodyTypeURL()}
 	size, fast := bodySize(spec)
 	var marshalled []byte
 	if !fast {
@@ -92,6 +94,20 @@ func New(kind Kind, ns, name string, labels, ann map[string]string, spec proto.M
 		r.record, r.valueAt = buf[start:], header
 	}
 	return r
+}
+
+// lastTimestamp is the creation time of the resource New built last: every
+// resource of an adapter has the same (output.createTime), and the
+// timestamp is only ever read, so they share one.
+var lastTimestamp atomic.Pointer[timestamppb.Timestamp]
+
+func sharedTimestamp(t time.Time) *timestamppb.Timestamp {
+	if ts := lastTimestamp.Load(); ts != nil && ts.GetSeconds() == t.Unix() && ts.GetNanos() == int32(t.Nanosecond()) {
+		return ts
+	}
+	ts := timestamppb.New(t)
+	lastTimestamp.Store(ts)
+	return ts
 }
 
 // Key is "namespace/name", the name istiod expects in MCP metadata.

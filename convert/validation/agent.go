@@ -33,21 +33,32 @@ func checkDNS1123Preconditions(name string) error {
 // validateDNS1123Labels: every label a DNS-1123 label, a trailing dot
 // allowed, and an all-numeric top-level label refused (which is what keeps
 // IPv4 addresses out of hosts).
+//
+// It walks the labels in place rather than splitting: it runs for every
+// host of every ServiceEntry served.
 func validateDNS1123Labels(domain string) error {
-	parts := strings.Split(domain, ".")
-	tld := parts[len(parts)-1]
-	if _, err := strconv.Atoi(tld); err == nil {
-		return fmt.Errorf("domain name %q invalid (top level domain %q cannot be all-numeric)", domain, tld)
+	tld := domain[strings.LastIndexByte(domain, '.')+1:]
+	// strconv.Atoi accepts only an optional sign and digits; skipping it for
+	// a label that starts otherwise spares its error's allocation and
+	// decides the same.
+	if tld != "" && (tld[0] == '+' || tld[0] == '-' || tld[0] >= '0' && tld[0] <= '9') {
+		if _, err := strconv.Atoi(tld); err == nil {
+			return fmt.Errorf("domain name %q invalid (top level domain %q cannot be all-numeric)", domain, tld)
+		}
 	}
-	for i, l := range parts {
-		if i == len(parts)-1 && l == "" {
-			return nil
+	for rest := domain; ; {
+		l, after, more := strings.Cut(rest, ".")
+		if !more && l == "" {
+			return nil // the trailing dot, or an empty domain's one label
 		}
 		if !isDNS1123Label(l) {
 			return fmt.Errorf("domain name %q invalid (label %q invalid)", domain, l)
 		}
+		if !more {
+			return nil
+		}
+		rest = after
 	}
-	return nil
 }
 
 // validateFQDN: Istio's "FQDN" does not require a dot; it only rejects
@@ -65,11 +76,11 @@ func validateWildcardDomain(domain string) error {
 	if err := checkDNS1123Preconditions(domain); err != nil {
 		return err
 	}
-	parts := strings.SplitN(domain, ".", 2)
-	if !isWildcardDNS1123Label(parts[0]) {
-		return fmt.Errorf("domain name %q invalid (label %q invalid)", domain, parts[0])
-	} else if len(parts) > 1 {
-		return validateDNS1123Labels(parts[1])
+	first, rest, more := strings.Cut(domain, ".")
+	if !isWildcardDNS1123Label(first) {
+		return fmt.Errorf("domain name %q invalid (label %q invalid)", domain, first)
+	} else if more {
+		return validateDNS1123Labels(rest)
 	}
 	return nil
 }

@@ -216,14 +216,18 @@ func validateServiceEntrySpec(meta Meta, se *networking.ServiceEntry, endpointsC
 		if h == "*" {
 			errs.addf("hosts[%d] %q: the full wildcard host is not allowed in a ServiceEntry", i, h)
 		} else {
-			errs.addPrefixed(fmt.Sprintf("hosts[%d] %q", i, h), validateWildcardDomain(h))
+			if err := validateWildcardDomain(h); err != nil {
+				errs.addPrefixed(fmt.Sprintf("hosts[%d] %q", i, h), err)
+			}
 		}
 	}
 
 	cidrFound := false
 	for i, a := range se.Addresses {
 		cidrFound = cidrFound || strings.Contains(a, "/")
-		errs.addPrefixed(fmt.Sprintf("addresses[%d] %q", i, a), validateIPSubnet(a))
+		if err := validateIPSubnet(a); err != nil {
+			errs.addPrefixed(fmt.Sprintf("addresses[%d] %q", i, a), err)
+		}
 	}
 	if cidrFound && se.Resolution != networking.ServiceEntry_NONE && se.Resolution != networking.ServiceEntry_STATIC {
 		errs.addf("addresses: CIDR addresses are allowed only for NONE/STATIC resolution types, not %s", resolutionName(se.Resolution))
