@@ -11,6 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	mcp "istio.io/api/mcp/v1alpha1"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/registry-adapter/registry-adapter/convert/validation"
@@ -162,6 +166,7 @@ func FuzzService(f *testing.F) {
 		}
 		res, rejected := ServiceAt(host, addrs, contribs, opts)
 		checkServed(t, host, addrs, contribs, opts, res, rejected)
+		checkServedBytes(t, res)
 
 		// The same registry data under another host, in the same namespace:
 		// istiod matches every WorkloadEntry of a namespace against every
@@ -184,6 +189,37 @@ func FuzzService(f *testing.F) {
 			t.Error("conversion is not deterministic")
 		}
 	})
+}
+
+// checkServedBytes: what is served of each resource (its entry's record) is
+// byte for byte protobuf's own deterministic marshal of its spec, in the
+// MCP envelope protobuf marshals too, as before package served wrote both by
+// hand.
+func checkServedBytes(t *testing.T, res []*served.Resource) {
+	t.Helper()
+	det := proto.MarshalOptions{Deterministic: true}
+	for _, r := range res {
+		body, err := det.Marshal(r.Spec)
+		if err != nil {
+			t.Fatalf("%s %s: %v", r.Kind, r.Key(), err)
+		}
+		env, err := det.Marshal(&mcp.Resource{
+			Metadata: &mcp.Metadata{Name: r.Key(), CreateTime: timestamppb.New(r.CreateTime()), Version: r.Version,
+				Labels: r.Labels, Annotations: r.Annotations},
+			Body: &anypb.Any{TypeUrl: "type.googleapis.com/istio.networking.v1alpha3." + string(r.Kind), Value: body},
+		})
+		if err != nil {
+			t.Fatalf("%s %s: %v", r.Kind, r.Key(), err)
+		}
+		want := served.EntryOf(r.Key(), r.Version, &anypb.Any{TypeUrl: served.MCPResourceTypeURL, Value: env})
+		got, err := r.Entry()
+		if err != nil {
+			t.Fatalf("%s %s: %v", r.Kind, r.Key(), err)
+		}
+		if !bytes.Equal(got.Record(), want.Record()) {
+			t.Errorf("%s %s: served record (%d bytes) differs from protobuf's (%d bytes)", r.Kind, r.Key(), len(got.Record()), len(want.Record()))
+		}
+	}
 }
 
 // checkServed checks one conversion's output against its input. Its
