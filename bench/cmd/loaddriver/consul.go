@@ -54,6 +54,7 @@ type countingProxy struct {
 	conns    atomic.Int64 // connections from the adapter, open
 	throttle atomic.Int64 // 429 answers from Consul
 	caFile   string       // with TLS: the CA the adapter is to trust
+	health   healthTimes  // with -profile: when each health answer left
 }
 
 // proxyTLS is what a TLS proxy needs: Consul's CA (to reach its HTTPS
@@ -102,6 +103,7 @@ func newCountingProxy(target string, tlsOpts *proxyTLS) (*countingProxy, error) 
 		p.inflight.Add(1)
 		defer p.inflight.Add(-1)
 		rp.ServeHTTP(w, r)
+		p.health.note(r.URL.Path)
 		class := "other"
 		switch {
 		case strings.HasPrefix(r.URL.Path, "/v1/health/service/"):
@@ -464,7 +466,7 @@ func runConsul(rep *report, o options) error {
 			if mode == "https" {
 				p = tlsProxy
 			}
-			line, err := consulMode(rep, o, p, reg, n, mode, consulPid)
+			line, err := consulMode(rep, o, p, reg, n, mode, consulPid, addr)
 			if err != nil {
 				return err
 			}
@@ -567,8 +569,8 @@ func freeTCPPort() (int, error) {
 
 // consulMode measures one Consul source mode at one service count with a
 // fresh adapter child and returns its row of the Consul table.
-func consulMode(rep *report, o options, proxy *countingProxy, reg *consulReg, services int, mode string, consulPid int) (string, error) {
-	s := &consulScenario{rep: rep, o: o, proxy: proxy, reg: reg, services: services, mode: mode, consulPid: consulPid}
+func consulMode(rep *report, o options, proxy *countingProxy, reg *consulReg, services int, mode string, consulPid int, consulAddr string) (string, error) {
+	s := &consulScenario{rep: rep, o: o, proxy: proxy, reg: reg, services: services, mode: mode, consulPid: consulPid, consulAddr: consulAddr}
 	err := runScenario(context.Background(), fmt.Sprintf("%d services, %s", services, mode), readyTimeout, s)
 	return s.line, err
 }
@@ -583,10 +585,14 @@ type consulScenario struct {
 	services  int
 	mode      string
 	consulPid int
-	child     *childProc
-	c         *client
-	sync      time.Duration
-	line      string // the row, once measured
+	// consulAddr is the agent's HTTP address (its /debug/pprof, with
+	// -profile); waitSyncProf waits for the sync's profile of it.
+	consulAddr   string
+	waitSyncProf func()
+	child        *childProc
+	c            *client
+	sync         time.Duration
+	line         string // the row, once measured
 }
 
 func (s *consulScenario) start(context.Context) error {
@@ -618,6 +624,12 @@ func (s *consulScenario) start(context.Context) error {
 
 func (s *consulScenario) ready(ctx context.Context) error {
 	t0 := time.Now()
+	prof := s.profName("sync")
+	stopProf := adapterProfile(s.child, s.o.profile, prof+"-adapter.pprof")
+	defer stopProf()
+	// Not waited for here: the measurement goes on (Consul profiles one at
+	// a time, so the churn's waits for it).
+	s.waitSyncProf = consulProfile(s.consulAddr, 30*time.Second, s.o.profile, prof+"-consul.pprof")
 	_, st, err := s.child.startReady(ctx, 20*time.Millisecond)
 	if err != nil {
 		return err
@@ -628,6 +640,11 @@ func (s *consulScenario) ready(ctx context.Context) error {
 	}
 	s.sync = time.Duration(last - t0.UnixNano())
 	return nil
+}
+
+// profName names the scenario's profiles of phase (with -profile).
+func (s *consulScenario) profName(phase string) string {
+	return fmt.Sprintf("consul-%d-%s-%s", s.services, s.mode, phase)
 }
 
 func (s *consulScenario) stop() {
@@ -670,7 +687,16 @@ func (s *consulScenario) measureLine() (string, error) {
 		t    int64
 	}
 	var changes []change
+	var svcs []int
 	seed := 99
+	stopProf, waitProf := func() {}, func() {}
+	if o.profile != "" {
+		s.waitSyncProf()
+		proxy.health.start()
+		defer proxy.health.stop()
+		stopProf = adapterProfile(child, o.profile, s.profName("churn")+"-adapter.pprof")
+		waitProf = consulProfile(s.consulAddr, o.consulChurn, o.profile, s.profName("churn")+"-consul.pprof")
+	}
 	start := time.Now()
 	for next := start; time.Since(start) < o.consulChurn; next = next.Add(interval) {
 		if d := time.Until(next); d > 0 {
@@ -691,6 +717,7 @@ func (s *consulScenario) measureLine() (string, error) {
 			addr = got
 		}
 		changes = append(changes, change{addr, t})
+		svcs = append(svcs, svc)
 	}
 	churnD := time.Since(start)
 	churnCounts, churnBytes := proxy.snapshot()
@@ -704,6 +731,20 @@ func (s *consulScenario) measureLine() (string, error) {
 		}
 	}
 	slices.Sort(lat)
+	if o.profile != "" {
+		stopProf()
+		waitProf()
+		var inConsul, inAdapter []float64
+		for i, ch := range changes {
+			_, _, name := consulInstance(svcs[i], 0)
+			seen := c.seenAt(ch.addr)
+			if a := proxy.health.firstAfter("/v1/health/service/"+name, ch.t); a > 0 && seen > 0 {
+				inConsul = append(inConsul, float64(a-ch.t)/1e9)
+				inAdapter = append(inAdapter, float64(seen-a)/1e9)
+			}
+		}
+		rep.notes = append(rep.notes, splitNote(services, mode, inConsul, inAdapter))
+	}
 	if o.consulTraffic {
 		if err := configChurn(rep, c, proxy, reg, services, mode); err != nil {
 			return "", err
