@@ -56,6 +56,8 @@ type Config struct {
 	// MaxStreams caps the requests in flight once Consul answers over HTTP/2
 	// (its HTTPS listener): each is a stream, Consul serves 250 per
 	// connection, so every watched service can have its own blocking query.
+	// The default (DefaultMaxStreams) gives one to every service up to
+	// 45,000; set it lower when several sources share one Consul client IP.
 	MaxStreams int `yaml:"maxStreams"`
 	// MinQueryInterval is the least time between two queries of one watch.
 	MinQueryInterval time.Duration `yaml:"minQueryInterval"`
@@ -159,9 +161,14 @@ const (
 	DefaultHostTemplate     = "{{.Service}}.service.consul"
 	DefaultPeerHostTemplate = "{{.Service}}.service.{{.Peer}}.peer.consul"
 	DefaultWait             = 5 * time.Minute
-	// DefaultMaxStreams: 20,000 streams fill 80 connections at Consul's 250
-	// streams per connection, well within its 200 connections per client.
-	DefaultMaxStreams = 20000
+	// DefaultMaxStreams lets every watched service have its own stream up
+	// to 45,000 services: streams are opened as watches need them (one per
+	// service, plus the feeds', config entry watches' and reads'), so the
+	// connections follow the service count, 250 streams each (Go's HTTP/2
+	// server default, which Consul keeps), up to 180 of Consul's
+	// limits.http_max_conns_per_client (200 by default; the rest is left to
+	// other clients at the same address). Past it, watches take turns.
+	DefaultMaxStreams = 45000
 	// DefaultMaxResponseBytes bounds one answer (see README.md, Limits, for
 	// what Consul's answers weigh at 30,000 services).
 	DefaultMaxResponseBytes = 128 << 20

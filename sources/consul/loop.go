@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/model"
@@ -91,6 +92,15 @@ type loop struct {
 	config *configState
 	mapped map[string]mapped
 	dc     string
+
+	// bulkPending: the bulk first read has not answered yet; the service
+	// lists that came meanwhile are held. seeds (by service name) and
+	// seedIndex are its answer, until the first local service list has
+	// started the watches.
+	bulkPending bool
+	held        []listEvent
+	seeds       map[string][]*api.ServiceEntry
+	seedIndex   uint64
 }
 
 // spawn runs f on a goroutine of the run. A panic in it (every goroutine
@@ -203,6 +213,10 @@ func listID(origin string) string {
 }
 
 func (ev listEvent) apply(ctx context.Context, l *loop) {
+	if l.bulkPending {
+		l.held = append(l.held, ev)
+		return
+	}
 	id := listID(ev.origin)
 	l.recovered(id)
 	log := l.s.log.With(zap.String("query", id))
@@ -237,6 +251,11 @@ func (ev listEvent) apply(ctx context.Context, l *loop) {
 		if !ev.names[name] {
 			l.stopWatch(watchKey{peer: ev.origin, name: name})
 		}
+	}
+	if ev.origin == "" {
+		// The bulk read's seeds are the first state only: a service
+		// listed later is read.
+		l.seeds = nil
 	}
 	for _, name := range ev.changed {
 		l.poke(watchKey{peer: ev.origin, name: name}, "catalog")
@@ -318,7 +337,11 @@ func (l *loop) startWatch(ctx context.Context, key watchKey) {
 	l.unanswered++
 	l.s.watched.Add(1)
 	l.s.metrics.watches.Inc()
-	l.spawn(fmt.Sprintf("the health watch of Consul service %q", w.scope), func() { l.s.watchHealth(ctx, w, l.events) })
+	var sd *seed
+	if es, ok := l.seeds[key.name]; ok && key.peer == "" {
+		sd = &seed{entries: es, index: l.seedIndex}
+	}
+	l.spawn(fmt.Sprintf("the health watch of Consul service %q", w.scope), func() { l.s.watchHealth(ctx, w, sd, l.events) })
 }
 
 // setNodes records the nodes of a local watch's instances.

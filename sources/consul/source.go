@@ -48,6 +48,12 @@ type Source struct {
 	// warnings bounds the warnings about registry data (one answer can
 	// hold any number of bad instances); the metrics count every one.
 	warnings *sources.LogLimit
+
+	// noBulk (tests) reads each service on its own from the start, as
+	// without the bulk first read (bulk.go); afterBulk (tests) runs between
+	// the bulk read and the start of the watches it seeds.
+	noBulk    bool
+	afterBulk func()
 }
 
 var _ sources.Source = (*Source)(nil)
@@ -229,6 +235,12 @@ func (s *Source) Run(ctx context.Context, out chan<- []model.Group) error {
 		s.log.Info("logged in to Consul", zap.String("authMethod", s.cfg.Login.AuthMethod), zap.String("accessor", tok.AccessorID))
 		loggedIn = tok.SecretID
 		l.spawn("the Consul login", func() { loggedIn = s.keepLoggedIn(ctx, tok) })
+	}
+	if s.bulkUsable() {
+		// The service list is held until the bulk read has answered (or
+		// failed), so that the watches it starts are seeded from it.
+		l.bulkPending = true
+		l.spawn("the Consul bulk first read", func() { send(ctx, l.events, bulkEvent{res: s.bulkRead(ctx)}) })
 	}
 	l.spawn("the Consul catalog watch", func() { s.watchCatalog(ctx, l.events) })
 	for _, kind := range s.cfg.ConfigEntries.kinds() {

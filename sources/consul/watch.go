@@ -277,6 +277,11 @@ type watchSpec struct {
 	handle func(meta *api.QueryMeta, force bool) bool
 	// onReset is called when the index went backwards.
 	onReset func()
+	// seedIndex, when set, is the index of an answer given to handle
+	// before the loop (the bulk first read): the first query blocks on it.
+	// It is the catalog's index, not this query's own: an answer below it
+	// is no reset.
+	seedIndex uint64
 }
 
 // blockingLoop runs sp.fetch as blocking queries until ctx is done, carrying
@@ -288,7 +293,13 @@ func (s *Source) blockingLoop(ctx context.Context, events chan<- event, sp watch
 		failures int
 		last     time.Time
 		force    = true
+		// own: index came from this query's own answers (not a seed), so
+		// an answer below it is a reset.
+		own = true
 	)
+	if sp.seedIndex > 0 {
+		index, block, force, own = sp.seedIndex, true, false, false
+	}
 	for {
 		// A read a feed asked for skips the interval: the feeds are
 		// rate-limited themselves.
@@ -347,7 +358,8 @@ func (s *Source) blockingLoop(ctx context.Context, events chan<- event, sp watch
 		}
 		s.log.Debug("answer", zap.String("query", sp.id), zap.Uint64("sent", r.index), zap.Uint64("got", meta.LastIndex),
 			zap.Duration("took", time.Since(last)), zap.String("backend", meta.QueryBackend))
-		reset := index > 0 && meta.LastIndex < index
+		reset := own && index > 0 && meta.LastIndex < index
+		own = true
 		if reset {
 			s.metrics.indexResets.WithLabelValues(sp.endpoint).Inc()
 			s.log.Info("Consul index went backwards (Consul restored or replaced); re-reading",
@@ -518,8 +530,16 @@ func (s *Source) watchChecks(ctx context.Context, events chan<- event) {
 	})
 }
 
-// watchHealth watches the instances and checks of one service.
-func (s *Source) watchHealth(ctx context.Context, w *watch, events chan<- event) {
+// seed is a service's first answer from the bulk first read, and the index
+// its blocking query starts from.
+type seed struct {
+	entries []*api.ServiceEntry
+	index   uint64
+}
+
+// watchHealth watches the instances and checks of one service, from its
+// seed when it has one (the bulk first read).
+func (s *Source) watchHealth(ctx context.Context, w *watch, sd *seed, events chan<- event) {
 	var (
 		entries []*api.ServiceEntry
 		last    *healthEvent
@@ -544,7 +564,7 @@ func (s *Source) watchHealth(ctx context.Context, w *watch, events chan<- event)
 		}
 		return meta, err
 	}
-	s.blockingLoop(ctx, events, watchSpec{
+	sp := watchSpec{
 		id: "health/" + w.scope, endpoint: "health", class: classBlocking, nudge: w.nudge, fetch: fetch,
 		handle: func(meta *api.QueryMeta, force bool) bool {
 			var ev healthEvent
@@ -577,7 +597,15 @@ func (s *Source) watchHealth(ctx context.Context, w *watch, events chan<- event)
 			last = &ev
 			return send(ctx, events, ev)
 		},
-	})
+	}
+	if sd != nil {
+		entries = sd.entries
+		if !sp.handle(&api.QueryMeta{LastIndex: sd.index}, true) {
+			return
+		}
+		sp.seedIndex = sd.index
+	}
+	s.blockingLoop(ctx, events, sp)
 }
 
 // ownEntries drops the entries of other services from a health answer.
