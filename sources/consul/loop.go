@@ -313,8 +313,8 @@ func (l *loop) checkRotation(ctx context.Context) {
 			"at once through the checks and catalog feeds, but a change that moves neither (a new address, port or "+
 			"meta with the same checks) waits for its watch's turn, up to one wait. To remove this, "+
 			"raise maxStreams above the service count (Consul serves 250 streams per connection and allows "+
-			"limits.http_max_conns_per_client, 200 by default, connections per client IP: up to about 45,000 "+
-			"streams, or raise that limit too)",
+			"limits.http_max_conns_per_client, 200 by default, connections per client IP: the default of 45,000 "+
+			"streams is about what that allows; past it, raise that limit too)",
 			zap.Int("services", watched), zap.Int("maxStreams", capacity), zap.Duration("wait", l.s.cfg.Wait))
 	case rotating:
 		l.s.log.Warn("more services than Consul connections (maxConcurrentQueries, HTTP/1.1): watches take turns. "+
