@@ -234,6 +234,7 @@ func TestSlotsSplit(t *testing.T) {
 		{100, 5, 0, 90, 5, true, false},
 		{100, 20000, 2, 88, 19988, true, true},
 		{100, 20000, 5, 85, 19985, true, true},
+		{100, DefaultMaxStreams, 2, 88, 44988, true, true},
 		{12, 12, 5, 4, 4, true, true},
 		{12, 12, 8, 12, 12, false, false},
 	} {
