@@ -1,7 +1,6 @@
 package azure
 
 import (
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -78,15 +77,7 @@ const (
 // SetDefaults fills in every unset field that has a default.
 func (c *Config) SetDefaults() {
 	c.Config.SetDefaults()
-	if c.ServiceTag == "" {
-		c.ServiceTag = DefaultServiceTag
-	}
-	if c.PortsTag == "" {
-		c.PortsTag = DefaultPortsTag
-	}
-	if c.OptOutTag == "" {
-		c.OptOutTag = DefaultOptOutTag
-	}
+	cloudsource.FillIn(map[*string]string{&c.ServiceTag: DefaultServiceTag, &c.PortsTag: DefaultPortsTag, &c.OptOutTag: DefaultOptOutTag})
 	c.MappingConfig.SetDefaults(DefaultHostTemplate, DefaultAddressType)
 }
 
@@ -99,18 +90,14 @@ var (
 	tagNameRE = regexp.MustCompile(`^[^<>%&\\?/]{1,512}$`)
 )
 
-// Validate checks a configuration after SetDefaults. Errors name the field.
 // Warnings names the settings that are valid but risky (sources.Warner).
 func (c *Config) Warnings() []string { return c.MappingConfig.Warnings(hostSample) }
 
+// Validate checks a configuration after SetDefaults. Errors name the field.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
-	}
-	if err := c.Config.Validate(); err != nil {
-		errs = append(errs, err)
-	}
+	var v cloudsource.Checker
+	bad := v.Bad
+	v.Add(c.Config.Validate())
 	switch {
 	case c.SubscriptionID == "":
 		bad("subscriptionId", "required")
@@ -132,15 +119,15 @@ func (c *Config) Validate() error {
 			bad(t.field, "%q is not a tag name (no <, >, %%, &, \\, ? or /)", t.v)
 		}
 	}
-	errs = append(errs, c.MappingConfig.Validate(hostSample, cloudsource.VMAddressTypes...))
-	errs = append(errs, cloudsource.CheckEndpoint("endpoint", c.Endpoint))
+	v.Add(c.MappingConfig.Validate(hostSample, cloudsource.VMAddressTypes...))
+	v.Add(cloudsource.CheckEndpoint("endpoint", c.Endpoint))
 	if c.TenantID != "" && !uuidRE.MatchString(c.TenantID) {
 		bad("tenantId", "%q is not a tenant ID (a GUID)", c.TenantID)
 	}
 	if c.ClientID != "" && !uuidRE.MatchString(c.ClientID) {
 		bad("clientId", "%q is not a client ID (a GUID)", c.ClientID)
 	}
-	return errors.Join(errs...)
+	return v.Err()
 }
 
 // Key is the configuration key of Azure sources.
@@ -148,9 +135,5 @@ func (*Config) Key() string { return "azure" }
 
 // New makes the source (sources.Config); see the package's New.
 func (c *Config) New(opts sources.Options) (sources.Source, error) {
-	s, err := New(*c, opts)
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
+	return cloudsource.AsSource(New(*c, opts))
 }

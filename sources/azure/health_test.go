@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource/cloudsourcetest"
 )
 
@@ -69,7 +70,7 @@ func TestHealth(t *testing.T) {
 		group("api", []model.Port{{Number: 8000, Protocol: model.ProtocolHTTP}}, a1), group("web", httpGRPC, w1)})
 	f.listStarts.Wait(t, f.listStarts.Now(), 1)
 	if byHealth("passing") != 2 || byHealth("critical") != 1 || byHealth("unknown") != 1 ||
-		testutil.ToFloat64(s.Lister.metrics.Skipped.WithLabelValues(skipUnhealthy)) != 1 {
+		testutil.ToFloat64(s.Lister.metrics.Skipped.WithLabelValues(cloudsource.SkipUnhealthy)) != 1 {
 		t.Errorf("by health: passing %v critical %v unknown %v", byHealth("passing"), byHealth("critical"), byHealth("unknown"))
 	}
 

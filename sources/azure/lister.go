@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -20,9 +19,11 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v7"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v8"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
@@ -107,12 +108,8 @@ type lister struct {
 	computeTransport policy.Transporter
 	networkTransport policy.Transporter
 
-	mu  sync.Mutex
-	api azureAPI
-	// transport is the clients' own (unless a test set theirs), so that
-	// its idle connections can be closed.
-	transport *http.Transport
-	problems  *cloudsource.ProblemLog
+	*cloudsource.Client[azureAPI]
+	problems *cloudsource.ProblemLog
 	// health is the last known Application Health of each VM (only List
 	// uses it).
 	health *cloudsource.HealthBook
@@ -120,20 +117,26 @@ type lister struct {
 
 var _ poll.Lister = (*lister)(nil)
 
-// client makes the API clients on first use, so that a credential that
-// cannot be built shows as a failing source rather than a daemon that will
-// not start.
-func (l *lister) client() (azureAPI, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.api != nil {
-		return l.api, nil
+// newLister makes the lister of a prepared configuration (cloudsource.New).
+func newLister(cfg *Config, opts sources.Options) (*lister, prometheus.Collector, error) {
+	m, err := newMapper(cfg)
+	l := &lister{cfg: cfg, mapper: m, metrics: newMetrics(opts.Name), log: opts.Logger,
+		problems: cloudsource.NewProblemLog(opts.Logger, "VM left out of the mesh"), health: cloudsource.NewHealthBook()}
+	l.Client = cloudsource.NewClient(l.newAPI)
+	if u := cfg.Endpoint; strings.HasPrefix(u, "http://") {
+		opts.Logger.Warn("endpoint is plain http: access tokens are sent in clear text", zap.String("endpoint", u))
 	}
+	return l, l.metrics, err
+}
+
+// newAPI makes the API clients (cloudsource.Client). The transport is the
+// clients' own, unless a test set theirs.
+func (l *lister) newAPI(context.Context) (azureAPI, *http.Transport, error) {
 	cred := l.credential
 	if cred == nil {
 		c, err := newCredential(l.cfg)
 		if err != nil {
-			return nil, fmt.Errorf("azure credential: %w", err)
+			return nil, nil, fmt.Errorf("azure credential: %w", err)
 		}
 		cred = c
 	}
@@ -169,27 +172,17 @@ func (l *lister) client() (azureAPI, error) {
 	}
 	vms, err := armcompute.NewVirtualMachinesClient(l.cfg.SubscriptionID, cred, opts(l.computeTransport))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	nics, err := armnetwork.NewInterfacesClient(l.cfg.SubscriptionID, cred, opts(l.networkTransport))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pips, err := armnetwork.NewPublicIPAddressesClient(l.cfg.SubscriptionID, cred, opts(l.networkTransport))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	l.api, l.transport = armAPI{vms: vms, nics: nics, pips: pips}, own
-	return l.api, nil
-}
-
-// CloseIdleConnections releases idle connections; the clients stay usable.
-func (l *lister) CloseIdleConnections() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.transport != nil {
-		l.transport.CloseIdleConnections()
-	}
+	return armAPI{vms: vms, nics: nics, pips: pips}, own, nil
 }
 
 // newCredential returns DefaultAzureCredential (environment, workload
@@ -222,7 +215,7 @@ func newCredential(cfg *Config) (azcore.TokenCredential, error) {
 
 // List returns one group per service name. Any failed page fails the list.
 func (l *lister) List(ctx context.Context) ([]model.Group, error) {
-	api, err := l.client()
+	api, err := l.API(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -5,35 +5,20 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"text/template"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v7"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v8"
 
 	"github.com/registry-adapter/registry-adapter/model"
-	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
-// Reasons a VM (or one of its service names) is left out, the values of the
-// skipped metric's "reason" label.
-const (
-	skipNotRunning     = "not-running"
-	skipResourceGroup  = "resource-group-filtered"
-	skipOptOut         = "opted-out"
-	skipAutoRegistered = "auto-registered"
-	skipNoService      = "no-service"
-	skipInvalidService = "invalid-service"
-	skipNoPorts        = "no-ports"
-	skipInvalidPorts   = "invalid-ports"
-	skipNoAddress      = "no-address"
-	skipUnhealthy      = cloudsource.SkipUnhealthy
-)
+// skipResourceGroup is the reason a VM of a resource group the source
+// does not read is left out.
+const skipResourceGroup = "resource-group-filtered"
 
-var skipReasons = []string{
-	skipNotRunning, skipResourceGroup, skipOptOut, skipAutoRegistered, skipNoService,
-	skipInvalidService, skipNoPorts, skipInvalidPorts, skipNoAddress, skipUnhealthy,
-}
+// skipReasons are the values of the skipped metric's "reason" label.
+var skipReasons = cloudsource.SkipReasons(skipResourceGroup)
 
 // hostData is what hostTemplate sees.
 type hostData struct {
@@ -60,29 +45,16 @@ type inventory struct {
 // mapper turns an inventory into groups.
 type mapper struct {
 	cfg            *Config
-	host           *template.Template
 	resourceGroups map[string]bool
-	configPorts    []model.Port
+	*cloudsource.Mapping
 }
 
 func newMapper(cfg *Config) (*mapper, error) {
-	t, err := sources.ParseHostTemplate("hostTemplate", cfg.HostTemplate, hostSample)
+	mp, err := cfg.NewMapping(hostSample, cloudsource.Rules{OptOut: cfg.OptOutTag, Service: cfg.ServiceTag, Ports: cfg.PortsTag})
 	if err != nil {
 		return nil, err
 	}
-	m := &mapper{cfg: cfg, host: t, configPorts: cfg.ConfigPorts()}
-	if len(cfg.ResourceGroups) > 0 {
-		m.resourceGroups = map[string]bool{}
-		for _, rg := range cfg.ResourceGroups {
-			m.resourceGroups[strings.ToLower(rg)] = true
-		}
-	}
-	return m, nil
-}
-
-type mappedVM struct {
-	model.Instance
-	ports []model.Port
+	return &mapper{cfg: cfg, Mapping: mp, resourceGroups: cloudsource.SetOf(cfg.ResourceGroups, strings.ToLower)}, nil
 }
 
 // mapInventory maps a complete read of the subscription. health, when not
@@ -95,127 +67,62 @@ func (m *mapper) mapInventory(inv inventory, health *cloudsource.HealthBook) clo
 	services := cloudsource.Services{}
 	mapped := map[string]bool{}
 	for _, vm := range inv.vms {
-		names, inst, reason, detail := m.mapVM(vm, inv)
+		mv := m.mapVM(vm, inv)
 		var v cloudsource.Verdict
-		if health != nil && len(names) > 0 {
-			mapped[inst.ID] = true
-			health.Record(inst.ID, vmHealthVerdict(vm))
-			v = health.Get(inst.ID)
+		if health != nil && len(mv.Names) > 0 {
+			mapped[mv.Instance.ID] = true
+			health.Record(mv.Instance.ID, vmHealthVerdict(vm))
+			v = health.Get(mv.Instance.ID)
 		}
-		names, reason, detail = res.WithHealth(v, &inst.Instance, names, reason, detail)
-		if reason != "" {
-			res.Skipped[reason]++
-			if detail != "" {
-				res.Problems[str(vm.ID)] = cloudsource.Problem{Name: str(vm.Name), Reason: reason, Detail: detail}
-			}
-		}
-		services.Add(names, inst.Instance, inst.ports)
+		services.Add(res.Take(str(vm.ID), str(vm.Name), &mv, v), mv.Instance, mv.Ports)
 	}
 	if health != nil {
 		health.Retain(mapped)
 	}
 	res.Groups = services.Groups(func(name string) (string, error) {
-		return sources.RenderHost(m.host, hostData{Service: name, Subscription: m.cfg.SubscriptionID})
-	}, func(name string, instances int, err error) {
-		res.Skipped[skipInvalidService] += instances
-		res.Problems["service/"+name] = cloudsource.Problem{Name: name, Reason: skipInvalidService, Detail: "hostTemplate: " + err.Error()}
-	})
+		return m.Host(hostData{Service: name, Subscription: m.cfg.SubscriptionID})
+	}, res.HostFailed)
 	return res
 }
 
-// tag returns a tag's value; tag names are case-insensitive in Azure.
-func tag(tags map[string]*string, name string) (string, bool) {
-	if v, ok := tags[name]; ok {
-		return str(v), true
-	}
-	for k, v := range tags {
-		if strings.EqualFold(k, name) {
-			return str(v), true
-		}
-	}
-	return "", false
-}
-
-// mapVM maps one VM to the names of its services and its model.Instance.
-// When it is left out (no names) or some of its service names are, reason
-// says why and detail is worth logging.
-func (m *mapper) mapVM(vm *armcompute.VirtualMachine, inv inventory) (names []string, out mappedVM, reason, detail string) {
+// mapVM maps one running VM of a resource group the source reads by the
+// shared rules, from its tags (whose names are case-insensitive in Azure).
+func (m *mapper) mapVM(vm *armcompute.VirtualMachine, inv inventory) cloudsource.Mapped {
 	if vm == nil {
-		return nil, out, skipNoService, ""
+		return cloudsource.Skipped(cloudsource.SkipNoService)
 	}
 	if m.resourceGroups != nil && !m.resourceGroups[strings.ToLower(resourceGroupOf(str(vm.ID)))] {
-		return nil, out, skipResourceGroup, ""
+		return cloudsource.Skipped(skipResourceGroup)
 	}
 	if !running(vm) {
-		return nil, out, skipNotRunning, ""
+		return cloudsource.Skipped(cloudsource.SkipNotRunning)
 	}
-	for k := range vm.Tags {
-		if cloudsource.IsAutoRegistrationKey(k) {
-			return nil, out, skipAutoRegistered, ""
-		}
-	}
-	if v, ok := tag(vm.Tags, m.cfg.OptOutTag); ok && !strings.EqualFold(strings.TrimSpace(v), "false") {
-		return nil, out, skipOptOut, ""
-	}
-	v, ok := tag(vm.Tags, m.cfg.ServiceTag)
-	if !ok {
-		return nil, out, skipNoService, ""
-	}
-	names, invalid := cloudsource.SplitServices(v, serviceSeparators)
-	if len(invalid) > 0 {
-		reason = skipInvalidService
-		detail = fmt.Sprintf("invalid service names %q", invalid)
-	}
-	if len(names) == 0 {
-		return nil, out, cmp.Or(reason, skipNoService), detail
-	}
-
-	ports := m.configPorts
-	if v, ok := tag(vm.Tags, m.cfg.PortsTag); ok {
-		p, err := cloudsource.ParsePorts(v)
-		if err != nil {
-			return nil, out, skipInvalidPorts, fmt.Sprintf("tag %s: %v", m.cfg.PortsTag, err)
-		}
-		ports = p
-	}
-	if len(ports) == 0 {
-		return nil, out, skipNoPorts, fmt.Sprintf("no %s tag and no ports configured", m.cfg.PortsTag)
-	}
-
-	addr, vnet, why := m.address(vm, inv)
-	if addr == "" {
-		return nil, out, skipNoAddress, why
-	}
-	network := cmp.Or(m.cfg.Network, vnet)
-	locality := str(vm.Location)
-	if len(vm.Zones) > 0 && str(vm.Zones[0]) != "" && locality != "" {
-		// The zone as AKS labels nodes (topology.kubernetes.io/zone): eastus-1.
-		locality += "/" + locality + "-" + str(vm.Zones[0])
-	}
-	var labels map[string]string
+	var tags map[string]string
 	if len(vm.Tags) > 0 {
-		labels = make(map[string]string, len(vm.Tags))
+		tags = make(map[string]string, len(vm.Tags))
 		for k, v := range vm.Tags {
-			labels[k] = str(v)
+			tags[k] = str(v)
 		}
 	}
-	id := str(vm.ID)
-	if vm.Properties != nil && str(vm.Properties.VMID) != "" {
-		id = str(vm.Properties.VMID)
-	}
-	out = mappedVM{
-		Instance: model.Instance{
-			ID:       id,
-			Address:  addr,
-			Labels:   model.LabelsFromMap(labels),
-			Locality: locality,
-			Network:  network,
-			Health:   model.HealthUnknown,
-			Identity: identity(vm),
-		},
-		ports: ports,
-	}
-	return names, out, reason, detail
+	return m.Map([]cloudsource.Tags{{Kind: "tag", Values: tags, FoldKeys: true, Separators: serviceSeparators}}, func(out *model.Instance) string {
+		addr, vnet, why := m.address(vm, inv)
+		if out.Address = addr; addr == "" {
+			return why
+		}
+		out.ID = str(vm.ID)
+		if vm.Properties != nil && str(vm.Properties.VMID) != "" {
+			out.ID = str(vm.Properties.VMID)
+		}
+		out.Network = cmp.Or(m.cfg.Network, vnet)
+		out.Locality = str(vm.Location)
+		if len(vm.Zones) > 0 && str(vm.Zones[0]) != "" && out.Locality != "" {
+			// The zone as AKS labels nodes (topology.kubernetes.io/zone): eastus-1.
+			out.Locality += "/" + out.Locality + "-" + str(vm.Zones[0])
+		}
+		out.Labels = model.LabelsFromMap(tags)
+		out.Identity = identity(vm)
+		return ""
+	})
 }
 
 // running reports whether the VM's instance view says PowerState/running.

@@ -6,10 +6,6 @@
 package azure
 
 import (
-	"strings"
-
-	"go.uber.org/zap"
-
 	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
@@ -17,23 +13,8 @@ import (
 // Source polls Azure Resource Manager: the shared cloud source over this package's lister.
 type Source = cloudsource.Source[*lister]
 
-var _ sources.Source = (*Source)(nil)
-
 // New makes an Azure source. It does no I/O: the credential and clients are
 // made on the first list.
 func New(cfg Config, opts sources.Options) (*Source, error) {
-	if err := cloudsource.Prepare(&cfg, &opts); err != nil {
-		return nil, err
-	}
-	m, err := newMapper(&cfg)
-	if err != nil {
-		return nil, err
-	}
-	met := newMetrics(opts.Name)
-	l := &lister{problems: cloudsource.NewProblemLog(opts.Logger, "VM left out of the mesh"), cfg: &cfg, mapper: m, metrics: met, log: opts.Logger,
-		health: cloudsource.NewHealthBook()}
-	if u := cfg.Endpoint; strings.HasPrefix(u, "http://") {
-		opts.Logger.Warn("endpoint is plain http: access tokens are sent in clear text", zap.String("endpoint", u))
-	}
-	return cloudsource.NewSource(cfg.Config, l, met, opts)
+	return cloudsource.New(&cfg, &cfg.Config, opts, newLister)
 }

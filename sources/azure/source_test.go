@@ -14,6 +14,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource/cloudsourcetest"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
@@ -162,8 +163,8 @@ func TestListJoinsVMsAndNICsAcrossPages(t *testing.T) {
 		t.Errorf("VMs seen %v, want 10", got)
 	}
 	for reason, want := range map[string]float64{
-		skipNotRunning: 2, skipOptOut: 1, skipAutoRegistered: 1, skipNoService: 1, skipInvalidPorts: 1,
-		skipNoPorts: 0, skipResourceGroup: 0, skipNoAddress: 0,
+		cloudsource.SkipNotRunning: 2, cloudsource.SkipOptOut: 1, cloudsource.SkipAutoRegistered: 1, cloudsource.SkipNoService: 1, cloudsource.SkipInvalidPorts: 1,
+		cloudsource.SkipNoPorts: 0, skipResourceGroup: 0, cloudsource.SkipNoAddress: 0,
 	} {
 		if got := testutil.ToFloat64(m.Skipped.WithLabelValues(reason)); got != want {
 			t.Errorf("skipped{reason=%s} = %v, want %v", reason, got, want)
@@ -191,10 +192,10 @@ func TestListOptions(t *testing.T) {
 	}{
 		{"public", func(c *Config) { c.AddressType = AddressPublic }, []model.Instance{
 			inst("a", "20.1.2.3", "eastus/eastus-3", vnet("rg-a"), lbl, ""),
-		}, map[string]float64{skipNoAddress: 1}},
+		}, map[string]float64{cloudsource.SkipNoAddress: 1}},
 		{"ipv6", func(c *Config) { c.AddressType = AddressIPv6 }, []model.Instance{
 			inst("a", "fd00:db8::1", "eastus/eastus-3", vnet("rg-a"), lbl, ""),
-		}, map[string]float64{skipNoAddress: 1}},
+		}, map[string]float64{cloudsource.SkipNoAddress: 1}},
 		{"resource groups and network", func(c *Config) { c.ResourceGroups = []string{"RG-B"}; c.Network = "mesh-net" }, []model.Instance{
 			inst("b", "10.0.1.2", "eastus", "mesh-net", lbl, ""),
 		}, map[string]float64{skipResourceGroup: 1}},

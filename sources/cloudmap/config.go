@@ -1,7 +1,6 @@
 package cloudmap
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"regexp"
@@ -89,12 +88,7 @@ var addressTypes = []string{AddressIPv4, AddressIPv6, AddressCNAME}
 // SetDefaults fills in every unset field that has a default.
 func (c *Config) SetDefaults() {
 	c.Config.SetDefaults()
-	if c.PortsAttribute == "" {
-		c.PortsAttribute = DefaultPortsAttribute
-	}
-	if c.OptOutAttribute == "" {
-		c.OptOutAttribute = DefaultOptOutAttribute
-	}
+	cloudsource.FillIn(map[*string]string{&c.PortsAttribute: DefaultPortsAttribute, &c.OptOutAttribute: DefaultOptOutAttribute})
 	c.MappingConfig.SetDefaults(DefaultHostTemplate, DefaultAddressType)
 	if c.FullResync == 0 {
 		c.FullResync = DefaultFullResync
@@ -107,19 +101,15 @@ var (
 	nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,253}$`)
 )
 
-// Validate checks a configuration after SetDefaults. Errors name the field.
 // Warnings names the settings that are valid but risky (sources.Warner).
 func (c *Config) Warnings() []string { return c.MappingConfig.Warnings(hostSample) }
 
+// Validate checks a configuration after SetDefaults. Errors name the field.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
-	}
-	if err := c.Config.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	errs = append(errs, awsapi.CheckRegion(c.Region),
+	var v cloudsource.Checker
+	bad := v.Bad
+	v.Add(c.Config.Validate())
+	v.Add(awsapi.CheckRegion(c.Region),
 		cloudsource.CheckEndpoint("endpoint", c.Endpoint), cloudsource.CheckEndpoint("stsEndpoint", c.STSEndpoint))
 	switch {
 	case c.Namespace == "":
@@ -154,8 +144,8 @@ func (c *Config) Validate() error {
 	if strings.HasPrefix(c.OptOutAttribute, "AWS_") {
 		bad("optOutAttribute", "%q: must not start with AWS_", c.OptOutAttribute)
 	}
-	errs = append(errs, c.MappingConfig.Validate(hostSample, addressTypes...), c.Role.Validate())
-	return errors.Join(errs...)
+	v.Add(c.MappingConfig.Validate(hostSample, addressTypes...), c.Role.Validate())
+	return v.Err()
 }
 
 // Key is the configuration key of Cloud Map sources.
@@ -163,9 +153,5 @@ func (*Config) Key() string { return "cloudmap" }
 
 // New makes the source (sources.Config); see the package's New.
 func (c *Config) New(opts sources.Options) (sources.Source, error) {
-	s, err := New(*c, opts)
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
+	return cloudsource.AsSource(New(*c, opts))
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -15,10 +14,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/servicediscovery/types"
 	"github.com/aws/smithy-go/middleware"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/awsapi"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
@@ -60,9 +61,7 @@ type lister struct {
 	// maxAttempts is the SDK's attempts per request; 0: its default.
 	maxAttempts int
 
-	mu        sync.Mutex
-	api       cloudMapAPI
-	transport *http.Transport
+	*cloudsource.Client[cloudMapAPI]
 
 	// cache and logged are only used by List, which poll never runs
 	// concurrently with itself.
@@ -72,27 +71,29 @@ type lister struct {
 
 var _ poll.Lister = (*lister)(nil)
 
-// client makes the API client on first use.
-func (l *lister) client(ctx context.Context) (cloudMapAPI, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.api != nil {
-		return l.api, nil
-	}
+// newLister makes the lister of a prepared configuration (cloudsource.New).
+func newLister(cfg *Config, opts sources.Options) (*lister, prometheus.Collector, error) {
+	m, err := newMapper(cfg)
+	l := &lister{cfg: cfg, name: opts.Name, mapper: m, metrics: newMetrics(opts.Name), log: opts.Logger, now: time.Now,
+		problems: cloudsource.NewProblemLog(opts.Logger, "Cloud Map instance or service not (fully) served")}
+	l.Client = cloudsource.NewClient(l.newAPI)
+	return l, l.metrics, err
+}
+
+// newAPI makes the API client (cloudsource.Client).
+func (l *lister) newAPI(ctx context.Context) (cloudMapAPI, *http.Transport, error) {
 	awsCfg, tr, err := awsapi.Load(ctx, awsapi.Options{
 		Region: l.cfg.Region, Role: l.cfg.Role, SessionName: l.name, MaxAttempts: l.maxAttempts,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	l.api = sd.NewFromConfig(awsCfg, func(o *sd.Options) {
+	return sd.NewFromConfig(awsCfg, func(o *sd.Options) {
 		if l.cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(l.cfg.Endpoint)
 			o.APIOptions = append(o.APIOptions, noEndpointHostPrefix)
 		}
-	})
-	l.transport = tr
-	return l.api, nil
+	}), tr, nil
 }
 
 // noEndpointHostPrefix is an API option that sends the data-plane calls
@@ -105,15 +106,6 @@ func noEndpointHostPrefix(stack *middleware.Stack) error {
 		) {
 			return next.HandleInitialize(smithyhttp.DisableEndpointHostPrefix(ctx, true), in)
 		}), middleware.Before)
-}
-
-// CloseIdleConnections releases idle connections; the client stays usable.
-func (l *lister) CloseIdleConnections() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.transport != nil {
-		l.transport.CloseIdleConnections()
-	}
 }
 
 // request counts one request in the metrics and classifies its error.
@@ -255,7 +247,7 @@ func paginate(page func(token *string) (*string, error)) error {
 // List returns one group per service with served instances. It fails,
 // rather than return a smaller state, when any call fails.
 func (l *lister) List(ctx context.Context) ([]model.Group, error) {
-	api, err := l.client(ctx)
+	api, err := l.API(ctx)
 	if err != nil {
 		return nil, err
 	}

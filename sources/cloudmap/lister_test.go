@@ -16,6 +16,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -138,7 +139,7 @@ func newFakeLister(t *testing.T, f *fakeAPI, now *time.Time) *lister {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &lister{cfg: &cfg, mapper: m, metrics: newMetrics("t"), log: zap.NewNop(), api: f,
+	return &lister{cfg: &cfg, mapper: m, metrics: newMetrics("t"), log: zap.NewNop(), Client: cloudsource.ReadyClient[cloudMapAPI](f),
 		now: func() time.Time { return *now }}
 }
 

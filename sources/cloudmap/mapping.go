@@ -7,13 +7,11 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"text/template"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/servicediscovery/types"
 
 	"github.com/registry-adapter/registry-adapter/model"
-	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
@@ -31,20 +29,13 @@ const (
 // istiod through a WorkloadGroup: the source leaves it out.
 const AutoRegistrationAttribute = cloudsource.AutoRegistrationGroup
 
-// Reasons an instance (or part of it) is left out: the values of the
-// skipped metric's "reason" label.
-const (
-	skipOptOut         = "opted-out"
-	skipAutoRegistered = "auto-registered"
-	skipInvalidService = "invalid-service"
-	skipNoPorts        = "no-ports"
-	skipInvalidPorts   = "invalid-ports"
-	skipPortConflict   = "port-conflict"
-	skipNoAddress      = "no-address"
-)
+// kindAttribute names the attributes in log details.
+const kindAttribute = "attribute"
 
+// skipReasons are the values of the skipped metric's "reason" label.
 var skipReasons = []string{
-	skipOptOut, skipAutoRegistered, skipInvalidService, skipNoPorts, skipInvalidPorts, skipPortConflict, skipNoAddress,
+	cloudsource.SkipOptOut, cloudsource.SkipAutoRegistered, cloudsource.SkipInvalidService, cloudsource.SkipNoPorts,
+	cloudsource.SkipInvalidPorts, cloudsource.SkipPortConflict, cloudsource.SkipNoAddress,
 }
 
 // hostData is what hostTemplate sees.
@@ -59,17 +50,16 @@ var hostSample = hostData{Service: "web", Namespace: "prod.local", Region: "us-e
 
 // mapper maps the instances of one service.
 type mapper struct {
-	cfg         *Config
-	host        *template.Template
-	configPorts []model.Port
+	cfg *Config
+	*cloudsource.Mapping
 }
 
 func newMapper(cfg *Config) (*mapper, error) {
-	t, err := sources.ParseHostTemplate("hostTemplate", cfg.HostTemplate, hostSample)
-	if err != nil {
-		return nil, err
-	}
-	return &mapper{cfg: cfg, host: t, configPorts: cfg.ConfigPorts()}, nil
+	m := &mapper{cfg: cfg}
+	var err error
+	m.Mapping, err = cfg.NewMapping(hostSample, cloudsource.Rules{OptOut: cfg.OptOutAttribute, Ports: cfg.PortsAttribute,
+		WithoutPortsKey: m.instancePort, AutoRegistration: cloudsource.IsAutoRegistrationTag})
+	return m, err
 }
 
 // serviceResult is the outcome of mapping one service's instances.
@@ -86,36 +76,31 @@ func (m *mapper) mapService(name string, instances []types.HttpInstanceSummary) 
 	slices.SortFunc(instances, func(a, b types.HttpInstanceSummary) int {
 		return cmp.Compare(aws.ToString(a.InstanceId), aws.ToString(b.InstanceId))
 	})
-	host, err := sources.RenderHost(m.host, hostData{Service: name, Namespace: m.cfg.Namespace, Region: m.cfg.Region})
+	host, err := m.Host(hostData{Service: name, Namespace: m.cfg.Namespace, Region: m.cfg.Region})
 	if err != nil {
-		res.Skipped[skipInvalidService] = len(instances)
-		res.Problems["service/"+name] = cloudsource.Problem{Reason: skipInvalidService, Detail: "hostTemplate: " + err.Error()}
+		res.HostFailed(name, len(instances), err)
 		return res
 	}
 	svc := model.Service{Name: name, Host: host}
 	ports := map[uint32]model.Port{}
 	for _, in := range instances {
 		id := aws.ToString(in.InstanceId)
-		inst, instPorts, reason, detail := m.mapInstance(in)
-		if reason != "" {
-			res.Skipped[reason]++
-			if detail != "" {
-				res.Problems[name+"/"+id] = cloudsource.Problem{Reason: reason, Detail: detail}
-			}
+		mi := m.mapInstance(in)
+		if mi.Reason != "" {
+			res.Skip(name+"/"+id, "", mi.Reason, mi.Detail, 1)
 			continue
 		}
 		// Instances are visited in ID order: on a protocol conflict the
 		// lowest instance ID wins, so the outcome is stable.
-		for _, p := range instPorts {
+		for _, p := range mi.Ports {
 			if old, ok := ports[p.Number]; ok && old != p {
-				res.Skipped[skipPortConflict]++
-				res.Problems[name+"/"+id] = cloudsource.Problem{Reason: skipPortConflict, Detail: fmt.Sprintf(
-					"port %d is %s on an instance with a lower ID, %s here; %s is kept", p.Number, old.Protocol, p.Protocol, old.Protocol)}
+				res.Skip(name+"/"+id, "", cloudsource.SkipPortConflict, fmt.Sprintf(
+					"port %d is %s on an instance with a lower ID, %s here; %s is kept", p.Number, old.Protocol, p.Protocol, old.Protocol), 1)
 				continue
 			}
 			ports[p.Number] = p
 		}
-		svc.Instances = append(svc.Instances, inst)
+		svc.Instances = append(svc.Instances, mi.Instance)
 	}
 	if len(svc.Instances) == 0 {
 		return res
@@ -128,83 +113,65 @@ func (m *mapper) mapService(name string, instances []types.HttpInstanceSummary) 
 	return res
 }
 
-// mapInstance maps one instance; reason says why it is left out.
-func (m *mapper) mapInstance(in types.HttpInstanceSummary) (out model.Instance, ports []model.Port, reason, detail string) {
+// mapInstance maps one instance by the shared rules, from its attributes.
+func (m *mapper) mapInstance(in types.HttpInstanceSummary) cloudsource.Mapped {
 	attrs := in.Attributes
-	for k := range attrs {
-		if strings.EqualFold(k, AutoRegistrationAttribute) {
-			return out, nil, skipAutoRegistered, ""
+	return m.Map([]cloudsource.Tags{{Kind: kindAttribute, Values: attrs}}, func(out *model.Instance) string {
+		if out.Address = m.address(attrs); out.Address == "" {
+			return fmt.Sprintf("no valid %s attribute", m.addressAttribute())
 		}
-	}
-	if v, ok := attrs[m.cfg.OptOutAttribute]; ok && !strings.EqualFold(strings.TrimSpace(v), "false") {
-		return out, nil, skipOptOut, ""
-	}
-
-	var targets map[uint32]uint32
-	if v, ok := attrs[m.cfg.PortsAttribute]; ok {
-		p, err := cloudsource.ParsePorts(v)
-		if err != nil {
-			return out, nil, skipInvalidPorts, fmt.Sprintf("attribute %s: %v", m.cfg.PortsAttribute, err)
+		out.ID = aws.ToString(in.InstanceId)
+		out.Network = m.cfg.Network
+		out.Locality = m.cfg.Region
+		if z := attrs[AttrZone]; z != "" {
+			out.Locality += "/" + z
 		}
-		ports = p
-	} else if v, ok := attrs[AttrPort]; ok {
-		n, err := cloudsource.ParsePort(v)
-		if err != nil {
-			return out, nil, skipInvalidPorts, fmt.Sprintf("attribute %s: %v", AttrPort, err)
-		}
-		switch len(m.configPorts) {
-		case 0:
-			ports = []model.Port{{Number: n, Protocol: model.ProtocolTCP}}
-		case 1:
-			ports = m.configPorts
-			if n != ports[0].Number {
-				targets = map[uint32]uint32{ports[0].Number: n}
+		var labels map[string]string
+		for k, v := range attrs {
+			if strings.HasPrefix(k, "AWS_") {
+				continue
 			}
-		default:
-			ports = m.configPorts
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			labels[k] = v
 		}
-	} else {
-		ports = m.configPorts
-	}
-	if len(ports) == 0 {
-		return out, nil, skipNoPorts, fmt.Sprintf("no %s or %s attribute and no ports configured", m.cfg.PortsAttribute, AttrPort)
-	}
+		out.Labels = model.LabelsFromMap(labels)
+		switch in.HealthStatus {
+		case types.HealthStatusHealthy:
+			out.Health = model.HealthPassing
+		case types.HealthStatusUnhealthy:
+			out.Health = model.HealthCritical
+		}
+		return ""
+	})
+}
 
-	addr := m.address(attrs)
-	if addr == "" {
-		return out, nil, skipNoAddress, fmt.Sprintf("no valid %s attribute", m.addressAttribute())
-	}
-	locality := m.cfg.Region
-	if z := attrs[AttrZone]; z != "" {
-		locality += "/" + z
-	}
-	var labels map[string]string
-	for k, v := range attrs {
-		if strings.HasPrefix(k, "AWS_") {
-			continue
+// instancePort gives the ports of an instance without the ports attribute
+// (Rules.WithoutPortsKey): with AWS_INSTANCE_PORT, that port (TCP) when no
+// ports are configured, the one configured port (targeting it) when one
+// is, else the configured ports.
+func (m *mapper) instancePort(tags []cloudsource.Tags, mi *cloudsource.Mapped) (ports []model.Port, reason, detail string) {
+	v, ok := tags[0].Values[AttrPort]
+	if !ok {
+		if len(m.ConfigPorts) == 0 {
+			return nil, cloudsource.SkipNoPorts, fmt.Sprintf("no %s or %s attribute and no ports configured", m.cfg.PortsAttribute, AttrPort)
 		}
-		if labels == nil {
-			labels = map[string]string{}
+		return m.ConfigPorts, "", ""
+	}
+	n, err := cloudsource.ParsePort(v)
+	if err != nil {
+		return nil, cloudsource.SkipInvalidPorts, fmt.Sprintf("%s %s: %v", kindAttribute, AttrPort, err)
+	}
+	switch len(m.ConfigPorts) {
+	case 0:
+		return []model.Port{{Number: n, Protocol: model.ProtocolTCP}}, "", ""
+	case 1:
+		if p := m.ConfigPorts[0].Number; n != p {
+			mi.Instance.Ports = model.TargetPortsFromMap(map[uint32]uint32{p: n})
 		}
-		labels[k] = v
 	}
-	health := model.HealthUnknown
-	switch in.HealthStatus {
-	case types.HealthStatusHealthy:
-		health = model.HealthPassing
-	case types.HealthStatusUnhealthy:
-		health = model.HealthCritical
-	}
-	out = model.Instance{
-		ID:       aws.ToString(in.InstanceId),
-		Address:  addr,
-		Ports:    model.TargetPortsFromMap(targets),
-		Labels:   model.LabelsFromMap(labels),
-		Locality: locality,
-		Network:  m.cfg.Network,
-		Health:   health,
-	}
-	return out, ports, "", ""
+	return m.ConfigPorts, "", ""
 }
 
 func (m *mapper) addressAttribute() string {

@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/servicediscovery/types"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
 func testMapper(t *testing.T, mod func(*Config)) *mapper {
@@ -57,7 +58,7 @@ func TestMapService(t *testing.T) {
 	if !reflect.DeepEqual(res.group, want) {
 		t.Fatalf("got  %+v\nwant %+v", res.group, want)
 	}
-	wantSkipped := map[string]int{skipInvalidPorts: 1, skipAutoRegistered: 1, skipNoAddress: 1, skipPortConflict: 1}
+	wantSkipped := map[string]int{cloudsource.SkipInvalidPorts: 1, cloudsource.SkipAutoRegistered: 1, cloudsource.SkipNoAddress: 1, cloudsource.SkipPortConflict: 1}
 	if !reflect.DeepEqual(res.Skipped, wantSkipped) || res.Seen != 5 {
 		t.Fatalf("skipped %v seen %d", res.Skipped, res.Seen)
 	}
@@ -69,9 +70,9 @@ func TestMapService(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 	// One the template cannot make a host of at all.
-	m.host = template.Must(template.New("h").Parse("{{if false}}{{.Service}}{{end}}"))
+	m.Template = template.Must(template.New("h").Parse("{{if false}}{{.Service}}{{end}}"))
 	res = m.mapService("web", []types.HttpInstanceSummary{summary("a", "", map[string]string{AttrIPv4: "10.0.0.1"})})
-	if res.group != nil || res.Skipped[skipInvalidService] != 1 || !strings.Contains(res.Problems["service/web"].Detail, "empty after sanitizing") {
+	if res.group != nil || res.Skipped[cloudsource.SkipInvalidService] != 1 || !strings.Contains(res.Problems["service/web"].Detail, "empty after sanitizing") {
 		t.Fatalf("%+v", res)
 	}
 }
@@ -86,7 +87,7 @@ func TestMapAddressTypes(t *testing.T) {
 	}
 	res := testMapper(t, func(c *Config) { c.AddressType = AddressCNAME }).mapService("web",
 		[]types.HttpInstanceSummary{summary("a", "", map[string]string{AttrCNAME: "not a host", AttrPort: "80"})})
-	if res.group != nil || res.Skipped[skipNoAddress] != 1 {
+	if res.group != nil || res.Skipped[cloudsource.SkipNoAddress] != 1 {
 		t.Errorf("bad cname: %+v", res)
 	}
 }

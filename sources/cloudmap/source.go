@@ -8,8 +8,6 @@
 package cloudmap
 
 import (
-	"time"
-
 	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
@@ -17,19 +15,8 @@ import (
 // Source polls Cloud Map: the shared cloud source over this package's lister.
 type Source = cloudsource.Source[*lister]
 
-var _ sources.Source = (*Source)(nil)
-
 // New makes a Cloud Map source. It does no I/O: the credential chain is
 // read on the first list.
 func New(cfg Config, opts sources.Options) (*Source, error) {
-	if err := cloudsource.Prepare(&cfg, &opts); err != nil {
-		return nil, err
-	}
-	m, err := newMapper(&cfg)
-	if err != nil {
-		return nil, err
-	}
-	met := newMetrics(opts.Name)
-	l := &lister{problems: cloudsource.NewProblemLog(opts.Logger, "Cloud Map instance or service not (fully) served"), cfg: &cfg, name: opts.Name, mapper: m, metrics: met, log: opts.Logger, now: time.Now}
-	return cloudsource.NewSource(cfg.Config, l, met, opts)
+	return cloudsource.New(&cfg, &cfg.Config, opts, newLister)
 }

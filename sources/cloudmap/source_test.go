@@ -71,8 +71,8 @@ func TestMotoCloudMap(t *testing.T) {
 	skipped := func(reason string) float64 {
 		return r.Metric(t, "registry_adapter_cloudmap_instances_skipped", map[string]string{"reason": reason})
 	}
-	if skipped(skipNoAddress) != 1 || skipped(skipOptOut) != 1 {
-		t.Fatalf("skipped no-address %v, opted-out %v", skipped(skipNoAddress), skipped(skipOptOut))
+	if skipped(cloudsource.SkipNoAddress) != 1 || skipped(cloudsource.SkipOptOut) != 1 {
+		t.Fatalf("skipped no-address %v, opted-out %v", skipped(cloudsource.SkipNoAddress), skipped(cloudsource.SkipOptOut))
 	}
 
 	// Unchanged: web (no health check) is not read again, only its

@@ -84,6 +84,25 @@ func (c *MappingConfig) ConfigPorts() []model.Port {
 	return out
 }
 
+// Mapping is a cloud source's mapping of instances: the shared decisions
+// and the hosts of its services.
+type Mapping struct {
+	Rules
+	Hosts
+}
+
+// NewMapping returns the mapping of these settings (valid after Validate)
+// under rules, the source's own keys and choices: their ports and address
+// type are these settings'.
+func (c *MappingConfig) NewMapping(hostSample any, rules Rules) (*Mapping, error) {
+	h, err := NewHosts(c.HostTemplate, hostSample)
+	if err != nil {
+		return nil, err
+	}
+	rules.ConfigPorts, rules.AddressType = c.ConfigPorts(), c.AddressType
+	return &Mapping{Rules: rules, Hosts: h}, nil
+}
+
 // CheckEndpoint checks an optional API endpoint override: empty, or an
 // http(s) URL with a host. The error names the field.
 func CheckEndpoint(field, v string) error {
@@ -95,3 +114,27 @@ func CheckEndpoint(field, v string) error {
 	}
 	return nil
 }
+
+// FillIn sets each empty setting to its default: defaults maps a
+// setting's field to its default value.
+func FillIn(defaults map[*string]string) {
+	for field, v := range defaults {
+		if *field == "" {
+			*field = v
+		}
+	}
+}
+
+// Checker gathers the errors of a configuration's Validate, in order.
+type Checker struct{ errs []error }
+
+// Bad adds an error about field: "<field>: <message>".
+func (c *Checker) Bad(field, format string, args ...any) {
+	c.errs = append(c.errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+}
+
+// Add adds errs; a nil one is none.
+func (c *Checker) Add(errs ...error) { c.errs = append(c.errs, errs...) }
+
+// Err is every error added, joined; nil when there is none.
+func (c *Checker) Err() error { return errors.Join(c.errs...) }

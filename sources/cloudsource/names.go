@@ -45,8 +45,39 @@ func IsAutoRegistrationKey(k string) bool {
 	return b.String() == "istioioautoregistrationgroup"
 }
 
+// IsAutoRegistrationTag reports whether k is AutoRegistrationGroup in any
+// case: the match of a cloud whose keys can spell it (EC2 tags, Cloud Map
+// attributes).
+func IsAutoRegistrationTag(k string) bool { return strings.EqualFold(k, AutoRegistrationGroup) }
+
 // isHost reports whether n is a host as model.SanitizeHost makes them.
 func isHost(n string) bool {
 	h, err := model.SanitizeHost(n)
 	return err == nil && h == n
+}
+
+// SkipReasons are the reasons a VM source (ec2, gce, azure) leaves an
+// instance out, and the source's own extra ones: the values of its skipped
+// metric's "reason" label.
+func SkipReasons(extra ...string) []string {
+	return append([]string{
+		SkipNotRunning, SkipOptOut, SkipAutoRegistered, SkipNoService, SkipInvalidService,
+		SkipNoPorts, SkipInvalidPorts, SkipNoAddress, SkipUnhealthy,
+	}, extra...)
+}
+
+// SetOf returns the set of values, each by key(value) (key nil: as it
+// is), or nil when there are none: a filter that is not set.
+func SetOf(values []string, key func(string) string) map[string]bool {
+	if len(values) == 0 {
+		return nil
+	}
+	set := make(map[string]bool, len(values))
+	for _, v := range values {
+		if key != nil {
+			v = key(v)
+		}
+		set[v] = true
+	}
+	return set
 }

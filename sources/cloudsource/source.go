@@ -1,12 +1,17 @@
 // Package cloudsource is what the cloud sources (ec2, cloudmap, gce, azure)
 // share to turn a cloud's instances into services, whatever the registry:
-// service names from a tag or label, port lists, the auto-registration key,
-// the address types, the configuration fields they have in common,
+// the decisions every source makes on an instance (Rules.Map:
+// auto-registration, opt-out, the service and ports keys, no address) and
+// its result (Mapped, Result), service names from a tag or label, port
+// lists, the address types, the configuration fields they have in common,
+// the API client made on first use (Client), the constructor (New),
 // Retry-After hints, and their per-source metrics. (The host template is
 // every source's: sources.ParseHostTemplate.)
 //
-// Nothing here calls a cloud API: SDK setup and error classification stay
-// with each cloud (sources/awsapi for AWS).
+// A cloud source keeps what its API alone knows: how to list, whether an
+// instance runs, and where its tags, address, zone, identity and health
+// are in its wire format. Nothing here calls a cloud API: SDK setup and
+// error classification stay with each cloud (sources/awsapi for AWS).
 package cloudsource
 
 import (
@@ -45,6 +50,34 @@ func Prepare(cfg interface {
 		opts.Reporter = sources.NewReporter(opts.Name, nil)
 	}
 	return nil
+}
+
+// New builds a cloud source: it readies cfg and opts (Prepare), makes the
+// lister and its metrics with newLister, then the source polling the
+// lister on schedule (NewSource). schedule points into cfg: it is read
+// once Prepare has filled in its defaults.
+func New[C interface {
+	SetDefaults()
+	Validate() error
+}, L Lister](cfg C, schedule *poll.Config, opts sources.Options, newLister func(C, sources.Options) (L, prometheus.Collector, error),
+) (*Source[L], error) {
+	if err := Prepare(cfg, &opts); err != nil {
+		return nil, err
+	}
+	l, metrics, err := newLister(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	return NewSource(*schedule, l, metrics, opts)
+}
+
+// AsSource returns what a source's New returned as a sources.Source, for
+// its Config's New: nil, not a nil *Source, with an error.
+func AsSource[L Lister](s *Source[L], err error) (sources.Source, error) {
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Lister is what a cloud source lists its registry with: a poll.Lister

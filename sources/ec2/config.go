@@ -98,15 +98,7 @@ const (
 // SetDefaults fills in every unset field that has a default.
 func (c *Config) SetDefaults() {
 	c.Config.SetDefaults()
-	if c.ServiceTag == "" {
-		c.ServiceTag = DefaultServiceTag
-	}
-	if c.PortsTag == "" {
-		c.PortsTag = DefaultPortsTag
-	}
-	if c.OptOutTag == "" {
-		c.OptOutTag = DefaultOptOutTag
-	}
+	cloudsource.FillIn(map[*string]string{&c.ServiceTag: DefaultServiceTag, &c.PortsTag: DefaultPortsTag, &c.OptOutTag: DefaultOptOutTag})
 	c.MappingConfig.SetDefaults(DefaultHostTemplate, DefaultAddressType)
 	if c.PageSize == 0 {
 		c.PageSize = DefaultPageSize
@@ -117,19 +109,15 @@ func (c *Config) SetDefaults() {
 // '.', or "tag:<any tag key>".
 var filterNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*$`)
 
-// Validate checks a configuration after SetDefaults. Errors name the field.
 // Warnings names the settings that are valid but risky (sources.Warner).
 func (c *Config) Warnings() []string { return c.MappingConfig.Warnings(hostSample) }
 
+// Validate checks a configuration after SetDefaults. Errors name the field.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
-	}
-	if err := c.Config.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	errs = append(errs, awsapi.CheckRegion(c.Region),
+	var v cloudsource.Checker
+	bad := v.Bad
+	v.Add(c.Config.Validate())
+	v.Add(awsapi.CheckRegion(c.Region),
 		cloudsource.CheckEndpoint("endpoint", c.Endpoint), cloudsource.CheckEndpoint("stsEndpoint", c.STSEndpoint))
 	for _, name := range sortedKeys(c.Filters) {
 		f := fmt.Sprintf("filters[%s]", name)
@@ -179,9 +167,9 @@ func (c *Config) Validate() error {
 		}
 		seenTG[arn] = true
 	}
-	errs = append(errs, cloudsource.CheckEndpoint("health.elbv2Endpoint", c.Health.ELBv2Endpoint))
-	errs = append(errs, c.MappingConfig.Validate(hostSample, cloudsource.VMAddressTypes...), c.Role.Validate())
-	return errors.Join(errs...)
+	v.Add(cloudsource.CheckEndpoint("health.elbv2Endpoint", c.Health.ELBv2Endpoint))
+	v.Add(c.MappingConfig.Validate(hostSample, cloudsource.VMAddressTypes...), c.Role.Validate())
+	return v.Err()
 }
 
 func checkValues(field string, values []string, bad func(string, string, ...any)) {
@@ -220,9 +208,5 @@ func (*Config) Key() string { return "ec2" }
 
 // New makes the source (sources.Config); see the package's New.
 func (c *Config) New(opts sources.Options) (sources.Source, error) {
-	s, err := New(*c, opts)
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
+	return cloudsource.AsSource(New(*c, opts))
 }

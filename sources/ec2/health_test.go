@@ -82,14 +82,14 @@ func TestMapUnhealthyLeftOut(t *testing.T) {
 	if want := []string{"i-1=passing", "i-3=unknown"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("instances %v, want %v", got, want)
 	}
-	if res.Skipped[skipUnhealthy] != 1 || res.Skipped[skipNoPorts] != 1 {
+	if res.Skipped[cloudsource.SkipUnhealthy] != 1 || res.Skipped[cloudsource.SkipNoPorts] != 1 {
 		t.Fatalf("skipped %v", res.Skipped)
 	}
 	// i-4 has no ports: it is not counted by health.
 	if want := map[model.Health]int{model.HealthPassing: 1, model.HealthCritical: 1, model.HealthUnknown: 1}; !reflect.DeepEqual(res.Health, want) {
 		t.Fatalf("by health %v, want %v", res.Health, want)
 	}
-	if p := res.Problems["i-2"]; p.Reason != skipUnhealthy || p.Detail != "system status impaired" || p.Name != "w" {
+	if p := res.Problems["i-2"]; p.Reason != cloudsource.SkipUnhealthy || p.Detail != "system status impaired" || p.Name != "w" {
 		t.Fatalf("problem %+v", p)
 	}
 }

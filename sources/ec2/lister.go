@@ -4,15 +4,16 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	elbv2 "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/awsapi"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
@@ -39,10 +40,8 @@ type lister struct {
 	// set 1).
 	maxAttempts int
 
-	mu        sync.Mutex
-	api       instancesAPI
-	transport *http.Transport
-	problems  *cloudsource.ProblemLog
+	*cloudsource.Client[instancesAPI]
+	problems *cloudsource.ProblemLog
 	// health is the last known status-check health of each instance, and
 	// targets that of each target group of health.targetGroups, by ARN
 	// (only List uses them).
@@ -53,6 +52,20 @@ type lister struct {
 }
 
 var _ poll.Lister = (*lister)(nil)
+
+// newLister makes the lister of a prepared configuration (cloudsource.New).
+func newLister(cfg *Config, opts sources.Options) (*lister, prometheus.Collector, error) {
+	m, err := newMapper(cfg)
+	l := &lister{cfg: cfg, name: opts.Name, mapper: m, metrics: newMetrics(opts.Name), log: opts.Logger,
+		problems: cloudsource.NewProblemLog(opts.Logger, "EC2 instance not (fully) served"),
+		filters:  requestFilters(cfg), health: cloudsource.NewHealthBook(), targets: map[string]*cloudsource.HealthBook{},
+	}
+	l.Client = cloudsource.NewClient(l.newAPI)
+	for _, arn := range cfg.Health.TargetGroups {
+		l.targets[arn] = cloudsource.NewHealthBook()
+	}
+	return l, l.metrics, err
+}
 
 // requestFilters are the configured filters and tags, plus
 // instance-state-name=running and tag-key=<serviceTag> unless the
@@ -75,21 +88,15 @@ func requestFilters(cfg *Config) []types.Filter {
 	return out
 }
 
-// client makes the API client on first use, so that a credential problem
-// shows as a failing source rather than a daemon that will not start.
-func (l *lister) client(ctx context.Context) (instancesAPI, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.api != nil {
-		return l.api, nil
-	}
+// newAPI makes the API clients (cloudsource.Client).
+func (l *lister) newAPI(ctx context.Context) (instancesAPI, *http.Transport, error) {
 	awsCfg, tr, err := awsapi.Load(ctx, awsapi.Options{
 		Region: l.cfg.Region, Role: l.cfg.Role, SessionName: l.name, MaxAttempts: l.maxAttempts,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	l.api = awsec2.NewFromConfig(awsCfg, func(o *awsec2.Options) {
+	api := awsec2.NewFromConfig(awsCfg, func(o *awsec2.Options) {
 		if l.cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(l.cfg.Endpoint)
 		}
@@ -101,23 +108,13 @@ func (l *lister) client(ctx context.Context) (instancesAPI, error) {
 			}
 		})
 	}
-	l.transport = tr
-	return l.api, nil
-}
-
-// CloseIdleConnections releases idle connections; the client stays usable.
-func (l *lister) CloseIdleConnections() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.transport != nil {
-		l.transport.CloseIdleConnections()
-	}
+	return api, tr, nil
 }
 
 // List returns one group per service name. It fails, rather than return a
 // smaller state, when any page fails.
 func (l *lister) List(ctx context.Context) ([]model.Group, error) {
-	api, err := l.client(ctx)
+	api, err := l.API(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -5,13 +5,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"text/template"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
 	"github.com/registry-adapter/registry-adapter/model"
-	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
@@ -19,25 +17,8 @@ import (
 // through a WorkloadGroup: the source leaves it out to avoid a duplicate.
 const AutoRegistrationTag = cloudsource.AutoRegistrationGroup
 
-// Reasons an instance (or part of it) is left out: the values of the
-// skipped metric's "reason" label.
-const (
-	skipNotRunning     = "not-running"
-	skipOptOut         = "opted-out"
-	skipAutoRegistered = "auto-registered"
-	skipNoService      = "no-service"
-	skipInvalidService = "invalid-service"
-	skipNoPorts        = "no-ports"
-	skipInvalidPorts   = "invalid-ports"
-	skipPortConflict   = "port-conflict"
-	skipNoAddress      = "no-address"
-	skipUnhealthy      = cloudsource.SkipUnhealthy
-)
-
-var skipReasons = []string{
-	skipNotRunning, skipOptOut, skipAutoRegistered, skipNoService, skipInvalidService,
-	skipNoPorts, skipInvalidPorts, skipPortConflict, skipNoAddress, skipUnhealthy,
-}
+// skipReasons are the values of the skipped metric's "reason" label.
+var skipReasons = cloudsource.SkipReasons(cloudsource.SkipPortConflict)
 
 // hostData is what hostTemplate sees.
 type hostData struct {
@@ -53,22 +34,14 @@ const serviceSeparators = ",; \t\n"
 
 // mapper turns a complete list of instances into groups.
 type mapper struct {
-	cfg         *Config
-	host        *template.Template
-	configPorts []model.Port
+	cfg *Config
+	*cloudsource.Mapping
 }
 
 func newMapper(cfg *Config) (*mapper, error) {
-	t, err := sources.ParseHostTemplate("hostTemplate", cfg.HostTemplate, hostSample)
-	if err != nil {
-		return nil, err
-	}
-	return &mapper{cfg: cfg, host: t, configPorts: cfg.ConfigPorts()}, nil
-}
-
-type mappedInstance struct {
-	model.Instance
-	ports []model.Port
+	m, err := cfg.NewMapping(hostSample, cloudsource.Rules{OptOut: cfg.OptOutTag, Service: cfg.ServiceTag, Ports: cfg.PortsTag,
+		AutoRegistration: cloudsource.IsAutoRegistrationTag})
+	return &mapper{cfg: cfg, Mapping: m}, err
 }
 
 // mapInstances maps every instance of a complete list. The result does not
@@ -90,19 +63,12 @@ func (m *mapper) mapInstances(instances []types.Instance, health func(id string)
 	for i := range instances {
 		in := &instances[i]
 		id := aws.ToString(in.InstanceId)
-		names, inst, reason, detail := m.mapInstance(in)
+		mi := m.mapInstance(in)
 		var v cloudsource.Verdict
 		if health != nil {
 			v = health(id)
 		}
-		names, reason, detail = res.WithHealth(v, &inst.Instance, names, reason, detail)
-		if reason != "" {
-			res.Skipped[reason]++
-			if detail != "" {
-				res.Problems[id] = cloudsource.Problem{Name: nameTag(in), Reason: reason, Detail: detail}
-			}
-		}
-		for _, n := range names {
+		for _, n := range res.Take(id, nameTag(in), &mi, v) {
 			acc := services[n]
 			if acc == nil {
 				acc = &svcAcc{ports: map[uint32]model.Port{}}
@@ -110,24 +76,22 @@ func (m *mapper) mapInstances(instances []types.Instance, health func(id string)
 			}
 			// Instances are visited in ID order: on a protocol conflict
 			// the lowest instance ID wins, so the outcome is stable.
-			for _, p := range inst.ports {
+			for _, p := range mi.Ports {
 				if old, ok := acc.ports[p.Number]; ok && old != p {
-					res.Skipped[skipPortConflict]++
-					res.Problems[id+"/"+n] = cloudsource.Problem{Name: nameTag(in), Reason: skipPortConflict, Detail: fmt.Sprintf(
+					res.Skip(id+"/"+n, nameTag(in), cloudsource.SkipPortConflict, fmt.Sprintf(
 						"service %s: port %d is %s on an instance with a lower ID, %s here; %s is kept",
-						n, p.Number, old.Protocol, p.Protocol, old.Protocol)}
+						n, p.Number, old.Protocol, p.Protocol, old.Protocol), 1)
 					continue
 				}
 				acc.ports[p.Number] = p
 			}
-			acc.instances = append(acc.instances, inst.Instance)
+			acc.instances = append(acc.instances, mi.Instance)
 		}
 	}
 	for name, acc := range services {
-		host, err := sources.RenderHost(m.host, hostData{Service: name, Region: m.cfg.Region})
+		host, err := m.Host(hostData{Service: name, Region: m.cfg.Region})
 		if err != nil {
-			res.Skipped[skipInvalidService] += len(acc.instances)
-			res.Problems["service/"+name] = cloudsource.Problem{Name: name, Reason: skipInvalidService, Detail: "hostTemplate: " + err.Error()}
+			res.HostFailed(name, len(acc.instances), err)
 			continue
 		}
 		svc := model.Service{Name: name, Host: host, Instances: acc.instances}
@@ -141,12 +105,11 @@ func (m *mapper) mapInstances(instances []types.Instance, health func(id string)
 	return res
 }
 
-// mapInstance maps one instance to the names of its services and its
-// model.Instance. When it is left out (no names) or some of its service
-// names are, reason says why and detail is worth logging.
-func (m *mapper) mapInstance(in *types.Instance) (names []string, out mappedInstance, reason, detail string) {
+// mapInstance maps one running instance by the shared rules, from its
+// tags.
+func (m *mapper) mapInstance(in *types.Instance) cloudsource.Mapped {
 	if in.State == nil || in.State.Name != types.InstanceStateNameRunning {
-		return nil, out, skipNotRunning, ""
+		return cloudsource.Skipped(cloudsource.SkipNotRunning)
 	}
 	tags := make(map[string]string, len(in.Tags))
 	for _, t := range in.Tags {
@@ -154,82 +117,35 @@ func (m *mapper) mapInstance(in *types.Instance) (names []string, out mappedInst
 			tags[*t.Key] = aws.ToString(t.Value)
 		}
 	}
-	for k := range tags {
-		if strings.EqualFold(k, AutoRegistrationTag) {
-			return nil, out, skipAutoRegistered, ""
+	return m.Map([]cloudsource.Tags{{Kind: "tag", Values: tags, Separators: serviceSeparators}}, func(out *model.Instance) string {
+		if out.Address = m.address(in); out.Address == "" {
+			return ""
 		}
-	}
-	if v, ok := tags[m.cfg.OptOutTag]; ok && !strings.EqualFold(strings.TrimSpace(v), "false") {
-		return nil, out, skipOptOut, ""
-	}
-
-	v, ok := tags[m.cfg.ServiceTag]
-	if !ok {
-		return nil, out, skipNoService, ""
-	}
-	names, invalid := cloudsource.SplitServices(v, serviceSeparators)
-	if len(invalid) > 0 {
-		reason = skipInvalidService
-		detail = fmt.Sprintf("tag %s: invalid service names %q", m.cfg.ServiceTag, invalid)
-	}
-	if len(names) == 0 {
-		if reason == "" {
-			reason, detail = skipNoService, fmt.Sprintf("tag %s is empty", m.cfg.ServiceTag)
+		out.ID = aws.ToString(in.InstanceId)
+		out.Network = m.cfg.Network
+		if out.Network == "" {
+			out.Network = aws.ToString(in.VpcId)
 		}
-		return nil, out, reason, detail
-	}
-
-	ports := m.configPorts
-	if v, ok := tags[m.cfg.PortsTag]; ok {
-		p, err := cloudsource.ParsePorts(v)
-		if err != nil {
-			return nil, out, skipInvalidPorts, fmt.Sprintf("tag %s: %v", m.cfg.PortsTag, err)
+		out.Locality = m.cfg.Region
+		if in.Placement != nil && aws.ToString(in.Placement.AvailabilityZone) != "" {
+			out.Locality += "/" + aws.ToString(in.Placement.AvailabilityZone)
 		}
-		ports = p
-	}
-	if len(ports) == 0 {
-		return nil, out, skipNoPorts, fmt.Sprintf("no %s tag and no ports configured", m.cfg.PortsTag)
-	}
-
-	addr := m.address(in)
-	if addr == "" {
-		return nil, out, skipNoAddress, fmt.Sprintf("no %s address", m.cfg.AddressType)
-	}
-	network := m.cfg.Network
-	if network == "" {
-		network = aws.ToString(in.VpcId)
-	}
-	locality := m.cfg.Region
-	if in.Placement != nil && aws.ToString(in.Placement.AvailabilityZone) != "" {
-		locality += "/" + aws.ToString(in.Placement.AvailabilityZone)
-	}
-	var identity string
-	if in.IamInstanceProfile != nil {
-		identity = aws.ToString(in.IamInstanceProfile.Arn)
-	}
-	var labels map[string]string
-	for k, v := range tags {
-		if strings.HasPrefix(strings.ToLower(k), "aws:") {
-			continue
+		if in.IamInstanceProfile != nil {
+			out.Identity = aws.ToString(in.IamInstanceProfile.Arn)
 		}
-		if labels == nil {
-			labels = make(map[string]string, len(tags))
+		var labels map[string]string
+		for k, v := range tags {
+			if strings.HasPrefix(strings.ToLower(k), "aws:") {
+				continue
+			}
+			if labels == nil {
+				labels = make(map[string]string, len(tags))
+			}
+			labels[k] = v
 		}
-		labels[k] = v
-	}
-	out = mappedInstance{
-		Instance: model.Instance{
-			ID:       aws.ToString(in.InstanceId),
-			Address:  addr,
-			Labels:   model.LabelsFromMap(labels),
-			Locality: locality,
-			Network:  network,
-			Health:   model.HealthUnknown,
-			Identity: identity,
-		},
-		ports: ports,
-	}
-	return names, out, reason, detail
+		out.Labels = model.LabelsFromMap(labels)
+		return ""
+	})
 }
 
 // address picks the configured kind of address.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
 func sourcesOptions() sources.Options { return sources.Options{Name: "test"} }
@@ -78,8 +79,8 @@ func TestMapInstances(t *testing.T) {
 	if !reflect.DeepEqual(res.Groups, want) {
 		t.Fatalf("groups:%s\nwant:%s", dump(res.Groups), dump(want))
 	}
-	wantSkipped := map[string]int{skipInvalidService: 1, skipPortConflict: 1, skipNotRunning: 1, skipNoAddress: 1,
-		skipNoService: 1, skipNoPorts: 1, skipAutoRegistered: 1}
+	wantSkipped := map[string]int{cloudsource.SkipInvalidService: 1, cloudsource.SkipPortConflict: 1, cloudsource.SkipNotRunning: 1, cloudsource.SkipNoAddress: 1,
+		cloudsource.SkipNoService: 1, cloudsource.SkipNoPorts: 1, cloudsource.SkipAutoRegistered: 1}
 	if !reflect.DeepEqual(res.Skipped, wantSkipped) || res.Seen != 7 {
 		t.Fatalf("skipped %v seen %d", res.Skipped, res.Seen)
 	}
@@ -118,7 +119,7 @@ func TestMapAddressTypes(t *testing.T) {
 	}
 	in.PublicIpAddress = nil
 	res := newTestMapper(t, func(c *Config) { c.AddressType = AddressPublic }).mapInstances([]types.Instance{in}, nil)
-	if len(res.Groups) != 0 || res.Skipped[skipNoAddress] != 1 {
+	if len(res.Groups) != 0 || res.Skipped[cloudsource.SkipNoAddress] != 1 {
 		t.Errorf("no public address: %v %v", dump(res.Groups), res.Skipped)
 	}
 }

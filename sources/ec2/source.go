@@ -13,25 +13,8 @@ import (
 // Source polls EC2: the shared cloud source over this package's lister.
 type Source = cloudsource.Source[*lister]
 
-var _ sources.Source = (*Source)(nil)
-
 // New makes an EC2 source. It does no I/O: the credential chain is read on
 // the first list.
 func New(cfg Config, opts sources.Options) (*Source, error) {
-	if err := cloudsource.Prepare(&cfg, &opts); err != nil {
-		return nil, err
-	}
-	m, err := newMapper(&cfg)
-	if err != nil {
-		return nil, err
-	}
-	met := newMetrics(opts.Name)
-	l := &lister{problems: cloudsource.NewProblemLog(opts.Logger, "EC2 instance not (fully) served"),
-		cfg: &cfg, name: opts.Name, mapper: m, metrics: met, log: opts.Logger,
-		filters: requestFilters(&cfg), health: cloudsource.NewHealthBook(), targets: map[string]*cloudsource.HealthBook{},
-	}
-	for _, arn := range cfg.Health.TargetGroups {
-		l.targets[arn] = cloudsource.NewHealthBook()
-	}
-	return cloudsource.NewSource(cfg.Config, l, met, opts)
+	return cloudsource.New(&cfg, &cfg.Config, opts, newLister)
 }

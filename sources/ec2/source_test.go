@@ -108,10 +108,10 @@ func TestMotoLifecycle(t *testing.T) {
 	if !st.Synced || st.Stale || st.Services != 3 || st.Instances != 5 {
 		t.Fatalf("status after first batch: %+v", st)
 	}
-	if got := r.Metric(t, "registry_adapter_ec2_instances_skipped", map[string]string{"reason": skipInvalidPorts}); got != 1 {
+	if got := r.Metric(t, "registry_adapter_ec2_instances_skipped", map[string]string{"reason": cloudsource.SkipInvalidPorts}); got != 1 {
 		t.Errorf("skipped invalid-ports = %v, want 1", got)
 	}
-	if got := r.Metric(t, "registry_adapter_ec2_instances_skipped", map[string]string{"reason": skipOptOut}); got != 1 {
+	if got := r.Metric(t, "registry_adapter_ec2_instances_skipped", map[string]string{"reason": cloudsource.SkipOptOut}); got != 1 {
 		t.Errorf("skipped opted-out = %v, want 1", got)
 	}
 

@@ -1,7 +1,6 @@
 package gce
 
 import (
-	"errors"
 	"fmt"
 	"regexp"
 
@@ -75,15 +74,8 @@ const (
 // SetDefaults fills in every unset field that has a default.
 func (c *Config) SetDefaults() {
 	c.Config.SetDefaults()
-	if c.ServiceLabel == "" {
-		c.ServiceLabel = DefaultServiceLabel
-	}
-	if c.PortsMetadataKey == "" {
-		c.PortsMetadataKey = DefaultPortsMetadataKey
-	}
-	if c.OptOutLabel == "" {
-		c.OptOutLabel = DefaultOptOutLabel
-	}
+	cloudsource.FillIn(map[*string]string{&c.ServiceLabel: DefaultServiceLabel, &c.PortsMetadataKey: DefaultPortsMetadataKey,
+		&c.OptOutLabel: DefaultOptOutLabel})
 	c.MappingConfig.SetDefaults(DefaultHostTemplate, DefaultAddressType)
 }
 
@@ -101,18 +93,14 @@ var (
 	resourceNameRE = regexp.MustCompile(`^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$`)
 )
 
-// Validate checks a configuration after SetDefaults. Errors name the field.
 // Warnings names the settings that are valid but risky (sources.Warner).
 func (c *Config) Warnings() []string { return c.MappingConfig.Warnings(hostSample) }
 
+// Validate checks a configuration after SetDefaults. Errors name the field.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
-	}
-	if err := c.Config.Validate(); err != nil {
-		errs = append(errs, err)
-	}
+	var v cloudsource.Checker
+	bad := v.Bad
+	v.Add(c.Config.Validate())
 	switch {
 	case c.Project == "":
 		bad("project", "required")
@@ -137,8 +125,8 @@ func (c *Config) Validate() error {
 	if !metadataKeyRE.MatchString(c.PortsMetadataKey) {
 		bad("portsMetadataKey", "%q is not a metadata key ([a-zA-Z0-9_-], at most 128 characters)", c.PortsMetadataKey)
 	}
-	errs = append(errs, c.MappingConfig.Validate(hostSample, cloudsource.VMAddressTypes...))
-	errs = append(errs, cloudsource.CheckEndpoint("endpoint", c.Endpoint))
+	v.Add(c.MappingConfig.Validate(hostSample, cloudsource.VMAddressTypes...))
+	v.Add(cloudsource.CheckEndpoint("endpoint", c.Endpoint))
 	if c.Health.Enabled && len(c.Health.BackendServices) == 0 {
 		bad("health.backendServices", "required with health.enabled: the backend services whose health checks count")
 	}
@@ -152,7 +140,7 @@ func (c *Config) Validate() error {
 		}
 		seenBS[b] = true
 	}
-	return errors.Join(errs...)
+	return v.Err()
 }
 
 // HealthConfig is the opt-in to load-balancer health: enabled, and the
@@ -170,9 +158,5 @@ func (*Config) Key() string { return "gce" }
 
 // New makes the source (sources.Config); see the package's New.
 func (c *Config) New(opts sources.Options) (sources.Source, error) {
-	s, err := New(*c, opts)
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
+	return cloudsource.AsSource(New(*c, opts))
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource/cloudsourcetest"
 )
 
@@ -194,7 +195,7 @@ func TestHealthBackendServices(t *testing.T) {
 	m := s.Lister.metrics
 	byHealth := func(h string) float64 { return testutil.ToFloat64(m.Health.WithLabelValues(h)) }
 	if byHealth("passing") != 2 || byHealth("critical") != 1 || byHealth("unknown") != 1 ||
-		testutil.ToFloat64(m.Skipped.WithLabelValues(skipUnhealthy)) != 1 {
+		testutil.ToFloat64(m.Skipped.WithLabelValues(cloudsource.SkipUnhealthy)) != 1 {
 		t.Errorf("by health: passing %v critical %v unknown %v", byHealth("passing"), byHealth("critical"), byHealth("unknown"))
 	}
 

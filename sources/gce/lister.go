@@ -8,9 +8,9 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	compute "google.golang.org/api/compute/v1"
 	"google.golang.org/api/googleapi"
@@ -18,6 +18,7 @@ import (
 	htransport "google.golang.org/api/transport/http"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
@@ -53,12 +54,8 @@ type lister struct {
 	// clientOptions are added to the client's options (tests).
 	clientOptions []option.ClientOption
 
-	mu  sync.Mutex
-	api instancesAPI
-	// transport is the client's own, under the credentials, so that its
-	// idle connections can be closed.
-	transport *http.Transport
-	problems  *cloudsource.ProblemLog
+	*cloudsource.Client[instancesAPI]
+	problems *cloudsource.ProblemLog
 	// backendServices are health.backendServices, parsed; health is the
 	// last known health of each instance (only List uses it).
 	backendServices []backendService
@@ -67,15 +64,26 @@ type lister struct {
 
 var _ poll.Lister = (*lister)(nil)
 
-// client makes the API client on first use: Application Default Credentials
-// are looked up then, not at start, so that a missing credential shows as a
-// failing source rather than a daemon that will not start.
-func (l *lister) client(ctx context.Context) (instancesAPI, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.api != nil {
-		return l.api, nil
+// newLister makes the lister of a prepared configuration (cloudsource.New).
+func newLister(cfg *Config, opts sources.Options) (*lister, prometheus.Collector, error) {
+	m, err := newMapper(cfg)
+	if u := cfg.Endpoint; strings.HasPrefix(u, "http://") {
+		opts.Logger.Warn("endpoint is plain http: access tokens are sent in clear text", zap.String("endpoint", u))
 	}
+	l := &lister{cfg: cfg, mapper: m, metrics: newMetrics(opts.Name), log: opts.Logger,
+		problems: cloudsource.NewProblemLog(opts.Logger, "instance left out of the mesh"), health: cloudsource.NewHealthBook()}
+	l.Client = cloudsource.NewClient(l.newAPI)
+	for _, b := range cfg.Health.BackendServices {
+		bs, _ := parseBackendService(b) // valid: Prepare validated cfg
+		l.backendServices = append(l.backendServices, bs)
+	}
+	return l, l.metrics, err
+}
+
+// newAPI makes the API client (cloudsource.Client): Application Default
+// Credentials are looked up then, not at start. The transport is the
+// client's own, under the credentials.
+func (l *lister) newAPI(ctx context.Context) (instancesAPI, *http.Transport, error) {
 	opts := []option.ClientOption{
 		option.WithScopes(compute.ComputeReadonlyScope),
 		option.WithUserAgent("registry-adapter"),
@@ -90,23 +98,13 @@ func (l *lister) client(ctx context.Context) (instancesAPI, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	rt, err := htransport.NewTransport(ctx, tr, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("compute client: %w", err)
+		return nil, nil, fmt.Errorf("compute client: %w", err)
 	}
 	svc, err := compute.NewService(ctx, append(opts, option.WithHTTPClient(&http.Client{Transport: rt}))...)
 	if err != nil {
-		return nil, fmt.Errorf("compute client: %w", err)
+		return nil, nil, fmt.Errorf("compute client: %w", err)
 	}
-	l.api, l.transport = computeAPI{svc: svc}, tr
-	return l.api, nil
-}
-
-// CloseIdleConnections releases idle connections; the client stays usable.
-func (l *lister) CloseIdleConnections() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.transport != nil {
-		l.transport.CloseIdleConnections()
-	}
+	return computeAPI{svc: svc}, tr, nil
 }
 
 // endpointURL completes an endpoint without a path with the API's base path.
@@ -127,7 +125,7 @@ func endpointURL(ep string) string {
 // smaller state, when a page fails or a zone the source reads is
 // unreachable.
 func (l *lister) List(ctx context.Context) ([]model.Group, error) {
-	api, err := l.client(ctx)
+	api, err := l.API(ctx)
 	if err != nil {
 		return nil, err
 	}

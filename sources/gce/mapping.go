@@ -4,34 +4,19 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"text/template"
 
 	compute "google.golang.org/api/compute/v1"
 
 	"github.com/registry-adapter/registry-adapter/model"
-	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
-// Reasons an instance (or one of its service names) is left out, the values
-// of the skipped metric's "reason" label.
-const (
-	skipNotRunning     = "not-running"
-	skipZone           = "zone-filtered"
-	skipOptOut         = "opted-out"
-	skipAutoRegistered = "auto-registered"
-	skipNoService      = "no-service"
-	skipInvalidService = "invalid-service"
-	skipNoPorts        = "no-ports"
-	skipInvalidPorts   = "invalid-ports"
-	skipNoAddress      = "no-address"
-	skipUnhealthy      = cloudsource.SkipUnhealthy
-)
+// skipZone is the reason an instance of a zone the source does not read
+// is left out.
+const skipZone = "zone-filtered"
 
-var skipReasons = []string{
-	skipNotRunning, skipZone, skipOptOut, skipAutoRegistered, skipNoService,
-	skipInvalidService, skipNoPorts, skipInvalidPorts, skipNoAddress, skipUnhealthy,
-}
+// skipReasons are the values of the skipped metric's "reason" label.
+var skipReasons = cloudsource.SkipReasons(skipZone)
 
 // hostData is what hostTemplate sees.
 type hostData struct {
@@ -62,27 +47,27 @@ func regionOf(zone string) string {
 	return zone
 }
 
+// The kinds of an instance's sets of keys: labels, and metadata items
+// (which alone can hold the ports).
+const (
+	kindLabel    = "label"
+	kindMetadata = "metadata item"
+)
+
 // mapper turns instances into groups.
 type mapper struct {
-	cfg         *Config
-	host        *template.Template
-	zones       map[string]bool
-	configPorts []model.Port
+	cfg   *Config
+	zones map[string]bool
+	*cloudsource.Mapping
 }
 
 func newMapper(cfg *Config) (*mapper, error) {
-	t, err := sources.ParseHostTemplate("hostTemplate", cfg.HostTemplate, hostSample)
+	mp, err := cfg.NewMapping(hostSample, cloudsource.Rules{OptOut: cfg.OptOutLabel, Service: cfg.ServiceLabel,
+		Ports: cfg.PortsMetadataKey, PortsIn: kindMetadata})
 	if err != nil {
 		return nil, err
 	}
-	m := &mapper{cfg: cfg, host: t, configPorts: cfg.ConfigPorts()}
-	if len(cfg.Zones) > 0 {
-		m.zones = map[string]bool{}
-		for _, z := range cfg.Zones {
-			m.zones[z] = true
-		}
-	}
-	return m, nil
+	return &mapper{cfg: cfg, Mapping: mp, zones: cloudsource.SetOf(cfg.Zones, nil)}, nil
 }
 
 // mapInstances maps every instance of a complete list. health, when not
@@ -94,44 +79,28 @@ func (m *mapper) mapInstances(instances []*compute.Instance, health func(id stri
 	services := cloudsource.Services{}
 	for _, in := range instances {
 		id := strconv.FormatUint(in.Id, 10)
-		names, inst, reason, detail := m.mapInstance(in)
+		mi := m.mapInstance(in)
 		var v cloudsource.Verdict
 		if health != nil {
 			v = health(id)
 		}
-		names, reason, detail = res.WithHealth(v, &inst.Instance, names, reason, detail)
-		if reason != "" {
-			res.Skipped[reason]++
-			if detail != "" {
-				res.Problems[id] = cloudsource.Problem{Name: in.Name, Reason: reason, Detail: detail}
-			}
-		}
-		services.Add(names, inst.Instance, inst.ports)
+		services.Add(res.Take(id, in.Name, &mi, v), mi.Instance, mi.Ports)
 	}
 	res.Groups = services.Groups(func(name string) (string, error) {
-		return sources.RenderHost(m.host, hostData{Service: name, Project: m.cfg.Project})
-	}, func(name string, instances int, err error) {
-		res.Skipped[skipInvalidService] += instances
-		res.Problems["service/"+name] = cloudsource.Problem{Name: name, Reason: skipInvalidService, Detail: "hostTemplate: " + err.Error()}
-	})
+		return m.Host(hostData{Service: name, Project: m.cfg.Project})
+	}, res.HostFailed)
 	return res
 }
 
-type mappedInstance struct {
-	model.Instance
-	ports []model.Port
-}
-
-// mapInstance maps one instance to the names of its services and its
-// model.Instance. When it is left out (no names) or some of its service
-// names are, reason says why and detail is worth logging.
-func (m *mapper) mapInstance(in *compute.Instance) (names []string, out mappedInstance, reason, detail string) {
+// mapInstance maps one running instance of a zone the source reads by the
+// shared rules, from its labels and metadata items.
+func (m *mapper) mapInstance(in *compute.Instance) cloudsource.Mapped {
 	if in.Status != "RUNNING" {
-		return nil, out, skipNotRunning, ""
+		return cloudsource.Skipped(cloudsource.SkipNotRunning)
 	}
 	zone := lastSegment(in.Zone)
 	if m.zones != nil && !m.zones[zone] {
-		return nil, out, skipZone, ""
+		return cloudsource.Skipped(skipZone)
 	}
 	meta := map[string]string{}
 	if in.Metadata != nil {
@@ -141,97 +110,42 @@ func (m *mapper) mapInstance(in *compute.Instance) (names []string, out mappedIn
 			}
 		}
 	}
-	for k := range in.Labels {
-		if cloudsource.IsAutoRegistrationKey(k) {
-			return nil, out, skipAutoRegistered, ""
+	tags := []cloudsource.Tags{
+		{Kind: kindLabel, Values: in.Labels, Separators: labelServiceSeparators},
+		{Kind: kindMetadata, Values: meta, Separators: metadataServiceSeparators},
+	}
+	return m.Map(tags, func(out *model.Instance) string {
+		var nic *compute.NetworkInterface
+		if len(in.NetworkInterfaces) > 0 {
+			nic = in.NetworkInterfaces[0]
 		}
-	}
-	for k := range meta {
-		if cloudsource.IsAutoRegistrationKey(k) {
-			return nil, out, skipAutoRegistered, ""
+		if out.Address = m.address(nic); out.Address == "" {
+			return fmt.Sprintf("no %s address on the first network interface", m.cfg.AddressType)
 		}
-	}
-	if v, ok := in.Labels[m.cfg.OptOutLabel]; ok && !strings.EqualFold(v, "false") {
-		return nil, out, skipOptOut, ""
-	}
-	if v, ok := meta[m.cfg.OptOutLabel]; ok && !strings.EqualFold(strings.TrimSpace(v), "false") {
-		return nil, out, skipOptOut, ""
-	}
-
-	var invalid []string
-	if v, ok := in.Labels[m.cfg.ServiceLabel]; ok {
-		names, invalid = cloudsource.SplitServices(v, labelServiceSeparators)
-	} else if v, ok := meta[m.cfg.ServiceLabel]; ok {
-		names, invalid = cloudsource.SplitServices(v, metadataServiceSeparators)
-	} else {
-		return nil, out, skipNoService, ""
-	}
-	if len(invalid) > 0 {
-		reason = skipInvalidService
-		detail = fmt.Sprintf("invalid service names %q", invalid)
-	}
-	if len(names) == 0 {
-		if reason == "" {
-			reason = skipNoService
+		out.ID = strconv.FormatUint(in.Id, 10)
+		out.Network = m.cfg.Network
+		if out.Network == "" && nic != nil {
+			out.Network = lastSegment(nic.Network)
 		}
-		return nil, out, reason, detail
-	}
-
-	ports := m.configPorts
-	if v, ok := meta[m.cfg.PortsMetadataKey]; ok {
-		p, err := cloudsource.ParsePorts(v)
-		if err != nil {
-			return nil, out, skipInvalidPorts, fmt.Sprintf("metadata %s: %v", m.cfg.PortsMetadataKey, err)
+		if zone != "" {
+			out.Locality = regionOf(zone) + "/" + zone
 		}
-		ports = p
-	}
-	if len(ports) == 0 {
-		return nil, out, skipNoPorts, fmt.Sprintf("no %s metadata item and no ports configured", m.cfg.PortsMetadataKey)
-	}
-
-	var nic *compute.NetworkInterface
-	if len(in.NetworkInterfaces) > 0 {
-		nic = in.NetworkInterfaces[0]
-	}
-	addr := m.address(nic)
-	if addr == "" {
-		return nil, out, skipNoAddress, fmt.Sprintf("no %s address on the first network interface", m.cfg.AddressType)
-	}
-	network := m.cfg.Network
-	if network == "" && nic != nil {
-		network = lastSegment(nic.Network)
-	}
-	locality := ""
-	if zone != "" {
-		locality = regionOf(zone) + "/" + zone
-	}
-	var identity string
-	for _, sa := range in.ServiceAccounts {
-		if sa != nil && sa.Email != "" {
-			identity = sa.Email
-			break
+		for _, sa := range in.ServiceAccounts {
+			if sa != nil && sa.Email != "" {
+				out.Identity = sa.Email
+				break
+			}
 		}
-	}
-	var labels map[string]string
-	if len(in.Labels) > 0 {
-		labels = make(map[string]string, len(in.Labels))
-		for k, v := range in.Labels {
-			labels[k] = v
+		var labels map[string]string
+		if len(in.Labels) > 0 {
+			labels = make(map[string]string, len(in.Labels))
+			for k, v := range in.Labels {
+				labels[k] = v
+			}
 		}
-	}
-	out = mappedInstance{
-		Instance: model.Instance{
-			ID:       strconv.FormatUint(in.Id, 10),
-			Address:  addr,
-			Labels:   model.LabelsFromMap(labels),
-			Locality: locality,
-			Network:  network,
-			Health:   model.HealthUnknown,
-			Identity: identity,
-		},
-		ports: ports,
-	}
-	return names, out, reason, detail
+		out.Labels = model.LabelsFromMap(labels)
+		return ""
+	})
 }
 
 // address picks the configured kind of address of a network interface.

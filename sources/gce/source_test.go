@@ -16,6 +16,7 @@ import (
 
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource/cloudsourcetest"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
@@ -137,8 +138,8 @@ func TestListFollowsPagesAcrossZones(t *testing.T) {
 		t.Errorf("instances seen %v, want 10", got)
 	}
 	for reason, want := range map[string]float64{
-		skipNotRunning: 2, skipOptOut: 1, skipAutoRegistered: 1, skipNoService: 1, skipInvalidPorts: 1,
-		skipNoPorts: 0, skipZone: 0,
+		cloudsource.SkipNotRunning: 2, cloudsource.SkipOptOut: 1, cloudsource.SkipAutoRegistered: 1, cloudsource.SkipNoService: 1, cloudsource.SkipInvalidPorts: 1,
+		cloudsource.SkipNoPorts: 0, skipZone: 0,
 	} {
 		if got := testutil.ToFloat64(m.Skipped.WithLabelValues(reason)); got != want {
 			t.Errorf("skipped{reason=%s} = %v, want %v", reason, got, want)
@@ -169,10 +170,10 @@ func TestListOptions(t *testing.T) {
 	}{
 		{"public", func(c *Config) { c.AddressType = AddressPublic }, []model.Instance{
 			inst("1", "34.1.2.3", "us-central1-a", "default", labels, ""),
-		}, map[string]float64{skipNoAddress: 1}},
+		}, map[string]float64{cloudsource.SkipNoAddress: 1}},
 		{"ipv6", func(c *Config) { c.AddressType = AddressIPv6 }, []model.Instance{
 			inst("1", "fd20:1:2:3::1", "us-central1-a", "default", labels, ""),
-		}, map[string]float64{skipNoAddress: 1}},
+		}, map[string]float64{cloudsource.SkipNoAddress: 1}},
 		{"zones and network", func(c *Config) { c.Zones = []string{"us-central1-b"}; c.Network = "mesh-net" }, []model.Instance{
 			inst("2", "10.0.1.2", "us-central1-b", "mesh-net", labels, ""),
 		}, map[string]float64{skipZone: 1}},
