@@ -117,6 +117,14 @@ func (p *Published) commit(host string, list []publishedResource) {
 	p.byHost[host] = list
 }
 
+// reserve sizes an empty published state for n hosts: a cold sync's first
+// flush commits them all at once.
+func (p *Published) reserve(n int) {
+	if len(p.byHost) == 0 && n > 64 {
+		p.byHost = make(map[string][]publishedResource, n)
+	}
+}
+
 // Count is the number of published resources of kind.
 func (p *Published) Count(kind served.Kind) int { return p.perKind[kind] }
 

@@ -6,12 +6,15 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/registry-adapter/registry-adapter/bench/floor"
 	"github.com/registry-adapter/registry-adapter/bench/gen"
 	"github.com/registry-adapter/registry-adapter/convert"
 	"github.com/registry-adapter/registry-adapter/server"
@@ -94,4 +97,51 @@ func liveHeap() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
+}
+
+// BenchmarkColdRatio is the cold sync against its floor, interleaved in one
+// process so that a shared machine's load cancels out of the ratio: the
+// floor is protobuf's marshal of every spec and envelope plus istiod's
+// decode of the full reply (bench/floor), the cold sync the adapter's first
+// flush of the whole source plus the same decode. It reports the median of
+// the per-round ratios as cold-x-floor (the load driver's cold sync also
+// counts the transfer to the client).
+func BenchmarkColdRatio(b *testing.B) {
+	for _, n := range []int{10000, 50000} {
+		b.Run(fmt.Sprintf("mode=inline/N=%d", n), func(b *testing.B) {
+			reg := gen.NewRegistry(n)
+			groups := gen.Groups(reg.Services)
+			rs := gen.Resources(reg.Services, gen.Options(convert.ModeInline))
+			specs, envs := floor.Specs(rs), floor.Envelopes(rs)
+			wire, err := floor.Build("networking.istio.io/v1/ServiceEntry", "v1", floor.Serialized(rs))
+			if err != nil {
+				b.Fatal(err)
+			}
+			rs = nil
+			var ratios []float64
+			for b.Loop() {
+				runtime.GC()
+				start := time.Now()
+				if _, err := floor.Marshal(specs, envs); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := floor.Decode(wire); err != nil {
+					b.Fatal(err)
+				}
+				floorTook := time.Since(start)
+				runtime.GC()
+				start = time.Now()
+				c := server.NewCache(nil)
+				a := New([]NamedSource{{Name: "bench"}}, Settings{Output: gen.Options(convert.ModeInline)}, c, nil, zap.NewNop())
+				a.apply(update{source: "bench", groups: groups, full: true})
+				a.flush()
+				if _, err := floor.Decode(wire); err != nil {
+					b.Fatal(err)
+				}
+				ratios = append(ratios, float64(time.Since(start))/float64(floorTook))
+			}
+			slices.Sort(ratios)
+			b.ReportMetric(ratios[len(ratios)/2], "cold-x-floor")
+		})
+	}
 }

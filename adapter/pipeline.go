@@ -28,8 +28,10 @@ func (a *Adapter) flush() {
 	// claims, so they are decided before conversion, and a host whose
 	// address another host's coming or going moved is converted again too.
 	var claimRejections []convert.Rejection
+	var buf []convert.Contribution
 	hosts, refused := a.vips.SyncClaims(a.store.TakeDirty(), func(host string) (bool, []netip.Addr) {
-		contribs := a.store.Contributions(host)
+		contribs := a.store.contributionsInto(buf[:0], host)
+		buf = contribs
 		if len(contribs) == 0 {
 			return false, nil
 		}
@@ -48,7 +50,19 @@ func (a *Adapter) flush() {
 		shard int
 		kind  served.Kind
 	}
-	upserts := make(map[shardKind][]served.Entry)
+	// Sized before they are filled: a cold sync appends 50k entries.
+	sizes := make(map[shardKind]int)
+	for i, host := range hosts {
+		shard := ShardOf(host, len(a.shards))
+		for _, u := range results[i].upserts {
+			sizes[shardKind{shard, u.kind}]++
+		}
+	}
+	upserts := make(map[shardKind][]served.Entry, len(sizes))
+	for key, n := range sizes {
+		upserts[key] = make([]served.Entry, 0, n)
+	}
+	a.published.reserve(len(hosts))
 	deletes := make(map[shardKind][]string)
 	counts := make(map[served.Kind][2]int)
 	for i, host := range hosts {
@@ -168,8 +182,9 @@ func (a *Adapter) convertHosts(hosts []string) []hostResult {
 	results := make([]hostResult, len(hosts))
 	workers := min(runtime.GOMAXPROCS(0), len(hosts)/parallelFrom+1)
 	if workers <= 1 {
+		var buf []convert.Contribution
 		for i, h := range hosts {
-			results[i] = a.convertHost(h)
+			results[i], buf = a.convertHost(h, buf)
 		}
 		return results
 	}
@@ -178,13 +193,14 @@ func (a *Adapter) convertHosts(hosts []string) []hostResult {
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
+			var buf []convert.Contribution
 			for {
 				lo := int(next.Add(chunk)) - chunk
 				if lo >= len(hosts) {
 					return
 				}
 				for i := lo; i < min(lo+chunk, len(hosts)); i++ {
-					results[i] = a.convertHost(hosts[i])
+					results[i], buf = a.convertHost(hosts[i], buf)
 				}
 			}
 		})
@@ -193,8 +209,11 @@ func (a *Adapter) convertHosts(hosts []string) []hostResult {
 	return results
 }
 
-func (a *Adapter) convertHost(host string) hostResult {
-	desired, rejected := convert.ServiceAt(host, a.vips.Addresses(host), a.store.Contributions(host), a.opts)
+// convertHost converts one host; buf is the caller's buffer for its
+// contributions, returned for the next host (conversion keeps none of it).
+func (a *Adapter) convertHost(host string, buf []convert.Contribution) (hostResult, []convert.Contribution) {
+	contribs := a.store.contributionsInto(buf[:0], host)
+	desired, rejected := convert.ServiceAt(host, a.vips.Addresses(host), contribs, a.opts)
 	res := hostResult{rejected: rejected}
 	a.published.diff(host, desired, func(kind served.Kind, r *served.Resource, del string) {
 		if r == nil {
@@ -214,7 +233,8 @@ func (a *Adapter) convertHost(host string) hostResult {
 		res.upserts = append(res.upserts, kindEntry{kind, entry})
 	})
 	res.published = publishedList(desired)
-	return res
+	clear(contribs) // no model kept alive by the buffer
+	return res, contribs
 }
 
 func without(rs []*served.Resource, drop *served.Resource) []*served.Resource {

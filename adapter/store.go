@@ -96,6 +96,17 @@ func (s *Store) Replace(source string, groups []model.Group) {
 	if !ok {
 		return
 	}
+	if len(scopes) == 0 && len(groups) > 0 {
+		// A source's first state: its scopes and hosts sized once rather
+		// than grown through every doubling (a cold sync's garbage).
+		s.scopes[source] = make(map[string][]model.Service, len(groups))
+		if len(s.hosts) == 0 {
+			s.hosts = make(map[string][]scopeKey, len(groups))
+		}
+		if len(s.dirty) == 0 {
+			s.dirty = make(map[string]struct{}, len(groups))
+		}
+	}
 	named := make(map[string]struct{}, len(groups))
 	for _, g := range groups {
 		named[g.Scope] = struct{}{}
@@ -165,7 +176,13 @@ func (s *Store) Hosts() []string {
 // (then by scope), so that conversion is deterministic whatever order the
 // updates arrived in.
 func (s *Store) Contributions(host string) []convert.Contribution {
-	var out []convert.Contribution
+	return s.contributionsInto(nil, host)
+}
+
+// contributionsInto is Contributions appended to dst: the pipeline reuses
+// one buffer per worker, a cold sync of 50k hosts asks twice per host.
+func (s *Store) contributionsInto(dst []convert.Contribution, host string) []convert.Contribution {
+	out := dst
 	for _, k := range s.hosts[host] {
 		for _, svc := range s.scopes[k.source][k.scope] {
 			if svc.Host == host {

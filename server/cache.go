@@ -107,6 +107,12 @@ func (c *Cache) Apply(kind served.Kind, upserts []served.Entry, deletes []string
 	if ks == nil {
 		return false
 	}
+	if len(ks.list) == 0 && len(upserts) > 64 {
+		// A first publication: sized once, not grown through every
+		// doubling (the garbage of a cold sync of 50k resources).
+		ks.byName = make(map[string]int, len(upserts))
+		ks.list = make([]stored, 0, len(upserts))
+	}
 	changed := false
 	for _, e := range upserts {
 		if i, ok := ks.byName[e.Name]; ok {
