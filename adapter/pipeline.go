@@ -183,8 +183,9 @@ func (a *Adapter) convertHosts(hosts []string) []hostResult {
 	workers := min(runtime.GOMAXPROCS(0), len(hosts)/parallelFrom+1)
 	if workers <= 1 {
 		var buf []convert.Contribution
+		var scratch convert.Scratch
 		for i, h := range hosts {
-			results[i], buf = a.convertHost(h, buf)
+			results[i], buf = a.convertHost(h, buf, &scratch)
 		}
 		return results
 	}
@@ -194,13 +195,14 @@ func (a *Adapter) convertHosts(hosts []string) []hostResult {
 	for range workers {
 		wg.Go(func() {
 			var buf []convert.Contribution
+			var scratch convert.Scratch
 			for {
 				lo := int(next.Add(chunk)) - chunk
 				if lo >= len(hosts) {
 					return
 				}
 				for i := lo; i < min(lo+chunk, len(hosts)); i++ {
-					results[i], buf = a.convertHost(hosts[i], buf)
+					results[i], buf = a.convertHost(hosts[i], buf, &scratch)
 				}
 			}
 		})
@@ -210,10 +212,12 @@ func (a *Adapter) convertHosts(hosts []string) []hostResult {
 }
 
 // convertHost converts one host; buf is the caller's buffer for its
-// contributions, returned for the next host (conversion keeps none of it).
-func (a *Adapter) convertHost(host string, buf []convert.Contribution) (hostResult, []convert.Contribution) {
+// contributions, returned for the next host (conversion keeps none of it),
+// and scratch its maps: nothing of the converted resources but their
+// serialized form (entries, keys, versions) outlives the call.
+func (a *Adapter) convertHost(host string, buf []convert.Contribution, scratch *convert.Scratch) (hostResult, []convert.Contribution) {
 	contribs := a.store.contributionsInto(buf[:0], host)
-	desired, rejected := convert.ServiceAt(host, a.vips.Addresses(host), contribs, a.opts)
+	desired, rejected := convert.ServiceAtReusing(host, a.vips.Addresses(host), contribs, a.opts, scratch)
 	res := hostResult{rejected: rejected}
 	a.published.diff(host, desired, func(kind served.Kind, r *served.Resource, del string) {
 		if r == nil {

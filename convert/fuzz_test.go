@@ -182,6 +182,23 @@ func FuzzService(f *testing.F) {
 		otherRes, _ := ServiceAt(other, nil, otherContribs, opts)
 		checkSelectors(t, res, otherRes)
 
+		// The pipeline's conversion, with maps another host's conversion
+		// used and left full: the same resources, byte for byte.
+		var scratch Scratch
+		ServiceAtReusing(other, nil, otherContribs, opts, &scratch)
+		ServiceAtReusing(stale.Host, nil, []Contribution{{Source: fuzzSource(0), Service: stale}}, opts, &scratch)
+		reused, reusedRejected := ServiceAtReusing(host, addrs, contribs, opts, &scratch)
+		if len(reused) != len(res) || !slices.Equal(reusedRejected, rejected) {
+			t.Fatalf("with a scratch: %d resources and rejections %v, want %d and %v", len(reused), reusedRejected, len(res), rejected)
+		}
+		for i, r := range reused {
+			got, err1 := r.Entry()
+			want, err2 := res[i].Entry()
+			if err1 != nil || err2 != nil || got.Version != want.Version || !bytes.Equal(got.Record(), want.Record()) {
+				t.Errorf("with a scratch: %s %s@%s differs from %s@%s (%v, %v)", r.Kind, got.Name, got.Version, want.Name, want.Version, err1, err2)
+			}
+		}
+
 		again, _ := ServiceAt(host, addrs, contribs, opts)
 		a, _ := YAML(res, RenderOptions{WithVersion: true})
 		b, _ := YAML(again, RenderOptions{WithVersion: true})
@@ -190,6 +207,19 @@ func FuzzService(f *testing.F) {
 		}
 	})
 }
+
+// stale is a service whose labels and annotations no fuzz input has: a
+// conversion after it with the same Scratch must show none of them.
+var stale = func() model.Service {
+	labels := model.MakeLabels("stale-a", "1", "stale-b", "2", "stale-c", "3", "stale-d", "4")
+	svc := model.Service{Name: "stale", Host: "stale.example.com", Ports: []model.Port{{Number: 80, Protocol: model.ProtocolHTTP}},
+		Labels: labels, Annotations: labels}
+	for i := range 12 {
+		svc.Instances = append(svc.Instances, model.Instance{ID: fmt.Sprint(i), Address: fmt.Sprintf("10.9.9.%d", i+1),
+			Labels: labels, Annotations: labels, Health: model.HealthPassing})
+	}
+	return svc
+}()
 
 // checkServedBytes: what is served of each resource (its entry's record) is
 // byte for byte protobuf's own deterministic marshal of its spec, in the

@@ -75,7 +75,11 @@ func (o LabelOptions) allowed(k string) bool {
 // Keys the allow-list leaves out are not reported: that is the operator's
 // choice, not bad registry data.
 func sanitizeLabels(in model.Labels, policy LabelOptions, skip string) (map[string]string, []string) {
-	out := make(map[string]string, in.Len()+2)
+	return sanitizeLabelsInto(make(map[string]string, in.Len()+2), in, policy, skip)
+}
+
+// sanitizeLabelsInto is sanitizeLabels into out, an empty map.
+func sanitizeLabelsInto(out map[string]string, in model.Labels, policy LabelOptions, skip string) (map[string]string, []string) {
 	_, hasSkip := in.Get(skip)
 	if policy.Prefix == "" && len(policy.Allow) == 0 && !hasSkip && keysClean(in) {
 		// Nothing to rename, so no two keys can collide.
@@ -133,10 +137,11 @@ func reservedAnnotations(in model.Labels) []string {
 	return reserved
 }
 
-// sanitizeAnnotations keeps the annotations whose keys are valid, and
+// sanitizeAnnotationsInto keeps the annotations whose keys are valid, and
 // returns the reserved ones it dropped.
-func sanitizeAnnotations(in model.Labels) (map[string]string, []string) {
-	out := make(map[string]string, in.Len()+3)
+//
+// out is an empty map to fill (Scratch.newMap).
+func sanitizeAnnotationsInto(out map[string]string, in model.Labels) (map[string]string, []string) {
 	if keysClean(in) {
 		for k, v := range in.All() {
 			out[k] = v
