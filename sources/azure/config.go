@@ -1,7 +1,6 @@
 package azure
 
 import (
-	"fmt"
 	"regexp"
 	"strings"
 
@@ -64,14 +63,7 @@ const (
 	DefaultPortsTag     = "mesh-ports"
 	DefaultOptOutTag    = "mesh-opt-out"
 	DefaultHostTemplate = "{{.Service}}.azure.internal"
-	DefaultAddressType  = AddressPrivate
-)
-
-// Address types.
-const (
-	AddressPrivate = cloudsource.AddressPrivate
-	AddressPublic  = cloudsource.AddressPublic
-	AddressIPv6    = cloudsource.AddressIPv6
+	DefaultAddressType  = cloudsource.AddressPrivate
 )
 
 // SetDefaults fills in every unset field that has a default.
@@ -98,22 +90,8 @@ func (c *Config) Validate() error {
 	var v cloudsource.Checker
 	bad := v.Bad
 	v.Add(c.Config.Validate())
-	switch {
-	case c.SubscriptionID == "":
-		bad("subscriptionId", "required")
-	case !uuidRE.MatchString(c.SubscriptionID):
-		bad("subscriptionId", "%q is not a subscription ID (a GUID)", c.SubscriptionID)
-	}
-	seen := map[string]bool{}
-	for i, rg := range c.ResourceGroups {
-		f := fmt.Sprintf("resourceGroups[%d]", i)
-		if !resourceGroupRE.MatchString(rg) {
-			bad(f, "%q is not a resource group name", rg)
-		} else if seen[strings.ToLower(rg)] {
-			bad(f, "%q listed twice", rg)
-		}
-		seen[strings.ToLower(rg)] = true
-	}
+	v.Required("subscriptionId", c.SubscriptionID, uuidRE.MatchString, "a subscription ID (a GUID)")
+	v.List("resourceGroups", c.ResourceGroups, strings.ToLower, resourceGroupRE.MatchString, "a resource group name")
 	for _, t := range []struct{ field, v string }{{"serviceTag", c.ServiceTag}, {"portsTag", c.PortsTag}, {"optOutTag", c.OptOutTag}} {
 		if !tagNameRE.MatchString(t.v) || strings.TrimSpace(t.v) != t.v {
 			bad(t.field, "%q is not a tag name (no <, >, %%, &, \\, ? or /)", t.v)

@@ -1,13 +1,11 @@
 package azure
 
 import (
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource/cloudsourcetest"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -67,28 +65,7 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 // TestREADMEExample decodes the README's configuration example strictly, as
 // the adapter does, so that the documented keys stay the real ones.
 func TestREADMEExample(t *testing.T) {
-	b, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, _ := strings.Cut(string(b), "```yaml\n")
-	block, _, _ := strings.Cut(rest, "```")
-	var doc struct {
-		Sources []struct {
-			Name  string  `yaml:"name"`
-			Azure *Config `yaml:"azure"`
-		} `yaml:"sources"`
-	}
-	dec := yaml.NewDecoder(strings.NewReader(block))
-	dec.KnownFields(true)
-	if err := dec.Decode(&doc); err != nil {
-		t.Fatal(err)
-	}
-	c := doc.Sources[0].Azure
-	c.SetDefaults()
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	c := cloudsourcetest.READMEConfig[Config](t, "azure")
 	if c.SubscriptionID != subscription || c.MaxBackoff != 5*time.Minute || len(c.ResourceGroups) != 2 || c.Ports[0].Number != 8080 {
 		t.Errorf("decoded %+v", c)
 	}

@@ -235,7 +235,7 @@ func (l *lister) List(ctx context.Context) ([]model.Group, error) {
 			inv.nics[strings.ToLower(*n.ID)] = n
 		}
 	}
-	if l.cfg.AddressType == AddressPublic {
+	if l.cfg.AddressType == cloudsource.AddressPublic {
 		pips, err := api.listPublicIPs(ctx, counter(apiPublicIPs))
 		if err != nil {
 			return nil, l.failed(apiPublicIPs, err)

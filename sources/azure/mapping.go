@@ -228,7 +228,7 @@ func (m *mapper) address(vm *armcompute.VirtualMachine, inv inventory) (addr, vn
 		vnet = vnetOf(str(primary.Properties.Subnet.ID))
 	}
 	switch m.cfg.AddressType {
-	case AddressPublic:
+	case cloudsource.AddressPublic:
 		if primary != nil && primary.Properties.PublicIPAddress != nil {
 			pip := primary.Properties.PublicIPAddress
 			if pip.Properties != nil && str(pip.Properties.IPAddress) != "" {
@@ -238,7 +238,7 @@ func (m *mapper) address(vm *armcompute.VirtualMachine, inv inventory) (addr, vn
 			}
 		}
 		addr = cloudsource.ValidIP(addr, false)
-	case AddressIPv6:
+	case cloudsource.AddressIPv6:
 		for _, c := range v6 {
 			if addr = cloudsource.ValidIP(str(c.Properties.PrivateIPAddress), true); addr != "" {
 				break

@@ -190,10 +190,10 @@ func TestListOptions(t *testing.T) {
 		want   []model.Instance
 		skip   map[string]float64
 	}{
-		{"public", func(c *Config) { c.AddressType = AddressPublic }, []model.Instance{
+		{"public", func(c *Config) { c.AddressType = cloudsource.AddressPublic }, []model.Instance{
 			inst("a", "20.1.2.3", "eastus/eastus-3", vnet("rg-a"), lbl, ""),
 		}, map[string]float64{cloudsource.SkipNoAddress: 1}},
-		{"ipv6", func(c *Config) { c.AddressType = AddressIPv6 }, []model.Instance{
+		{"ipv6", func(c *Config) { c.AddressType = cloudsource.AddressIPv6 }, []model.Instance{
 			inst("a", "fd00:db8::1", "eastus/eastus-3", vnet("rg-a"), lbl, ""),
 		}, map[string]float64{cloudsource.SkipNoAddress: 1}},
 		{"resource groups and network", func(c *Config) { c.ResourceGroups = []string{"RG-B"}; c.Network = "mesh-net" }, []model.Instance{

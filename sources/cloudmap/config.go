@@ -1,7 +1,6 @@
 package cloudmap
 
 import (
-	"fmt"
 	"maps"
 	"regexp"
 	"slices"
@@ -111,22 +110,8 @@ func (c *Config) Validate() error {
 	v.Add(c.Config.Validate())
 	v.Add(awsapi.CheckRegion(c.Region),
 		cloudsource.CheckEndpoint("endpoint", c.Endpoint), cloudsource.CheckEndpoint("stsEndpoint", c.STSEndpoint))
-	switch {
-	case c.Namespace == "":
-		bad("namespace", "required")
-	case !nameRE.MatchString(c.Namespace):
-		bad("namespace", "%q is not a namespace name", c.Namespace)
-	}
-	seen := map[string]bool{}
-	for i, s := range c.Services {
-		f := fmt.Sprintf("services[%d]", i)
-		if !nameRE.MatchString(s) {
-			bad(f, "%q is not a service name", s)
-		} else if seen[s] {
-			bad(f, "%q listed twice", s)
-		}
-		seen[s] = true
-	}
+	v.Required("namespace", c.Namespace, nameRE.MatchString, "a namespace name")
+	v.List("services", c.Services, nil, nameRE.MatchString, "a service name")
 	if c.OwnerAccount != "" && !accountRE.MatchString(c.OwnerAccount) {
 		bad("ownerAccount", "%q is not an AWS account ID (12 digits)", c.OwnerAccount)
 	}

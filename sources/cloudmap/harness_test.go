@@ -2,8 +2,6 @@ package cloudmap
 
 import (
 	"context"
-	"fmt"
-	"net/http"
 	"os"
 	"testing"
 	"time"
@@ -12,9 +10,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	sd "github.com/aws/aws-sdk-go-v2/service/servicediscovery"
 	"github.com/aws/aws-sdk-go-v2/service/servicediscovery/types"
-	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/goleak"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/awsapi/mototest"
@@ -24,37 +19,11 @@ import (
 
 const testRegion = "us-east-1"
 
-var (
-	moto        *mototest.Server
-	motoMissing error
-	motoURL     string
+// harness is the moto server every test in the package shares, and the
+// tests' own HTTP client.
+var harness = mototest.NewHarness()
 
-	testTransport = http.DefaultTransport.(*http.Transport).Clone()
-	testHTTP      = &http.Client{Transport: testTransport}
-)
-
-func TestMain(m *testing.M) {
-	mototest.TestEnv()
-	moto, motoMissing = mototest.Start()
-	if moto != nil {
-		motoURL = moto.URL
-	}
-	code := m.Run()
-	moto.Stop()
-	testTransport.CloseIdleConnections()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-func needMoto(t *testing.T) {
-	t.Helper()
-	mototest.Need(t, moto, motoMissing)
-}
+func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 
 // cloud is the test's own Cloud Map client.
 type cloud struct {
@@ -64,7 +33,7 @@ type cloud struct {
 
 func newCloud(t *testing.T) *cloud {
 	return &cloud{t: t, sd: sd.New(sd.Options{
-		Region: testRegion, BaseEndpoint: aws.String(motoURL), HTTPClient: testHTTP,
+		Region: testRegion, BaseEndpoint: aws.String(harness.URL), HTTPClient: harness.HTTP,
 		Credentials: credentials.NewStaticCredentialsProvider("testing", "testing", ""),
 	}, func(o *sd.Options) {
 		o.APIOptions = append(o.APIOptions, noEndpointHostPrefix)
@@ -138,14 +107,9 @@ var testPoll = poll.Config{RefreshInterval: 100 * time.Millisecond, Timeout: 10 
 func startSource(t *testing.T, cfg Config) *cloudsourcetest.Running {
 	t.Helper()
 	cfg.Config = poll.Config{RefreshInterval: time.Second}
-	reg := prometheus.NewRegistry()
-	rep := sources.NewReporter("cloudmap-test", sources.NewMetrics(reg))
-	opts := sources.Options{Name: "cloudmap-test", Logger: zaptest.NewLogger(t), Reporter: rep, Registerer: reg}
-	src, err := New(cfg, opts)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	src.Lister.maxAttempts = 1
-	src.Poll = poll.New(testPoll, src.Lister, opts)
-	return cloudsourcetest.Start(t, src, cloudsourcetest.Options{Buffer: 100, Reporter: rep, Registry: reg})
+	return cloudsourcetest.StartNew(t, "cloudmap-test", func(opts sources.Options) (*Source, error) { return New(cfg, opts) },
+		func(src *Source, opts sources.Options) {
+			src.Lister.maxAttempts = 1
+			src.Poll = poll.New(testPoll, src.Lister, opts)
+		})
 }

@@ -35,12 +35,12 @@ type countingProxy struct {
 
 func newCountingProxy(t *testing.T) *countingProxy {
 	t.Helper()
-	target, err := url.Parse(motoURL)
+	target, err := url.Parse(harness.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rp := httputil.NewSingleHostReverseProxy(target)
-	tr := testTransport.Clone()
+	tr := harness.Transport.Clone()
 	rp.Transport = tr
 	p := &countingProxy{calls: map[string]int{}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -75,7 +75,7 @@ func (p *countingProxy) reset() map[string]int {
 // with an offset as NextToken (without MaxResults it returns everything in
 // one reply, where AWS stops at 100), so the pages here are moto's own.
 func TestMotoLargeService(t *testing.T) {
-	needMoto(t)
+	harness.Need(t)
 	const (
 		big   = 1250 // custom health check: 13 pages, the last one partial
 		plain = 150  // no health check: no GetInstancesHealthStatus

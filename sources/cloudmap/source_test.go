@@ -37,7 +37,7 @@ func group(name, host string, ports []model.Port, instances ...model.Instance) m
 // registration, unchanged refreshes that read only the revision, a health
 // change on a health-checked service, deregistrations.
 func TestMotoCloudMap(t *testing.T) {
-	needMoto(t)
+	harness.Need(t)
 	c := newCloud(t)
 	ns := c.namespace("mesh.local")
 	web := c.service(ns, "web", false)
@@ -51,7 +51,7 @@ func TestMotoCloudMap(t *testing.T) {
 	c.register(api, "a1", map[string]string{AttrIPv4: "10.0.1.1", "mesh-ports": "grpc:9090"})
 	c.register(api, "a2", map[string]string{AttrIPv6: "2001:db8::1", "mesh-ports": "grpc:9090"}) // no IPv4: skipped
 
-	r := startSource(t, Config{Region: testRegion, Endpoint: motoURL, Namespace: "mesh.local",
+	r := startSource(t, Config{Region: testRegion, Endpoint: harness.URL, Namespace: "mesh.local",
 		MappingConfig: cloudsource.MappingConfig{Ports: []Port{{Number: 80, Protocol: "http"}}}})
 
 	http80 := []model.Port{{Number: 80, Protocol: model.ProtocolHTTP}}
@@ -111,20 +111,20 @@ func TestMotoCloudMap(t *testing.T) {
 // TestMotoExplicitServices reads only the configured services; a missing
 // namespace is an error that keeps the last state.
 func TestMotoExplicitServices(t *testing.T) {
-	needMoto(t)
+	harness.Need(t)
 	c := newCloud(t)
 	ns := c.namespace("mesh.local")
 	c.register(c.service(ns, "web", false), "w1", map[string]string{AttrIPv4: "10.0.0.1", AttrPort: "8080"})
 	c.register(c.service(ns, "api", false), "a1", map[string]string{AttrIPv4: "10.0.0.2", AttrPort: "9090"})
 
-	r := startSource(t, Config{Region: testRegion, Endpoint: motoURL, Namespace: "mesh.local",
+	r := startSource(t, Config{Region: testRegion, Endpoint: harness.URL, Namespace: "mesh.local",
 		Services:      []string{"web", "missing"},
 		MappingConfig: cloudsource.MappingConfig{HostTemplate: "{{.Service}}.{{.Region}}.cloudmap"}})
 	checkBatch(t, "first batch", r.Next(t), group("web", "web.us-east-1.cloudmap",
 		[]model.Port{{Number: 8080, Protocol: model.ProtocolTCP}},
 		model.Instance{ID: "w1", Address: "10.0.0.1", Locality: "us-east-1", Health: model.HealthPassing}))
 
-	r2 := startSource(t, Config{Region: testRegion, Endpoint: motoURL, Namespace: "nope.local"})
+	r2 := startSource(t, Config{Region: testRegion, Endpoint: harness.URL, Namespace: "nope.local"})
 	r2.WaitFor(t, "a failed list", func() bool { return r2.Reporter.Status().Stale })
 	if st := r2.Reporter.Status(); st.Synced || !strings.Contains(st.LastError, `namespace "nope.local" not found`) {
 		t.Fatalf("status: %+v", st)
@@ -136,16 +136,16 @@ func TestMotoExplicitServices(t *testing.T) {
 // RequestLimitExceeded) keep the last good state; recovery sends only what
 // changed meanwhile.
 func TestMotoCloudMapErrors(t *testing.T) {
-	needMoto(t)
+	harness.Need(t)
 	c := newCloud(t)
 	ns := c.namespace("mesh.local")
 	web := c.service(ns, "web", false)
 	c.register(web, "w1", map[string]string{AttrIPv4: "10.0.0.1", AttrPort: "8080"})
 	c.register(web, "w2", map[string]string{AttrIPv4: "10.0.0.2", AttrPort: "8080"})
 
-	target, _ := url.Parse(motoURL)
+	target, _ := url.Parse(harness.URL)
 	proxy := httputil.NewSingleHostReverseProxy(target)
-	tr := testTransport.Clone()
+	tr := harness.Transport.Clone()
 	proxy.Transport = tr
 	var mode atomic.Value
 	mode.Store("ok")

@@ -138,3 +138,34 @@ func (c *Checker) Add(errs ...error) { c.errs = append(c.errs, errs...) }
 
 // Err is every error added, joined; nil when there is none.
 func (c *Checker) Err() error { return errors.Join(c.errs...) }
+
+// Required checks a required setting: "required" when it is empty, else
+// `"<v>" is not <what>` unless valid.
+func (c *Checker) Required(field, v string, valid func(string) bool, what string) {
+	switch {
+	case v == "":
+		c.Bad(field, "required")
+	case !valid(v):
+		c.Bad(field, "%q is not %s", v, what)
+	}
+}
+
+// List checks each value of a list setting, naming it field[i]: `"<v>" is
+// not <what>` unless valid, else `"<v>" listed twice` when an earlier one
+// has the same key (key(v); key nil: v as it is).
+func (c *Checker) List(field string, values []string, key func(string) string, valid func(string) bool, what string) {
+	seen := make(map[string]bool, len(values))
+	for i, v := range values {
+		k := v
+		if key != nil {
+			k = key(v)
+		}
+		f := fmt.Sprintf("%s[%d]", field, i)
+		if !valid(v) {
+			c.Bad(f, "%q is not %s", v, what)
+		} else if seen[k] {
+			c.Bad(f, "%q listed twice", v)
+		}
+		seen[k] = true
+	}
+}

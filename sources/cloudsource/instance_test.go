@@ -251,6 +251,24 @@ func TestConfigHelpers(t *testing.T) {
 	if got := v.Err().Error(); got != "one\nfield: \"x\" is bad" {
 		t.Fatalf("Checker: %q", got)
 	}
+	v = Checker{}
+	isName := func(s string) bool { return !strings.Contains(s, " ") }
+	v.Required("project", "", isName, "a project ID")
+	v.Required("namespace", "a b", isName, "a namespace name")
+	v.Required("region", "ok", isName, "a region")
+	v.List("groups", []string{"RG1", "a b", "rg1", "a b", "rg2"}, strings.ToLower, isName, "a resource group name")
+	v.List("zones", []string{"z", "Z", "z"}, nil, isName, "a zone")
+	want := []string{
+		"project: required",
+		`namespace: "a b" is not a namespace name`,
+		`groups[1]: "a b" is not a resource group name`,
+		`groups[2]: "rg1" listed twice`,
+		`groups[3]: "a b" is not a resource group name`,
+		`zones[2]: "z" listed twice`,
+	}
+	if got := strings.Split(v.Err().Error(), "\n"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Required, List:\n%q\nwant\n%q", got, want)
+	}
 	if s := SetOf(nil, nil); s != nil {
 		t.Fatalf("empty set: %v", s)
 	}

@@ -84,15 +84,8 @@ const (
 	DefaultPortsTag     = "mesh-ports"
 	DefaultOptOutTag    = "mesh-exclude"
 	DefaultHostTemplate = "{{.Service}}.{{.Region}}.ec2"
-	DefaultAddressType  = AddressPrivate
+	DefaultAddressType  = cloudsource.AddressPrivate
 	DefaultPageSize     = 1000
-)
-
-// Address types.
-const (
-	AddressPrivate = cloudsource.AddressPrivate
-	AddressPublic  = cloudsource.AddressPublic
-	AddressIPv6    = cloudsource.AddressIPv6
 )
 
 // SetDefaults fills in every unset field that has a default.
@@ -157,16 +150,8 @@ func (c *Config) Validate() error {
 	if len(c.Health.TargetGroups) > 0 && !c.Health.Enabled {
 		bad("health.targetGroups", "set without health.enabled")
 	}
-	seenTG := map[string]bool{}
-	for i, arn := range c.Health.TargetGroups {
-		f := fmt.Sprintf("health.targetGroups[%d]", i)
-		if !targetGroupARNRE.MatchString(arn) {
-			bad(f, "%q is not a target group ARN (arn:aws:elasticloadbalancing:<region>:<account>:targetgroup/<name>/<id>)", arn)
-		} else if seenTG[arn] {
-			bad(f, "%q listed twice", arn)
-		}
-		seenTG[arn] = true
-	}
+	v.List("health.targetGroups", c.Health.TargetGroups, nil, targetGroupARNRE.MatchString,
+		"a target group ARN (arn:aws:elasticloadbalancing:<region>:<account>:targetgroup/<name>/<id>)")
 	v.Add(cloudsource.CheckEndpoint("health.elbv2Endpoint", c.Health.ELBv2Endpoint))
 	v.Add(c.MappingConfig.Validate(hostSample, cloudsource.VMAddressTypes...), c.Role.Validate())
 	return v.Err()

@@ -8,6 +8,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/registry-adapter/registry-adapter/sources"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
 )
 
 func TestConfigYAMLAndDefaults(t *testing.T) {
@@ -50,7 +51,7 @@ stsEndpoint: https://sts.eu-west-1.amazonaws.com
 	if c.RefreshInterval != 45*time.Second || c.Timeout != time.Minute || c.Region != "eu-west-1" ||
 		c.Filters["tag:env"][1] != "staging" || c.Tags["team"][0] != "payments" || c.PageSize != 200 ||
 		c.ServiceTag != "svc" || c.PortsTag != "svc-ports" || c.OptOutTag != "svc-exclude" ||
-		c.AddressType != AddressIPv6 || c.Network != "prod-net" || c.AssumeRoleExternalID != "ext-1" ||
+		c.AddressType != cloudsource.AddressIPv6 || c.Network != "prod-net" || c.AssumeRoleExternalID != "ext-1" ||
 		c.Ports[0].Number != 8080 || !c.Health.Enabled || len(c.Health.TargetGroups) != 1 || c.Health.ELBv2Endpoint == "" {
 		t.Fatalf("decoded %+v", c)
 	}

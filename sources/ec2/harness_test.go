@@ -19,9 +19,6 @@ import (
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
-	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/goleak"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
@@ -32,45 +29,11 @@ import (
 
 const testRegion = "us-east-1"
 
-// moto is the moto server every test in the package shares (nil when moto
-// is not installed; motoMissing says why), and motoURL its URL.
-var (
-	moto        *mototest.Server
-	motoMissing error
-	motoURL     string
-)
+// harness is the moto server every test in the package shares, and the
+// tests' own HTTP client.
+var harness = mototest.NewHarness()
 
-// The test's own HTTP client: one transport, closed at the end so goleak
-// sees no idle connection goroutines.
-var (
-	testTransport = http.DefaultTransport.(*http.Transport).Clone()
-	testHTTP      = &http.Client{Transport: testTransport}
-)
-
-func TestMain(m *testing.M) {
-	mototest.TestEnv()
-	moto, motoMissing = mototest.Start()
-	if moto != nil {
-		motoURL = moto.URL
-	}
-	code := m.Run()
-	moto.Stop()
-	testTransport.CloseIdleConnections()
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// needMoto skips the test when moto is absent (fails it when
-// REGISTRY_ADAPTER_REQUIRE_MOTO=1) and resets moto's state.
-func needMoto(t *testing.T) {
-	t.Helper()
-	mototest.Need(t, moto, motoMissing)
-}
+func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 
 // cloud is the test's own view of moto: an EC2 client and a VPC with one
 // subnet.
@@ -93,7 +56,7 @@ func newCloudWith(t *testing.T, creds aws.CredentialsProvider) *cloud {
 	t.Helper()
 	c := &cloud{t: t, creds: creds, zone: testRegion + "a"}
 	c.ec2 = awsec2.New(awsec2.Options{
-		Region: testRegion, BaseEndpoint: aws.String(motoURL), Credentials: creds, HTTPClient: testHTTP,
+		Region: testRegion, BaseEndpoint: aws.String(harness.URL), Credentials: creds, HTTPClient: harness.HTTP,
 	})
 	ctx := context.Background()
 	vpc, err := c.ec2.CreateVpc(ctx, &awsec2.CreateVpcInput{CidrBlock: aws.String("10.0.0.0/16")})
@@ -194,7 +157,7 @@ func (c *cloud) createInstanceProfile(name string) string {
 	c.t.Helper()
 	form := url.Values{"Action": {"CreateInstanceProfile"}, "Version": {"2010-05-08"}, "InstanceProfileName": {name}}
 	body := form.Encode()
-	req, err := http.NewRequest(http.MethodPost, motoURL+"/", strings.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, harness.URL+"/", strings.NewReader(body))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -207,7 +170,7 @@ func (c *cloud) createInstanceProfile(name string) string {
 	if err := v4.NewSigner().SignHTTP(context.Background(), creds, req, hex.EncodeToString(sum[:]), "iam", testRegion, time.Now()); err != nil {
 		c.t.Fatal(err)
 	}
-	resp, err := testHTTP.Do(req)
+	resp, err := harness.HTTP.Do(req)
 	if err != nil {
 		c.t.Fatalf("CreateInstanceProfile: %v", err)
 	}
@@ -228,7 +191,7 @@ func (c *cloud) createInstanceProfile(name string) string {
 func assumeRole(t *testing.T, arn string) aws.CredentialsProvider {
 	t.Helper()
 	client := sts.New(sts.Options{
-		Region: testRegion, BaseEndpoint: aws.String(motoURL), HTTPClient: testHTTP,
+		Region: testRegion, BaseEndpoint: aws.String(harness.URL), HTTPClient: harness.HTTP,
 		Credentials: credentials.NewStaticCredentialsProvider("testing", "testing", ""),
 	})
 	out, err := client.AssumeRole(context.Background(), &sts.AssumeRoleInput{
@@ -251,16 +214,11 @@ var testPoll = poll.Config{RefreshInterval: 100 * time.Millisecond, Timeout: 10 
 func startSource(t *testing.T, cfg Config) *cloudsourcetest.Running {
 	t.Helper()
 	cfg.Config = poll.Config{RefreshInterval: time.Second}
-	reg := prometheus.NewRegistry()
-	rep := sources.NewReporter("ec2-test", sources.NewMetrics(reg))
-	opts := sources.Options{Name: "ec2-test", Logger: zaptest.NewLogger(t), Reporter: rep, Registerer: reg}
-	src, err := New(cfg, opts)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	src.Lister.maxAttempts = 1
-	src.Poll = poll.New(testPoll, src.Lister, opts)
-	return cloudsourcetest.Start(t, src, cloudsourcetest.Options{Buffer: 100, Reporter: rep, Registry: reg})
+	return cloudsourcetest.StartNew(t, "ec2-test", func(opts sources.Options) (*Source, error) { return New(cfg, opts) },
+		func(src *Source, opts sources.Options) {
+			src.Lister.maxAttempts = 1
+			src.Poll = poll.New(testPoll, src.Lister, opts)
+		})
 }
 
 func dump(groups []model.Group) string {

@@ -146,7 +146,7 @@ func TestStatusNotFoundRetried(t *testing.T) {
 // newHealthProxy starts a mototest.StatusProxy in front of the test's moto.
 func newHealthProxy(t *testing.T) *mototest.StatusProxy {
 	t.Helper()
-	p, err := mototest.NewStatusProxy(motoURL)
+	p, err := mototest.NewStatusProxy(harness.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func healthy(in model.Instance) model.Instance {
 // service at the next refresh and comes back when they pass; one that is
 // initializing is not served yet; insufficient data keeps the last answer.
 func TestMotoHealth(t *testing.T) {
-	needMoto(t)
+	harness.Need(t)
 	c := newCloud(t)
 	tags := map[string]string{"mesh-service": "web", "mesh-ports": "http:8080"}
 	a := c.launch(1, tags)[0]
@@ -212,7 +212,7 @@ func TestMotoHealth(t *testing.T) {
 // meanwhile are served with unknown health, and the answers come back
 // when the API does.
 func TestMotoHealthAPIFailing(t *testing.T) {
-	needMoto(t)
+	harness.Need(t)
 	c := newCloud(t)
 	tags := map[string]string{"mesh-service": "web", "mesh-ports": "http:8080"}
 	a := c.launch(1, tags)[0]
@@ -255,7 +255,7 @@ func TestMotoHealthAPIFailing(t *testing.T) {
 // 1,000 instances was taken with 1000 added to sizes (50 s of moto time,
 // too long to run on every make test).
 func TestMotoHealthRequests(t *testing.T) {
-	needMoto(t)
+	harness.Need(t)
 	c := newCloud(t)
 	// newCloud's /24 holds fewer than 1,000 addresses.
 	sn, err := c.ec2.CreateSubnet(context.Background(), &awsec2.CreateSubnetInput{
@@ -306,7 +306,7 @@ var healthOn = HealthConfig{HealthConfig: cloudsource.HealthConfig{Enabled: true
 // returns its ARN.
 func (c *cloud) targetGroup(name string, ids ...string) string {
 	c.t.Helper()
-	e := elbv2.New(elbv2.Options{Region: testRegion, BaseEndpoint: aws.String(motoURL), Credentials: c.creds, HTTPClient: testHTTP})
+	e := elbv2.New(elbv2.Options{Region: testRegion, BaseEndpoint: aws.String(harness.URL), Credentials: c.creds, HTTPClient: harness.HTTP})
 	ctx := context.Background()
 	tg, err := e.CreateTargetGroup(ctx, &elbv2.CreateTargetGroupInput{
 		Name: aws.String(name), Protocol: elbtypes.ProtocolEnumHttp, Port: aws.Int32(8080), VpcId: aws.String(c.vpc),
@@ -332,7 +332,7 @@ func (c *cloud) targetGroup(name string, ids ...string) string {
 // throttled DescribeTargetHealth changes nothing; one request per target
 // group per refresh.
 func TestMotoTargetHealth(t *testing.T) {
-	needMoto(t)
+	harness.Need(t)
 	c := newCloud(t)
 	tags := map[string]string{"mesh-service": "web", "mesh-ports": "http:8080"}
 	a := c.launch(1, tags)[0]

@@ -152,9 +152,9 @@ func (m *mapper) mapInstance(in *types.Instance) cloudsource.Mapped {
 func (m *mapper) address(in *types.Instance) string {
 	valid := func(s *string, v6 bool) string { return cloudsource.ValidIP(aws.ToString(s), v6) }
 	switch m.cfg.AddressType {
-	case AddressPublic:
+	case cloudsource.AddressPublic:
 		return valid(in.PublicIpAddress, false)
-	case AddressIPv6:
+	case cloudsource.AddressIPv6:
 		if a := valid(in.Ipv6Address, true); a != "" {
 			return a
 		}

@@ -107,18 +107,18 @@ func TestMapAddressTypes(t *testing.T) {
 				}},
 		}
 	})
-	for typ, want := range map[string]string{AddressPrivate: "10.0.0.1", AddressPublic: "203.0.113.7", AddressIPv6: "2001:db8::2"} {
+	for typ, want := range map[string]string{cloudsource.AddressPrivate: "10.0.0.1", cloudsource.AddressPublic: "203.0.113.7", cloudsource.AddressIPv6: "2001:db8::2"} {
 		m := newTestMapper(t, func(c *Config) { c.AddressType = typ })
 		if got := m.address(&in); got != want {
 			t.Errorf("%s: %q, want %q", typ, got, want)
 		}
 	}
 	in.Ipv6Address = aws.String("2001:db8::3")
-	if got := newTestMapper(t, func(c *Config) { c.AddressType = AddressIPv6 }).address(&in); got != "2001:db8::3" {
+	if got := newTestMapper(t, func(c *Config) { c.AddressType = cloudsource.AddressIPv6 }).address(&in); got != "2001:db8::3" {
 		t.Errorf("instance Ipv6Address: %q", got)
 	}
 	in.PublicIpAddress = nil
-	res := newTestMapper(t, func(c *Config) { c.AddressType = AddressPublic }).mapInstances([]types.Instance{in}, nil)
+	res := newTestMapper(t, func(c *Config) { c.AddressType = cloudsource.AddressPublic }).mapInstances([]types.Instance{in}, nil)
 	if len(res.Groups) != 0 || res.Skipped[cloudsource.SkipNoAddress] != 1 {
 		t.Errorf("no public address: %v %v", dump(res.Groups), res.Skipped)
 	}

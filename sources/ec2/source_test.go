@@ -68,7 +68,7 @@ var (
 // then only the services that changed, as instances stop, start, change
 // tags, opt out and terminate.
 func TestMotoLifecycle(t *testing.T) {
-	needMoto(t)
+	harness.Need(t)
 	c := newCloud(t)
 	profile := c.createInstanceProfile("web-profile")
 
@@ -90,7 +90,7 @@ func TestMotoLifecycle(t *testing.T) {
 	c.stop(stopped)
 	c.launch(1, map[string]string{"mesh-service": "web", "mesh-ports": "http:80800"}) // invalid ports: skipped
 
-	r := startSource(t, Config{Region: testRegion, Endpoint: motoURL, MappingConfig: cloudsource.MappingConfig{Ports: []Port{{Number: 80, Protocol: "http"}}}})
+	r := startSource(t, Config{Region: testRegion, Endpoint: harness.URL, MappingConfig: cloudsource.MappingConfig{Ports: []Port{{Number: 80, Protocol: "http"}}}})
 
 	w1 := c.expect(web1, webTags("web-1"))
 	if w1.Identity != profile {
@@ -152,7 +152,7 @@ func TestMotoLifecycle(t *testing.T) {
 // TestMotoPagination lists more reservations than fit in one page: every
 // instance arrives in the one first batch.
 func TestMotoPagination(t *testing.T) {
-	needMoto(t)
+	harness.Need(t)
 	c := newCloud(t)
 	tags := map[string]string{"mesh-service": "bulk", "mesh-ports": "tcp:7000"}
 	var ids []string
@@ -161,7 +161,7 @@ func TestMotoPagination(t *testing.T) {
 	}
 	ids = append(ids, c.launch(3, tags)...) // one reservation, three instances
 
-	r := startSource(t, Config{Region: testRegion, Endpoint: motoURL, PageSize: 5})
+	r := startSource(t, Config{Region: testRegion, Endpoint: harness.URL, PageSize: 5})
 	var want []model.Instance
 	for _, id := range ids {
 		want = append(want, c.expect(id, tags))
@@ -176,7 +176,7 @@ func TestMotoPagination(t *testing.T) {
 // TestMotoSelection checks API filters, tag filters, the public address, a
 // network override and a custom host template against moto.
 func TestMotoSelection(t *testing.T) {
-	needMoto(t)
+	harness.Need(t)
 	c := newCloud(t)
 	prod := map[string]string{"mesh-service": "shop", "mesh-ports": "http:8080", "env": "prod", "team": "a"}
 	keep := c.launch(1, prod, func(in *awsec2.RunInstancesInput) {
@@ -196,11 +196,11 @@ func TestMotoSelection(t *testing.T) {
 		mototest.Unavailable(t, "moto gave instance %s no public address", keep)
 	}
 	r := startSource(t, Config{
-		Region: testRegion, Endpoint: motoURL,
+		Region: testRegion, Endpoint: harness.URL,
 		Filters: map[string][]string{"tag:env": {"prod"}, "vpc-id": {c.vpc}},
 		Tags:    map[string][]string{"team": {"a"}},
 		MappingConfig: cloudsource.MappingConfig{
-			AddressType:  AddressPublic,
+			AddressType:  cloudsource.AddressPublic,
 			Network:      "aws-net",
 			HostTemplate: "{{.Service}}.shop.example.com",
 		},
@@ -220,7 +220,7 @@ func TestMotoSelection(t *testing.T) {
 // TestMotoAssumeRole lists another account's instances through a role: with
 // moto, the assumed role's credentials select the role's account.
 func TestMotoAssumeRole(t *testing.T) {
-	needMoto(t)
+	harness.Need(t)
 	const role = "arn:aws:iam::111122223333:role/mesh-reader"
 	// The instances live in account 111122223333 ...
 	other := newCloudWith(t, assumeRole(t, role))
@@ -230,11 +230,11 @@ func TestMotoAssumeRole(t *testing.T) {
 	home := newCloud(t)
 	homeID := home.launch(1, tags)[0]
 
-	r := startSource(t, Config{Region: testRegion, Endpoint: motoURL, Role: awsapi.Role{AssumeRoleARN: role, STSEndpoint: motoURL}})
+	r := startSource(t, Config{Region: testRegion, Endpoint: harness.URL, Role: awsapi.Role{AssumeRoleARN: role, STSEndpoint: harness.URL}})
 	want := other.expect(id, tags)
 	checkBatch(t, "through the role", r.Next(t), group("ledger", []model.Port{{Number: 5432, Protocol: model.ProtocolTCP}}, want))
 
-	r2 := startSource(t, Config{Region: testRegion, Endpoint: motoURL})
+	r2 := startSource(t, Config{Region: testRegion, Endpoint: harness.URL})
 	checkBatch(t, "without the role", r2.Next(t), group("ledger", []model.Port{{Number: 5432, Protocol: model.ProtocolTCP}}, home.expect(homeID, tags)))
 }
 
@@ -247,9 +247,9 @@ type faultyEC2 struct {
 
 func newFaultyEC2(t *testing.T) *faultyEC2 {
 	t.Helper()
-	target, _ := url.Parse(motoURL)
+	target, _ := url.Parse(harness.URL)
 	proxy := httputil.NewSingleHostReverseProxy(target)
-	tr := testTransport.Clone()
+	tr := harness.Transport.Clone()
 	proxy.Transport = tr
 	f := &faultyEC2{}
 	f.mode.Store("ok")
@@ -279,7 +279,7 @@ func newFaultyEC2(t *testing.T) *faultyEC2 {
 // is sent, the source is stale), and the next good list sends only what
 // changed meanwhile.
 func TestMotoAPIErrors(t *testing.T) {
-	needMoto(t)
+	harness.Need(t)
 	c := newCloud(t)
 	tags := map[string]string{"mesh-service": "web", "mesh-ports": "http:8080"}
 	a := c.launch(1, tags)[0]

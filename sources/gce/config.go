@@ -1,7 +1,6 @@
 package gce
 
 import (
-	"fmt"
 	"regexp"
 
 	"github.com/registry-adapter/registry-adapter/sources"
@@ -61,14 +60,7 @@ const (
 	DefaultPortsMetadataKey = "mesh-ports"
 	DefaultOptOutLabel      = "mesh-opt-out"
 	DefaultHostTemplate     = "{{.Service}}.gce.internal"
-	DefaultAddressType      = AddressPrivate
-)
-
-// Address types.
-const (
-	AddressPrivate = cloudsource.AddressPrivate
-	AddressPublic  = cloudsource.AddressPublic
-	AddressIPv6    = cloudsource.AddressIPv6
+	DefaultAddressType      = cloudsource.AddressPrivate
 )
 
 // SetDefaults fills in every unset field that has a default.
@@ -101,21 +93,8 @@ func (c *Config) Validate() error {
 	var v cloudsource.Checker
 	bad := v.Bad
 	v.Add(c.Config.Validate())
-	switch {
-	case c.Project == "":
-		bad("project", "required")
-	case !projectRE.MatchString(c.Project):
-		bad("project", "%q is not a project ID", c.Project)
-	}
-	seen := map[string]bool{}
-	for i, z := range c.Zones {
-		if !zoneRE.MatchString(z) {
-			bad(fmt.Sprintf("zones[%d]", i), "%q is not a zone name (e.g. us-central1-a)", z)
-		} else if seen[z] {
-			bad(fmt.Sprintf("zones[%d]", i), "%q listed twice", z)
-		}
-		seen[z] = true
-	}
+	v.Required("project", c.Project, projectRE.MatchString, "a project ID")
+	v.List("zones", c.Zones, nil, zoneRE.MatchString, "a zone name (e.g. us-central1-a)")
 	if !labelKeyRE.MatchString(c.ServiceLabel) {
 		bad("serviceLabel", "%q is not a label key ([a-z][a-z0-9_-]*, at most 63 characters)", c.ServiceLabel)
 	}
@@ -130,16 +109,10 @@ func (c *Config) Validate() error {
 	if c.Health.Enabled && len(c.Health.BackendServices) == 0 {
 		bad("health.backendServices", "required with health.enabled: the backend services whose health checks count")
 	}
-	seenBS := map[string]bool{}
-	for i, b := range c.Health.BackendServices {
-		f := fmt.Sprintf("health.backendServices[%d]", i)
-		if _, ok := parseBackendService(b); !ok {
-			bad(f, "%q is not a backend service (a name, or regions/<region>/<name>)", b)
-		} else if seenBS[b] {
-			bad(f, "%q listed twice", b)
-		}
-		seenBS[b] = true
-	}
+	v.List("health.backendServices", c.Health.BackendServices, nil, func(b string) bool {
+		_, ok := parseBackendService(b)
+		return ok
+	}, "a backend service (a name, or regions/<region>/<name>)")
 	return v.Err()
 }
 

@@ -1,14 +1,12 @@
 package gce
 
 import (
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource"
+	"github.com/registry-adapter/registry-adapter/sources/cloudsource/cloudsourcetest"
 	"github.com/registry-adapter/registry-adapter/sources/poll"
 )
 
@@ -104,28 +102,7 @@ func TestEndpointURL(t *testing.T) {
 // TestREADMEExample decodes the README's configuration example strictly, as
 // the adapter does, so that the documented keys stay the real ones.
 func TestREADMEExample(t *testing.T) {
-	b, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, _ := strings.Cut(string(b), "```yaml\n")
-	block, _, _ := strings.Cut(rest, "```")
-	var doc struct {
-		Sources []struct {
-			Name string  `yaml:"name"`
-			GCE  *Config `yaml:"gce"`
-		} `yaml:"sources"`
-	}
-	dec := yaml.NewDecoder(strings.NewReader(block))
-	dec.KnownFields(true)
-	if err := dec.Decode(&doc); err != nil {
-		t.Fatal(err)
-	}
-	c := doc.Sources[0].GCE
-	c.SetDefaults()
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	c := cloudsourcetest.READMEConfig[Config](t, "gce")
 	if c.Project != "mesh-prod-1" || c.RefreshInterval != 30*time.Second || len(c.Zones) != 2 || c.Ports[0].Number != 8080 {
 		t.Errorf("decoded %+v", c)
 	}

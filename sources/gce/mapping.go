@@ -155,7 +155,7 @@ func (m *mapper) address(nic *compute.NetworkInterface) string {
 	}
 	valid := cloudsource.ValidIP
 	switch m.cfg.AddressType {
-	case AddressPublic:
+	case cloudsource.AddressPublic:
 		for _, ac := range nic.AccessConfigs {
 			if ac != nil {
 				if a := valid(ac.NatIP, false); a != "" {
@@ -163,7 +163,7 @@ func (m *mapper) address(nic *compute.NetworkInterface) string {
 				}
 			}
 		}
-	case AddressIPv6:
+	case cloudsource.AddressIPv6:
 		if a := valid(nic.Ipv6Address, true); a != "" {
 			return a
 		}

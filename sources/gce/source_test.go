@@ -168,10 +168,10 @@ func TestListOptions(t *testing.T) {
 		want   []model.Instance
 		skip   map[string]float64
 	}{
-		{"public", func(c *Config) { c.AddressType = AddressPublic }, []model.Instance{
+		{"public", func(c *Config) { c.AddressType = cloudsource.AddressPublic }, []model.Instance{
 			inst("1", "34.1.2.3", "us-central1-a", "default", labels, ""),
 		}, map[string]float64{cloudsource.SkipNoAddress: 1}},
-		{"ipv6", func(c *Config) { c.AddressType = AddressIPv6 }, []model.Instance{
+		{"ipv6", func(c *Config) { c.AddressType = cloudsource.AddressIPv6 }, []model.Instance{
 			inst("1", "fd20:1:2:3::1", "us-central1-a", "default", labels, ""),
 		}, map[string]float64{cloudsource.SkipNoAddress: 1}},
 		{"zones and network", func(c *Config) { c.Zones = []string{"us-central1-b"}; c.Network = "mesh-net" }, []model.Instance{

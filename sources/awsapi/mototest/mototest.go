@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // RequireEnv makes a missing moto a test failure rather than a skip.
@@ -139,6 +141,55 @@ func (s *Server) Stop() {
 	}
 	s.stop()
 	s.tr.CloseIdleConnections()
+}
+
+// Harness is what the tests of an AWS source share: one moto server per
+// test binary, and the tests' own HTTP client, whose transport is closed at
+// the end so that goleak sees no idle connection goroutines.
+type Harness struct {
+	// Server is nil when moto is not installed; Missing then says why.
+	Server  *Server
+	Missing error
+	// URL is Server's base URL.
+	URL string
+	// Transport is HTTP's; tests clone it for proxies of their own.
+	Transport *http.Transport
+	HTTP      *http.Client
+}
+
+// NewHarness returns a harness whose server Main starts.
+func NewHarness() *Harness {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	return &Harness{Transport: tr, HTTP: &http.Client{Transport: tr}}
+}
+
+// Main runs the tests of a package (m) from its TestMain: it applies
+// TestEnv and starts moto, runs the tests, stops moto, closes the idle
+// connections of the tests' client, and fails the run on goroutines left
+// behind (goleak). It returns the exit code, for os.Exit.
+func (h *Harness) Main(m *testing.M) int {
+	TestEnv()
+	h.Server, h.Missing = Start()
+	if h.Server != nil {
+		h.URL = h.Server.URL
+	}
+	code := m.Run()
+	h.Server.Stop()
+	h.Transport.CloseIdleConnections()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	return code
+}
+
+// Need skips the test when moto is absent (fails it when
+// REGISTRY_ADAPTER_REQUIRE_MOTO=1) and resets moto's state (see Need).
+func (h *Harness) Need(t testing.TB) {
+	t.Helper()
+	Need(t, h.Server, h.Missing)
 }
 
 // Need skips the test when moto is absent (why says why), or fails it

@@ -5,6 +5,7 @@ package cloudsourcetest
 
 import (
 	"context"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/zap/zaptest"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/registry-adapter/registry-adapter/model"
 	"github.com/registry-adapter/registry-adapter/sources"
@@ -59,6 +62,25 @@ func Start(t *testing.T, s sources.Source, o Options) *Running {
 }
 
 // status is the source's status, for failure messages.
+// StartNew makes a source with newSource (its package's New over the
+// test's configuration) under name, with a test logger, a reporter and a
+// registry of its own, lets tune adjust it (a fast schedule, test clients),
+// and runs it until the test ends (Start, with a buffer of 100 batches).
+func StartNew[S sources.Source](t *testing.T, name string, newSource func(sources.Options) (S, error),
+	tune func(S, sources.Options),
+) *Running {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	rep := sources.NewReporter(name, sources.NewMetrics(reg))
+	opts := sources.Options{Name: name, Logger: zaptest.NewLogger(t), Reporter: rep, Registerer: reg}
+	src, err := newSource(opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	tune(src, opts)
+	return Start(t, src, Options{Buffer: 100, Reporter: rep, Registry: reg})
+}
+
 func (r *Running) status() any {
 	if r.Reporter == nil {
 		return "(no reporter)"
@@ -197,4 +219,45 @@ func (l *ListStarts) Wait(t *testing.T, baseline, n int) {
 			t.Fatalf("fewer than %d lists started", n)
 		}
 	}
+}
+
+// READMEConfig decodes the configuration example of the package's
+// README.md (its first yaml block) strictly, as the adapter does, and
+// returns the first source's configuration under key, with its defaults
+// filled in and validated: the documented keys stay the real ones.
+func READMEConfig[C any, P interface {
+	*C
+	SetDefaults()
+	Validate() error
+}](t *testing.T, key string) P {
+	t.Helper()
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(string(b), "```yaml\n")
+	block, _, _ := strings.Cut(rest, "```")
+	// sources: [{name: ..., <key>: {...}}], with no other key.
+	entry := reflect.StructOf([]reflect.StructField{
+		{Name: "Name", Type: reflect.TypeFor[string](), Tag: `yaml:"name"`},
+		{Name: "Config", Type: reflect.TypeFor[P](), Tag: reflect.StructTag(`yaml:"` + key + `"`)},
+	})
+	doc := reflect.New(reflect.StructOf([]reflect.StructField{
+		{Name: "Sources", Type: reflect.SliceOf(entry), Tag: `yaml:"sources"`},
+	}))
+	dec := yaml.NewDecoder(strings.NewReader(block))
+	dec.KnownFields(true)
+	if err := dec.Decode(doc.Interface()); err != nil {
+		t.Fatal(err)
+	}
+	list := doc.Elem().Field(0)
+	if list.Len() == 0 || list.Index(0).Field(1).IsNil() {
+		t.Fatalf("README.md's example has no %s source", key)
+	}
+	c := list.Index(0).Field(1).Interface().(P)
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
