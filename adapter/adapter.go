@@ -71,7 +71,10 @@ type Adapter struct {
 
 	// guard is shared with the debug handlers through Held; the rest of it,
 	// and everything below, is owned by the loop.
-	guard     *Guard
+	guard *Guard
+	// scratches are the conversion workers' maps and objects, one per
+	// worker, kept from flush to flush (convertHosts).
+	scratches []*convert.Scratch
 	store     *Store
 	published *Published
 	writer    *stateWriter

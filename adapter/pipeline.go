@@ -181,28 +181,30 @@ const parallelFrom = 256
 func (a *Adapter) convertHosts(hosts []string) []hostResult {
 	results := make([]hostResult, len(hosts))
 	workers := min(runtime.GOMAXPROCS(0), len(hosts)/parallelFrom+1)
+	for len(a.scratches) < workers {
+		a.scratches = append(a.scratches, new(convert.Scratch))
+	}
 	if workers <= 1 {
 		var buf []convert.Contribution
-		var scratch convert.Scratch
 		for i, h := range hosts {
-			results[i], buf = a.convertHost(h, buf, &scratch)
+			results[i], buf = a.convertHost(h, buf, a.scratches[0])
 		}
 		return results
 	}
 	var next atomic.Int64
 	const chunk = 64
 	var wg sync.WaitGroup
-	for range workers {
+	for w := range workers {
+		scratch := a.scratches[w]
 		wg.Go(func() {
 			var buf []convert.Contribution
-			var scratch convert.Scratch
 			for {
 				lo := int(next.Add(chunk)) - chunk
 				if lo >= len(hosts) {
 					return
 				}
 				for i := lo; i < min(lo+chunk, len(hosts)); i++ {
-					results[i], buf = a.convertHost(hosts[i], buf, &scratch)
+					results[i], buf = a.convertHost(hosts[i], buf, scratch)
 				}
 			}
 		})

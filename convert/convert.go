@@ -109,6 +109,61 @@ func ServiceAt(host string, addresses []string, contribs []Contribution, opts Op
 type Scratch struct {
 	maps []map[string]string
 	used int
+	// The ServiceEntry, its ports and endpoints, and the WorkloadEntries,
+	// with the capacity of their slices.
+	se        *networking.ServiceEntry
+	ports     []networking.ServicePort
+	endpoints []*networking.WorkloadEntry
+	wes       []*networking.WorkloadEntry
+	wesUsed   int
+}
+
+// serviceEntry returns an empty ServiceEntry and n empty ports for it.
+func (s *Scratch) serviceEntry(n int) (*networking.ServiceEntry, []networking.ServicePort) {
+	if s == nil {
+		return &networking.ServiceEntry{}, make([]networking.ServicePort, n)
+	}
+	if s.se == nil {
+		s.se = &networking.ServiceEntry{}
+	} else {
+		hosts, ports := s.se.Hosts[:0], s.se.Ports[:0]
+		if s.se.Endpoints != nil {
+			s.endpoints = s.se.Endpoints[:0]
+		}
+		s.se.Reset()
+		s.se.Hosts, s.se.Ports = hosts, ports
+	}
+	if cap(s.ports) < n {
+		s.ports = make([]networking.ServicePort, n)
+	}
+	ports := s.ports[:n]
+	for i := range ports {
+		ports[i].Reset()
+	}
+	return s.se, ports
+}
+
+// endpointList is where a ServiceEntry's first endpoint is appended: the
+// previous conversion's list, emptied, or nil.
+func (s *Scratch) endpointList() []*networking.WorkloadEntry {
+	if s == nil || s.endpoints == nil {
+		return nil
+	}
+	return s.endpoints[:0]
+}
+
+// workloadEntry returns an empty WorkloadEntry.
+func (s *Scratch) workloadEntry() *networking.WorkloadEntry {
+	if s == nil {
+		return &networking.WorkloadEntry{}
+	}
+	if s.wesUsed == len(s.wes) {
+		s.wes = append(s.wes, &networking.WorkloadEntry{})
+	}
+	we := s.wes[s.wesUsed]
+	s.wesUsed++
+	we.Reset()
+	return we
 }
 
 // newMap returns an empty map, a reused one when s holds one.
@@ -133,7 +188,30 @@ func (s *Scratch) reset() {
 		clear(m)
 	}
 	s.used = 0
+	s.wesUsed = 0
+	// A scratch is kept from conversion to conversion: what one service of
+	// thousands of instances needed is not kept for the next.
+	if len(s.maps) > scratchKeeps {
+		clear(s.maps)
+		s.maps = s.maps[:0]
+	}
+	if len(s.wes) > scratchKeeps {
+		s.wes = nil
+	}
+	if cap(s.endpoints) > scratchKeeps {
+		s.endpoints = nil
+	}
+	if cap(s.ports) > scratchKeeps {
+		s.ports = nil
+	}
+	if s.se != nil && (cap(s.se.Ports) > scratchKeeps || cap(s.se.Endpoints) > scratchKeeps) {
+		s.se = nil
+	}
 }
+
+// scratchKeeps is the number of maps, WorkloadEntries and endpoints a
+// Scratch keeps for the next conversion.
+const scratchKeeps = 64
 
 // ServiceAtReusing is ServiceAt with the maps of scratch: the resources it
 // returns are serialized (Resource.Entry, Version) as usual, but their
@@ -298,18 +376,15 @@ func duplicateID(insts []model.Instance, j int, seen map[string]bool) bool {
 
 // serviceEntrySpec builds the ServiceEntry without endpoints or selector.
 func (c *conversion) serviceEntrySpec() *networking.ServiceEntry {
-	se := &networking.ServiceEntry{
-		Hosts:      []string{c.host},
-		Location:   networking.ServiceEntry_Location(networking.ServiceEntry_Location_value[c.opts.Location]),
-		Resolution: networking.ServiceEntry_STATIC,
-		ExportTo:   c.opts.ExportTo,
-	}
-	// One allocation for the ports, not one per port.
-	ports := make([]networking.ServicePort, len(c.ports))
-	se.Ports = make([]*networking.ServicePort, len(c.ports))
+	// One allocation for the ports, not one per port; none with a scratch.
+	se, ports := c.scratch.serviceEntry(len(c.ports))
+	se.Hosts = append(se.Hosts, c.host)
+	se.Location = networking.ServiceEntry_Location(networking.ServiceEntry_Location_value[c.opts.Location])
+	se.Resolution = networking.ServiceEntry_STATIC
+	se.ExportTo = c.opts.ExportTo
 	for i, p := range c.ports {
 		ports[i].Number, ports[i].Protocol, ports[i].Name = p.Number, string(p.Protocol), PortName(p)
-		se.Ports[i] = &ports[i]
+		se.Ports = append(se.Ports, &ports[i])
 	}
 	for _, s := range c.served {
 		if !model.IsIP(s.inst.Address) {
@@ -461,6 +536,9 @@ func (c *conversion) inlineEndpoints(se *networking.ServiceEntry) {
 			c.reject(Rejection{Kind: served.KindWorkloadEntry, Name: s.inst.ID, Source: s.source, Code: CodeInvalid, Reason: err.Error()})
 			continue
 		}
+		if se.Endpoints == nil {
+			se.Endpoints = c.scratch.endpointList()
+		}
 		se.Endpoints = append(se.Endpoints, we)
 	}
 	slices.SortStableFunc(se.Endpoints, func(a, b *networking.WorkloadEntry) int { return cmp.Compare(a.Address, b.Address) })
@@ -489,12 +567,8 @@ func (c *conversion) finish(se *networking.ServiceEntry, meta validation.Meta, e
 // (an inline endpoint, which has no metadata of its own) it builds no
 // annotations but still reports the reserved ones, as a WorkloadEntry would.
 func workloadEntry(inst model.Instance, source string, ports []model.Port, opts Options, withAnnotations bool, scratch *Scratch) (*networking.WorkloadEntry, map[string]string, map[string]string, []string) {
-	we := &networking.WorkloadEntry{
-		Address:  inst.Address,
-		Network:  inst.Network,
-		Locality: inst.Locality,
-		Weight:   inst.Weight,
-	}
+	we := scratch.workloadEntry()
+	we.Address, we.Network, we.Locality, we.Weight = inst.Address, inst.Network, inst.Locality, inst.Weight
 	if opts.SetServiceAccount {
 		we.ServiceAccount = inst.ServiceAccount
 	}

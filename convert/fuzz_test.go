@@ -216,7 +216,8 @@ var stale = func() model.Service {
 		Labels: labels, Annotations: labels}
 	for i := range 12 {
 		svc.Instances = append(svc.Instances, model.Instance{ID: fmt.Sprint(i), Address: fmt.Sprintf("10.9.9.%d", i+1),
-			Labels: labels, Annotations: labels, Health: model.HealthPassing})
+			Labels: labels, Annotations: labels, Health: model.HealthPassing, Ports: model.TargetPortsFromMap(map[uint32]uint32{80: 8080}),
+			ServiceAccount: "stale-sa", Identity: "stale", Network: "stale-net", Locality: "stale/zone", Weight: 9})
 	}
 	return svc
 }()
