@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	sd "github.com/aws/aws-sdk-go-v2/service/servicediscovery"
 	"github.com/aws/aws-sdk-go-v2/service/servicediscovery/types"
+	"go.uber.org/goleak"
 
 	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/awsapi/mototest"
@@ -23,7 +24,7 @@ const testRegion = "us-east-1"
 // tests' own HTTP client.
 var harness = mototest.NewHarness()
 
-func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(harness.Main(m, func() error { return goleak.Find() })) }
 
 // cloud is the test's own Cloud Map client.
 type cloud struct {

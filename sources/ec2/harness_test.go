@@ -21,6 +21,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/registry-adapter/registry-adapter/model"
+	"go.uber.org/goleak"
+
 	"github.com/registry-adapter/registry-adapter/sources"
 	"github.com/registry-adapter/registry-adapter/sources/awsapi/mototest"
 	"github.com/registry-adapter/registry-adapter/sources/cloudsource/cloudsourcetest"
@@ -33,7 +35,7 @@ const testRegion = "us-east-1"
 // tests' own HTTP client.
 var harness = mototest.NewHarness()
 
-func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(harness.Main(m, func() error { return goleak.Find() })) }
 
 // cloud is the test's own view of moto: an EC2 client and a VPC with one
 // subnet.

@@ -16,8 +16,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 )
 
 // RequireEnv makes a missing moto a test failure rather than a skip.
@@ -165,9 +163,11 @@ func NewHarness() *Harness {
 
 // Main runs the tests of a package (m) from its TestMain: it applies
 // TestEnv and starts moto, runs the tests, stops moto, closes the idle
-// connections of the tests' client, and fails the run on goroutines left
-// behind (goleak). It returns the exit code, for os.Exit.
-func (h *Harness) Main(m *testing.M) int {
+// connections of the tests' client, and fails the run when leaks (the
+// package's goroutine check, goleak.Find: this package does not import
+// goleak, so that the e2e module needs no more than it did) finds goroutines
+// left behind. It returns the exit code, for os.Exit.
+func (h *Harness) Main(m *testing.M, leaks func() error) int {
 	TestEnv()
 	h.Server, h.Missing = Start()
 	if h.Server != nil {
@@ -177,7 +177,7 @@ func (h *Harness) Main(m *testing.M) int {
 	h.Server.Stop()
 	h.Transport.CloseIdleConnections()
 	if code == 0 {
-		if err := goleak.Find(); err != nil {
+		if err := leaks(); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
 			code = 1
 		}
