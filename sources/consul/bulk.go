@@ -29,6 +29,10 @@ import (
 	"go.uber.org/zap"
 )
 
+// bulkScale multiplies maxResponseBytes for the node dump, which holds
+// every service's answer.
+const bulkScale = 4
+
 // dumpNode is one node of /v1/internal/ui/nodes.
 type dumpNode struct {
 	Node     string
@@ -82,6 +86,10 @@ func (s *Source) bulkRead(ctx context.Context) *bulkState {
 	}
 	dm := read("/v1/internal/ui/nodes", func(q *api.QueryOptions) (*api.QueryMeta, error) {
 		q.UseCache = false
+		// Every service's answer at once: bounded by bulkScale times
+		// maxResponseBytes (about 1.5 KB per instance: 128 MiB is 90,000
+		// instances), not more than the watches' answers hold together.
+		q = q.WithContext(context.WithValue(q.Context(), bodyScaleKey{}, int64(bulkScale)))
 		var meta *api.QueryMeta
 		var err error
 		dump = nil

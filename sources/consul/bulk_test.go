@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"slices"
 	"strings"
@@ -249,5 +251,60 @@ func TestConsulBulkEntriesMatchHealthAPI(t *testing.T) {
 				t.Errorf("tags %v, %s: bulk entries differ from the health API's:\n got %s\nwant %s", tags, name, gj, wj)
 			}
 		}
+	}
+}
+
+// The node dump holds every service's answer, so it may be bulkScale times
+// maxResponseBytes; past that the bulk read fails as too large and each
+// service is read on its own.
+func TestConsulBulkBounded(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		dumpBytes int
+		bulk      bool
+	}{
+		{"within bulkScale x maxResponseBytes", 2 << 20, true},
+		{"past it", (bulkScale + 1) << 20, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pad := strings.Repeat("x", tc.dumpBytes)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("X-Consul-Index", "7")
+				w.Header().Set("Content-Type", "application/json")
+				switch r.URL.Path {
+				case "/v1/catalog/services":
+					fmt.Fprint(w, `{"x-web":[]}`)
+				case "/v1/catalog/nodes":
+					fmt.Fprint(w, `[{"Node":"n1","Address":"10.0.0.1","Datacenter":"dc1"}]`)
+				case "/v1/internal/ui/nodes":
+					fmt.Fprintf(w, `[{"Node":"n1","Address":"10.0.0.1","Services":[{"ID":"w1","Service":"x-web","Port":80,"Meta":{"pad":%q}}],"Checks":[]}]`, pad)
+				case "/v1/health/service/x-web":
+					if r.URL.Query().Get("index") != "" {
+						<-r.Context().Done() // a blocking query that never answers
+						return
+					}
+					fmt.Fprint(w, `[{"Node":{"Node":"n1","Address":"10.0.0.1","Datacenter":"dc1"},"Service":{"ID":"w1","Service":"x-web","Port":80},"Checks":[]}]`)
+				default:
+					fmt.Fprint(w, "[]") // config entries: none
+				}
+			}))
+			t.Cleanup(srv.Close)
+			cfg := testConfig(srv.URL, "x-")
+			cfg.MaxResponseBytes = 1 << 20
+			h := runSource(t, cfg)
+			h.next("initial state")
+			bulkOK := h.counter(h.src.metrics.requests.WithLabelValues("bulk", "ok"))
+			tooLarge := h.counter(h.src.metrics.requests.WithLabelValues("bulk", "toolarge"))
+			health := h.counter(h.src.metrics.requests.WithLabelValues("health", "ok"))
+			h.stop()
+			if tc.bulk && (bulkOK != 2 || health != 0) {
+				t.Errorf("bulk requests %v, health reads %v; want 2 and 0", bulkOK, health)
+			}
+			if !tc.bulk && (tooLarge != 1 || health != 1) {
+				t.Errorf("bulk requests too large %v, health reads %v; want 1 and 1", tooLarge, health)
+			}
+		})
 	}
 }

@@ -54,10 +54,19 @@ func (rt *roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	if resp.StatusCode >= 300 {
 		resp.Body = &limitedBody{r: io.LimitReader(resp.Body, maxErrorBody), c: resp.Body}
 	} else {
-		resp.Body = &boundedBody{rc: resp.Body, left: rt.maxBody, limit: rt.maxBody, request: req.Method + " " + req.URL.Path}
+		limit := rt.maxBody
+		if m, ok := req.Context().Value(bodyScaleKey{}).(int64); ok {
+			limit *= m
+		}
+		resp.Body = &boundedBody{rc: resp.Body, left: limit, limit: limit, request: req.Method + " " + req.URL.Path}
 	}
 	return resp, nil
 }
+
+// bodyScaleKey is a request context key: its int64 value multiplies the
+// bound on the answer (maxResponseBytes), for an answer that holds many
+// services' (the bulk first read).
+type bodyScaleKey struct{}
 
 type limitedBody struct {
 	r io.Reader
