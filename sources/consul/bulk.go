@@ -219,7 +219,7 @@ func hasTags(tags, want []string) bool {
 func (ev bulkEvent) apply(ctx context.Context, l *loop) {
 	l.bulkPending = false
 	if ev.res != nil {
-		l.seeds, l.seedIndex = ev.res.entries, ev.res.index
+		l.seeds, l.seedIndex, l.feedSince = ev.res.entries, ev.res.index, ev.res.index
 	}
 	held := l.held
 	l.held = nil

@@ -101,6 +101,11 @@ type loop struct {
 	held        []listEvent
 	seeds       map[string][]*api.ServiceEntry
 	seedIndex   uint64
+	// feedSince is the bulk read's index while the first service list is
+	// applied: a checks feed started then reports the checks changed since
+	// the read, which its first answer would otherwise take as the baseline
+	// (a watch waiting for its turn would see them only at its turn).
+	feedSince uint64
 }
 
 // spawn runs f on a goroutine of the run. A panic in it (every goroutine
@@ -261,6 +266,9 @@ func (ev listEvent) apply(ctx context.Context, l *loop) {
 		l.poke(watchKey{peer: ev.origin, name: name}, "catalog")
 	}
 	l.checkRotation(ctx)
+	if ev.origin == "" {
+		l.feedSince = 0
+	}
 }
 
 // poke asks a watch to read its service at once, when it is waiting for its
@@ -298,7 +306,8 @@ func (l *loop) checkRotation(ctx context.Context) {
 	if wantFeed && l.stopFeed == nil {
 		fctx, cancel := context.WithCancel(ctx)
 		l.stopFeed = cancel
-		l.spawn("the Consul checks feed", func() { l.s.watchChecks(fctx, l.events) })
+		since := l.feedSince
+		l.spawn("the Consul checks feed", func() { l.s.watchChecks(fctx, since, l.events) })
 	} else if !wantFeed && l.stopFeed != nil {
 		l.stopFeed()
 		l.stopFeed = nil

@@ -472,7 +472,11 @@ func (s *Source) watchCatalog(ctx context.Context, events chan<- event) {
 // names its service (or, for a node check, its node), which the loop reads at
 // once instead of at its watch's turn. Nothing is derived from this answer
 // beyond which services to read.
-func (s *Source) watchChecks(ctx context.Context, events chan<- event) {
+//
+// since, when set, is the index of the bulk first read: the first answer
+// reports the checks modified after it (the services were seeded before the
+// feed's baseline), instead of being only the baseline.
+func (s *Source) watchChecks(ctx context.Context, since uint64, events chan<- event) {
 	type checkKey struct{ node, id string }
 	type checkSig struct {
 		service string
@@ -505,6 +509,9 @@ func (s *Source) watchChecks(ctx context.Context, events chan<- event) {
 				k := checkKey{c.Node, c.CheckID}
 				sig := checkSig{service: c.ServiceName, index: c.ModifyIndex}
 				cur[k] = sig
+				if last == nil && since > 0 && c.ModifyIndex > since {
+					note(sig, c.Node)
+				}
 				if old, ok := last[k]; last != nil && (!ok || old != sig) {
 					note(sig, c.Node)
 					if ok && old.service != sig.service {
@@ -519,7 +526,7 @@ func (s *Source) watchChecks(ctx context.Context, events chan<- event) {
 			}
 			first := last == nil
 			last = cur
-			if first || len(services)+len(nodes) == 0 {
+			if (first && since == 0) || len(services)+len(nodes) == 0 {
 				return true // the first answer is the baseline
 			}
 			return send(ctx, events, changedEvent{
