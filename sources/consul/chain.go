@@ -75,16 +75,34 @@ type resolver struct {
 	subsets []model.Subset
 	tags    []string
 	lb      *model.LoadBalancer
+	// issues are what of the entry is not carried.
+	issues []notCarried
 }
 
-// compiler compiles the chains of every service with config entries.
+// chain is what compiling one service read and reported.
+type chain struct {
+	// reads are the names whose resolver, splitter or router the compile
+	// looked up, found or not: its own, and every service its routes,
+	// splits and redirects reach.
+	reads []string
+	// issues are the problems of its routes (its resolver's are the
+	// resolver's own).
+	issues []notCarried
+}
+
+// compiler compiles the chains of services with config entries.
 type compiler struct {
-	l         *loop
-	resolvers map[string]*resolver
-	issues    []notCarried
+	l *loop
+	// reads and issues are the current service's.
+	reads  map[string]bool
+	issues []notCarried
+	// before holds, for each problem whose count this compile changed,
+	// its count before (reportIssues).
+	before map[notCarried]int
 }
 
 func (c *compiler) entry(kind, name string) api.ConfigEntry {
+	c.reads[name] = true
 	return c.l.config.entries[kind][name]
 }
 
@@ -92,55 +110,144 @@ func (c *compiler) report(kind, service, field string, rejected bool, format str
 	c.issues = append(c.issues, notCarried{kind: kind, service: service, field: field, rejected: rejected, reason: fmt.Sprintf(format, args...)})
 }
 
-// compileTraffic compiles every service's chain, reports what is not
-// carried (logged when it first appears, and as a gauge while it lasts),
-// and keeps the result for decorate.
+// count adds delta to the count of each problem.
+func (c *compiler) count(issues []notCarried, delta int) {
+	st := c.l.config
+	for _, n := range issues {
+		if _, ok := c.before[n]; !ok {
+			c.before[n] = st.notCarried[n]
+		}
+		st.notCarried[n] += delta
+		if st.notCarried[n] <= 0 {
+			delete(st.notCarried, n)
+		}
+		labels := n.labels()
+		st.series[labels] += delta
+		if st.series[labels] <= 0 {
+			delete(st.series, labels)
+		}
+	}
+}
+
+func (n notCarried) labels() [4]string { return [4]string{n.kind, n.service, n.field, n.result()} }
+
+// compileTraffic compiles every service's chain again.
 func (l *loop) compileTraffic() {
-	c := &compiler{l: l, resolvers: map[string]*resolver{}}
-	names := map[string]bool{}
-	for _, k := range []string{kindResolver, kindSplitter, kindRouter} {
-		for n := range l.config.entries[k] {
-			names[n] = true
+	l.recompile(configDirty{allChains: true})
+}
+
+// recompile compiles the chains d names: every chain, or those of the
+// names whose entries changed and of the services whose chains read them.
+// It returns the services compiled, reports what is not carried (logged
+// when it first appears, and as a gauge while it lasts), and keeps the
+// result for decorate.
+func (l *loop) recompile(d configDirty) map[string]bool {
+	st := l.config
+	c := &compiler{l: l, before: map[notCarried]int{}}
+	todo := map[string]bool{}
+	drop := func(name string) {
+		if r := st.resolvers[name]; r != nil {
+			c.count(r.issues, -1)
+			delete(st.resolvers, name)
 		}
 	}
-	out := map[string]*compiled{}
-	for _, name := range slices.Sorted(maps.Keys(names)) {
-		if cp := c.service(name); cp != nil {
-			out[name] = cp
+	if d.allChains {
+		for name := range st.resolvers {
+			drop(name)
 		}
-	}
-	l.config.compiled = out
-	now := map[notCarried]bool{}
-	gauge := l.s.metrics.notCarried
-	// Series are set and deleted one by one, never Reset: a scrape (or a
-	// reader holding a series) between a Reset and the Sets would see a
-	// problem that is still there vanish.
-	series := map[[4]string]bool{}
-	for _, n := range c.issues {
-		labels := [4]string{n.kind, n.service, n.field, n.result()}
-		series[labels] = true
-		gauge.WithLabelValues(labels[:]...).Set(1)
-		if now[n] {
-			continue
+		for name := range st.chains {
+			todo[name] = true
 		}
-		now[n] = true
-		if !l.config.notCarried[n] {
-			msg := "Consul config entry field left out: Istio cannot state it; the rest of the entry is carried"
-			if n.rejected {
-				msg = "Consul config entry not carried: Istio cannot state it; the service is served without it"
+		for _, k := range []string{kindResolver, kindSplitter, kindRouter} {
+			for name := range st.entries[k] {
+				todo[name] = true
 			}
-			l.s.log.Warn(msg, zap.String("kind", n.kind), zap.String("service", n.service), zap.String("field", n.field), zap.String("reason", n.reason))
+		}
+	} else {
+		for name := range d.chains {
+			drop(name)
+			todo[name] = true
+			for s := range st.readers[name] {
+				todo[s] = true
+			}
 		}
 	}
-	for n := range l.config.notCarried {
-		if labels := [4]string{n.kind, n.service, n.field, n.result()}; !series[labels] {
-			gauge.DeleteLabelValues(labels[:]...)
+	for _, name := range slices.Sorted(maps.Keys(todo)) {
+		if old := st.chains[name]; old != nil {
+			c.count(old.issues, -1)
+			for _, r := range old.reads {
+				delete(st.readers[r], name)
+				if len(st.readers[r]) == 0 {
+					delete(st.readers, r)
+				}
+			}
+			delete(st.chains, name)
 		}
-		if !now[n] {
+		delete(st.compiled, name)
+		if !st.hasChainEntry(name) {
+			continue // Consul's default chain: nothing to state
+		}
+		c.reads, c.issues = map[string]bool{}, nil
+		if cp := c.service(name); cp != nil {
+			st.compiled[name] = cp
+		}
+		ch := &chain{reads: slices.Sorted(maps.Keys(c.reads)), issues: c.issues}
+		st.chains[name] = ch
+		c.count(ch.issues, 1)
+		for _, r := range ch.reads {
+			if st.readers[r] == nil {
+				st.readers[r] = map[string]bool{}
+			}
+			st.readers[r][name] = true
+		}
+	}
+	l.reportIssues(c.before)
+	return todo
+}
+
+// hasChainEntry reports whether name has a resolver, splitter or router.
+func (st *configState) hasChainEntry(name string) bool {
+	for _, k := range []string{kindResolver, kindSplitter, kindRouter} {
+		if _, ok := st.entries[k][name]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// reportIssues logs and sets the gauge of the problems whose count a
+// compile changed: a problem that appears is logged once, one that is gone
+// is said to be gone. Series are set and deleted one by one, never Reset: a
+// scrape (or a reader holding a series) between a Reset and the Sets would
+// see a problem that is still there vanish.
+func (l *loop) reportIssues(before map[notCarried]int) {
+	st := l.config
+	gauge := l.s.metrics.notCarried
+	for _, n := range slices.SortedFunc(maps.Keys(before), compareNotCarried) {
+		was, now := before[n], st.notCarried[n]
+		labels := n.labels()
+		switch {
+		case now > 0:
+			gauge.WithLabelValues(labels[:]...).Set(1)
+			if was == 0 {
+				msg := "Consul config entry field left out: Istio cannot state it; the rest of the entry is carried"
+				if n.rejected {
+					msg = "Consul config entry not carried: Istio cannot state it; the service is served without it"
+				}
+				l.s.log.Warn(msg, zap.String("kind", n.kind), zap.String("service", n.service), zap.String("field", n.field), zap.String("reason", n.reason))
+			}
+		case was > 0:
+			if st.series[labels] == 0 {
+				gauge.DeleteLabelValues(labels[:]...)
+			}
 			l.s.log.Info("Consul config entry problem gone", zap.String("kind", n.kind), zap.String("service", n.service), zap.String("field", n.field))
 		}
 	}
-	l.config.notCarried = now
+}
+
+func compareNotCarried(a, b notCarried) int {
+	return cmp.Or(cmp.Compare(a.service, b.service), cmp.Compare(a.kind, b.kind), cmp.Compare(a.field, b.field),
+		cmp.Compare(a.result(), b.result()), cmp.Compare(a.reason, b.reason))
 }
 
 // service compiles one service's DestinationRule part (its resolver) and
@@ -167,16 +274,24 @@ func (c *compiler) service(name string) *compiled {
 // resolver translates a service's resolver once; a service without one has
 // Consul's default resolver: every instance, no subset.
 func (c *compiler) resolver(name string) *resolver {
-	if r, ok := c.resolvers[name]; ok {
-		return r
-	}
 	e, _ := c.entry(kindResolver, name).(*api.ServiceResolverConfigEntry)
-	r := &resolver{entry: e, ok: true}
-	c.resolvers[name] = r
 	if e == nil {
-		r.entry = &api.ServiceResolverConfigEntry{Name: name}
+		return &resolver{entry: &api.ServiceResolverConfigEntry{Name: name}, ok: true}
+	}
+	st := c.l.config
+	if r := st.resolvers[name]; r != nil {
 		return r
 	}
+	r := &resolver{entry: e, ok: true}
+	// The resolver's problems are its own: reported once, however many
+	// chains go through it, and kept with it until its entry changes.
+	saved := c.issues
+	c.issues = nil
+	defer func() {
+		r.issues, c.issues = c.issues, saved
+		st.resolvers[name] = r
+		c.count(r.issues, 1)
+	}()
 	reject := func(field, format string, args ...any) {
 		if r.ok {
 			c.report(kindResolver, name, field, true, format, args...)

@@ -101,12 +101,45 @@ type configState struct {
 	entries  map[string]map[string]api.ConfigEntry // kind -> name -> entry
 	// compiled is each service's traffic policy (trafficPolicy only).
 	compiled map[string]*compiled
-	// notCarried are the problems of the last compile, reported once each.
-	notCarried map[notCarried]bool
+	// chains are what compiling each service with entries of its own read
+	// and reported; readers, for each name, the services whose chain read
+	// that name's entries (a split or route to it, a redirect): they are
+	// compiled again when its entries change, and no other is.
+	chains  map[string]*chain
+	readers map[string]map[string]bool
+	// resolvers are the translated resolvers, by name, kept until the
+	// name's entries change (a filter is parsed once, not per compile).
+	resolvers map[string]*resolver
+	// notCarried are the problems of the current compile, each with the
+	// number of chains and resolvers that report it; series, the same per
+	// gauge series (a series outlives one of two problems that share it).
+	notCarried map[notCarried]int
+	series     map[[4]string]int
+	// dirty is what changed since the loop last folded the entries into
+	// the services (flushConfig).
+	dirty configDirty
+}
+
+// configDirty is what the config entries changed since the last flush.
+type configDirty struct {
+	// allChains: compile every chain again (the first state, the
+	// datacenter's name learned); allScopes: reconcile every service (the
+	// first state, proxy-defaults).
+	allChains, allScopes bool
+	// chains are names whose resolver, splitter or router changed;
+	// protocol, names whose service-defaults changed.
+	chains, protocol map[string]bool
+}
+
+func (d configDirty) any() bool {
+	return d.allChains || d.allScopes || len(d.chains) > 0 || len(d.protocol) > 0
 }
 
 func newConfigState(kinds []string) *configState {
-	c := &configState{kinds: kinds, answered: map[string]bool{}, entries: map[string]map[string]api.ConfigEntry{}}
+	c := &configState{kinds: kinds, answered: map[string]bool{}, entries: map[string]map[string]api.ConfigEntry{},
+		compiled: map[string]*compiled{}, chains: map[string]*chain{}, readers: map[string]map[string]bool{},
+		resolvers: map[string]*resolver{}, notCarried: map[notCarried]int{}, series: map[[4]string]int{},
+		dirty: configDirty{allChains: true, allScopes: true}}
 	for _, k := range kinds {
 		c.entries[k] = map[string]api.ConfigEntry{}
 	}
@@ -116,6 +149,53 @@ func newConfigState(kinds []string) *configState {
 // ready reports whether every kind answered once.
 func (c *configState) ready() bool {
 	return c == nil || len(c.answered) == len(c.kinds)
+}
+
+// touch records that the entries of kind named names changed.
+func (c *configState) touch(kind string, names []string) {
+	d := &c.dirty
+	switch kind {
+	case kindProxyDefaults:
+		d.allScopes = true
+	case kindServiceDefaults:
+		if d.allScopes {
+			return
+		}
+		if d.protocol == nil {
+			d.protocol = map[string]bool{}
+		}
+		for _, n := range names {
+			d.protocol[n] = true
+		}
+	default:
+		if d.allChains {
+			return
+		}
+		if d.chains == nil {
+			d.chains = map[string]bool{}
+		}
+		for _, n := range names {
+			d.chains[n] = true
+		}
+	}
+}
+
+// changedNames lists, sorted, the names whose entry differs between old
+// and now (added, removed or changed).
+func changedNames(old, now map[string]api.ConfigEntry) []string {
+	var out []string
+	for name, e := range now {
+		if o, ok := old[name]; !ok || !reflect.DeepEqual(o, e) {
+			out = append(out, name)
+		}
+	}
+	for name := range old {
+		if _, ok := now[name]; !ok {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (ev configEvent) apply(_ context.Context, l *loop) {
@@ -136,32 +216,63 @@ func (ev configEvent) apply(_ context.Context, l *loop) {
 	} else {
 		delete(l.filtered, id)
 	}
-	first := !c.answered[ev.kind]
 	c.answered[ev.kind] = true
-	if !first && maps.EqualFunc(c.entries[ev.kind], ev.entries, func(a, b api.ConfigEntry) bool { return reflect.DeepEqual(a, b) }) {
+	changed := changedNames(c.entries[ev.kind], ev.entries)
+	if len(changed) == 0 {
 		return
 	}
 	c.entries[ev.kind] = ev.entries
-	for _, name := range slices.Sorted(maps.Keys(ev.entries)) {
-		if p := protocolStated(ev.entries[name]); p != "" {
+	for _, name := range changed {
+		e := ev.entries[name]
+		if e == nil {
+			continue
+		}
+		if p := protocolStated(e); p != "" {
 			if _, ok := model.ParseProtocol(p); !ok {
 				l.s.metrics.invalid.WithLabelValues("protocol").Inc()
 				log.Warn("unknown protocol in a Consul config entry; ignored", zap.String("kind", ev.kind), zap.String("name", name), zap.String("protocol", p))
 			}
 		}
 	}
-	if !c.ready() {
-		return // the initial state waits for every kind
-	}
-	if l.s.cfg.ConfigEntries.TrafficPolicy {
-		l.compileTraffic()
-	}
-	l.reconcileAll()
+	// Folded into the services by flushConfig, once the loop has taken
+	// the answers already waiting: a burst costs one pass.
+	c.touch(ev.kind, changed)
 }
 
-// reconcileAll reconciles every scope: a config entry can change any
-// service's protocol or traffic. Scopes whose publication does not change
-// are dropped by reconcile.
+// flushConfig folds what the config entries changed since the last flush
+// into the services: it compiles again the chains of the services the
+// changed entries name and of the services whose chains read them, and
+// reconciles those services and the ones whose protocol changed (every
+// service for proxy-defaults). Nothing is folded until every kind has
+// answered once: the initial state waits for all of them.
+func (l *loop) flushConfig() {
+	c := l.config
+	if c == nil || !c.ready() || !c.dirty.any() {
+		return
+	}
+	d := c.dirty
+	c.dirty = configDirty{}
+	scopes := map[string]bool{}
+	if l.s.cfg.ConfigEntries.TrafficPolicy {
+		scopes = l.recompile(d)
+	}
+	if d.allScopes {
+		l.reconcileAll()
+		return
+	}
+	for name := range d.protocol {
+		scopes[name] = true
+	}
+	for _, name := range slices.Sorted(maps.Keys(scopes)) {
+		// Config entries are local: a name is a local service's scope.
+		if _, ok := l.desired[name]; ok {
+			l.reconcile(name)
+		}
+	}
+}
+
+// reconcileAll reconciles every scope. Scopes whose publication does not
+// change are dropped by reconcile.
 func (l *loop) reconcileAll() {
 	for _, scope := range slices.Sorted(maps.Keys(l.desired)) {
 		l.reconcile(scope)

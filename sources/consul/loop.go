@@ -106,6 +106,10 @@ type loop struct {
 	// the read, which its first answer would otherwise take as the baseline
 	// (a watch waiting for its turn would see them only at its turn).
 	feedSince uint64
+
+	// reconciled, when not nil, counts the reconciles of each scope: tests
+	// read it to prove what a change re-maps.
+	reconciled map[string]int
 }
 
 // spawn runs f on a goroutine of the run. A panic in it (every goroutine
@@ -144,10 +148,32 @@ func (l *loop) run(ctx context.Context) error {
 			return err
 		case ev := <-l.events:
 			ev.apply(ctx, l)
+			l.applyWaiting(ctx)
+			l.flushConfig()
 		case <-l.s.slots.flips:
 			l.checkRotation(ctx)
 		case out <- batch:
 			l.sent(batch)
+		}
+	}
+}
+
+// maxCoalesce bounds the events applied in one go after the first.
+const maxCoalesce = 64
+
+// applyWaiting applies the events already waiting, up to maxCoalesce, so
+// that what they change in the config entries is folded in once
+// (flushConfig), not once per answer.
+func (l *loop) applyWaiting(ctx context.Context) {
+	if l.config == nil || !l.config.dirty.any() {
+		return
+	}
+	for range maxCoalesce {
+		select {
+		case ev := <-l.events:
+			ev.apply(ctx, l)
+		default:
+			return
 		}
 	}
 }
@@ -436,10 +462,10 @@ func (ev healthEvent) apply(_ context.Context, l *loop) {
 	}
 	if ev.res.dc != "" && l.dc == "" {
 		l.dc = ev.res.dc
-		if l.config != nil && l.s.cfg.ConfigEntries.TrafficPolicy && l.config.ready() {
-			// Hosts of other datacenters' services are told apart by it.
-			l.compileTraffic()
-			defer l.reconcileAll()
+		if l.config != nil && l.s.cfg.ConfigEntries.TrafficPolicy {
+			// Hosts of other datacenters' services are told apart by it:
+			// every chain again, every service (flushConfig).
+			l.config.dirty.allChains, l.config.dirty.allScopes = true, true
 		}
 	}
 	svc := ev.res.svc
@@ -529,6 +555,9 @@ func (l *loop) setDesired(scope string, svc *model.Service) {
 }
 
 func (l *loop) reconcile(scope string) {
+	if l.reconciled != nil {
+		l.reconciled[scope]++
+	}
 	g := model.Group{Scope: scope}
 	if svc := l.desired[scope]; svc != nil {
 		owner := l.owner(svc.Host)

@@ -423,6 +423,14 @@ func runChild(cfg childConfig) error {
 			r.T1 = time.Now().UnixNano()
 		case "profile":
 			r.Err = profile(c.Path)
+		case "goroutines":
+			// Every goroutine's stack: where a watch waits.
+			if f, err := os.Create(c.Path); err != nil {
+				r.Err = err.Error()
+			} else {
+				_ = pprof.Lookup("goroutine").WriteTo(f, 2)
+				f.Close()
+			}
 		case "heap":
 			runtime.GC()
 			if f, err := os.Create(c.Path); err != nil {

@@ -746,7 +746,23 @@ func (s *consulScenario) measureLine() (string, error) {
 		rep.notes = append(rep.notes, splitNote(services, mode, inConsul, inAdapter))
 	}
 	if o.consulTraffic {
-		if err := configChurn(rep, c, proxy, reg, services, mode); err != nil {
+		// -profile: the adapter's CPU during the config churn, and its
+		// goroutines in the middle of it.
+		name := func(what string) string {
+			return filepath.Join(o.profile, fmt.Sprintf("consul-%d-%s-config-churn-%s", services, mode, what))
+		}
+		if o.profile != "" {
+			_ = os.MkdirAll(o.profile, 0o755)
+			if _, err := child.do(command{Op: "profile", Path: name("cpu.pprof")}); err != nil {
+				progress("profile: %v", err)
+			}
+			time.AfterFunc(6*time.Second, func() { _, _ = child.do(command{Op: "goroutines", Path: name("goroutines.txt")}) })
+		}
+		err := configChurn(rep, c, proxy, reg, services, mode)
+		if o.profile != "" {
+			_, _ = child.do(command{Op: "profile"})
+		}
+		if err != nil {
 			return "", err
 		}
 	}
