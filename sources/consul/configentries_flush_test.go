@@ -40,6 +40,10 @@ func flushed(t *testing.T, l *loop, evs ...configEvent) []string {
 	}
 	got := slices.Sorted(maps.Keys(l.reconciled))
 	l.reconciled = nil
+	if len(got) > 10 {
+		// Every service, or nearly: a count says enough.
+		return []string{fmt.Sprintf("%d services", len(got))}
+	}
 	return got
 }
 
@@ -152,17 +156,32 @@ func TestConfigChangeRemapsWhatItTouches(t *testing.T) {
 
 	// proxy-defaults: every service; deleted, every service reverts.
 	pd := &api.ProxyConfigEntry{Kind: api.ProxyDefaults, Name: api.ProxyConfigGlobal, Config: map[string]any{"protocol": "http2"}}
-	if got := flushed(t, l, withEntry(l, kindProxyDefaults, api.ProxyConfigGlobal, pd)); len(got) != n {
-		t.Errorf("proxy-defaults: re-mapped %d services, want %d", len(got), n)
+	if got, want := flushed(t, l, withEntry(l, kindProxyDefaults, api.ProxyConfigGlobal, pd)), fmt.Sprintf("%d services", n); !slices.Equal(got, []string{want}) {
+		t.Errorf("proxy-defaults: re-mapped %v, want %s", got, want)
 	}
 	if p, p0 := protocol(svcName(5)), protocol(svcName(0)); p != model.ProtocolHTTP2 || p0 != model.ProtocolHTTP {
 		t.Errorf("proxy-defaults: svc-00005 %s (want HTTP2), svc-00000 %s (its service-defaults wins: HTTP)", p, p0)
 	}
-	if got := flushed(t, l, withEntry(l, kindProxyDefaults, api.ProxyConfigGlobal, nil)); len(got) != n {
-		t.Errorf("proxy-defaults deleted: re-mapped %d services, want %d", len(got), n)
+	if got, want := flushed(t, l, withEntry(l, kindProxyDefaults, api.ProxyConfigGlobal, nil)), fmt.Sprintf("%d services", n); !slices.Equal(got, []string{want}) {
+		t.Errorf("proxy-defaults deleted: re-mapped %v, want %s", got, want)
 	}
 	if p := protocol(svcName(5)); p != model.ProtocolTCP {
 		t.Errorf("svc-00005 protocol %s after proxy-defaults was deleted", p)
+	}
+
+	// Answers already waiting when the loop takes one are applied with it
+	// and folded in once.
+	l.events = make(chan event, 4)
+	l.reconciled = map[string]int{}
+	withEntry(l, kindSplitter, svcName(40), split9010(svcName(40), 60)).apply(context.Background(), l)
+	l.events <- withEntry(l, kindSplitter, svcName(50), split9010(svcName(50), 60))
+	l.events <- withEntry(l, kindServiceDefaults, svcName(60), &api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: svcName(60), Protocol: "grpc"})
+	l.applyWaiting(context.Background())
+	if len(l.events) != 0 {
+		t.Errorf("%d answers left waiting", len(l.events))
+	}
+	if got, want := flushed(t, l), names(40, 50, 60); !slices.Equal(got, want) {
+		t.Errorf("three waiting answers: re-mapped %v, want %v", got, want)
 	}
 
 	// An answer that changes nothing re-maps nothing.
@@ -251,6 +270,9 @@ func TestConfigFlushMatchesFullCompile(t *testing.T) {
 	kinds := []string{kindServiceDefaults, kindResolver, kindResolver, kindSplitter, kindSplitter, kindRouter, kindProxyDefaults}
 	rng := rand.New(rand.NewPCG(26, 10))
 	l := entriesLoop(t, n)
+	// The draw must reach what the test is about: chains that go through
+	// other services, and parts not carried.
+	across, problems := 0, 0
 	for step := range 400 {
 		var evs []configEvent
 		for range 1 + rng.IntN(3) {
@@ -295,5 +317,18 @@ func TestConfigFlushMatchesFullCompile(t *testing.T) {
 		if a, b := gaugeSeries(l.s.metrics.notCarried), gaugeSeries(full.s.metrics.notCarried); !slices.Equal(a, b) {
 			t.Fatalf("%s: not-carried gauge\n got %v\nwant %v", what, a, b)
 		}
+		if len(l.config.notCarried) > 0 {
+			problems++
+		}
+		for name, ch := range l.config.chains {
+			if len(ch.reads) > 1 && l.config.compiled[name] != nil {
+				across++
+				break
+			}
+		}
+	}
+	t.Logf("steps with a chain through another service: %d; with parts not carried: %d", across, problems)
+	if across < 100 || problems < 100 {
+		t.Errorf("the draw reached too few chains through other services (%d) or problems (%d) in 400 steps", across, problems)
 	}
 }
