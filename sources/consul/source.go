@@ -125,10 +125,11 @@ func New(cfg Config, opts sources.Options) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", tokens.redactErr(err))
 	}
-	ac.HttpClient = &http.Client{
-		Transport:     &roundTripper{base: tr, slots: sl, maxBody: cfg.MaxResponseBytes},
-		CheckRedirect: refuseRedirect,
+	rt := &roundTripper{base: tr, slots: sl, maxBody: cfg.MaxResponseBytes}
+	if tr.TLSClientConfig != nil {
+		rt.connecting = make(chan struct{}, 1)
 	}
+	ac.HttpClient = &http.Client{Transport: rt, CheckRedirect: refuseRedirect}
 	client, err := api.NewClient(ac)
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", tokens.redactErr(err))
