@@ -267,3 +267,66 @@ func TestSlotsSplit(t *testing.T) {
 		}
 	}
 }
+
+// Many requests started at once over HTTP/2 (the bulk read's blocking
+// queries) take the connections their streams need, not one dial each: one
+// request at a time gets a connection. 250 streams per connection, as Consul
+// serves (Go's client assumes 100 until the server's settings arrive, so a
+// smaller limit would make it queue on a full connection). Without the gate,
+// 2,000 requests made 1,851 connections; with it, 10.
+func TestConnectOneAtATime(t *testing.T) {
+	t.Parallel()
+	const streams, requests = 250, 2000
+	release := make(chan struct{})
+	var conns, active atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		active.Add(1)
+		defer active.Add(-1)
+		select { // a blocking query
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	srv.EnableHTTP2 = true
+	srv.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: streams}
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	for _, gated := range []bool{true} { // false: the deliberate fault, 1,851 to 2,976 connections
+		conns.Store(0)
+		tr := srv.Client().Transport.(*http.Transport).Clone()
+		tr.ForceAttemptHTTP2 = true
+		rt := &roundTripper{base: tr, slots: newSlots(100, 1000, 0, newMetrics("t")), maxBody: 1 << 20}
+		if gated {
+			rt.connecting = make(chan struct{}, 1)
+		}
+		c := &http.Client{Transport: rt}
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		for range requests {
+			wg.Go(func() {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+				if resp, err := c.Do(req); err == nil {
+					resp.Body.Close()
+				}
+			})
+		}
+		// Every request has a stream once the server holds them all.
+		deadline := time.Now().Add(30 * time.Second)
+		for active.Load() < requests && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		got := conns.Load()
+		cancel()
+		wg.Wait()
+		tr.CloseIdleConnections()
+		if want := int64(requests / streams); gated && got > want+4 {
+			t.Errorf("one at a time: %d connections for %d requests of %d streams each, want about %d", got, requests, streams, want)
+		}
+		t.Logf("gated %v: %d connections", gated, got)
+	}
+}
