@@ -211,7 +211,7 @@ func waitAll(clients []*client, want map[string]string, timeout time.Duration) (
 }
 
 // decodeAll is floor.DecodeResources, and also notes when watched
-// WorkloadEntry addresses first show up.
+// addresses first show up in a WorkloadEntry or an inline endpoint.
 func (c *client) decodeAll(resources []*anypb.Any) (int, error) {
 	c.mu.Lock()
 	watching := len(c.watch) > 0
@@ -232,6 +232,10 @@ func (c *client) decodeAll(resources []*anypb.Any) (int, error) {
 		switch spec := spec.(type) {
 		case *networking.WorkloadEntry:
 			seen = append(seen, spec.GetAddress())
+		case *networking.ServiceEntry:
+			for _, ep := range spec.GetEndpoints() {
+				seen = append(seen, ep.GetAddress())
+			}
 		case *networking.VirtualService:
 			if r := spec.GetHttp(); len(r) > 0 && len(spec.GetHosts()) > 0 && len(r[len(r)-1].GetRoute()) > 0 {
 				seen = append(seen, splitKey(spec.GetHosts()[0], r[len(r)-1].GetRoute()[0].GetWeight()))
@@ -254,7 +258,7 @@ func (c *client) decodeAll(resources []*anypb.Any) (int, error) {
 func splitKey(host string, w int32) string { return fmt.Sprintf("vs:%s:%d", host, w) }
 
 // watchAddress starts noting when addr first shows up in a WorkloadEntry
-// (or, for a splitKey, a VirtualService with that split).
+// or an inline endpoint (or, for a splitKey, a VirtualService with that split).
 func (c *client) watchAddress(addr string) {
 	c.mu.Lock()
 	if c.watch == nil {

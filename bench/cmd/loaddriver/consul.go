@@ -502,7 +502,7 @@ func consulFooter(o options) []string {
 			"Connections to Consul = the adapter's connections to the proxy.",
 		fmt.Sprintf("Churn (%s): instances moved to a new address through /v1/catalog/register (%s), "+
 			"at least %d changes to random services, at the real rate of %.0f%%/min of the instances or faster to reach that count; "+
-			"visibility = the client (istiod stand-in) decoded a WorkloadEntry with the new address. "+
+			"the adapter in its default output mode (inline); visibility = the client (istiod stand-in) decoded a ServiceEntry endpoint with the new address. "+
 			"The machine is shared with other sessions' work: the load average is that of the whole machine.", o.consulKind, churnKindText[o.consulKind], o.consulChanges, o.churnRate*100)}
 }
 
@@ -603,7 +603,9 @@ func (s *consulScenario) start(context.Context) error {
 		addr, srcMode = "https://"+proxy.addr, "default"
 		childEnv = []string{"CONSUL_CACERT=" + proxy.caFile}
 	}
-	args := []string{"-mode", string(convert.ModeWorkloadEntry), "-consul", addr, "-consul-mode", srcMode,
+	// The default output mode (inline): the "change -> served with defaults"
+	// target is about what users get.
+	args := []string{"-mode", string(convert.ModeInline), "-consul", addr, "-consul-mode", srcMode,
 		"-quiet", o.quiet.String(), "-max", o.max.String(), fmt.Sprintf("-consul-traffic=%v", o.consulTraffic)}
 	if mode == "unbounded" {
 		args = append(args, "-consul-max-queries", fmt.Sprint(services+16))
