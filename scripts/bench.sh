@@ -27,7 +27,7 @@ go build -o "$OUT/loaddriver" ./bench/cmd/loaddriver
 
 args=(-out "$OUT/table.md" -gobench "$OUT/gobench.txt")
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
-  args+=(-sizes 1000,10000 -we-instances 0 -consul-services 1000 -istiod=false -churn 10s)
+  args+=(-sizes 1000,10000 -we-instances 0 -consul-services 1000 -consul-large "" -istiod=false -churn 10s)
   : "${BENCH_TIME:=100ms}"
 fi
 [ "${BENCH_CONSUL:-1}" = 0 ] && args+=(-consul=false -istiod=false)

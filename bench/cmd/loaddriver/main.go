@@ -54,6 +54,7 @@ type options struct {
 	consul         bool
 	consulServices []int
 	consulModes    []string
+	consulLarge    []int
 	consulRest     time.Duration
 	consulChurn    time.Duration
 	consulChanges  int
@@ -91,6 +92,7 @@ func driverMain() int {
 	flag.BoolVar(&o.cold3, "cold3", true, "also measure a cold sync with 3 clients (own child process)")
 	flag.BoolVar(&o.consul, "consul", true, "run the Consul scenarios (needs integration/consul/consul.sh)")
 	csizes := flag.String("consul-services", "1000,10000", "Consul service counts (3 instances each)")
+	clarge := flag.String("consul-large", "30000", "Consul service counts measured over HTTPS only (the source's recommended transport), after the other sizes and the real-istiod scenario (empty: none)")
 	cmodes := flag.String("consul-modes", "https,default,cached,unbounded", "Consul source modes: default, https (default over Consul's HTTPS listener, HTTP/2), cached, stale, unbounded (default with maxConcurrentQueries above the service count); stale is left out by default: on a single-server agent it measured the same as default in every run")
 	flag.DurationVar(&o.consulRest, "consul-rest", 20*time.Second, "Consul request-rate sample at rest")
 	flag.DurationVar(&o.consulChurn, "consul-churn", 20*time.Second, "Consul request-rate sample under churn")
@@ -117,6 +119,7 @@ func driverMain() int {
 	o.sizes = ints(*sizes)
 	o.clients = ints(*clients)
 	o.consulServices = ints(*csizes)
+	o.consulLarge = ints(*clarge)
 	o.consulModes = strings.Split(*cmodes, ",")
 	o.shardKs = ints(*shardKs)
 	o.shardSizes = ints(*shardSizes)
