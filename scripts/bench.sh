@@ -9,7 +9,7 @@
 #   BENCH_CONSUL=0   skip the Consul scenarios (and so istiod); BENCH_ISTIOD=0 skip istiod only
 #   BENCH_ARGS       extra load driver flags (loaddriver -h lists them), e.g. BENCH_ARGS="-profile .run/bench/prof"
 #   BENCH_TIME       -benchtime of the Go benchmarks (default 300ms)
-# Takes about 11-13 minutes on 2 cores (first run: plus the Consul build, see integration/consul/consul.sh).
+# Takes about 13 minutes on 2 cores (first run: plus the Consul build, see integration/consul/consul.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
