@@ -324,7 +324,9 @@ func TestConnectOneAtATime(t *testing.T) {
 		cancel()
 		wg.Wait()
 		tr.CloseIdleConnections()
-		if want := int64(requests / streams); gated && got > want+4 {
+		// 8 at the least; a loaded machine lets a few more through the gate's
+		// 100 ms (13 seen at load 4), the fault makes thousands.
+		if want := int64(requests / streams); gated && got > 4*want {
 			t.Errorf("one at a time: %d connections for %d requests of %d streams each, want about %d", got, requests, streams, want)
 		}
 		t.Logf("gated %v: %d connections", gated, got)
