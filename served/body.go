@@ -222,16 +222,7 @@ func appendStringMap(b []byte, num protowire.Number, m map[string]string) []byte
 		return b
 	}
 	var small [8]string
-	for _, k := range sortedKeysInto(small[:0], m) {
-		v := m[k]
-		b = protowire.AppendTag(b, num, protowire.BytesType)
-		b = protowire.AppendVarint(b, uint64(mapEntrySize(k, v)))
-		b = protowire.AppendTag(b, 1, protowire.BytesType)
-		b = protowire.AppendString(b, k)
-		b = protowire.AppendTag(b, 2, protowire.BytesType)
-		b = protowire.AppendString(b, v)
-	}
-	return b
+	return appendMap(b, num, sortedKeysInto(small[:0], m), m)
 }
 
 // appendStrings writes a repeated string field; an empty element is still
